@@ -1,0 +1,105 @@
+"""Choose the deployment once (local by default) and build its resource set."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from clothing_assets.resources.dask_cluster import dask_cluster
+from clothing_assets.resources.duckdb_warehouse import DuckDBWarehouse
+from clothing_assets.resources.model_store import ModelStoreResource
+from clothing_assets.resources.stage import StageResource
+
+DEFAULT_DUCKDB_PATH = "data/clothing.duckdb"
+DEFAULT_TRAIN_STAGE_URL = "data/clothing-dataset-small/train"
+DEFAULT_TEST_STAGE_URL = "data/clothing-dataset-small/test"
+DEFAULT_MODELS_DIR = "models"
+
+TRAIN_STAGE = "clothing_dataset_train"
+TEST_STAGE = "clothing_dataset"
+
+
+def get_environment() -> str:
+    """`CLOTHING_WAREHOUSE` (local or snowflake) picks the deployment; local by default."""
+    return os.environ.get("CLOTHING_WAREHOUSE", "local").strip().lower() or "local"
+
+
+def env_or_default(name: str, default: str) -> str | dg.EnvVar:
+    """A `dg.EnvVar` when the variable is set (resolved by Dagster at run time), else `default`."""
+    return dg.EnvVar(name) if os.environ.get(name) else default
+
+
+def _stages() -> dict[str, Any]:
+    return {
+        "train_stage": StageResource(
+            name=TRAIN_STAGE,
+            url=env_or_default("CLOTHING_TRAIN_STAGE_URL", DEFAULT_TRAIN_STAGE_URL),
+            env_var="CLOTHING_TRAIN_STAGE_URL",
+        ),
+        "test_stage": StageResource(
+            name=TEST_STAGE,
+            url=env_or_default("CLOTHING_TEST_STAGE_URL", DEFAULT_TEST_STAGE_URL),
+            env_var="CLOTHING_TEST_STAGE_URL",
+        ),
+    }
+
+
+def _dask() -> dg.ResourceDefinition:
+    address = (
+        {"env": "DASK_SCHEDULER_ADDRESS"} if os.environ.get("DASK_SCHEDULER_ADDRESS") else None
+    )
+    workers = int(os.environ.get("CLOTHING_DASK_WORKERS", "0")) or min(4, os.cpu_count() or 1)
+    return dask_cluster.configured(
+        {"scheduler_address": address, "n_workers": workers, "threads_per_worker": 1}
+    )
+
+
+def _common() -> dict[str, Any]:
+    return {
+        **_stages(),
+        "model_store": ModelStoreResource(
+            directory=env_or_default("CLOTHING_MODELS_DIR", DEFAULT_MODELS_DIR)
+        ),
+        "dask": _dask(),
+    }
+
+
+def local_resources() -> dict[str, Any]:
+    """The embedded default: DuckDB file, local (or fsspec) stages, a local Dask cluster."""
+    return {
+        "warehouse": DuckDBWarehouse(
+            duckdb=DuckDBResource(
+                database=env_or_default("CLOTHING_DUCKDB_PATH", DEFAULT_DUCKDB_PATH)
+            )
+        ),
+        **_common(),
+    }
+
+
+def snowflake_resources() -> dict[str, Any]:
+    """Snowflake is the next milestone (its own issue); refuse clearly until it lands."""
+    raise NotImplementedError(
+        "CLOTHING_WAREHOUSE=snowflake: the Snowflake warehouse is not implemented yet. "
+        "Unset CLOTHING_WAREHOUSE (or set it to 'local') to use the embedded DuckDB warehouse."
+    )
+
+
+RESOURCES_BY_ENVIRONMENT: dict[str, Callable[[], dict[str, Any]]] = {
+    "local": local_resources,
+    "snowflake": snowflake_resources,
+}
+
+
+def resources_for(environment: str | None = None) -> dict[str, Any]:
+    """The resource set of `environment` (default: `get_environment()`)."""
+    environment = environment or get_environment()
+    if environment not in RESOURCES_BY_ENVIRONMENT:
+        raise ValueError(
+            f"CLOTHING_WAREHOUSE={environment!r} is not one of "
+            f"{', '.join(sorted(RESOURCES_BY_ENVIRONMENT))}"
+        )
+    return RESOURCES_BY_ENVIRONMENT[environment]()

@@ -1,0 +1,1 @@
+"""Plain functions for images, training and scoring; the assets only wire and log them."""

@@ -1,0 +1,85 @@
+"""Labels, the validation split, and decoding a catalog's images once into a uint8 tensor."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import torch
+
+from clothing_assets.ml.images import ImageDecodeError, decode_image, resize_square
+from clothing_assets.stage_fs import read_bytes
+
+
+def stable_hash(text: str) -> int:
+    """A hash of `text` that is the same on every machine and Python process."""
+    return int.from_bytes(hashlib.sha1(text.encode("utf-8")).digest()[:8], "big")
+
+
+def stratified_split(
+    paths: Sequence[str], labels: Sequence[int], *, val_fraction: float
+) -> tuple[list[int], list[int]]:
+    """Split indices into (train, val): per class, the paths with the smallest stable hashes
+    form round(val_fraction * n) validation images, keeping at least one training image.
+
+    The split depends only on the paths, so it is the same on every run and machine.
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    by_class: dict[int, list[int]] = {}
+    for i, label in enumerate(labels):
+        by_class.setdefault(label, []).append(i)
+    train, val = [], []
+    for members in by_class.values():
+        members.sort(key=lambda i: (stable_hash(paths[i]), paths[i]))
+        k = min(int(round(val_fraction * len(members))), len(members) - 1)
+        val.extend(members[:k])
+        train.extend(members[k:])
+    return sorted(train), sorted(val)
+
+
+@dataclass
+class DecodedImages:
+    """Images decoded and resized once: a uint8 tensor NxCxSxS and the files that failed."""
+
+    images: torch.Tensor
+    kept: list[int]
+    errors: dict[int, str] = field(default_factory=dict)
+
+
+def load_images(
+    urls: Sequence[str],
+    side: int,
+    *,
+    threads: int = 8,
+    on_image: Callable[[], None] | None = None,
+) -> DecodedImages:
+    """Read, decode and resize every file in `urls` to side x side, in parallel threads.
+
+    A file that cannot be read or decoded is left out and its index mapped to a one-line
+    reason in `errors`; `kept` lists the indices of `images`' rows.
+    """
+
+    def one(url: str) -> torch.Tensor | str:
+        try:
+            return resize_square(decode_image(read_bytes(url)), side)
+        except ImageDecodeError as exc:
+            return str(exc)
+        except OSError as exc:
+            return f"unreadable file: {exc}"
+        finally:
+            if on_image is not None:
+                on_image()
+
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        results = list(pool.map(one, urls))
+    kept = [i for i, r in enumerate(results) if isinstance(r, torch.Tensor)]
+    errors = {i: r for i, r in enumerate(results) if isinstance(r, str)}
+    images = (
+        torch.stack([results[i] for i in kept])
+        if kept
+        else torch.empty((0, 3, side, side), dtype=torch.uint8)
+    )
+    return DecodedImages(images=images, kept=kept, errors=errors)

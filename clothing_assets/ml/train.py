@@ -1,0 +1,435 @@
+"""Training in the style of torchvision's classification reference: plain functions that the
+`trained_model` asset wires together and logs."""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torchvision
+from torch import nn
+
+from clothing_assets.ml.images import cache_size
+from clothing_assets.ml.presets import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ClassificationPresetEval,
+    ClassificationPresetTrain,
+)
+
+MODEL_FORMAT = "clothing-assets/1"
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Hyperparameters; the asset's `dg.Config` carries the same fields."""
+
+    architecture: str = "resnet18"
+    image_size: int = 128
+    n_epochs: int = 12
+    batch_size: int = 64
+    base_lr: float = 0.003
+    weight_decay: float = 0.05
+    label_smoothing: float = 0.1
+    warmup_epochs: float = 1.0
+    downsample_to: float = 1.0
+    val_fraction: float = 0.1
+    checkpoint_every: int = 50
+    seed: int = 0
+    weights: str = "none"
+    device: str = "auto"
+    bf16: str = "auto"
+
+
+@dataclass
+class EpochStats:
+    """One epoch's training and validation figures."""
+
+    epoch: int
+    train_loss: float
+    train_acc: float
+    val_loss: float | None
+    val_acc: float | None
+    lr: float
+    images: int
+    seconds: float
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
+class FitResult:
+    """What `fit` hands back: the kept weights and the history behind them."""
+
+    state_dict: dict[str, torch.Tensor]
+    history: list[EpochStats]
+    best_epoch: int
+    device: str
+    amp_dtype: str
+    train_seconds: float
+    steps: int
+    resumed_from_step: int = 0
+    val_predictions: torch.Tensor | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """`auto` picks CUDA when there is a GPU, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def amp_dtype_for(device: torch.device, bf16: str = "auto") -> torch.dtype | None:
+    """bf16 autocast where the hardware runs it natively (CUDA with bf16, AVX-512 BF16 CPUs)."""
+    if bf16 == "off":
+        return None
+    if device.type == "cuda":
+        supported = torch.cuda.is_bf16_supported()
+    else:
+        supported = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    if bf16 == "on" and not supported:
+        raise ValueError(f"bf16 was asked for but {device} does not support it")
+    return torch.bfloat16 if supported else None
+
+
+def _replace_head(model: nn.Module, num_classes: int) -> None:
+    # torchvision names its last layer differently per family (fc, classifier[-1], heads.head);
+    # the last nn.Linear is the head in every classification model it ships.
+    name, last = None, None
+    for n, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+            name, last = n, module
+    if last is None:
+        raise ValueError("model has no linear head to replace")
+    parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
+    setattr(parent, name.rsplit(".", 1)[-1], nn.Linear(last.in_features, num_classes))
+
+
+def build_model(architecture: str, num_classes: int, *, weights: str = "none") -> nn.Module:
+    """A torchvision classification model with `num_classes` outputs.
+
+    `weights="imagenet"` starts from torchvision's ImageNet weights (downloads them once, so
+    it needs the internet); the default trains from random initialisation.
+    """
+    available = torchvision.models.list_models(module=torchvision.models)
+    if architecture not in available:
+        raise ValueError(
+            f"unknown architecture {architecture!r}; torchvision classification models include "
+            f"{', '.join(sorted(a for a in available if a.startswith(('resnet', 'mobilenet'))))}"
+        )
+    if weights == "imagenet":
+        model = torchvision.models.get_model(architecture, weights="DEFAULT")
+        _replace_head(model, num_classes)
+    elif weights == "none":
+        model = torchvision.models.get_model(architecture, weights=None, num_classes=num_classes)
+    else:
+        raise ValueError(f"weights must be 'none' or 'imagenet', got {weights!r}")
+    return model
+
+
+def warmup_cosine(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+    """LR multiplier: linear warmup, then cosine decay to zero over the remaining steps."""
+
+    def factor(step: int) -> float:
+        if warmup_steps > 0 and step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def epoch_batches(n: int, batch_size: int, *, seed: int, epoch: int) -> list[torch.Tensor]:
+    """The index batches of one epoch: a permutation fixed by (seed, epoch), full batches only
+    (a ragged last batch would add noise and can break BatchNorm), or one batch if n is small."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+    if n < batch_size:
+        return [perm] if n >= 2 else []
+    return list(perm[: (n // batch_size) * batch_size].split(batch_size))
+
+
+def train_one_epoch(
+    model: nn.Module,
+    criterion: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    preset: ClassificationPresetTrain,
+    batch_size: int,
+    epoch: int,
+    seed: int,
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
+    start_batch: int = 0,
+    on_step: Callable[[int, int], None] | None = None,
+) -> tuple[float, float, int]:
+    """Train for one epoch from batch `start_batch`; return (mean loss, accuracy, images).
+
+    Losses and hits are summed on the device and read once at the end: no per-step sync.
+    `on_step(batch_index, images_in_batch)` runs after each optimizer step.
+    """
+    model.train()
+    loss_sum = torch.zeros((), device=device)
+    hits = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
+    batches = epoch_batches(len(images), batch_size, seed=seed, epoch=epoch)
+    for b, idx in enumerate(batches):
+        if b < start_batch:
+            continue
+        # each step's augmentation draws from its own generator, so resuming mid-epoch
+        # reproduces the uninterrupted run
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch * 10_007 + b)
+        x = preset(images[idx], gen).to(device, non_blocking=True)
+        y = labels[idx].to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            logits = model(x)
+            loss = criterion(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        loss_sum += loss.detach() * len(idx)
+        hits += (logits.detach().argmax(1) == y).sum()
+        seen += len(idx)
+        if on_step is not None:
+            on_step(b, len(idx))
+    if seen == 0:
+        return float("nan"), float("nan"), 0
+    return float(loss_sum) / seen, float(hits) / seen, seen
+
+
+@torch.inference_mode()
+def evaluate(
+    model: nn.Module,
+    criterion: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    preset: ClassificationPresetEval,
+    batch_size: int,
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
+) -> tuple[float, float, torch.Tensor]:
+    """Return (mean loss, accuracy, predicted labels) over `images`."""
+    model.eval()
+    if len(images) == 0:
+        return float("nan"), float("nan"), torch.empty(0, dtype=torch.long)
+    loss_sum = torch.zeros((), device=device)
+    preds = []
+    for start in range(0, len(images), batch_size):
+        x = preset(images[start : start + batch_size]).to(device)
+        y = labels[start : start + batch_size].to(device)
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            logits = model(x)
+        loss_sum += criterion(logits.float(), y) * len(y)
+        preds.append(logits.argmax(1).cpu())
+    predicted = torch.cat(preds)
+    return float(loss_sum) / len(images), float((predicted == labels).float().mean()), predicted
+
+
+def save_atomic(obj: Any, path: Path) -> bytes:
+    """torch.save `obj` to `path` via a temporary file and a rename; return the bytes."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    data = buffer.getvalue()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    return data
+
+
+def load_checkpoint(path: Path, fingerprint: str) -> dict[str, Any] | None:
+    """The checkpoint at `path` if it belongs to this exact config and data, else None."""
+    if not path.is_file():
+        return None
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - a torn or foreign file is simply not resumable
+        return None
+    return ckpt if isinstance(ckpt, dict) and ckpt.get("fingerprint") == fingerprint else None
+
+
+def fit(
+    train_images: torch.Tensor,
+    train_labels: torch.Tensor,
+    val_images: torch.Tensor,
+    val_labels: torch.Tensor,
+    classes: list[str],
+    settings: TrainSettings,
+    *,
+    checkpoint_path: Path | None = None,
+    fingerprint: str = "",
+    on_epoch: Callable[[EpochStats, float], None] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> FitResult:
+    """Train a fresh (or resumed) model and return the best validation epoch's weights.
+
+    A checkpoint is written every `checkpoint_every` steps and at every epoch end; if
+    `checkpoint_path` holds one with the same `fingerprint`, training resumes from it and ends
+    after the same number of steps as an uninterrupted run.
+    """
+    device = select_device(settings.device)
+    amp_dtype = amp_dtype_for(device, settings.bf16)
+    torch.manual_seed(settings.seed)
+    model = build_model(settings.architecture, len(classes), weights=settings.weights)
+    model = model.to(device, memory_format=torch.channels_last)
+    criterion = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=settings.base_lr, weight_decay=settings.weight_decay
+    )
+    steps_per_epoch = len(epoch_batches(len(train_images), settings.batch_size, seed=0, epoch=0))
+    total_steps = max(1, steps_per_epoch * settings.n_epochs)
+    warmup = min(total_steps // 2, int(settings.warmup_epochs * steps_per_epoch))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, warmup))
+    train_preset = ClassificationPresetTrain(crop_size=settings.image_size)
+    eval_preset = ClassificationPresetEval(crop_size=settings.image_size)
+
+    history: list[EpochStats] = []
+    best = {"acc": -1.0, "epoch": -1, "state": None}
+    start_epoch, start_batch, step = 0, 0, 0
+    partial = {"loss": 0.0, "hits": 0.0, "images": 0}
+    ckpt = load_checkpoint(checkpoint_path, fingerprint) if checkpoint_path else None
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        start_epoch, start_batch, step = ckpt["epoch"], ckpt["batch"], ckpt["step"]
+        history = [EpochStats(**h) for h in ckpt["history"]]
+        best = {"acc": ckpt["best_acc"], "epoch": ckpt["best_epoch"], "state": ckpt["best_model"]}
+    resumed_from = step
+
+    def checkpoint(epoch: int, batch: int) -> None:
+        if checkpoint_path is None:
+            return
+        save_atomic(
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "epoch": epoch,
+                "batch": batch,
+                "step": step,
+                "rng": {"torch": torch.get_rng_state()},
+                "classes": list(classes),
+                "mean": list(IMAGENET_MEAN),
+                "std": list(IMAGENET_STD),
+                "config": asdict(settings),
+                "fingerprint": fingerprint,
+                "history": [asdict(h) for h in history],
+                "best_acc": best["acc"],
+                "best_epoch": best["epoch"],
+                "best_model": best["state"],
+            },
+            checkpoint_path,
+        )
+
+    started = time.perf_counter()
+    for epoch in range(start_epoch, settings.n_epochs):
+        t0 = time.perf_counter()
+
+        def on_step(b: int, n: int, epoch: int = epoch) -> None:
+            nonlocal step
+            step += 1
+            if progress is not None:
+                progress(n)
+            if settings.checkpoint_every > 0 and step % settings.checkpoint_every == 0:
+                checkpoint(epoch, b + 1)
+
+        loss, acc, seen = train_one_epoch(
+            model, criterion, optimizer, scheduler, train_images, train_labels,
+            preset=train_preset, batch_size=settings.batch_size, epoch=epoch,
+            seed=settings.seed, device=device, amp_dtype=amp_dtype,
+            start_batch=start_batch, on_step=on_step,
+        )  # fmt: skip
+        start_batch = 0
+        val_loss, val_acc, _ = evaluate(
+            model, criterion, val_images, val_labels, preset=eval_preset,
+            batch_size=max(settings.batch_size, 128), device=device, amp_dtype=amp_dtype,
+        )  # fmt: skip
+        stats = EpochStats(
+            epoch=epoch + 1,
+            train_loss=loss,
+            train_acc=acc,
+            val_loss=None if math.isnan(val_loss) else val_loss,
+            val_acc=None if math.isnan(val_acc) else val_acc,
+            lr=optimizer.param_groups[0]["lr"],
+            images=seen,
+            seconds=time.perf_counter() - t0,
+        )
+        history.append(stats)
+        # with no validation images the last epoch is the one kept
+        score = stats.val_acc if stats.val_acc is not None else float(epoch)
+        if score >= best["acc"]:
+            best = {
+                "acc": score,
+                "epoch": epoch + 1,
+                "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+            }
+        checkpoint(epoch + 1, 0)
+        if on_epoch is not None:
+            elapsed = time.perf_counter() - started
+            done = epoch + 1 - start_epoch
+            eta = elapsed / max(1, done) * (settings.n_epochs - epoch - 1)
+            on_epoch(stats, eta)
+
+    state = best["state"] if best["state"] is not None else model.state_dict()
+    model.load_state_dict(state)
+    val_preds = None
+    if len(val_images):
+        _, _, val_preds = evaluate(
+            model, criterion, val_images, val_labels, preset=eval_preset,
+            batch_size=max(settings.batch_size, 128), device=device, amp_dtype=amp_dtype,
+        )  # fmt: skip
+    return FitResult(
+        state_dict={k: v.detach().cpu() for k, v in state.items()},
+        history=history,
+        best_epoch=best["epoch"],
+        device=str(device),
+        amp_dtype=str(amp_dtype).replace("torch.", "") if amp_dtype else "float32",
+        train_seconds=time.perf_counter() - started,
+        steps=step,
+        resumed_from_step=resumed_from,
+        val_predictions=val_preds,
+    )
+
+
+def model_payload(
+    state_dict: dict[str, torch.Tensor], classes: list[str], settings: TrainSettings
+) -> dict[str, Any]:
+    """What `model_trained.pt` holds: tensors and plain values only (weights_only-loadable)."""
+    return {
+        "format": MODEL_FORMAT,
+        "architecture": settings.architecture,
+        "classes": list(classes),
+        "image_size": settings.image_size,
+        "cache_size": cache_size(settings.image_size),
+        "mean": list(IMAGENET_MEAN),
+        "std": list(IMAGENET_STD),
+        "state_dict": state_dict,
+    }
+
+
+def load_model(data: bytes, *, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuild the network from `model_trained.pt` bytes; never unpickles arbitrary objects."""
+    payload = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+    if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
+        raise ValueError("not a clothing-assets model file (format marker missing)")
+    model = torchvision.models.get_model(
+        payload["architecture"], weights=None, num_classes=len(payload["classes"])
+    )
+    model.load_state_dict(payload["state_dict"])
+    model.eval()
+    return model, payload

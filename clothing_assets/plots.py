@@ -1,0 +1,83 @@
+"""PNG figures for the Dagster UI: training curves and confusion matrices."""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display; must precede pyplot
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _png(fig: plt.Figure) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def training_curves_png(
+    epochs: Sequence[int],
+    train_loss: Sequence[float],
+    val_loss: Sequence[float | None],
+    train_acc: Sequence[float],
+    val_acc: Sequence[float | None],
+) -> bytes:
+    """Loss and accuracy per epoch, train and validation, side by side."""
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.4))
+    ax_loss.plot(epochs, train_loss, "o-", label="train")
+    if any(v is not None for v in val_loss):
+        ax_loss.plot(epochs, [np.nan if v is None else v for v in val_loss], "o-", label="val")
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="Loss")
+    ax_acc.plot(epochs, train_acc, "o-", label="train")
+    if any(v is not None for v in val_acc):
+        ax_acc.plot(epochs, [np.nan if v is None else v for v in val_acc], "o-", label="val")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="Accuracy", ylim=(0, 1))
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    return _png(fig)
+
+
+def confusion_matrix(
+    true: Sequence[int], predicted: Sequence[int], num_classes: int
+) -> np.ndarray:
+    """Counts[i, j]: images of class i predicted as class j."""
+    counts = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(counts, (np.asarray(true, dtype=int), np.asarray(predicted, dtype=int)), 1)
+    return counts
+
+
+def confusion_matrix_png(counts: np.ndarray, classes: Sequence[str], title: str) -> bytes:
+    """A labelled heat map of a confusion matrix."""
+    size = 1.0 + 0.55 * len(classes)
+    fig, ax = plt.subplots(figsize=(size + 1.5, size))
+    im = ax.imshow(counts, cmap="Blues")
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set(xlabel="predicted", ylabel="true (folder)", title=title)
+    limit = counts.max() / 2 if counts.size else 0
+    for i in range(counts.shape[0]):
+        for j in range(counts.shape[1]):
+            ax.text(j, i, int(counts[i, j]), ha="center", va="center",
+                    color="white" if counts[i, j] > limit else "black", fontsize=8)  # fmt: skip
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    return _png(fig)
+
+
+def per_class_scores(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(precision, recall) per class from a confusion matrix; NaN where undefined."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tp = np.diag(counts).astype(float)
+        precision = tp / counts.sum(axis=0)
+        recall = tp / counts.sum(axis=1)
+    return precision, recall
+
+
+def png_markdown(png: bytes, alt: str) -> str:
+    """Markdown that shows the PNG inline in the Dagster UI."""
+    return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode('ascii')})"

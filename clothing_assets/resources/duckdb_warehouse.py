@@ -1,0 +1,180 @@
+"""The embedded default warehouse: DuckDB through dagster-duckdb."""
+
+
+import posixpath
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pandas as pd
+from dagster_duckdb import DuckDBResource
+from pydantic import Field
+
+from clothing_assets.resources.warehouse import (
+    PREDICTION_COLUMNS,
+    CatalogTable,
+    StageSummary,
+    SyncResult,
+    Warehouse,
+)
+from clothing_assets.sql import load_sql
+from clothing_assets.stage_fs import list_stage
+
+_DDL = (
+    "create_stages_table",
+    "create_stage_directory_table",
+    "create_clothing_train",
+    "create_clothing_test",
+)
+
+
+class WarehouseUnavailableError(RuntimeError):
+    """The DuckDB file cannot be opened."""
+
+
+class DuckDBWarehouse(Warehouse):
+    """Stages, catalogs and predictions in one DuckDB file.
+
+    A stage is a row in `clothing_stages`; its directory listing (made with fsspec) lives in
+    `clothing_stage_directory`, which plays the part of Snowflake's DIRECTORY(@stage).
+    """
+
+    duckdb: DuckDBResource
+    env_var: str = Field(
+        default="CLOTHING_DUCKDB_PATH", description="The variable users set to move the file."
+    )
+
+    @contextmanager
+    def _connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        database = self.duckdb.database
+        if database != ":memory:":
+            parent = Path(database).expanduser().resolve().parent
+            try:
+                parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise WarehouseUnavailableError(
+                    f"cannot create the folder of the DuckDB file {database!r}: {exc}. "
+                    f"Set {self.env_var} to a writable path."
+                ) from exc
+        try:
+            with self.duckdb.get_connection() as conn:
+                for name in _DDL:
+                    conn.execute(load_sql("duckdb", name))
+                yield conn
+        except duckdb.IOException as exc:
+            raise WarehouseUnavailableError(
+                f"cannot open the DuckDB warehouse {database!r}: {exc}. "
+                f"Set {self.env_var} to a writable DuckDB file."
+            ) from exc
+
+    def describe(self) -> str:
+        return f"DuckDB file {self.duckdb.database}"
+
+    def create_stage(self, name: str, url: str) -> None:
+        with self._connect() as conn:
+            conn.execute(load_sql("duckdb", "upsert_stage"), {"name": name, "url": url})
+
+    def _stage_url(self, conn: duckdb.DuckDBPyConnection, name: str) -> str:
+        row = conn.execute(load_sql("duckdb", "select_stage"), {"name": name}).fetchone()
+        if row is None:
+            raise dg.Failure(f"stage {name!r} does not exist: materialize it first")
+        return row[0]
+
+    def refresh_stage(self, name: str, *, env_var: str | None = None) -> StageSummary:
+        with self._connect() as conn:
+            url = self._stage_url(conn, name)
+        # List outside the connection: a slow object store must not hold the file lock.
+        stage_listing = list_stage(url, env_var=env_var)
+        with self._connect() as conn:
+            conn.execute("BEGIN TRANSACTION")
+            try:
+                conn.execute(load_sql("duckdb", "delete_stage_directory"), {"stage": name})
+                conn.register("stage_listing", stage_listing)
+                conn.execute(load_sql("duckdb", "insert_stage_directory"), {"stage": name})
+                conn.unregister("stage_listing")
+                conn.execute(load_sql("duckdb", "update_stage_refreshed"), {"name": name})
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            count, total = conn.execute(
+                load_sql("duckdb", "summarize_stage_directory"), {"stage": name}
+            ).fetchone()
+        return StageSummary(name=name, url=url, file_count=int(count), total_bytes=int(total))
+
+    def sync_catalog(self, table: CatalogTable, stage: str) -> SyncResult:
+        statement = {"clothing_train": "merge_clothing_train", "clothing_test": "merge_clothing_test"}
+        with self._connect() as conn:
+            self._stage_url(conn, stage)
+            actions = conn.execute(load_sql("duckdb", statement[table]), {"stage": stage}).fetchall()
+            frame = self._read(conn, table)
+        done = [a[0] for a in actions]
+        return SyncResult(
+            inserted=done.count("INSERT"),
+            updated=done.count("UPDATE"),
+            deleted=done.count("DELETE"),
+            rows=len(frame),
+            errors=int(frame["ERROR"].notna().sum()),
+        )
+
+    @staticmethod
+    def _read(conn: duckdb.DuckDBPyConnection, table: CatalogTable) -> pd.DataFrame:
+        statement = {"clothing_train": "select_clothing_train", "clothing_test": "select_clothing_test"}
+        return conn.execute(load_sql("duckdb", statement[table])).df()
+
+    def read_catalog(self, table: CatalogTable) -> pd.DataFrame:
+        with self._connect() as conn:
+            return self._read(conn, table)
+
+    def unscored_rows(self, model_version: str) -> pd.DataFrame:
+        with self._connect() as conn:
+            return conn.execute(
+                load_sql("duckdb", "select_unscored_test_rows"), {"model_version": model_version}
+            ).df()
+
+    def file_urls(self, stage: str, relative_paths: Sequence[str]) -> list[str]:
+        with self._connect() as conn:
+            base = self._stage_url(conn, stage)
+        return [posixpath.join(base.rstrip("/"), p) for p in relative_paths]
+
+    def write_predictions(self, predictions: pd.DataFrame) -> int:
+        missing = set(PREDICTION_COLUMNS) - set(predictions.columns)
+        if missing:
+            raise ValueError(f"predictions lack columns {sorted(missing)}")
+        scored_batch = predictions[PREDICTION_COLUMNS]
+        with self._connect() as conn:
+            conn.execute("BEGIN TRANSACTION")
+            try:
+                conn.register("scored_batch", scored_batch)
+                conn.execute(load_sql("duckdb", "create_temp_predictions"))
+                conn.unregister("scored_batch")
+                (updated,) = conn.execute(
+                    load_sql("duckdb", "update_clothing_test_predictions")
+                ).fetchone()
+                conn.execute(load_sql("duckdb", "drop_temp_predictions"))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return int(updated)
+
+    def record_errors(self, table: CatalogTable, errors: pd.DataFrame) -> int:
+        if table != "clothing_train":
+            raise ValueError("record_errors supports clothing_train; test errors come with scoring")
+        if errors.empty:
+            return 0
+        with self._connect() as conn:
+            conn.execute("BEGIN TRANSACTION")
+            try:
+                conn.register("catalog_errors", errors[["RELATIVE_PATH", "ERROR"]])
+                conn.execute(load_sql("duckdb", "create_temp_catalog_errors"))
+                conn.unregister("catalog_errors")
+                (updated,) = conn.execute(load_sql("duckdb", "update_clothing_train_errors")).fetchone()
+                conn.execute(load_sql("duckdb", "drop_temp_catalog_errors"))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return int(updated)

@@ -1,0 +1,109 @@
+"""Whole-graph runs with dg.materialize on real local resources: DuckDB, Dask, the filesystem."""
+
+from __future__ import annotations
+
+import duckdb
+import pytest
+
+import dagster as dg
+from clothing_assets.definitions import all_assets
+from clothing_assets.environment import resources_for
+from clothing_assets_tests.conftest import CLASSES, COLOURS, TINY_TRAINING, write_image
+
+SCORE_ONLY = ["clothing_dataset", "clothing_test", "clothing_predictions"]
+RUN_CONFIG = dg.RunConfig(ops={"trained_model": {"config": TINY_TRAINING}})
+
+
+def _materialize(selection: str | list[str] = "*", run_config: dg.RunConfig | None = RUN_CONFIG):
+    return dg.materialize(
+        all_assets(),
+        resources=resources_for(),
+        selection=selection,
+        run_config=run_config,
+        raise_on_error=False,
+    )
+
+
+def _table(env, name: str):
+    with duckdb.connect(str(env.duckdb), read_only=True) as conn:
+        return conn.execute(f"SELECT * FROM {name} ORDER BY RELATIVE_PATH").df()
+
+
+def _metadata(result, key: str) -> dict:
+    [mat] = [
+        m for m in result.get_asset_materialization_events() if m.asset_key.to_user_string() == key
+    ]
+    return {k: v.value for k, v in mat.materialization.metadata.items()}
+
+
+def test_whole_graph_catalogs_trains_and_scores(local_env):
+    result = _materialize()
+    assert result.success, [e.message for e in result.all_events if e.is_failure]
+
+    train, test = _table(local_env, "clothing_train"), _table(local_env, "clothing_test")
+    assert sorted(train["RELATIVE_PATH"]) == sorted(
+        str(p.relative_to(local_env.train)) for p in local_env.train.rglob("*.jpg")
+    )
+    assert len(test) == 3 * len(CLASSES)
+    assert train["ERROR"].isna().all() and test["ERROR"].isna().all()
+    assert set(test["TYPE"]) <= set(CLASSES)
+    assert test["CONFIDENCE"].between(0.0, 1.0).all()
+    assert test["MODEL_VERSION"].notna().all() and test["MODEL_VERSION"].nunique() == 1
+    assert test["PRED_TIMESTAMP"].notna().all()
+
+    model_meta = _metadata(result, "trained_model")
+    assert model_meta["classes"] == list(CLASSES)
+    assert model_meta["version"] == test["MODEL_VERSION"].iloc[0]
+    assert (local_env.models / "model_trained.pt").is_file()
+    assert not (local_env.models / "checkpoint.pt").exists()
+    pred_meta = _metadata(result, "clothing_predictions")
+    assert pred_meta["rows_scored"] == len(test)
+    assert 0.0 <= pred_meta["accuracy"] <= 1.0
+    assert sum(pred_meta["per_worker"].values()) == len(test)
+    stage_meta = _metadata(result, "clothing_dataset_train")
+    assert stage_meta["file_count"] == 6 * len(CLASSES)
+
+
+def test_rematerializing_duplicates_and_rescores_nothing(local_env):
+    assert _materialize().success
+    before = _table(local_env, "clothing_test")
+
+    # again, model untouched: no duplicate rows and no row rescored
+    again = _materialize(SCORE_ONLY, None)
+    assert again.success
+    after = _table(local_env, "clothing_test")
+    assert len(after) == len(before)
+    assert (after["PRED_TIMESTAMP"] == before["PRED_TIMESTAMP"]).all()
+    assert _metadata(again, "clothing_predictions")["rows_scored"] == 0
+    assert _metadata(again, "clothing_test")["inserted"] == 0
+
+    # a new file is the only row scored; a removed file's row is gone
+    added = write_image(local_env.test / "hat" / "new hat.jpg", COLOURS["hat"], seed=7)
+    removed = next((local_env.test / "pants").glob("*.jpg"))
+    removed.unlink()
+    third = _materialize(SCORE_ONLY, None)
+    assert third.success
+    final = _table(local_env, "clothing_test")
+    assert _metadata(third, "clothing_predictions")["rows_scored"] == 1
+    assert "hat/new hat.jpg" in set(final["RELATIVE_PATH"])
+    assert str(removed.relative_to(local_env.test)) not in set(final["RELATIVE_PATH"])
+    assert len(final) == len(before)  # one in, one out
+    kept = final.merge(before, on="RELATIVE_PATH", suffixes=("", "_before"))
+    assert (kept["PRED_TIMESTAMP"] == kept["PRED_TIMESTAMP_before"]).all()
+    assert final["TYPE"].notna().all()
+
+
+@pytest.mark.parametrize(
+    ("variable", "selection"),
+    [
+        ("CLOTHING_TRAIN_STAGE_URL", "clothing_dataset_train"),
+        ("CLOTHING_TEST_STAGE_URL", "clothing_dataset"),
+    ],
+)
+def test_missing_stage_fails_naming_the_variable(local_env, monkeypatch, variable, selection):
+    monkeypatch.setenv(variable, str(local_env.root / "no-such-folder"))
+    result = _materialize(selection, None)
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    message = failure.step_failure_data.error.message
+    assert "no-such-folder" in message and variable in message

@@ -1,0 +1,10 @@
+-- The directory listing of each stage: DuckDB's stand-in for DIRECTORY(@stage).
+CREATE TABLE IF NOT EXISTS clothing_stage_directory (
+    STAGE VARCHAR NOT NULL,
+    RELATIVE_PATH VARCHAR NOT NULL,
+    SIZE BIGINT NOT NULL,
+    LAST_MODIFIED TIMESTAMPTZ,
+    ETAG VARCHAR,
+    FILE_URL VARCHAR NOT NULL,
+    PRIMARY KEY (STAGE, RELATIVE_PATH)
+);

@@ -1,0 +1,1 @@
+DELETE FROM clothing_stage_directory WHERE STAGE = $stage;

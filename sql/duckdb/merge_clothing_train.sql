@@ -1,0 +1,23 @@
+-- Sync the train catalog from its stage's directory: insert new files, refresh changed ones
+-- (clearing their ERROR), delete vanished ones. Unchanged rows are not touched.
+MERGE INTO clothing_train AS t
+USING (
+    SELECT
+        FILE_URL,
+        RELATIVE_PATH,
+        SIZE,
+        LAST_MODIFIED,
+        -- an image's class is its lowest folder; a file at the stage root has none
+        CASE WHEN strpos(RELATIVE_PATH, '/') = 0 THEN 'no class folder: file is at the stage root'
+        END AS ERROR
+    FROM clothing_stage_directory WHERE STAGE = $stage
+) AS s
+ON t.RELATIVE_PATH = s.RELATIVE_PATH
+WHEN MATCHED AND (t.SIZE IS DISTINCT FROM s.SIZE OR t.LAST_MODIFIED IS DISTINCT FROM s.LAST_MODIFIED)
+    THEN UPDATE SET FILE_URL = s.FILE_URL, SIZE = s.SIZE, LAST_MODIFIED = s.LAST_MODIFIED,
+        ERROR = s.ERROR
+WHEN NOT MATCHED BY TARGET
+    THEN INSERT (FILE_URL, RELATIVE_PATH, SIZE, LAST_MODIFIED, ERROR)
+    VALUES (s.FILE_URL, s.RELATIVE_PATH, s.SIZE, s.LAST_MODIFIED, s.ERROR)
+WHEN NOT MATCHED BY SOURCE THEN DELETE
+RETURNING merge_action;

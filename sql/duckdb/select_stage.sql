@@ -1,0 +1,1 @@
+SELECT URL, CREATED_AT, REFRESHED_AT FROM clothing_stages WHERE NAME = $name;
