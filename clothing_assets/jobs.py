@@ -1,6 +1,5 @@
 """Jobs named for what users do, built from asset selections."""
 
-
 import dagster as dg
 
 catalog_selection = dg.AssetSelection.groups("stages", "catalog")

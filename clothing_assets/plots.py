@@ -43,9 +43,7 @@ def training_curves_png(
     return _png(fig)
 
 
-def confusion_matrix(
-    true: Sequence[int], predicted: Sequence[int], num_classes: int
-) -> np.ndarray:
+def confusion_matrix(true: Sequence[int], predicted: Sequence[int], num_classes: int) -> np.ndarray:
     """Counts[i, j]: images of class i predicted as class j."""
     counts = np.zeros((num_classes, num_classes), dtype=np.int64)
     np.add.at(counts, (np.asarray(true, dtype=int), np.asarray(predicted, dtype=int)), 1)

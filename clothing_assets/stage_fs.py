@@ -26,7 +26,9 @@ def _modified(info: dict[str, Any]) -> datetime | None:
         if isinstance(value, int | float):
             return datetime.fromtimestamp(value, tz=UTC)
         stamp = pd.Timestamp(value)
-        return (stamp.tz_localize(UTC) if stamp.tzinfo is None else stamp.tz_convert(UTC)).to_pydatetime()
+        return (
+            stamp.tz_localize(UTC) if stamp.tzinfo is None else stamp.tz_convert(UTC)
+        ).to_pydatetime()
     return None
 
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import dagster as dg
 import duckdb
 import pytest
 
-import dagster as dg
 from clothing_assets.definitions import all_assets
 from clothing_assets.environment import resources_for
 from clothing_assets_tests.conftest import CLASSES, COLOURS, TINY_TRAINING, write_image
@@ -78,7 +78,7 @@ def test_rematerializing_duplicates_and_rescores_nothing(local_env):
     assert _metadata(again, "clothing_test")["inserted"] == 0
 
     # a new file is the only row scored; a removed file's row is gone
-    added = write_image(local_env.test / "hat" / "new hat.jpg", COLOURS["hat"], seed=7)
+    write_image(local_env.test / "hat" / "new hat.jpg", COLOURS["hat"], seed=7)
     removed = next((local_env.test / "pants").glob("*.jpg"))
     removed.unlink()
     third = _materialize(SCORE_ONLY, None)

@@ -1,6 +1,5 @@
 """The catalog tables: one row per stage file, synced without losing predictions."""
 
-
 import dagster as dg
 import pandas as pd
 

@@ -1,6 +1,5 @@
 """The trained model: a torchvision classifier fitted on the train catalog."""
 
-
 import hashlib
 import json
 import sys
@@ -119,9 +118,13 @@ def trained_model(
         bad = usable.iloc[list(decoded.errors)]
         recorded = warehouse.record_errors(
             "clothing_train",
-            pd.DataFrame({"RELATIVE_PATH": bad["RELATIVE_PATH"], "ERROR": list(decoded.errors.values())}),
+            pd.DataFrame(
+                {"RELATIVE_PATH": bad["RELATIVE_PATH"], "ERROR": list(decoded.errors.values())}
+            ),
         )
-        context.log.warning(f"{recorded} training files could not be used; see clothing_train.ERROR")
+        context.log.warning(
+            f"{recorded} training files could not be used; see clothing_train.ERROR"
+        )
     usable = usable.iloc[decoded.kept].reset_index(drop=True)
     classes = sorted(usable["CLASS"].unique())
     if len(classes) < 2:
@@ -228,7 +231,9 @@ def _metadata(settings, result, classes, val_labels, version, model_store, n_tra
         "config": dg.MetadataValue.json(asdict(settings)),
     }
     if result.val_predictions is not None and len(val_labels):
-        counts = confusion_matrix(val_labels.tolist(), result.val_predictions.tolist(), len(classes))
+        counts = confusion_matrix(
+            val_labels.tolist(), result.val_predictions.tolist(), len(classes)
+        )
         png = confusion_matrix_png(counts, classes, "validation confusion matrix")
         (model_store.plots_dir / "confusion_matrix_val.png").write_bytes(png)
         precision, recall = per_class_scores(counts)

@@ -1,6 +1,5 @@
 """Predictions: every unscored clothing_test row classified on Dask and written back."""
 
-
 import os
 import time
 from collections import Counter
@@ -97,7 +96,11 @@ def clothing_predictions(
             rows = batch.assign(URL=urls).to_dict("records")
             futures.append(
                 client.submit(
-                    score_batch, model_future, version, rows, torch_threads=threads,
+                    score_batch,
+                    model_future,
+                    version,
+                    rows,
+                    torch_threads=threads,
                     key=f"clothing-score-{run}-{i}",  # unique per run: concurrent runs never share
                     pure=False,
                 )  # fmt: skip

@@ -1,6 +1,5 @@
 """The train and test stages: where the images live, registered and listed in the warehouse."""
 
-
 import dagster as dg
 
 from clothing_assets.resources.stage import StageResource

@@ -33,7 +33,7 @@ def _worker_name() -> str:
 def cached_model(
     model_bytes: bytes, version: str, torch_threads: int
 ) -> tuple[nn.Module, dict[str, Any], torch.dtype | None]:
-    """The model of `version`, loaded once per process (CPU weights, whatever they were saved on)."""
+    """The model of `version`, loaded once per process onto the CPU, wherever it was saved."""
     with _LOCK:
         if version not in _MODELS:
             torch.set_num_threads(max(1, torch_threads))

@@ -193,7 +193,9 @@ def train_one_epoch(
         gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch * 10_007 + b)
         x = preset(images[idx], gen).to(device, non_blocking=True)
         y = labels[idx].to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        with torch.autocast(
+            device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
+        ):
             logits = model(x)
             loss = criterion(logits, y)
         optimizer.zero_grad(set_to_none=True)
@@ -231,7 +233,9 @@ def evaluate(
     for start in range(0, len(images), batch_size):
         x = preset(images[start : start + batch_size]).to(device)
         y = labels[start : start + batch_size].to(device)
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        with torch.autocast(
+            device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
+        ):
             logits = model(x)
         loss_sum += criterion(logits.float(), y) * len(y)
         preds.append(logits.argmax(1).cpu())
@@ -299,7 +303,6 @@ def fit(
     history: list[EpochStats] = []
     best = {"acc": -1.0, "epoch": -1, "state": None}
     start_epoch, start_batch, step = 0, 0, 0
-    partial = {"loss": 0.0, "hits": 0.0, "images": 0}
     ckpt = load_checkpoint(checkpoint_path, fingerprint) if checkpoint_path else None
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])

@@ -1,6 +1,5 @@
 """Dask for scoring: dagster-dask's `dask_resource`, local cluster or existing scheduler."""
 
-
 from typing import Any
 
 import dagster as dg
@@ -13,7 +12,7 @@ from dagster_dask import dask_resource
         "scheduler_address": dg.Field(
             dg.Noneable(dg.StringSource),
             default_value=None,
-            description="An existing scheduler (DASK_SCHEDULER_ADDRESS); none starts a LocalCluster.",
+            description="An existing scheduler (DASK_SCHEDULER_ADDRESS); unset: a LocalCluster.",
         ),
         "n_workers": dg.Field(int, default_value=2, description="LocalCluster worker processes."),
         "threads_per_worker": dg.Field(int, default_value=1),

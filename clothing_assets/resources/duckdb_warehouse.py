@@ -1,6 +1,5 @@
 """The embedded default warehouse: DuckDB through dagster-duckdb."""
 
-
 import posixpath
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -60,9 +59,14 @@ class DuckDBWarehouse(Warehouse):
                 ) from exc
         try:
             with self.duckdb.get_connection() as conn:
-                for name in _DDL:
-                    conn.execute(load_sql("duckdb", name))
-                yield conn
+                # dagster-duckdb closes only on success; close on errors too, so a failed
+                # step never keeps the file locked
+                try:
+                    for name in _DDL:
+                        conn.execute(load_sql("duckdb", name))
+                    yield conn
+                finally:
+                    conn.close()
         except duckdb.IOException as exc:
             raise WarehouseUnavailableError(
                 f"cannot open the DuckDB warehouse {database!r}: {exc}. "
@@ -105,10 +109,15 @@ class DuckDBWarehouse(Warehouse):
         return StageSummary(name=name, url=url, file_count=int(count), total_bytes=int(total))
 
     def sync_catalog(self, table: CatalogTable, stage: str) -> SyncResult:
-        statement = {"clothing_train": "merge_clothing_train", "clothing_test": "merge_clothing_test"}
+        statement = {
+            "clothing_train": "merge_clothing_train",
+            "clothing_test": "merge_clothing_test",
+        }
         with self._connect() as conn:
             self._stage_url(conn, stage)
-            actions = conn.execute(load_sql("duckdb", statement[table]), {"stage": stage}).fetchall()
+            actions = conn.execute(
+                load_sql("duckdb", statement[table]), {"stage": stage}
+            ).fetchall()
             frame = self._read(conn, table)
         done = [a[0] for a in actions]
         return SyncResult(
@@ -121,7 +130,10 @@ class DuckDBWarehouse(Warehouse):
 
     @staticmethod
     def _read(conn: duckdb.DuckDBPyConnection, table: CatalogTable) -> pd.DataFrame:
-        statement = {"clothing_train": "select_clothing_train", "clothing_test": "select_clothing_test"}
+        statement = {
+            "clothing_train": "select_clothing_train",
+            "clothing_test": "select_clothing_test",
+        }
         return conn.execute(load_sql("duckdb", statement[table])).df()
 
     def read_catalog(self, table: CatalogTable) -> pd.DataFrame:
@@ -171,7 +183,9 @@ class DuckDBWarehouse(Warehouse):
                 conn.register("catalog_errors", errors[["RELATIVE_PATH", "ERROR"]])
                 conn.execute(load_sql("duckdb", "create_temp_catalog_errors"))
                 conn.unregister("catalog_errors")
-                (updated,) = conn.execute(load_sql("duckdb", "update_clothing_train_errors")).fetchone()
+                (updated,) = conn.execute(
+                    load_sql("duckdb", "update_clothing_train_errors")
+                ).fetchone()
                 conn.execute(load_sql("duckdb", "drop_temp_catalog_errors"))
                 conn.execute("COMMIT")
             except BaseException:

@@ -1,6 +1,5 @@
 """Where trained weights, checkpoints and plots are written."""
 
-
 import hashlib
 from pathlib import Path
 

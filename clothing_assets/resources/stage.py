@@ -1,6 +1,5 @@
 """Where a stage's files live: a local folder or an fsspec URL."""
 
-
 import dagster as dg
 from pydantic import Field
 

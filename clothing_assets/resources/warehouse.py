@@ -1,6 +1,5 @@
 """The warehouse interface the assets talk to; DuckDB and Snowflake implement it."""
 
-
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass

@@ -1,0 +1,35 @@
+# The README's commands. `make run` sets up and materializes every asset on the embedded
+# default; `make test` sets up and runs the tests. DATA=<folder> links an existing copy of
+# clothing-dataset-small instead of downloading it.
+PYTHON ?= python3
+VENV ?= .venv
+DATA ?=
+BIN := $(VENV)/bin
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+
+.PHONY: setup data run dev test lint
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml setup.cfg
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+data: setup
+	$(BIN)/python -m clothing_assets.fetch_data $(if $(DATA),--from $(DATA))
+
+run: data
+	mkdir -p $(DAGSTER_HOME)
+	$(BIN)/dagster asset materialize -m clothing_assets.definitions --select '*'
+
+dev: data
+	mkdir -p $(DAGSTER_HOME)
+	$(BIN)/dagster dev -w workspace.yaml
+
+test: setup
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .

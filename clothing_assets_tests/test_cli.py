@@ -1,0 +1,38 @@
+"""The documented CLI: `dagster asset materialize -m clothing_assets.definitions --select '*'`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+
+from clothing_assets_tests.conftest import CLASSES, TINY_TRAINING
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_cli_materializes_everything_with_run_config(local_env, tmp_path):
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    config = {"ops": {"trained_model": {"config": TINY_TRAINING}}}
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "dagster", "asset", "materialize",
+            "-m", "clothing_assets.definitions", "--select", "*",
+            "--config-json", json.dumps(config),
+        ],
+        cwd=ROOT, env={**os.environ, "DAGSTER_HOME": str(home)},
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "RUN_SUCCESS" in result.stderr
+    with duckdb.connect(str(local_env.duckdb), read_only=True) as conn:
+        rows, scored, types = conn.execute(
+            "SELECT count(*), count(MODEL_VERSION), list(DISTINCT TYPE) FROM clothing_test"
+        ).fetchone()
+    assert rows == scored == 3 * len(CLASSES)
+    assert set(types) <= set(CLASSES)

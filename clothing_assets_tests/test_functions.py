@@ -1,0 +1,233 @@
+"""Tier 2: pure functions, parametrized."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from clothing_assets.assets.model import downsample
+from clothing_assets.environment import env_or_default
+from clothing_assets.ml.data import stable_hash, stratified_split
+from clothing_assets.ml.images import ImageDecodeError, cache_size, decode_image
+from clothing_assets.ml.presets import (
+    ClassificationPresetEval,
+    ClassificationPresetTrain,
+    crop_params,
+)
+from clothing_assets.ml.train import build_model, epoch_batches, warmup_cosine
+from clothing_assets.plots import confusion_matrix, per_class_scores
+from clothing_assets.sql import load_sql
+from clothing_assets.stage_fs import StageLocationError, class_of, list_stage
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("hat/a.jpg", "hat"),
+        ("train/t-shirt/x y.jpg", "t-shirt"),
+        ("a.jpg", None),
+        ("shoes/été/ß.jpg", "été"),
+    ],
+)
+def test_class_is_the_lowest_folder(path, expected):
+    assert class_of(path) == expected
+
+
+@pytest.mark.parametrize(("n_per_class", "fraction"), [(10, 0.1), (50, 0.2), (3, 0.5), (1, 0.3)])
+def test_stratified_split_is_stable_disjoint_and_per_class(n_per_class, fraction):
+    paths = [f"c{c}/{i}.jpg" for c in range(3) for i in range(n_per_class)]
+    labels = [c for c in range(3) for _ in range(n_per_class)]
+    train, val = stratified_split(paths, labels, val_fraction=fraction)
+    assert sorted(train + val) == list(range(len(paths)))
+    for c in range(3):
+        n_val = sum(1 for i in val if labels[i] == c)
+        assert n_val == min(round(fraction * n_per_class), n_per_class - 1)
+    # same answer whatever the order the catalog comes in
+    order = list(reversed(range(len(paths))))
+    train2, val2 = stratified_split(
+        [paths[i] for i in order], [labels[i] for i in order], val_fraction=fraction
+    )
+    assert sorted(paths[order[i]] for i in val2) == sorted(paths[i] for i in val)
+
+
+def test_stable_hash_does_not_depend_on_the_process():
+    # fixed expectation: sha1-based, unlike Python's salted hash()
+    assert stable_hash("hat/a.jpg") == int.from_bytes(
+        __import__("hashlib").sha1(b"hat/a.jpg").digest()[:8], "big"
+    )
+
+
+def _encode(image: Image.Image, fmt: str, **kw) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **kw)
+    return buffer.getvalue()
+
+
+RGB = Image.fromarray(np.full((20, 30, 3), 128, np.uint8))
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        _encode(RGB, "JPEG"),
+        _encode(RGB, "PNG"),
+        _encode(RGB.convert("L"), "JPEG"),
+        _encode(RGB.convert("CMYK"), "JPEG"),
+        _encode(RGB.convert("RGBA"), "PNG"),
+        _encode(RGB, "WEBP"),
+        _encode(RGB.convert("P"), "GIF"),
+        _encode(Image.fromarray(np.full((20, 30), 40000, np.uint16)), "PNG"),
+    ],
+    ids=["jpeg", "png", "gray-jpeg", "cmyk-jpeg", "rgba-png", "webp", "gif", "16-bit-png"],
+)
+def test_decode_image_gives_rgb_uint8(data):
+    image = decode_image(data)
+    assert image.dtype == torch.uint8 and tuple(image.shape) == (3, 20, 30)
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"", "empty file"),
+        (b"\x00\x01garbage" * 50, "not an image"),
+        (_encode(RGB, "JPEG")[:60], "corrupt image"),
+    ],
+    ids=["empty", "random-bytes", "truncated-jpeg"],
+)
+def test_decode_image_rejects_bad_files_with_one_line(data, reason):
+    with pytest.raises(ImageDecodeError, match=reason) as info:
+        decode_image(data)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("image_size", [32, 128, 224])
+def test_presets_give_normalized_channels_last_batches(image_size):
+    side = cache_size(image_size)
+    batch = torch.randint(0, 256, (4, 3, side, side), dtype=torch.uint8)
+    train = ClassificationPresetTrain(crop_size=image_size)(batch, torch.Generator().manual_seed(0))
+    again = ClassificationPresetTrain(crop_size=image_size)(batch, torch.Generator().manual_seed(0))
+    evaluated = ClassificationPresetEval(crop_size=image_size)(batch)
+    for out in (train, evaluated):
+        assert out.shape == (4, 3, image_size, image_size) and out.dtype == torch.float32
+        assert out.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(train, again)  # augmentation depends only on the generator
+
+
+@pytest.mark.parametrize(("h", "w"), [(147, 147), (40, 300), (10, 10)])
+def test_crop_params_stay_inside_the_image(h, w):
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(50):
+        top, left, ch, cw = crop_params(h, w, (0.25, 1.0), (3 / 4, 4 / 3), gen)
+        assert top >= 0 and left >= 0 and top + ch <= h and left + cw <= w and ch > 0 and cw > 0
+
+
+@pytest.mark.parametrize(("total", "warmup"), [(100, 10), (10, 0), (1, 0)])
+def test_warmup_cosine_rises_then_decays_to_zero(total, warmup):
+    f = warmup_cosine(total, warmup)
+    if warmup:
+        assert f(0) == pytest.approx(1 / warmup) and f(warmup - 1) == pytest.approx(1.0)
+    assert f(warmup) == pytest.approx(1.0)
+    assert f(total) == pytest.approx(0.0, abs=1e-9)
+    values = [f(s) for s in range(warmup, total + 1)]
+    assert all(a >= b for a, b in zip(values, values[1:], strict=False))
+
+
+@pytest.mark.parametrize(
+    ("n", "batch", "expected"), [(100, 32, 3), (64, 64, 1), (10, 64, 1), (1, 8, 0)]
+)
+def test_epoch_batches_are_full_and_seeded(n, batch, expected):
+    batches = epoch_batches(n, batch, seed=3, epoch=2)
+    assert len(batches) == expected
+    assert all(len(b) == min(batch, n) for b in batches)
+    flat = torch.cat(batches) if batches else torch.empty(0)
+    assert len(set(flat.tolist())) == len(flat)
+    again = epoch_batches(n, batch, seed=3, epoch=2)
+    assert all(torch.equal(a, b) for a, b in zip(batches, again, strict=True))
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v3_small"])
+def test_build_model_has_one_output_per_class(arch):
+    model = build_model(arch, 7).eval()
+    with torch.no_grad():
+        assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 7)
+
+
+def test_build_model_names_the_problem_for_an_unknown_architecture():
+    with pytest.raises(ValueError, match="unknown architecture 'resnet1'"):
+        build_model("resnet1", 3)
+
+
+@pytest.mark.parametrize(
+    ("fraction", "per_class"),
+    [(1.0, {"a": 10, "b": 4}), (0.5, {"a": 5, "b": 2}), (0.05, {"a": 1, "b": 1})],
+)
+def test_downsample_keeps_a_stable_share_of_each_class(fraction, per_class):
+    frame = pd.DataFrame(
+        {"RELATIVE_PATH": [f"a/{i}" for i in range(10)] + [f"b/{i}" for i in range(4)],
+         "CLASS": ["a"] * 10 + ["b"] * 4}
+    )  # fmt: skip
+    kept = downsample(frame, fraction)
+    assert kept["CLASS"].value_counts().to_dict() == per_class
+    assert kept.equals(downsample(frame.sample(frac=1, random_state=0), fraction))
+
+
+def test_confusion_matrix_and_scores():
+    counts = confusion_matrix([0, 0, 1, 1, 2], [0, 1, 1, 1, 0], 3)
+    assert counts.tolist() == [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
+    precision, recall = per_class_scores(counts)
+    assert precision[1] == pytest.approx(2 / 3) and recall[0] == pytest.approx(0.5)
+    assert math.isnan(precision[2])
+
+
+@pytest.mark.parametrize("bad", ["../etc/passwd", "DROP TABLE x", "merge;catalog", ""])
+def test_load_sql_refuses_anything_but_a_plain_name(bad):
+    with pytest.raises(ValueError):
+        load_sql("duckdb", bad)
+
+
+def test_every_duckdb_statement_is_one_statement():
+    import duckdb
+
+    from clothing_assets.sql import SQL_ROOT
+
+    for path in sorted((SQL_ROOT / "duckdb").glob("*.sql")):
+        statements = duckdb.extract_statements(path.read_text())
+        assert len(statements) == 1, path.name
+
+
+@pytest.mark.parametrize("set_it", [True, False])
+def test_env_or_default(monkeypatch, set_it):
+    if set_it:
+        monkeypatch.setenv("CLOTHING_X", "value")
+        assert env_or_default("CLOTHING_X", "d").env_var_name == "CLOTHING_X"
+    else:
+        monkeypatch.delenv("CLOTHING_X", raising=False)
+        assert env_or_default("CLOTHING_X", "d") == "d"
+
+
+def test_list_stage_reports_files_and_skips_hidden(tmp_path):
+    (tmp_path / "hat").mkdir()
+    (tmp_path / "hat" / "a.jpg").write_bytes(b"123")
+    (tmp_path / ".cache").mkdir()
+    (tmp_path / ".cache" / "b.jpg").write_bytes(b"1")
+    (tmp_path / "hat" / ".DS_Store").write_bytes(b"1")
+    listing = list_stage(str(tmp_path))
+    assert listing["RELATIVE_PATH"].tolist() == ["hat/a.jpg"]
+    assert listing["SIZE"].tolist() == [3]
+    assert listing["FILE_URL"].iloc[0].startswith("file://")
+    assert listing["LAST_MODIFIED"].notna().all()
+
+
+@pytest.mark.parametrize("kind", ["missing", "file"])
+def test_list_stage_errors_name_the_variable(tmp_path, kind):
+    target = tmp_path / "nope"
+    if kind == "file":
+        target.write_text("x")
+    with pytest.raises(StageLocationError, match="Set CLOTHING_TEST_STAGE_URL"):
+        list_stage(str(target), env_var="CLOTHING_TEST_STAGE_URL")

@@ -1,0 +1,135 @@
+"""Training functions on tiny tensors: fit, resume from a checkpoint, safe model loading."""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+from dataclasses import replace
+
+import pytest
+import torch
+
+from clothing_assets.ml.train import TrainSettings, fit, load_model, model_payload, save_atomic
+
+SETTINGS = TrainSettings(
+    architecture="resnet18", image_size=32, n_epochs=2, batch_size=8, checkpoint_every=0, seed=3
+)
+
+
+def _data(n_per_class: int = 8, classes: int = 3):
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(
+        0, 256, (n_per_class * classes, 3, 37, 37), generator=gen, dtype=torch.uint8
+    )
+    labels = torch.arange(classes).repeat_interleave(n_per_class)
+    for c in range(classes):  # a class signal the model can learn
+        images[labels == c, c] = 230
+    return images, labels
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_fit_learns_and_reports_every_epoch():
+    images, labels = _data()
+    result = fit(images, labels, images[:6], labels[:6], ["a", "b", "c"], SETTINGS)
+    assert [h.epoch for h in result.history] == [1, 2]
+    assert result.steps == 2 * (len(images) // SETTINGS.batch_size)
+    assert all(h.val_acc is not None and 0.0 <= h.val_acc <= 1.0 for h in result.history)
+    assert result.best_epoch in (1, 2)
+    assert result.state_dict["fc.weight"].shape == (3, 512)
+
+
+@pytest.mark.parametrize("interrupt", ["epoch", "mid-epoch"])
+def test_resumed_training_equals_uninterrupted_training(tmp_path, interrupt):
+    images, labels = _data()
+    val = (images[:6], labels[:6])
+    settings = replace(SETTINGS, checkpoint_every=2)
+    whole = fit(images, labels, *val, ["a", "b", "c"], settings)
+
+    ckpt = tmp_path / "checkpoint.pt"
+    steps = {"n": 0}
+
+    def stop_after_first_epoch(stats, eta):
+        raise Interrupted
+
+    def stop_mid_epoch(n):
+        steps["n"] += 1
+        if steps["n"] == 4:  # after the checkpoint at step 4, inside epoch 2
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        fit(
+            images, labels, *val, ["a", "b", "c"], settings, checkpoint_path=ckpt, fingerprint="f",
+            on_epoch=stop_after_first_epoch if interrupt == "epoch" else None,
+            progress=stop_mid_epoch if interrupt == "mid-epoch" else None,
+        )  # fmt: skip
+    assert ckpt.is_file()
+    resumed = fit(
+        images, labels, *val, ["a", "b", "c"], settings, checkpoint_path=ckpt, fingerprint="f"
+    )
+    assert resumed.resumed_from_step > 0
+    assert resumed.steps == whole.steps
+    assert [h.epoch for h in resumed.history] == [1, 2]
+    for key, tensor in whole.state_dict.items():
+        if tensor.is_floating_point():
+            torch.testing.assert_close(resumed.state_dict[key], tensor, rtol=1e-3, atol=1e-4)
+
+
+def test_checkpoint_of_other_config_is_not_resumed(tmp_path):
+    images, labels = _data()
+    ckpt = tmp_path / "checkpoint.pt"
+    one = replace(SETTINGS, n_epochs=1)
+    fit(
+        images,
+        labels,
+        images[:6],
+        labels[:6],
+        ["a", "b", "c"],
+        one,
+        checkpoint_path=ckpt,
+        fingerprint="A",
+    )
+    other = fit(
+        images,
+        labels,
+        images[:6],
+        labels[:6],
+        ["a", "b", "c"],
+        one,
+        checkpoint_path=ckpt,
+        fingerprint="B",
+    )
+    assert other.resumed_from_step == 0
+
+
+def test_model_file_round_trips_with_weights_only(tmp_path):
+    images, labels = _data()
+    result = fit(
+        images, labels, images[:6], labels[:6], ["a", "b", "c"], replace(SETTINGS, n_epochs=1)
+    )
+    data = save_atomic(
+        model_payload(result.state_dict, ["a", "b", "c"], SETTINGS), tmp_path / "m.pt"
+    )
+    model, payload = load_model(data)
+    assert payload["classes"] == ["a", "b", "c"] and payload["image_size"] == 32
+    with torch.no_grad():
+        assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 3)
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/clothing-assets-pwned",))
+
+
+def test_a_model_file_that_would_run_code_is_refused(tmp_path):
+    marker = "/tmp/clothing-assets-pwned"
+    if os.path.exists(marker):
+        os.remove(marker)
+    buffer = io.BytesIO()
+    torch.save({"format": "clothing-assets/1", "evil": _Exploit()}, buffer, pickle_module=pickle)
+    with pytest.raises(pickle.UnpicklingError):
+        load_model(buffer.getvalue())
+    assert not os.path.exists(marker)
