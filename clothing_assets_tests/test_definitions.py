@@ -65,9 +65,17 @@ def test_gpu_recipe_config_file_is_valid(local_env):
 
 
 def test_environment_values_are_resolved_at_run_time_not_import(local_env, monkeypatch):
-    # the location picks EnvVar for set variables: the value is not baked into definitions
+    from clothing_assets.assets.stages import clothing_dataset
+
     resources = resources_for()
-    assert resources["warehouse"].duckdb.database == str(local_env.duckdb)
+    database = resources["warehouse"].duckdb.database
+    assert isinstance(database, dg.EnvVar) and database.env_var_name == "CLOTHING_DUCKDB_PATH"
+    # the variable changes after the definitions were built: the run uses the new value
+    moved = local_env.root / "elsewhere" / "moved.duckdb"
+    monkeypatch.setenv("CLOTHING_DUCKDB_PATH", str(moved))
+    assert dg.materialize([clothing_dataset], resources=resources).success
+    assert moved.is_file() and not local_env.duckdb.exists()
+
     monkeypatch.setenv("CLOTHING_WAREHOUSE", "nonsense")
     with pytest.raises(ValueError, match="CLOTHING_WAREHOUSE='nonsense'"):
         resources_for()

@@ -71,12 +71,12 @@ def downsample(frame: pd.DataFrame, fraction: float) -> pd.DataFrame:
     if not 0.0 < fraction <= 1.0:
         raise dg.Failure(f"downsample_to must be in (0, 1], got {fraction}")
     if fraction == 1.0:
-        return frame
+        return frame.sort_values("RELATIVE_PATH").reset_index(drop=True)
     keep = []
     for _, group in frame.groupby("CLASS"):
         ordered = group.assign(_h=group["RELATIVE_PATH"].map(stable_hash)).sort_values("_h")
         keep.append(ordered.head(max(1, int(-(-len(group) * fraction // 1)))))
-    return pd.concat(keep).drop(columns="_h").sort_values("RELATIVE_PATH")
+    return pd.concat(keep).drop(columns="_h").sort_values("RELATIVE_PATH").reset_index(drop=True)
 
 
 def fingerprint(settings: TrainSettings, frame: pd.DataFrame) -> str:
