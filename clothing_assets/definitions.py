@@ -1,10 +1,13 @@
-"""The code location: assets, jobs and the resource set of the chosen environment."""
+"""The code location: assets, checks, jobs, sensors, schedules and the environment's resources."""
 
 import dagster as dg
 
+from clothing_assets.asset_checks import ALL_CHECKS
 from clothing_assets.assets import catalog, model, predictions, stages
-from clothing_assets.environment import resources_for
+from clothing_assets.environment import resources_for, retrain_cron, sensor_interval_seconds
 from clothing_assets.jobs import JOBS
+from clothing_assets.schedules import DEFAULT_RETRAIN_CRON, build_retrain_schedule
+from clothing_assets.sensors import build_sensors
 
 
 def all_assets() -> list[dg.AssetsDefinition]:
@@ -12,7 +15,19 @@ def all_assets() -> list[dg.AssetsDefinition]:
     return list(dg.load_assets_from_modules([stages, catalog, model, predictions]))
 
 
+def all_checks() -> list[dg.AssetChecksDefinition]:
+    """The asset checks, including the blocking quality gate on trained_model."""
+    return list(ALL_CHECKS)
+
+
 @dg.definitions
 def defs() -> dg.Definitions:
     """Loaded lazily by Dagster, so the environment is read when the location loads."""
-    return dg.Definitions(assets=all_assets(), jobs=JOBS, resources=resources_for())
+    return dg.Definitions(
+        assets=all_assets(),
+        asset_checks=all_checks(),
+        jobs=JOBS,
+        sensors=build_sensors(sensor_interval_seconds()),
+        schedules=[build_retrain_schedule(retrain_cron(DEFAULT_RETRAIN_CRON))],
+        resources=resources_for(),
+    )

@@ -33,6 +33,29 @@ def env_or_default(name: str, default: str) -> str | dg.EnvVar:
     return dg.EnvVar(name) if os.environ.get(name) else default
 
 
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number") from None
+
+
+def sensor_interval_seconds() -> int:
+    """Minimum seconds between two ticks of a stage sensor (CLOTHING_SENSOR_INTERVAL_SECONDS)."""
+    raw = os.environ.get("CLOTHING_SENSOR_INTERVAL_SECONDS", "60")
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"CLOTHING_SENSOR_INTERVAL_SECONDS={raw!r} is not a positive integer")
+    return int(raw)
+
+
+def retrain_cron(default: str) -> str:
+    """The retraining schedule's cron (CLOTHING_RETRAIN_CRON), UTC."""
+    return os.environ.get("CLOTHING_RETRAIN_CRON", "").strip() or default
+
+
 def _stages() -> dict[str, Any]:
     return {
         "train_stage": StageResource(
@@ -62,7 +85,9 @@ def _common() -> dict[str, Any]:
     return {
         **_stages(),
         "model_store": ModelStoreResource(
-            directory=env_or_default("CLOTHING_MODELS_DIR", DEFAULT_MODELS_DIR)
+            directory=env_or_default("CLOTHING_MODELS_DIR", DEFAULT_MODELS_DIR),
+            min_val_accuracy=_env_float("CLOTHING_MIN_VAL_ACCURACY", 0.5),
+            drift_threshold=_env_float("CLOTHING_DRIFT_THRESHOLD", 0.25),
         ),
         "dask": _dask(),
     }

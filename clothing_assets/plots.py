@@ -79,3 +79,16 @@ def per_class_scores(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def png_markdown(png: bytes, alt: str) -> str:
     """Markdown that shows the PNG inline in the Dagster UI."""
     return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode('ascii')})"
+
+
+def gallery_png(tiles: Sequence[tuple[object, str]], title: str, columns: int = 4) -> bytes:
+    """A grid of (3xHxW uint8 tensor, caption) tiles."""
+    rows = (len(tiles) + columns - 1) // columns
+    fig, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 2.8 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (image, caption) in zip(axes.flat, tiles, strict=False):
+        ax.imshow(np.asarray(image).transpose(1, 2, 0))
+        ax.set_title(caption, fontsize=8)
+    fig.suptitle(title)
+    return _png(fig)

@@ -6,7 +6,7 @@ import dagster as dg
 import duckdb
 import pytest
 
-from clothing_assets.definitions import all_assets
+from clothing_assets.definitions import all_assets, all_checks
 from clothing_assets.environment import resources_for
 from clothing_assets_tests.conftest import CLASSES, COLOURS, TINY_TRAINING, write_image
 
@@ -16,7 +16,7 @@ RUN_CONFIG = dg.RunConfig(ops={"trained_model": {"config": TINY_TRAINING}})
 
 def _materialize(selection: str | list[str] = "*", run_config: dg.RunConfig | None = RUN_CONFIG):
     return dg.materialize(
-        all_assets(),
+        [*all_assets(), *all_checks()],
         resources=resources_for(),
         selection=selection,
         run_config=run_config,
@@ -62,6 +62,12 @@ def test_whole_graph_catalogs_trains_and_scores(local_env):
     assert sum(pred_meta["per_worker"].values()) == len(test)
     stage_meta = _metadata(result, "clothing_dataset_train")
     assert stage_meta["file_count"] == 6 * len(CLASSES)
+
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert len(checks) == 8
+    for name, evaluation in checks.items():
+        # a one-epoch model's class mix may well drift: that check only has to run
+        assert evaluation.passed or name == "predicted_class_mix_drift", name
 
 
 def test_rematerializing_duplicates_and_rescores_nothing(local_env):

@@ -3,6 +3,7 @@
 import hashlib
 import json
 import sys
+import time
 from dataclasses import asdict, fields
 
 import dagster as dg
@@ -112,8 +113,11 @@ def trained_model(
     side = cache_size(settings.image_size)
     urls = warehouse.file_urls(train_stage.name, usable["RELATIVE_PATH"].tolist())
     context.log.info(f"decoding {len(urls)} training images at {side}x{side}")
+    started = time.perf_counter()
     with tqdm(total=len(urls), desc="decode", unit="img", disable=not sys.stderr.isatty()) as bar:
         decoded = load_images(urls, side, on_image=lambda: bar.update(1))
+    decode_seconds = time.perf_counter() - started
+    context.log.info(f"decoded {len(decoded.kept)} images in {decode_seconds:.1f}s")
     if decoded.errors:
         bad = usable.iloc[list(decoded.errors)]
         recorded = warehouse.record_errors(
@@ -125,6 +129,8 @@ def trained_model(
         context.log.warning(
             f"{recorded} training files could not be used; see clothing_train.ERROR"
         )
+    # every clothing_train row training could not use: refused or rootless at sync, or undecodable
+    unusable_files = int(catalog["ERROR"].notna().sum()) + len(decoded.errors)
     usable = usable.iloc[decoded.kept].reset_index(drop=True)
     classes = sorted(usable["CLASS"].unique())
     if len(classes) < 2:
@@ -159,12 +165,19 @@ def trained_model(
     if result.resumed_from_step:
         context.log.info(f"resumed from the checkpoint at step {result.resumed_from_step}")
 
-    data = save_atomic(model_payload(result.state_dict, classes, settings), model_store.model_path)
+    best = next((h for h in result.history if h.epoch == result.best_epoch), None)
+    payload = model_payload(
+        result.state_dict, classes, settings, val_accuracy=best.val_acc if best else None
+    )
+    data = save_atomic(payload, model_store.model_path)
     version = file_version(data)
     model_store.checkpoint_path.unlink(missing_ok=True)
     context.log.info(f"model {version} written to {model_store.model_path}")
+    metadata = _metadata(settings, result, classes, labels[va], version, model_store, len(tr))
+    metadata["decode_seconds"] = dg.MetadataValue.float(round(decode_seconds, 1))
+    metadata["rows_with_error"] = dg.MetadataValue.int(unusable_files)
     return dg.MaterializeResult(
-        metadata=_metadata(settings, result, classes, labels[va], version, model_store, len(tr)),
+        metadata=metadata,
         data_version=dg.DataVersion(version),
     )
 
@@ -228,6 +241,7 @@ def _metadata(settings, result, classes, val_labels, version, model_store, n_tra
         ),
         "device": dg.MetadataValue.text(f"{result.device} ({result.amp_dtype})"),
         "resumed_from_step": dg.MetadataValue.int(result.resumed_from_step),
+        "training_steps": dg.MetadataValue.int(result.steps),
         "config": dg.MetadataValue.json(asdict(settings)),
     }
     if result.val_predictions is not None and len(val_labels):

@@ -13,13 +13,19 @@ from pydantic import Field
 
 from clothing_assets.assets.catalog import clothing_test
 from clothing_assets.assets.model import trained_model
+from clothing_assets.ml.images import ImageDecodeError, decode_image, resize_square
 from clothing_assets.ml.scoring import score_batch
 from clothing_assets.ml.train import load_model
-from clothing_assets.plots import confusion_matrix, confusion_matrix_png, png_markdown
+from clothing_assets.plots import (
+    confusion_matrix,
+    confusion_matrix_png,
+    gallery_png,
+    png_markdown,
+)
 from clothing_assets.resources.model_store import ModelStoreResource, file_version
 from clothing_assets.resources.stage import StageResource
 from clothing_assets.resources.warehouse import PREDICTION_COLUMNS, Warehouse
-from clothing_assets.stage_fs import class_of
+from clothing_assets.stage_fs import class_of, read_bytes
 
 
 class ScoreConfig(dg.Config):
@@ -57,6 +63,28 @@ def accuracy_against_folders(frame: pd.DataFrame, classes: list[str], version: s
     return {"accuracy": accuracy, "labelled": len(known), "counts": counts}
 
 
+def misclassified_gallery(
+    table: pd.DataFrame, classes: list[str], version: str, warehouse: Warehouse, stage: str
+) -> bytes | None:
+    """A PNG grid of up to 12 of the most confident mistakes of the current model."""
+    scored = table[(table["MODEL_VERSION"] == version) & table["TYPE"].notna()].copy()
+    scored["LABEL"] = scored["RELATIVE_PATH"].map(class_of)
+    wrong = scored[scored["LABEL"].isin(classes) & (scored["LABEL"] != scored["TYPE"])]
+    wrong = wrong.sort_values("CONFIDENCE", ascending=False).head(12)
+    if wrong.empty:
+        return None
+    tiles = []
+    for row, url in zip(
+        wrong.itertuples(), warehouse.file_urls(stage, wrong["RELATIVE_PATH"].tolist()), strict=True
+    ):
+        try:
+            image = resize_square(decode_image(read_bytes(url)), 128)
+        except (ImageDecodeError, OSError):
+            continue
+        tiles.append((image, f"{row.LABEL} → {row.TYPE} ({row.CONFIDENCE:.2f})"))
+    return gallery_png(tiles, "most confident mistakes (folder → predicted)") if tiles else None
+
+
 @dg.asset(group_name="predictions", deps=[clothing_test, trained_model], kinds={"dask"})
 def clothing_predictions(
     context: dg.AssetExecutionContext,
@@ -75,8 +103,22 @@ def clothing_predictions(
         )
     model_bytes = model_store.model_path.read_bytes()
     version = file_version(model_bytes)
-    _, payload = load_model(model_bytes)  # fails here, not on every worker, if the file is bad
+    try:  # fails here, not on every worker, if the file is bad
+        _, payload = load_model(model_bytes)
+    except Exception as exc:  # noqa: BLE001 - any unreadable or unsafe file is refused
+        raise dg.Failure(
+            f"refused the model file {model_store.model_path}: {str(exc).splitlines()[0][:300]}. "
+            "Only files written by trained_model load (torch.load with weights_only=True); "
+            "materialize trained_model again."
+        ) from exc
     classes = payload["classes"]
+    accuracy = payload.get("val_accuracy")
+    if accuracy is not None and accuracy < model_store.min_val_accuracy:
+        raise dg.Failure(
+            f"model {version} has validation accuracy {accuracy:.3f}, below the quality gate "
+            f"{model_store.min_val_accuracy}: it will not overwrite predictions. Retrain, or "
+            "lower CLOTHING_MIN_VAL_ACCURACY."
+        )
     todo = warehouse.unscored_rows(version)
     context.log.info(f"model {version}: {len(todo)} clothing_test rows to score")
 
@@ -111,6 +153,13 @@ def clothing_predictions(
             if done % step == 0 or done == len(futures):
                 context.log.info(f"scored {len(results)}/{len(todo)} images")
     seconds = time.perf_counter() - started
+    # Exactly once: Dask re-runs the tasks of a lost worker, and every row must come back once.
+    returned = [r["RELATIVE_PATH"] for r in results]
+    if len(returned) != len(todo) or set(returned) != set(todo["RELATIVE_PATH"]):
+        raise dg.Failure(
+            f"scoring returned {len(returned)} results ({len(set(returned))} distinct rows) for "
+            f"{len(todo)} rows; nothing was written, the next run scores them again"
+        )
 
     written = 0
     per_worker: Counter[str] = Counter()
@@ -136,10 +185,14 @@ def clothing_predictions(
         "accuracy": dg.MetadataValue.float(quality["accuracy"]),
         "labelled_rows": dg.MetadataValue.int(quality["labelled"]),
         "rows_in_table": dg.MetadataValue.int(len(table)),
+        "table_rows_with_error": dg.MetadataValue.int(int(table["ERROR"].notna().sum())),
         "per_worker": dg.MetadataValue.json(dict(per_worker)),
     }
     if dashboard:
         metadata["dask_dashboard"] = dg.MetadataValue.url(dashboard)
+    gallery = misclassified_gallery(table, classes, version, warehouse, test_stage.name)
+    if gallery is not None:
+        metadata["misclassified"] = dg.MetadataValue.md(png_markdown(gallery, "misclassified"))
     if quality["counts"] is not None:
         png = confusion_matrix_png(quality["counts"], classes, "test stage vs folder labels")
         metadata["confusion_matrix"] = dg.MetadataValue.md(png_markdown(png, "confusion matrix"))

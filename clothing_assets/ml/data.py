@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import torch
 
 from clothing_assets.ml.images import ImageDecodeError, decode_image, resize_square
-from clothing_assets.stage_fs import read_bytes
+from clothing_assets.stage_fs import UnsafePathError, read_bytes
 
 
 def stable_hash(text: str) -> int:
@@ -50,7 +50,7 @@ class DecodedImages:
 
 
 def load_images(
-    urls: Sequence[str],
+    urls: Sequence[str | None],
     side: int,
     *,
     threads: int = 8,
@@ -59,13 +59,14 @@ def load_images(
     """Read, decode and resize every file in `urls` to side x side, in parallel threads.
 
     A file that cannot be read or decoded is left out and its index mapped to a one-line
-    reason in `errors`; `kept` lists the indices of `images`' rows.
+    reason in `errors`; `kept` lists the indices of `images`' rows. A None URL (a path the
+    stage refused) is never read: its reason says so.
     """
 
-    def one(url: str) -> torch.Tensor | str:
+    def one(url: str | None) -> torch.Tensor | str:
         try:
             return resize_square(decode_image(read_bytes(url)), side)
-        except ImageDecodeError as exc:
+        except (ImageDecodeError, UnsafePathError) as exc:
             return str(exc)
         except OSError as exc:
             return f"unreadable file: {exc}"

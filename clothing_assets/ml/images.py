@@ -18,9 +18,13 @@ with warnings.catch_warnings():
 
 # Formats the product opens; anything else is rejected before decoding.
 SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "MPO"})
+# Handed to Image.open, so that no other format's parser is ever tried on a file (Pillow's JPEG
+# parser is the one that opens MPO, multi-picture JPEGs from cameras).
+_OPEN_FORMATS = tuple(sorted(SUPPORTED_FORMATS - {"MPO"}))
 
-# Pillow's decompression-bomb guard stays on (Image.MAX_IMAGE_PIXELS, about 89 Mpx): a header
-# claiming more raises before any pixel is decoded.
+# Pillow's decompression-bomb guard stays on (Image.MAX_IMAGE_PIXELS, about 89 Mpx). Pillow
+# itself only warns between one and two times that limit; decode_image refuses anything over it,
+# from the header, before a pixel is decoded or a buffer allocated.
 
 
 class ImageDecodeError(ValueError):
@@ -31,15 +35,22 @@ def decode_image(data: bytes) -> torch.Tensor:
     """Decode `data` into a 3xHxW uint8 RGB tensor.
 
     JPEGs go through torchvision's libjpeg-turbo decoder; other formats and unusual JPEG modes
-    (CMYK, 16-bit) through Pillow. Raises ImageDecodeError with a one-line reason.
+    (CMYK, 16-bit) through Pillow. Only SUPPORTED_FORMATS' parsers ever see the bytes. Raises
+    ImageDecodeError with a one-line reason.
     """
     if not data:
         raise ImageDecodeError("empty file (0 bytes)")
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with Image.open(io.BytesIO(data), formats=_OPEN_FORMATS) as im:
             fmt, mode = im.format, im.mode
             if fmt not in SUPPORTED_FORMATS:
                 raise ImageDecodeError(f"unsupported image format {fmt}")
+            limit = Image.MAX_IMAGE_PIXELS
+            if limit and im.width * im.height > limit:
+                raise ImageDecodeError(
+                    f"decompression bomb refused: {im.width}x{im.height} pixels exceeds the "
+                    f"limit of {limit} pixels"
+                )
             if fmt in ("JPEG", "MPO") and mode in ("RGB", "L"):
                 try:
                     return decode_jpeg(
@@ -56,7 +67,9 @@ def decode_image(data: bytes) -> torch.Tensor:
     except Image.DecompressionBombError as exc:
         raise ImageDecodeError(f"decompression bomb refused: {exc}") from exc
     except UnidentifiedImageError as exc:
-        raise ImageDecodeError("not an image (unrecognised format)") from exc
+        raise ImageDecodeError(
+            f"not an image in a supported format ({', '.join(_OPEN_FORMATS)})"
+        ) from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageDecodeError(f"corrupt image: {str(exc).splitlines()[0][:200]}") from exc
     return TF.pil_to_tensor(rgb)

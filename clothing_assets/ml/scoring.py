@@ -14,7 +14,7 @@ from torch import nn
 from clothing_assets.ml.images import ImageDecodeError, decode_image, resize_square
 from clothing_assets.ml.presets import ClassificationPresetEval
 from clothing_assets.ml.train import amp_dtype_for, load_model
-from clothing_assets.stage_fs import read_bytes
+from clothing_assets.stage_fs import UnsafePathError, read_bytes
 
 # One loaded model per version per worker process, kept across batches and runs.
 _MODELS: dict[str, tuple[nn.Module, dict[str, Any], torch.dtype | None]] = {}
@@ -51,7 +51,8 @@ def score_batch(
     *,
     torch_threads: int = 1,
 ) -> list[dict[str, Any]]:
-    """Read, decode and classify `rows` (each with URL, RELATIVE_PATH, SIZE, LAST_MODIFIED).
+    """Read, decode and classify `rows` (each with URL, RELATIVE_PATH, SIZE, LAST_MODIFIED;
+    a None URL is a path the stage refused, recorded and never read).
 
     Returns one dict per row with TYPE, CONFIDENCE (the row's own softmax probability of its
     predicted class), PRED_TIMESTAMP, MODEL_VERSION, ERROR (one line, for unusable files) and
@@ -78,7 +79,7 @@ def score_batch(
         try:
             images.append(resize_square(decode_image(read_bytes(row["URL"])), side))
             good.append(result)
-        except ImageDecodeError as exc:
+        except (ImageDecodeError, UnsafePathError) as exc:
             result["ERROR"] = str(exc)
         except OSError as exc:
             result["ERROR"] = f"unreadable file: {exc}"

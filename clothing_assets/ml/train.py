@@ -33,7 +33,7 @@ class TrainSettings:
 
     architecture: str = "resnet18"
     image_size: int = 128
-    n_epochs: int = 12
+    n_epochs: int = 16
     batch_size: int = 64
     base_lr: float = 0.003
     weight_decay: float = 0.05
@@ -410,10 +410,15 @@ def fit(
 
 
 def model_payload(
-    state_dict: dict[str, torch.Tensor], classes: list[str], settings: TrainSettings
+    state_dict: dict[str, torch.Tensor],
+    classes: list[str],
+    settings: TrainSettings,
+    *,
+    val_accuracy: float | None = None,
 ) -> dict[str, Any]:
     """What `model_trained.pt` holds: tensors and plain values only (weights_only-loadable)."""
     return {
+        "val_accuracy": val_accuracy,
         "format": MODEL_FORMAT,
         "architecture": settings.architecture,
         "classes": list(classes),

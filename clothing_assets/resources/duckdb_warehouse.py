@@ -1,6 +1,7 @@
 """The embedded default warehouse: DuckDB through dagster-duckdb."""
 
-import posixpath
+import random
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,13 +18,16 @@ from clothing_assets.resources.warehouse import (
     StageSummary,
     SyncResult,
     Warehouse,
+    validate_identifier,
+    validate_table,
 )
 from clothing_assets.sql import load_sql
-from clothing_assets.stage_fs import list_stage
+from clothing_assets.stage_fs import list_stage, stage_file_url
 
 _DDL = (
     "create_stages_table",
     "create_stage_directory_table",
+    "alter_stage_directory_add_error",
     "create_clothing_train",
     "create_clothing_test",
 )
@@ -44,6 +48,35 @@ class DuckDBWarehouse(Warehouse):
     env_var: str = Field(
         default="CLOTHING_DUCKDB_PATH", description="The variable users set to move the file."
     )
+    lock_timeout_s: float = Field(
+        default=120.0,
+        description="How long to wait while another process (a concurrent run) holds the file.",
+    )
+
+    def _open(self) -> duckdb.DuckDBPyConnection:
+        """Connect, waiting (with jittered backoff) only while another process holds the
+        file's lock; a missing folder, a directory or a file that is not DuckDB fails at once."""
+        database = self.duckdb.database
+        config = {"custom_user_agent": "dagster", **self.duckdb.connection_config}
+        deadline = time.monotonic() + self.lock_timeout_s
+        delay = 0.05
+        while True:
+            try:
+                return duckdb.connect(database=database, read_only=False, config=config)
+            except duckdb.IOException as exc:
+                locked = "lock" in str(exc).lower()
+                if not locked or time.monotonic() + delay > deadline:
+                    why = (
+                        f"it stayed locked by another process for {self.lock_timeout_s:g}s"
+                        if locked
+                        else "it is not a usable DuckDB file"
+                    )
+                    raise WarehouseUnavailableError(
+                        f"cannot open the DuckDB warehouse {database!r}: {why}. "
+                        f"{str(exc).splitlines()[0]} Set {self.env_var} to a writable DuckDB file."
+                    ) from exc
+            time.sleep(delay * random.uniform(0.5, 1.5))
+            delay = min(delay * 2, 1.0)
 
     @contextmanager
     def _connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -57,26 +90,20 @@ class DuckDBWarehouse(Warehouse):
                     f"cannot create the folder of the DuckDB file {database!r}: {exc}. "
                     f"Set {self.env_var} to a writable path."
                 ) from exc
+        conn = self._open()
+        # closed on errors too, so that a failed step never keeps the file locked
         try:
-            with self.duckdb.get_connection() as conn:
-                # dagster-duckdb closes only on success; close on errors too, so a failed
-                # step never keeps the file locked
-                try:
-                    for name in _DDL:
-                        conn.execute(load_sql("duckdb", name))
-                    yield conn
-                finally:
-                    conn.close()
-        except duckdb.IOException as exc:
-            raise WarehouseUnavailableError(
-                f"cannot open the DuckDB warehouse {database!r}: {exc}. "
-                f"Set {self.env_var} to a writable DuckDB file."
-            ) from exc
+            for name in _DDL:
+                conn.execute(load_sql("duckdb", name))
+            yield conn
+        finally:
+            conn.close()
 
     def describe(self) -> str:
         return f"DuckDB file {self.duckdb.database}"
 
     def create_stage(self, name: str, url: str) -> None:
+        validate_identifier(name)
         with self._connect() as conn:
             conn.execute(load_sql("duckdb", "upsert_stage"), {"name": name, "url": url})
 
@@ -87,6 +114,7 @@ class DuckDBWarehouse(Warehouse):
         return row[0]
 
     def refresh_stage(self, name: str, *, env_var: str | None = None) -> StageSummary:
+        validate_identifier(name)
         with self._connect() as conn:
             url = self._stage_url(conn, name)
         # List outside the connection: a slow object store must not hold the file lock.
@@ -108,11 +136,21 @@ class DuckDBWarehouse(Warehouse):
             ).fetchone()
         return StageSummary(name=name, url=url, file_count=int(count), total_bytes=int(total))
 
+    def stage_file_count(self, name: str) -> int:
+        with self._connect() as conn:
+            self._stage_url(conn, name)
+            (count, _) = conn.execute(
+                load_sql("duckdb", "summarize_stage_directory"), {"stage": name}
+            ).fetchone()
+        return int(count)
+
     def sync_catalog(self, table: CatalogTable, stage: str) -> SyncResult:
         statement = {
             "clothing_train": "merge_clothing_train",
             "clothing_test": "merge_clothing_test",
         }
+        validate_table(table)
+        validate_identifier(stage)
         with self._connect() as conn:
             self._stage_url(conn, stage)
             actions = conn.execute(
@@ -137,6 +175,7 @@ class DuckDBWarehouse(Warehouse):
         return conn.execute(load_sql("duckdb", statement[table])).df()
 
     def read_catalog(self, table: CatalogTable) -> pd.DataFrame:
+        validate_table(table)
         with self._connect() as conn:
             return self._read(conn, table)
 
@@ -146,10 +185,11 @@ class DuckDBWarehouse(Warehouse):
                 load_sql("duckdb", "select_unscored_test_rows"), {"model_version": model_version}
             ).df()
 
-    def file_urls(self, stage: str, relative_paths: Sequence[str]) -> list[str]:
+    def file_urls(self, stage: str, relative_paths: Sequence[str]) -> list[str | None]:
+        validate_identifier(stage)
         with self._connect() as conn:
             base = self._stage_url(conn, stage)
-        return [posixpath.join(base.rstrip("/"), p) for p in relative_paths]
+        return [stage_file_url(base, p) for p in relative_paths]
 
     def write_predictions(self, predictions: pd.DataFrame) -> int:
         missing = set(PREDICTION_COLUMNS) - set(predictions.columns)

@@ -14,6 +14,16 @@ class ModelStoreResource(dg.ConfigurableResource):
     """A folder for `model_trained.pt`, `checkpoint.pt` and the training plots."""
 
     directory: str = Field(default="models", description="Folder; CLOTHING_MODELS_DIR sets it.")
+    min_val_accuracy: float = Field(
+        default=0.5,
+        description="Quality gate: a model below this validation accuracy never scores "
+        "(CLOTHING_MIN_VAL_ACCURACY).",
+    )
+    drift_threshold: float = Field(
+        default=0.25,
+        description="Predicted vs training class mix distance that raises a drift warning "
+        "(CLOTHING_DRIFT_THRESHOLD).",
+    )
 
     @property
     def root(self) -> Path:

@@ -1,5 +1,6 @@
 """The warehouse interface the assets talk to; DuckDB and Snowflake implement it."""
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +23,34 @@ PREDICTION_COLUMNS = [
     "MODEL_VERSION",
     "ERROR",
 ]
+
+
+# A stage name becomes an identifier in a warehouse (a Snowflake stage, a key in DuckDB's
+# clothing_stages): letters, digits and underscores, not starting with a digit.
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
+
+
+class InvalidIdentifierError(ValueError):
+    """A name from configuration that is not a plain SQL identifier; refused before any SQL."""
+
+
+def validate_identifier(name: object, what: str = "stage name") -> str:
+    """Return `name` if it is a plain identifier, else raise InvalidIdentifierError."""
+    if not isinstance(name, str) or not IDENTIFIER.match(name):
+        raise InvalidIdentifierError(
+            f"invalid {what} {name!r}: use letters, digits and underscores, not starting with "
+            "a digit (at most 255 characters)"
+        )
+    return name
+
+
+def validate_table(table: object) -> CatalogTable:
+    """Return `table` if it is one of CATALOG_TABLES, else raise InvalidIdentifierError."""
+    if table not in CATALOG_TABLES:
+        raise InvalidIdentifierError(
+            f"unknown catalog table {table!r}; expected one of {', '.join(CATALOG_TABLES)}"
+        )
+    return table  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -60,6 +89,10 @@ class Warehouse(dg.ConfigurableResource, ABC):
         """
 
     @abstractmethod
+    def stage_file_count(self, name: str) -> int:
+        """Files in the stage's directory as of its last refresh."""
+
+    @abstractmethod
     def sync_catalog(self, table: CatalogTable, stage: str) -> SyncResult:
         """Make `table` hold one row per file of `stage`, keeping unchanged rows as they are."""
 
@@ -72,8 +105,12 @@ class Warehouse(dg.ConfigurableResource, ABC):
         """Rows of clothing_test that `model_version` has not scored yet."""
 
     @abstractmethod
-    def file_urls(self, stage: str, relative_paths: Sequence[str]) -> list[str]:
-        """URLs a worker can read the files from, minted now (call shortly before use)."""
+    def file_urls(self, stage: str, relative_paths: Sequence[str]) -> list[str | None]:
+        """URLs a worker can read the files from, minted now (call shortly before use).
+
+        None for a path whose reading would leave the stage (see `stage_fs.stage_file_url`);
+        readers record such a row with an ERROR and never open anything for it.
+        """
 
     @abstractmethod
     def write_predictions(self, predictions: pd.DataFrame) -> int:

@@ -7,13 +7,18 @@ USING (
         RELATIVE_PATH,
         SIZE,
         LAST_MODIFIED,
-        -- an image's class is its lowest folder; a file at the stage root has none
-        CASE WHEN strpos(RELATIVE_PATH, '/') = 0 THEN 'no class folder: file is at the stage root'
-        END AS ERROR
+        -- an entry the listing refused keeps its reason; an image's class is its lowest
+        -- folder, so a file at the stage root has none
+        coalesce(
+            ERROR,
+            CASE WHEN strpos(RELATIVE_PATH, '/') = 0
+                THEN 'no class folder: file is at the stage root' END
+        ) AS ERROR
     FROM clothing_stage_directory WHERE STAGE = $stage
 ) AS s
 ON t.RELATIVE_PATH = s.RELATIVE_PATH
-WHEN MATCHED AND (t.SIZE IS DISTINCT FROM s.SIZE OR t.LAST_MODIFIED IS DISTINCT FROM s.LAST_MODIFIED)
+WHEN MATCHED AND (t.SIZE IS DISTINCT FROM s.SIZE OR t.LAST_MODIFIED IS DISTINCT FROM s.LAST_MODIFIED
+        OR (s.ERROR IS NOT NULL AND t.ERROR IS DISTINCT FROM s.ERROR))
     THEN UPDATE SET FILE_URL = s.FILE_URL, SIZE = s.SIZE, LAST_MODIFIED = s.LAST_MODIFIED,
         ERROR = s.ERROR
 WHEN NOT MATCHED BY TARGET

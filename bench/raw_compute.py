@@ -1,0 +1,57 @@
+"""Raw training-step throughput of a torchvision model on random tensors, fp32 vs bf16 autocast
+(channels_last), to choose the default recipe for a machine. No I/O, no augmentation.
+
+    python bench/raw_compute.py --arch resnet18 --image-size 128 --steps 4
+"""
+
+import argparse
+import statistics
+import time
+
+import torch
+import torchvision
+
+
+def step_rate(arch: str, size: int, batch: int, steps: int, bf16: bool, repeats: int) -> float:
+    torch.manual_seed(0)
+    model = torchvision.models.get_model(arch, num_classes=10).to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x = torch.randn(batch, 3, size, size).to(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (batch,))
+
+    def step() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    step(), step()  # warm-up: oneDNN picks its kernels on the first calls
+    rates = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        for _ in range(steps):
+            step()
+        rates.append(steps * batch / (time.perf_counter() - t))
+    return statistics.median(rates)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", nargs="+", default=["resnet18", "resnet50"])
+    parser.add_argument("--image-size", nargs="+", type=int, default=[128])
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    for arch in args.arch:
+        for size in args.image_size:
+            fp32 = step_rate(arch, size, args.batch_size, args.steps, False, args.repeats)
+            bf16 = step_rate(arch, size, args.batch_size, args.steps, True, args.repeats)
+            print(f"raw_compute: {arch} {size}px fp32 {fp32:.1f} img/s, bf16 {bf16:.1f} img/s, "
+                  f"ratio {bf16 / fp32:.2f}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

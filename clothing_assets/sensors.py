@@ -1,0 +1,104 @@
+"""One sensor per stage: a cheap listing (names, sizes, timestamps; never image bytes) compared
+with the last one through a cursor; a change requests a sync (and, for the test stage, scoring)."""
+
+import hashlib
+import json
+
+import dagster as dg
+import pandas as pd
+
+from clothing_assets.resources.model_store import ModelStoreResource
+from clothing_assets.resources.stage import StageResource
+from clothing_assets.stage_fs import StageLocationError, list_stage
+
+
+def listing_digest(listing: pd.DataFrame) -> str:
+    """A digest of the stage listing that changes when a file is added, removed or modified."""
+    lines = (
+        listing["RELATIVE_PATH"]
+        + "|"
+        + listing["SIZE"].astype(str)
+        + "|"
+        + listing["LAST_MODIFIED"].astype(str)
+        + "|"
+        + listing["ETAG"].fillna("").astype(str)
+    )
+    return hashlib.sha256("\n".join(sorted(lines)).encode()).hexdigest()
+
+
+def _describe(previous: dict | None, files: int) -> str:
+    if previous is None:
+        return f"first look: {files} files"
+    delta = files - previous["files"]
+    return f"{files} files ({delta:+d})" if delta else f"{files} files, some changed"
+
+
+def evaluate_stage(
+    context: dg.SensorEvaluationContext,
+    stage: StageResource,
+    model_store: ModelStoreResource,
+    *,
+    sync_assets: list[str],
+    score_assets: list[str],
+) -> dg.RunRequest | dg.SkipReason:
+    """One tick: list the stage, compare with the cursor, request `sync_assets` (plus
+    `score_assets` once a trained model exists) when anything changed."""
+    try:
+        listing = list_stage(stage.url, env_var=stage.env_var)
+    except StageLocationError as exc:
+        return dg.SkipReason(str(exc))
+    digest = listing_digest(listing)
+    previous = json.loads(context.cursor) if context.cursor else None
+    if previous is not None and previous["digest"] == digest:
+        return dg.SkipReason(f"no change in stage {stage.name} ({len(listing)} files)")
+    change = _describe(previous, len(listing))
+    context.update_cursor(json.dumps({"digest": digest, "files": len(listing)}))
+    assets = sync_assets + (score_assets if model_store.model_path.is_file() else [])
+    context.log.info(f"stage {stage.name}: {change}; requesting {', '.join(assets)}")
+    return dg.RunRequest(
+        # keyed by the transition, so a retried tick never launches the same run twice
+        run_key=f"{stage.name}:{(previous or {}).get('digest', '')[:16]}>{digest[:16]}",
+        asset_selection=[dg.AssetKey(a) for a in assets],
+        tags={"clothing/stage": stage.name, "clothing/change": change},
+    )
+
+
+TRAIN_SYNC = ["clothing_dataset_train", "clothing_train"]
+TEST_SYNC = ["clothing_dataset", "clothing_test"]
+TEST_SCORE = ["clothing_predictions"]
+
+
+def build_sensors(minimum_interval_seconds: int = 60) -> list[dg.SensorDefinition]:
+    """The train-stage and test-stage sensors, ticking at most every `minimum_interval_seconds`."""
+
+    @dg.sensor(
+        minimum_interval_seconds=minimum_interval_seconds,
+        asset_selection=TRAIN_SYNC,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Syncs clothing_train when files in the train stage change.",
+    )
+    def clothing_train_stage_sensor(
+        context: dg.SensorEvaluationContext,
+        train_stage: StageResource,
+        model_store: ModelStoreResource,
+    ):
+        return evaluate_stage(
+            context, train_stage, model_store, sync_assets=TRAIN_SYNC, score_assets=[]
+        )
+
+    @dg.sensor(
+        minimum_interval_seconds=minimum_interval_seconds,
+        asset_selection=TEST_SYNC + TEST_SCORE,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Syncs clothing_test and scores its new rows when the test stage changes.",
+    )
+    def clothing_test_stage_sensor(
+        context: dg.SensorEvaluationContext,
+        test_stage: StageResource,
+        model_store: ModelStoreResource,
+    ):
+        return evaluate_stage(
+            context, test_stage, model_store, sync_assets=TEST_SYNC, score_assets=TEST_SCORE
+        )
+
+    return [clothing_train_stage_sensor, clothing_test_stage_sensor]

@@ -1,0 +1,121 @@
+"""Sensors, the retraining schedule and the blocking quality gate."""
+
+from __future__ import annotations
+
+import dagster as dg
+import duckdb
+import pytest
+
+from clothing_assets.asset_checks import total_variation
+from clothing_assets.definitions import all_assets, all_checks, defs
+from clothing_assets.environment import resources_for
+from clothing_assets.schedules import DEFAULT_RETRAIN_CRON
+from clothing_assets.sensors import build_sensors
+from clothing_assets_tests.conftest import COLOURS, TINY_TRAINING, write_image
+
+
+def _tick(sensor: dg.SensorDefinition, cursor: str | None, instance: dg.DagsterInstance):
+    resources = resources_for()
+    context = dg.build_sensor_context(
+        instance=instance,
+        cursor=cursor,
+        resources={k: resources[k] for k in sensor.required_resource_keys},
+    )
+    return sensor(context), context.cursor
+
+
+def _keys(request: dg.RunRequest) -> set[str]:
+    return {k.to_user_string() for k in request.asset_selection}
+
+
+def test_stage_sensor_requests_runs_on_change_and_skips_otherwise(local_env):
+    train_sensor, test_sensor = build_sensors(minimum_interval_seconds=30)
+    assert train_sensor.minimum_interval_seconds == 30
+    with dg.instance_for_test() as instance:
+        first, cursor = _tick(train_sensor, None, instance)
+        assert isinstance(first, dg.RunRequest)
+        assert _keys(first) == {"clothing_dataset_train", "clothing_train"}
+
+        second, cursor = _tick(train_sensor, cursor, instance)
+        assert isinstance(second, dg.SkipReason) and "no change" in second.skip_message
+
+        write_image(local_env.train / "hat" / "added.jpg", COLOURS["hat"], seed=3)
+        added, cursor = _tick(train_sensor, cursor, instance)
+        assert isinstance(added, dg.RunRequest) and "(+1)" in added.tags["clothing/change"]
+        assert added.run_key != first.run_key
+
+        (local_env.train / "hat" / "added.jpg").unlink()
+        removed, cursor = _tick(train_sensor, cursor, instance)
+        assert isinstance(removed, dg.RunRequest) and "(-1)" in removed.tags["clothing/change"]
+
+        # the test-stage sensor scores as well, once a model exists
+        request, _ = _tick(test_sensor, None, instance)
+        assert _keys(request) == {"clothing_dataset", "clothing_test"}
+        local_env.models.mkdir(parents=True, exist_ok=True)
+        (local_env.models / "model_trained.pt").write_bytes(b"placeholder")
+        request, _ = _tick(test_sensor, None, instance)
+        assert _keys(request) == {"clothing_dataset", "clothing_test", "clothing_predictions"}
+
+
+def test_sensor_skips_with_the_reason_when_the_stage_is_missing(local_env, monkeypatch):
+    monkeypatch.setenv("CLOTHING_TEST_STAGE_URL", str(local_env.root / "gone"))
+    _, test_sensor = build_sensors()
+    with dg.instance_for_test() as instance:
+        result, cursor = _tick(test_sensor, None, instance)
+    assert isinstance(result, dg.SkipReason)
+    assert "CLOTHING_TEST_STAGE_URL" in result.skip_message and cursor is None
+
+
+@pytest.mark.parametrize(
+    ("cron", "expected"), [(None, DEFAULT_RETRAIN_CRON), ("0 1 * * *", "0 1 * * *")]
+)
+def test_retrain_schedule_cron_and_target(local_env, monkeypatch, cron, expected):
+    if cron:
+        monkeypatch.setenv("CLOTHING_RETRAIN_CRON", cron)
+    loaded = defs()
+    [schedule] = loaded.schedules
+    assert schedule.cron_schedule == expected and schedule.execution_timezone == "UTC"
+    job = loaded.resolve_job_def(schedule.job_name)
+    selected = {k.to_user_string() for k in job.asset_layer.selected_asset_keys}
+    assert {"trained_model", "clothing_predictions", "clothing_train", "clothing_test"} <= selected
+    assert "trained_model_quality_gate" in {
+        k.name for k in job.asset_layer.asset_graph.asset_check_keys
+    }
+
+
+def test_blocking_quality_gate_keeps_a_bad_model_from_writing_predictions(local_env, monkeypatch):
+    monkeypatch.setenv("CLOTHING_MIN_VAL_ACCURACY", "1.01")  # no model can pass
+    result = dg.materialize(
+        [*all_assets(), *all_checks()],
+        resources=resources_for(),
+        run_config=dg.RunConfig(ops={"trained_model": {"config": TINY_TRAINING}}),
+        raise_on_error=False,
+    )
+    gate = {e.check_name: e for e in result.get_asset_check_evaluations()}[
+        "trained_model_quality_gate"
+    ]
+    assert not gate.passed
+    materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert "trained_model" in materialized and "clothing_predictions" not in materialized
+    with duckdb.connect(str(local_env.duckdb), read_only=True) as conn:
+        assert conn.execute("SELECT count(MODEL_VERSION) FROM clothing_test").fetchone() == (0,)
+
+    # a later scoring run refuses the same model, naming what to change
+    later = dg.materialize(
+        all_assets(), resources=resources_for(), selection=["clothing_predictions"],
+        raise_on_error=False,
+    )  # fmt: skip
+    [failure] = [e for e in later.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert "CLOTHING_MIN_VAL_ACCURACY" in failure.step_failure_data.error.message
+
+
+@pytest.mark.parametrize(
+    ("p", "q", "distance"),
+    [({"a": 0.5, "b": 0.5}, {"a": 0.5, "b": 0.5}, 0.0), ({"a": 1.0}, {"b": 1.0}, 1.0),
+     ({"a": 0.75, "b": 0.25}, {"a": 0.25, "b": 0.75}, 0.5),
+     ({"a": 1.0}, {"a": 0.5, "c": 0.5}, 0.5)],
+)  # fmt: skip
+def test_total_variation(p, q, distance):
+    import pandas as pd
+
+    assert total_variation(pd.Series(p), pd.Series(q)) == pytest.approx(distance)
