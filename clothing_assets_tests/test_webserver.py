@@ -1,0 +1,138 @@
+"""The Dagster UI's server: a real dagster-webserver on 127.0.0.1, queried over GraphQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import duckdb
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+WEBSERVER = Path(sys.executable).parent / "dagster-webserver"
+
+OVERVIEW = """
+{
+  repositoriesOrError {
+    ... on RepositoryConnection {
+      nodes { name location { name } jobs { name } sensors { name } schedules { name } }
+    }
+  }
+  assetNodes {
+    assetKey { path }
+    assetChecksOrError { ... on AssetChecks { checks { name } } }
+  }
+}
+"""
+LAUNCH = """
+mutation($params: ExecutionParams!) {
+  launchRun(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+  }
+}
+"""
+STATUS = "query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _graphql(port: int, query: str, variables: dict | None = None) -> dict:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql",
+        data=json.dumps({"query": query, "variables": variables or {}}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        body = json.load(response)
+    assert "errors" not in body, body
+    return body["data"]
+
+
+@pytest.fixture
+def webserver(local_env, tmp_path):
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    # runs launched from the UI start at once (no daemon in this test to dequeue them)
+    (home / "dagster.yaml").write_text(
+        "run_coordinator:\n  module: dagster._core.run_coordinator\n"
+        "  class: DefaultRunCoordinator\n"
+    )
+    port = _free_port()
+    log = (tmp_path / "webserver.log").open("w")
+    proc = subprocess.Popen(
+        [str(WEBSERVER), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+        cwd=ROOT, env={**os.environ, "DAGSTER_HOME": str(home)}, stdout=log,
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=5)
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError((tmp_path / "webserver.log").read_text()[-3000:]) from None
+                time.sleep(1)
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def test_webserver_shows_the_project_and_runs_a_job(webserver, local_env):
+    data = _graphql(webserver, OVERVIEW)
+    [repo] = data["repositoriesOrError"]["nodes"]
+    assert {j["name"] for j in repo["jobs"]} >= {
+        "sync_catalogs", "train_model", "score_test_images", "everything",
+    }  # fmt: skip
+    assert {s["name"] for s in repo["sensors"]} == {
+        "clothing_train_stage_sensor", "clothing_test_stage_sensor",
+    }  # fmt: skip
+    assert {s["name"] for s in repo["schedules"]} == {"retrain_schedule"}
+    assets = {"/".join(n["assetKey"]["path"]): n for n in data["assetNodes"]}
+    assert set(assets) == {
+        "clothing_dataset_train", "clothing_dataset", "clothing_train", "clothing_test",
+        "trained_model", "clothing_predictions",
+    }  # fmt: skip
+    checks = {c["name"] for n in assets.values() for c in n["assetChecksOrError"]["checks"]}
+    assert {"trained_model_quality_gate", "predictions_complete"} <= checks
+
+    params = {
+        "selector": {
+            "repositoryLocationName": repo["location"]["name"],
+            "repositoryName": repo["name"],
+            "jobName": "sync_catalogs",
+        },
+        "runConfigData": {},
+    }
+    launched = _graphql(webserver, LAUNCH, {"params": params})["launchRun"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    run_id = launched["run"]["runId"]
+    deadline = time.monotonic() + 300
+    status = None
+    while time.monotonic() < deadline:
+        status = _graphql(webserver, STATUS, {"id": run_id})["runOrError"]["status"]
+        if status in ("SUCCESS", "FAILURE", "CANCELED"):
+            break
+        time.sleep(2)
+    assert status == "SUCCESS"
+    with duckdb.connect(str(local_env.duckdb), read_only=True) as conn:
+        assert conn.execute("SELECT count(*) FROM clothing_train").fetchone() == (18,)
+        assert conn.execute("SELECT count(*) FROM clothing_test").fetchone() == (9,)
