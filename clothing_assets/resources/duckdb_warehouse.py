@@ -65,7 +65,8 @@ class DuckDBWarehouse(Warehouse):
                 return duckdb.connect(database=database, read_only=False, config=config)
             except duckdb.IOException as exc:
                 locked = "lock" in str(exc).lower()
-                if not locked or time.monotonic() + delay > deadline:
+                remaining = deadline - time.monotonic()
+                if not locked or remaining <= 0:
                     why = (
                         f"it stayed locked by another process for {self.lock_timeout_s:g}s"
                         if locked
@@ -75,7 +76,7 @@ class DuckDBWarehouse(Warehouse):
                         f"cannot open the DuckDB warehouse {database!r}: {why}. "
                         f"{str(exc).splitlines()[0]} Set {self.env_var} to a writable DuckDB file."
                     ) from exc
-            time.sleep(delay * random.uniform(0.5, 1.5))
+            time.sleep(min(remaining, delay * random.uniform(0.5, 1.5)))
             delay = min(delay * 2, 1.0)
 
     @contextmanager

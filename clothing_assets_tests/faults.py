@@ -1,0 +1,35 @@
+"""Fault injection for the fault tests, kept light: Dask workers unpickle these by reference."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from distributed.diagnostics.plugin import WorkerPlugin
+
+
+class KillWorkerOnceWhileScoring(WorkerPlugin):
+    """SIGKILLs the worker process that starts its `nth` scoring task, once per cluster.
+
+    The worker dies like a lost machine: mid-task, with the results of its earlier tasks still
+    in its memory. `marker` (created atomically) records the dead worker's pid and task, and
+    stops any other or restarted worker from dying too.
+    """
+
+    def __init__(self, marker: str, nth: int = 2, prefix: str = "clothing-score-"):
+        self.marker, self.nth, self.prefix = marker, nth, prefix
+        self.started = 0
+
+    def transition(self, key, start, finish, **kwargs):
+        if finish != "executing" or not str(key).startswith(self.prefix):
+            return
+        self.started += 1
+        if self.started < self.nth:
+            return
+        try:
+            fd = os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return
+        os.write(fd, f"{os.getpid()} {key}".encode())
+        os.close(fd)
+        os.kill(os.getpid(), signal.SIGKILL)
