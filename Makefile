@@ -5,7 +5,9 @@ PYTHON ?= python3
 VENV ?= .venv
 DATA ?=
 BIN := $(VENV)/bin
-export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+# only the commands that keep run history use it; the tests make their own instances
+run dev: export DAGSTER_HOME := $(DAGSTER_HOME)
 
 .PHONY: setup data run dev test lint
 

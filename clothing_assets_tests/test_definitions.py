@@ -81,10 +81,11 @@ def test_environment_values_are_resolved_at_run_time_not_import(local_env, monke
         resources_for()
 
 
-def test_dagster_cli_validates_the_location(local_env):
+def test_dagster_cli_validates_the_location(local_env, tmp_path):
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path)}
     result = subprocess.run(
         [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
-        cwd=ROOT, env=os.environ.copy(), capture_output=True, text=True, timeout=300,
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Validation successful" in result.stdout + result.stderr
