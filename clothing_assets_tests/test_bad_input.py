@@ -86,6 +86,12 @@ def test_decompression_bombs_are_refused_from_the_header_without_allocating():
     assert out["peak_after_mib"] - out["peak_before_mib"] < 100, out
 
 
+def test_pillows_decompression_bomb_limit_stays_on():
+    import clothing_assets.definitions  # noqa: F401 - everything the code location imports
+
+    assert Image.MAX_IMAGE_PIXELS == 1024 * 1024 * 1024 // 4 // 3  # Pillow's default
+
+
 @pytest.mark.parametrize(
     ("fmt", "mode"), [("PPM", "RGB"), ("ICO", "RGB"), ("TGA", "RGB"), ("PCX", "RGB")]
 )
