@@ -163,11 +163,10 @@ def test_bad_files_are_kept_with_their_error_and_every_good_image_is_used(local_
     known = [p for p in good.index if p.split("/")[0] in CLASSES and "/" in p]
     assert scored["labelled_rows"] == len(known)
 
-    # the asset checks flag the unusable files, and find every readable row scored. The
-    # catalog checks run right after their sync: they see what the listing refused (root file,
-    # link out); undecodable files are found by training and scoring, later in the run.
+    # the asset checks flag every unusable file (they run after training and scoring, which
+    # find the undecodable ones), and find every readable row scored
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
-    for table, flagged in (("clothing_train", 2), ("clothing_test", 1)):
+    for table, flagged in (("clothing_train", len(train_bad)), ("clothing_test", len(test_bad))):
         check = checks[f"{table}_unusable_files"]
         assert not check.passed and check.metadata["rows_with_error"].value == flagged
     assert checks["predictions_complete"].passed
