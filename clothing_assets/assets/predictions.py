@@ -25,13 +25,14 @@ from clothing_assets.plots import (
 from clothing_assets.resources.model_store import ModelStoreResource, file_version
 from clothing_assets.resources.stage import StageResource
 from clothing_assets.resources.warehouse import PREDICTION_COLUMNS, Warehouse
-from clothing_assets.stage_fs import class_of, read_bytes
+from clothing_assets.stage_fs import class_of, read_bytes, url_refused
 
 
 class ScoreConfig(dg.Config):
     """How `clothing_predictions` cuts the work into Dask tasks."""
 
-    batch_size: int = Field(default=32, description="Images per Dask task.")
+    # 16 beats 32 on this CPU: bf16 resnet50 forward at 250 px runs 16.2 vs 13.3 img/s per core
+    batch_size: int = Field(default=16, description="Images per Dask task.")
 
 
 def torch_threads_per_task(client: Client) -> int:
@@ -83,6 +84,34 @@ def misclassified_gallery(
             continue
         tiles.append((image, f"{row.LABEL} → {row.TYPE} ({row.CONFIDENCE:.2f})"))
     return gallery_png(tiles, "most confident mistakes (folder → predicted)") if tiles else None
+
+
+def rescore_refused(
+    context: dg.AssetExecutionContext,
+    results: list[dict],
+    todo: pd.DataFrame,
+    warehouse: Warehouse,
+    stage: str,
+    batch_size: int,
+    submit,
+) -> list[dict]:
+    """Rows whose URL the server refused (an expired presigned URL: see
+    `stage_fs.url_refused`) are scored once more with freshly minted URLs, per batch; refused
+    again, their ERROR stays and is recorded. Workers cannot mint URLs, so this runs here."""
+    refused = {r["RELATIVE_PATH"] for r in results if url_refused(r["ERROR"])}
+    if not refused:
+        return results
+    context.log.warning(f"{len(refused)} file URLs were refused; retrying once with fresh URLs")
+    again = todo[todo["RELATIVE_PATH"].isin(refused)]
+    futures = []
+    for i, start in enumerate(range(0, len(again), batch_size)):
+        batch = again.iloc[start : start + batch_size]
+        urls = warehouse.file_urls(stage, batch["RELATIVE_PATH"].tolist())  # minted just now
+        futures.append(submit(batch.assign(URL=urls).to_dict("records"), i))
+    retried = {r["RELATIVE_PATH"]: r for f in as_completed(futures) for r in f.result()}
+    return [
+        retried.get(r["RELATIVE_PATH"], r) if r["RELATIVE_PATH"] in refused else r for r in results
+    ]
 
 
 @dg.asset(group_name="predictions", deps=[clothing_test, trained_model], kinds={"dask"})
@@ -152,6 +181,13 @@ def clothing_predictions(
             results.extend(future.result())
             if done % step == 0 or done == len(futures):
                 context.log.info(f"scored {len(results)}/{len(todo)} images")
+        results = rescore_refused(
+            context, results, todo, warehouse, test_stage.name, config.batch_size,
+            submit=lambda rows, i: client.submit(
+                score_batch, model_future, version, rows, torch_threads=threads,
+                key=f"clothing-score-{run}-retry-{i}", pure=False,
+            ),
+        )  # fmt: skip
     seconds = time.perf_counter() - started
     # Exactly once: Dask re-runs the tasks of a lost worker, and every row must come back once.
     returned = [r["RELATIVE_PATH"] for r in results]

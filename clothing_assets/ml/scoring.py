@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import threading
 from collections.abc import Sequence
@@ -30,12 +31,32 @@ def _worker_name() -> str:
         return f"pid-{os.getpid()}"
 
 
+def tune_allocator() -> bool:
+    """Give glibc back its usual malloc thresholds in this process; True if it applied.
+
+    Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536, which also freezes glibc's
+    mmap threshold: every activation tensor is then mmapped and page-faulted afresh, and a bf16
+    ResNet50 forward runs at 11.0 instead of 16.5 img/s per core here. mallopt restores the
+    behaviour whatever the cluster's settings. Not glibc (macOS, musl): nothing to do.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    # 32 MiB is glibc's own ceiling for the dynamic mmap threshold on 64-bit systems
+    return bool(libc.mallopt(m_mmap_threshold, 32 * 2**20)) and bool(
+        libc.mallopt(m_trim_threshold, 256 * 2**20)
+    )
+
+
 def cached_model(
     model_bytes: bytes, version: str, torch_threads: int
 ) -> tuple[nn.Module, dict[str, Any], torch.dtype | None]:
     """The model of `version`, loaded once per process onto the CPU, wherever it was saved."""
     with _LOCK:
         if version not in _MODELS:
+            tune_allocator()
             torch.set_num_threads(max(1, torch_threads))
             model, payload = load_model(model_bytes, map_location="cpu")
             model = model.to(memory_format=torch.channels_last)

@@ -1,0 +1,172 @@
+"""Scoring throughput on a local Dask cluster: our path with 1 and 2 workers, and in the same
+run a seed-style path (one delayed task per image reading and preprocessing it with PIL,
+batches of 80, the network rebuilt and its weights reloaded for every batch, fp32).
+
+    python bench/inference_bench.py --images 341 --arch resnet50 --image-size 250
+
+The images are the test stage (../shared/clothing-dataset-small/test by default) repeated to
+--images. The model has random weights: throughput does not depend on what it learned. The
+last line reads `inference_bench: ours-1w A img/s, ours-2w B img/s, seed-style C img/s,
+ratio R, scaling S` with R = B/C and S = B/(2A). Peak worker memory (max RSS) is printed
+per path; --memory-check N repeats our 2-worker path on N images to show it stays flat.
+"""
+
+import argparse
+import io
+import itertools
+import resource
+import time
+from pathlib import Path
+
+import dask
+import torch
+import torchvision
+from distributed import Client, LocalCluster, wait
+
+from clothing_assets.ml.scoring import score_batch
+from clothing_assets.ml.train import TrainSettings, model_payload
+from clothing_assets.resources.model_store import file_version
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_STAGE = ROOT.parent / "shared" / "clothing-dataset-small" / "test"
+
+
+def model_bytes(arch: str, image_size: int, classes: list[str]) -> bytes:
+    torch.manual_seed(0)
+    model = torchvision.models.get_model(arch, weights=None, num_classes=len(classes))
+    settings = TrainSettings(architecture=arch, image_size=image_size)
+    buffer = io.BytesIO()
+    torch.save(model_payload(model.state_dict(), classes, settings), buffer)
+    return buffer.getvalue()
+
+
+def peak_rss_mib(client: Client) -> dict[str, float]:
+    usage = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    return {w: round(kib / 1024, 1) for w, kib in usage.items()}
+
+
+def cluster(workers: int) -> LocalCluster:
+    return LocalCluster(
+        n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+        dashboard_address=None, memory_limit="6GiB",
+    )  # fmt: skip
+
+
+def warm_up(client: Client) -> None:
+    """Import torch and torchvision on every worker before any clock starts."""
+    client.run(lambda: __import__("torchvision.models") and None)
+
+
+def ours(client: Client, data: bytes, paths: list[str], batch_size: int) -> float:
+    """Our path: model bytes broadcast once, batches of paths, decoding on the workers."""
+    version = file_version(data)
+    model = client.scatter(data, broadcast=True)
+    rows = [{"RELATIVE_PATH": p, "URL": p, "SIZE": 0, "LAST_MODIFIED": None} for p in paths]
+    # the model is loaded once per worker (cached by version) before the clock starts
+    wait(client.run(lambda: None))
+    warm = [client.submit(score_batch, model, version, rows[:1], pure=False, workers=[w])
+            for w in client.scheduler_info()["workers"]]  # fmt: skip
+    wait(warm)
+    start = time.perf_counter()
+    futures = [
+        client.submit(score_batch, model, version, rows[i : i + batch_size], pure=False)
+        for i in range(0, len(rows), batch_size)
+    ]
+    results = list(itertools.chain.from_iterable(client.gather(futures)))
+    elapsed = time.perf_counter() - start
+    assert len(results) == len(paths) and not any(r["ERROR"] for r in results)
+    return len(paths) / elapsed
+
+
+# --- the seed-style path, as the original workflow scores ----------------------------------
+
+
+def seed_load_image(path: str, image_size: int) -> torch.Tensor:
+    from PIL import Image
+    from torchvision import transforms
+
+    transform = transforms.Compose(
+        [
+            transforms.Resize(image_size),
+            transforms.CenterCrop(image_size),
+            transforms.ToTensor(),
+            transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+        ]
+    )
+    return transform(Image.open(path).convert("RGB"))
+
+
+def seed_predict_batch(data: bytes, images: list[torch.Tensor], arch: str) -> list[tuple]:
+    payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    model = torchvision.models.get_model(arch, weights=None, num_classes=len(payload["classes"]))
+    model.load_state_dict(payload["state_dict"])
+    model.eval()
+    with torch.no_grad():
+        probs = torch.softmax(model(torch.stack(images)), dim=1)
+    return [(int(p.argmax()), float(p.max())) for p in probs]
+
+
+def seed_style(client: Client, data: bytes, paths: list[str], arch: str, size: int) -> float:
+    torch_threads = client.run(lambda: __import__("torch").set_num_threads(1))
+    del torch_threads
+    start = time.perf_counter()
+    images = [dask.delayed(seed_load_image)(p, size) for p in paths]
+    batches = [
+        dask.delayed(seed_predict_batch)(data, images[i : i + 80], arch)
+        for i in range(0, len(images), 80)
+    ]
+    results = list(itertools.chain.from_iterable(dask.compute(*batches, scheduler=client)))
+    elapsed = time.perf_counter() - start
+    assert len(results) == len(paths)
+    return len(paths) / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=341)
+    parser.add_argument("--arch", default="resnet50")
+    parser.add_argument("--image-size", type=int, default=250)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--stage", type=Path, default=DEFAULT_STAGE)
+    parser.add_argument("--memory-check", type=int, default=0, help="also run ours-2w on N images")
+    args = parser.parse_args()
+
+    files = sorted(str(p) for p in args.stage.rglob("*.jpg"))
+    if not files:
+        raise SystemExit(f"no .jpg files under {args.stage}")
+    paths = list(itertools.islice(itertools.cycle(files), args.images))
+    classes = sorted({Path(f).parent.name for f in files})
+    data = model_bytes(args.arch, args.image_size, classes)
+    print(f"{args.images} images from {args.stage}, {args.arch} at {args.image_size}px, "
+          f"model {len(data) / 2**20:.0f} MiB")  # fmt: skip
+
+    rates = {}
+    for workers in (1, 2):
+        with cluster(workers) as c, Client(c) as client:
+            warm_up(client)
+            rates[f"ours-{workers}w"] = ours(client, data, paths, args.batch_size)
+            print(f"ours-{workers}w: {rates[f'ours-{workers}w']:.1f} img/s, "
+                  f"peak worker RSS MiB {peak_rss_mib(client)}", flush=True)  # fmt: skip
+    with cluster(2) as c, Client(c) as client:
+        warm_up(client)
+        rates["seed"] = seed_style(client, data, paths, args.arch, args.image_size)
+        print(f"seed-style-2w: {rates['seed']:.1f} img/s, "
+              f"peak worker RSS MiB {peak_rss_mib(client)}", flush=True)  # fmt: skip
+    if args.memory_check:
+        big = list(itertools.islice(itertools.cycle(files), args.memory_check))
+        with cluster(2) as c, Client(c) as client:
+            warm_up(client)
+            rate = ours(client, data, big, args.batch_size)
+            print(f"ours-2w on {len(big)} images: {rate:.1f} img/s, "
+                  f"peak worker RSS MiB {peak_rss_mib(client)}", flush=True)  # fmt: skip
+
+    ratio = rates["ours-2w"] / rates["seed"]
+    scaling = rates["ours-2w"] / (2 * rates["ours-1w"])
+    print(
+        f"inference_bench: ours-1w {rates['ours-1w']:.1f} img/s, ours-2w {rates['ours-2w']:.1f} "
+        f"img/s, seed-style {rates['seed']:.1f} img/s, ratio {ratio:.2f}, scaling {scaling:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

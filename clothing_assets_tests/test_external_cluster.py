@@ -1,0 +1,118 @@
+"""Scoring on an existing cluster: `dask scheduler` and two `dask worker` processes on
+127.0.0.1, reached through DASK_SCHEDULER_ADDRESS."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+from distributed import Client
+
+from clothing_assets.definitions import all_assets
+from clothing_assets.environment import resources_for
+from clothing_assets_tests.conftest import CLASSES, TINY_TRAINING
+
+DASK = Path(sys.executable).parent / "dask"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def external_cluster(tmp_path):
+    scheduler_file = tmp_path / "scheduler.json"
+    logs = (tmp_path / "cluster.log").open("w")
+    procs = [
+        subprocess.Popen(
+            [
+                str(DASK),
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--dashboard-address",
+                "127.0.0.1:0",
+                "--scheduler-file",
+                str(scheduler_file),
+            ],
+            stdout=logs,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )  # fmt: skip
+    ]
+    try:
+        deadline = time.monotonic() + 60
+        while not scheduler_file.exists():
+            assert time.monotonic() < deadline and procs[0].poll() is None, "no scheduler"
+            time.sleep(0.2)
+        time.sleep(0.2)  # the file is written in one go, but give it a moment
+        address = json.loads(scheduler_file.read_text())["address"]
+        for i in range(2):
+            procs.append(
+                subprocess.Popen(
+                    [
+                        str(DASK),
+                        "worker",
+                        address,
+                        "--nthreads",
+                        "1",
+                        "--host",
+                        "127.0.0.1",
+                        "--name",
+                        f"external-{i}",
+                        "--no-dashboard",
+                        "--memory-limit",
+                        "3GiB",
+                    ],
+                    stdout=logs,
+                    stderr=subprocess.STDOUT,
+                    cwd=ROOT,
+                )  # fmt: skip
+            )
+        with Client(address, timeout=30) as client:
+            client.wait_for_workers(2, timeout=60)
+        yield address
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        logs.close()
+
+
+def test_predictions_run_on_an_existing_scheduler_and_its_workers(
+    local_env, external_cluster, monkeypatch
+):
+    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", external_cluster)
+    config = dg.RunConfig(
+        ops={
+            "trained_model": {"config": TINY_TRAINING},
+            "clothing_predictions": {"config": {"batch_size": 2}},  # several tasks per worker
+        }
+    )
+    result = dg.materialize(all_assets(), resources=resources_for(), run_config=config)
+    assert result.success
+    [mat] = [
+        m.materialization
+        for m in result.get_asset_materialization_events()
+        if m.asset_key.to_user_string() == "clothing_predictions"
+    ]
+    per_worker = mat.metadata["per_worker"].value
+    assert len(per_worker) == 2  # both external workers scored
+    assert sum(per_worker.values()) == 3 * len(CLASSES)
+    with duckdb.connect(str(local_env.duckdb), read_only=True) as conn:
+        assert conn.execute(
+            "SELECT count(*) FROM clothing_test"
+            " WHERE TYPE IS NOT NULL AND CONFIDENCE BETWEEN 0 AND 1"
+        ).fetchone() == (3 * len(CLASSES),)
+    # the cluster outlives the run: the resource connected to it and did not shut it down
+    with Client(external_cluster, timeout=30) as client:
+        assert len(client.scheduler_info()["workers"]) == 2
