@@ -15,7 +15,11 @@ from __future__ import annotations
 
 import os
 import posixpath
+import random
 import stat
+import time
+import urllib.error
+import urllib.request
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,6 +38,45 @@ class StageLocationError(RuntimeError):
 
 class UnsafePathError(OSError):
     """A stage path that would be read outside the stage; the message is the row's ERROR."""
+
+
+# HTTP(S) reads (presigned URLs): each attempt times out; transient failures (timeouts,
+# dropped connections, 408/429/5xx) are retried a bounded number of times with backoff.
+HTTP_TIMEOUT_S = 30.0
+HTTP_ATTEMPTS = 3
+URL_REFUSED = "URL refused"
+
+
+class URLRefusedError(OSError):
+    """The server refused an HTTP(S) URL (4xx: an expired or revoked presigned URL). Reading
+    again needs a fresh URL, which only the client holding the warehouse can mint; the message
+    (never the URL, which carries a signature) starts with URL_REFUSED."""
+
+
+def url_refused(error: str | None) -> bool:
+    """Whether a row's ERROR says its URL was refused, so that a fresh URL may succeed."""
+    return bool(error) and URL_REFUSED in str(error)
+
+
+def _read_http(url: str) -> bytes:
+    reason = ""
+    for attempt in range(HTTP_ATTEMPTS):
+        if attempt:
+            time.sleep(min(4.0, 0.25 * 2**attempt) * random.uniform(0.5, 1.5))
+        try:
+            with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S) as response:  # noqa: S310
+                return response.read()
+        except urllib.error.HTTPError as exc:
+            if exc.code not in (408, 429) and exc.code < 500:
+                raise URLRefusedError(
+                    f"{URL_REFUSED}: HTTP {exc.code} {exc.reason} (expired or not allowed)"
+                ) from None
+            reason = f"HTTP {exc.code} {exc.reason}"
+        except urllib.error.URLError as exc:
+            reason = str(exc.reason)
+        except (TimeoutError, ConnectionError) as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+    raise OSError(f"HTTP read failed after {HTTP_ATTEMPTS} attempts: {reason}")
 
 
 def _modified(info: dict[str, Any]) -> datetime | None:
@@ -212,10 +255,13 @@ def stage_file_url(base: str, relative_path: str) -> str | None:
 
 
 def read_bytes(url: str | None) -> bytes:
-    """Read one file's bytes from a local path or fsspec URL; None (a path `stage_file_url`
-    refused) raises UnsafePathError without touching the filesystem."""
+    """Read one file's bytes from a local path, an fsspec URL or an http(s) URL (a presigned
+    URL: read with urllib, timeouts and bounded retries; a refused one raises URLRefusedError);
+    None (a path `stage_file_url` refused) raises UnsafePathError without touching anything."""
     if url is None:
         raise UnsafePathError(REFUSED_READ)
+    if url.startswith(("https://", "http://")):
+        return _read_http(url)
     with fsspec.open(url, "rb") as handle:
         return handle.read()
 
