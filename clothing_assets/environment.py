@@ -24,8 +24,12 @@ TEST_STAGE = "clothing_dataset"
 
 
 def get_environment() -> str:
-    """`CLOTHING_WAREHOUSE` (local or snowflake) picks the deployment; local by default."""
-    return os.environ.get("CLOTHING_WAREHOUSE", "local").strip().lower() or "local"
+    """`CLOTHING_WAREHOUSE` (local or snowflake) picks the deployment. Unset, a set
+    `SNOWFLAKE_ACCOUNT` picks snowflake; otherwise local."""
+    chosen = os.environ.get("CLOTHING_WAREHOUSE", "").strip().lower()
+    if chosen:
+        return chosen
+    return "snowflake" if os.environ.get("SNOWFLAKE_ACCOUNT", "").strip() else "local"
 
 
 def env_or_default(name: str, default: str) -> str | dg.EnvVar:
@@ -105,12 +109,53 @@ def local_resources() -> dict[str, Any]:
     }
 
 
-def snowflake_resources() -> dict[str, Any]:
-    """Snowflake is the next milestone (its own issue); refuse clearly until it lands."""
-    raise NotImplementedError(
-        "CLOTHING_WAREHOUSE=snowflake: the Snowflake warehouse is not implemented yet. "
-        "Unset CLOTHING_WAREHOUSE (or set it to 'local') to use the embedded DuckDB warehouse."
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{name}={raw!r} is not a positive integer")
+    return int(raw)
+
+
+def snowflake_connection() -> Any:
+    """SnowflakeResource with every account field from `dg.EnvVar` (resolved at run time):
+    key-pair auth when SNOWFLAKE_PRIVATE_KEY_PATH is set, else SNOWFLAKE_PASSWORD. Login and
+    network timeouts are explicit (SNOWFLAKE_LOGIN_TIMEOUT, SNOWFLAKE_NETWORK_TIMEOUT)."""
+    from dagster_snowflake import SnowflakeResource  # only Snowflake deployments pay its import
+
+    if os.environ.get("SNOWFLAKE_PRIVATE_KEY_PATH"):
+        auth: dict[str, Any] = {"private_key_path": dg.EnvVar("SNOWFLAKE_PRIVATE_KEY_PATH")}
+        if os.environ.get("SNOWFLAKE_PRIVATE_KEY_PASSWORD"):
+            auth["private_key_password"] = dg.EnvVar("SNOWFLAKE_PRIVATE_KEY_PASSWORD")
+    else:
+        auth = {"password": dg.EnvVar("SNOWFLAKE_PASSWORD")}
+    return SnowflakeResource(
+        account=dg.EnvVar("SNOWFLAKE_ACCOUNT"),
+        user=dg.EnvVar("SNOWFLAKE_USER"),
+        warehouse=dg.EnvVar("SNOWFLAKE_WAREHOUSE"),
+        database=dg.EnvVar("SNOWFLAKE_DATABASE"),
+        schema=dg.EnvVar("SNOWFLAKE_SCHEMA"),
+        role=dg.EnvVar("SNOWFLAKE_ROLE"),
+        login_timeout=_env_int("SNOWFLAKE_LOGIN_TIMEOUT", 60),
+        network_timeout=_env_int("SNOWFLAKE_NETWORK_TIMEOUT", 300),
+        **auth,
     )
+
+
+def snowflake_resources() -> dict[str, Any]:
+    """Snowflake: the catalogs in SNOWFLAKE_DATABASE.SNOWFLAKE_SCHEMA, each stage an external
+    stage over CLOTHING_*_STAGE_URL (s3://...) through CLOTHING_SNOWFLAKE_STORAGE_INTEGRATION."""
+    from clothing_assets.resources.snowflake_warehouse import SnowflakeWarehouse
+
+    return {
+        "warehouse": SnowflakeWarehouse(
+            snowflake=snowflake_connection(),
+            storage_integration=dg.EnvVar("CLOTHING_SNOWFLAKE_STORAGE_INTEGRATION"),
+            presign_expiry_seconds=_env_int("CLOTHING_PRESIGN_EXPIRY_SECONDS", 900),
+        ),
+        **_common(),
+    }
 
 
 RESOURCES_BY_ENVIRONMENT: dict[str, Callable[[], dict[str, Any]]] = {

@@ -76,5 +76,6 @@ def local_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Local
     # one-epoch models on nine images are no test of quality; the gate has its own test
     monkeypatch.setenv("CLOTHING_MIN_VAL_ACCURACY", "0")
     monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
-    monkeypatch.delenv("CLOTHING_WAREHOUSE", raising=False)
+    # explicit: a developer's SNOWFLAKE_ACCOUNT must not turn these tests to Snowflake
+    monkeypatch.setenv("CLOTHING_WAREHOUSE", "local")
     yield env

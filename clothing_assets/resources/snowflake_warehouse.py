@@ -1,0 +1,336 @@
+"""The production warehouse: Snowflake through dagster-snowflake's SnowflakeResource.
+
+A stage is a Snowflake external stage with a directory table (`DIRECTORY = (ENABLE = TRUE)`)
+over the images' bucket; a storage integration holds the cloud credentials, so none ever
+appear in SQL, code, logs or metadata. Every statement is a file in `sql/snowflake/`.
+
+Names. Table names are fixed; temporary tables and other bound names go through
+`IDENTIFIER(%(...)s)`. A stage reference (`@stage` in `DIRECTORY(@stage)`, `GET_PRESIGNED_URL`,
+`ALTER STAGE`) cannot be bound, so the stage and storage-integration names from configuration
+pass `validate_identifier` and only then replace the `__STAGE__` / `__STORAGE_INTEGRATION__`
+tokens of a statement (see `render`).
+
+Three statements touch a stage's directory or its files and are isolated in one method each,
+so that tests without an account can stand in for exactly those (fakesnow has none of them):
+`_refresh_directory` (ALTER STAGE ... REFRESH), `_directory_relation` (the `DIRECTORY(@stage)`
+that the summary and the catalog MERGEs read from) and `_presign` (GET_PRESIGNED_URL).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+from dagster_snowflake import SnowflakeResource
+from pydantic import Field, PrivateAttr
+from snowflake.connector import pandas_tools
+
+from clothing_assets.resources.warehouse import (
+    PREDICTION_COLUMNS,
+    CatalogTable,
+    StageSummary,
+    SyncResult,
+    Warehouse,
+    validate_identifier,
+    validate_table,
+)
+from clothing_assets.sql import load_sql
+from clothing_assets.stage_fs import unsafe_reason
+
+DIALECT = "snowflake"
+STAGE_TOKEN = "__STAGE__"
+INTEGRATION_TOKEN = "__STORAGE_INTEGRATION__"
+DIRECTORY_TOKEN = f"DIRECTORY(@{STAGE_TOKEN})"
+_DDL = ("create_clothing_train", "create_clothing_test")
+_TIMESTAMPS = ("LAST_MODIFIED", "PRED_TIMESTAMP")
+
+
+class WriteBackError(RuntimeError):
+    """write_pandas did not load every row of a batch; nothing was written."""
+
+
+def render(name: str, *, stage: str | None = None, storage_integration: str | None = None) -> str:
+    """The statement `sql/snowflake/<name>.sql`, without its comment lines, with its name
+    tokens replaced by validated identifiers; a token left without a name is an error."""
+    # whole-line comments document the files and are not sent
+    text = "\n".join(
+        line for line in load_sql(DIALECT, name).splitlines() if not line.lstrip().startswith("--")
+    )
+    if stage is not None:
+        text = text.replace(STAGE_TOKEN, validate_identifier(stage))
+    if storage_integration is not None:
+        text = text.replace(
+            INTEGRATION_TOKEN, validate_identifier(storage_integration, "storage integration")
+        )
+    if STAGE_TOKEN in text or INTEGRATION_TOKEN in text:
+        raise ValueError(f"statement {name} needs a stage or storage-integration name")
+    return text
+
+
+def _frame(cursor: Any) -> pd.DataFrame:
+    """The cursor's result as a frame with the same dtypes DuckDB gives (UTC timestamps)."""
+    columns = [d[0].upper() for d in cursor.description]
+    frame = pd.DataFrame(cursor.fetchall(), columns=columns)
+    for column in _TIMESTAMPS:
+        if column in frame:
+            frame[column] = pd.to_datetime(frame[column], utc=True)
+    if "SIZE" in frame:
+        frame["SIZE"] = frame["SIZE"].astype("int64")
+    if "CONFIDENCE" in frame:
+        frame["CONFIDENCE"] = frame["CONFIDENCE"].astype("float64")
+    return frame
+
+
+def _counts(cursor: Any) -> dict[str, int]:
+    """Snowflake's MERGE and UPDATE answer one row with a column 'number of rows inserted' /
+    'updated' / 'deleted' for each kind of change the statement can make."""
+    row = cursor.fetchone() or ()
+    names = [d[0].lower() for d in cursor.description or ()]
+    return {
+        name.removeprefix("number of rows "): int(value or 0)
+        for name, value in zip(names, row, strict=False)
+        if name.startswith("number of rows ")
+    }
+
+
+class SnowflakeWarehouse(Warehouse):
+    """Stages, catalogs and predictions in a Snowflake database and schema."""
+
+    snowflake: SnowflakeResource
+    storage_integration: str = Field(
+        description="Storage integration the stages use (holds the bucket's credentials)."
+    )
+    presign_expiry_seconds: int = Field(
+        default=900,
+        ge=60,
+        le=3600,
+        description="Lifetime of a presigned URL; minted per batch, just before it is read.",
+    )
+
+    _run_id: str | None = PrivateAttr(default=None)
+    _tables_ready: bool = PrivateAttr(default=False)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._run_id = context.run.run_id if context.run else None
+
+    def query_tag(self) -> str:
+        return json.dumps({"app": "clothing_assets", "dagster_run_id": self._run_id or "none"})
+
+    def describe(self) -> str:
+        return (
+            f"Snowflake {self.snowflake.database or '?'}.{self.snowflake.schema_ or '?'} "
+            f"(account {self.snowflake.account or '?'})"
+        )
+
+    @contextmanager
+    def _connect(self) -> Iterator[Any]:
+        """A connection tagged with the run id, with the tables in place. SnowflakeResource
+        commits and closes when the body succeeds; when it raises, any open transaction is
+        rolled back and the connection closed here before the error goes on."""
+        with self.snowflake.get_connection() as conn:
+            try:
+                cursor = conn.cursor()
+                cursor.execute(render("alter_session_query_tag"), {"tag": self.query_tag()})
+                if not self._tables_ready:
+                    for name in _DDL:
+                        cursor.execute(render(name))
+                    self._tables_ready = True
+                yield conn
+            except BaseException:
+                try:
+                    conn.rollback()
+                finally:
+                    conn.close()
+                raise
+
+    # -- the three stage statements (see the module docstring) ---------------------------
+
+    def _refresh_directory(self, cursor: Any, stage: str, url: str) -> None:
+        """ALTER STAGE ... REFRESH: the directory table re-reads the bucket."""
+        cursor.execute(render("alter_stage_refresh", stage=stage))
+
+    def _directory_relation(self, stage: str) -> str:
+        """The relation the summary and the catalog MERGEs read the stage's files from."""
+        return f"DIRECTORY(@{validate_identifier(stage)})"
+
+    def _presign(self, cursor: Any, stage: str, url: str, paths: Sequence[str]) -> list[str]:
+        """One GET_PRESIGNED_URL per path, in one query, in the order given."""
+        cursor.execute(
+            render("select_presigned_urls", stage=stage),
+            {"paths": json.dumps(list(paths)), "expiry": int(self.presign_expiry_seconds)},
+        )
+        urls = [row[1] for row in cursor.fetchall()]
+        if len(urls) != len(paths):
+            raise RuntimeError(f"GET_PRESIGNED_URL answered {len(urls)} URLs for {len(paths)}")
+        return urls
+
+    # -----------------------------------------------------------------------------------
+
+    def _reads_directory(self, name: str, stage: str) -> str:
+        text = render(name, stage=stage)
+        directory = DIRECTORY_TOKEN.replace(STAGE_TOKEN, stage)
+        return text.replace(directory, self._directory_relation(stage))
+
+    def _stage_url(self, cursor: Any, name: str) -> str:
+        validate_identifier(name)
+        cursor.execute(render("show_stages"), {"name": name})
+        columns = [d[0].lower() for d in cursor.description]
+        for row in cursor.fetchall():
+            record = dict(zip(columns, row, strict=False))
+            if str(record.get("name", "")).upper() == name.upper():
+                return str(record.get("url") or "")
+        raise dg.Failure(f"stage {name!r} does not exist: materialize it first")
+
+    def create_stage(self, name: str, url: str) -> None:
+        validate_identifier(name)
+        with self._connect() as conn:
+            conn.cursor().execute(
+                render("create_stage", stage=name, storage_integration=self.storage_integration),
+                {"url": url},
+            )
+
+    def _summary(self, cursor: Any, name: str) -> tuple[int, int]:
+        cursor.execute(self._reads_directory("summarize_stage_directory", name))
+        count, total = cursor.fetchone()
+        return int(count), int(total)
+
+    def refresh_stage(self, name: str, *, env_var: str | None = None) -> StageSummary:
+        validate_identifier(name)
+        with self._connect() as conn:
+            cursor = conn.cursor()
+            url = self._stage_url(cursor, name)
+            self._refresh_directory(cursor, name, url)
+            count, total = self._summary(cursor, name)
+        return StageSummary(name=name, url=url, file_count=count, total_bytes=total)
+
+    def stage_file_count(self, name: str) -> int:
+        with self._connect() as conn:
+            cursor = conn.cursor()
+            self._stage_url(cursor, name)
+            return self._summary(cursor, name)[0]
+
+    def sync_catalog(self, table: CatalogTable, stage: str) -> SyncResult:
+        statement = {
+            "clothing_train": "merge_clothing_train",
+            "clothing_test": "merge_clothing_test",
+        }
+        validate_table(table)
+        validate_identifier(stage)
+        with self._connect() as conn:
+            cursor = conn.cursor()
+            url = self._stage_url(cursor, stage)
+            self._refresh_directory(cursor, stage, url)  # the listing is current at every sync
+            cursor.execute(self._reads_directory(statement[table], stage))
+            counts = _counts(cursor)
+            frame = self._read(cursor, table)
+        return SyncResult(
+            inserted=counts.get("inserted", 0),
+            updated=counts.get("updated", 0),
+            deleted=counts.get("deleted", 0),
+            rows=len(frame),
+            errors=int(frame["ERROR"].notna().sum()),
+        )
+
+    @staticmethod
+    def _read(cursor: Any, table: CatalogTable) -> pd.DataFrame:
+        statement = {
+            "clothing_train": "select_clothing_train",
+            "clothing_test": "select_clothing_test",
+        }
+        cursor.execute(render(statement[table]))
+        return _frame(cursor)
+
+    def read_catalog(self, table: CatalogTable) -> pd.DataFrame:
+        validate_table(table)
+        with self._connect() as conn:
+            return self._read(conn.cursor(), table)
+
+    def unscored_rows(self, model_version: str) -> pd.DataFrame:
+        with self._connect() as conn:
+            cursor = conn.cursor()
+            cursor.execute(render("select_unscored_test_rows"), {"model_version": model_version})
+            return _frame(cursor)
+
+    def file_urls(self, stage: str, relative_paths: Sequence[str]) -> list[str | None]:
+        validate_identifier(stage)
+        paths = list(relative_paths)
+        safe = [p for p in paths if unsafe_reason(p) is None]
+        minted: dict[str, str] = {}
+        if safe:
+            with self._connect() as conn:
+                cursor = conn.cursor()
+                url = self._stage_url(cursor, stage)
+                minted = dict(zip(safe, self._presign(cursor, stage, url, safe), strict=True))
+        return [minted.get(p) for p in paths]
+
+    def _apply_batch(self, create: str, apply: str, frame: pd.DataFrame) -> int:
+        """Load `frame` into a fresh TEMPORARY table with write_pandas (its return value
+        checked), then run the one statement `apply` from it in a transaction; the table is
+        dropped in any case. A failure anywhere leaves the target table as it was."""
+        batch = f"CLOTHING_BATCH_{uuid.uuid4().hex.upper()}"  # per call: runs never collide
+        with self._connect() as conn:
+            cursor = conn.cursor()
+            cursor.execute(render(create), {"batch": batch})
+            failed = True
+            try:
+                success, _chunks, loaded, _output = pandas_tools.write_pandas(
+                    conn,
+                    frame,
+                    batch,
+                    quote_identifiers=True,
+                    auto_create_table=False,
+                    use_logical_type=True,
+                )
+                if not success or loaded != len(frame):
+                    raise WriteBackError(
+                        f"write_pandas loaded {loaded} of {len(frame)} rows (success={success}); "
+                        "nothing was written"
+                    )
+                cursor.execute(render("begin_transaction"))
+                try:
+                    cursor.execute(render(apply), {"batch": batch})
+                    updated = _counts(cursor).get("updated", 0)
+                    cursor.execute(render("commit_transaction"))
+                except BaseException:
+                    cursor.execute(render("rollback_transaction"))
+                    raise
+                failed = False
+            finally:
+                try:
+                    cursor.execute(render("drop_temp_table"), {"batch": batch})
+                except Exception:
+                    if not failed:  # else the first error is the one worth reporting
+                        raise
+        return updated
+
+    def write_predictions(self, predictions: pd.DataFrame) -> int:
+        missing = set(PREDICTION_COLUMNS) - set(predictions.columns)
+        if missing:
+            raise ValueError(f"predictions lack columns {sorted(missing)}")
+        if predictions.empty:
+            return 0
+        frame = predictions[PREDICTION_COLUMNS].reset_index(drop=True).copy()
+        frame["SIZE"] = frame["SIZE"].astype("int64")
+        frame["CONFIDENCE"] = pd.to_numeric(frame["CONFIDENCE"], errors="raise").astype("float64")
+        for column in _TIMESTAMPS:
+            frame[column] = pd.to_datetime(frame[column], utc=True)
+        for column in ("RELATIVE_PATH", "TYPE", "MODEL_VERSION", "ERROR"):
+            frame[column] = frame[column].astype("string")  # typed even when all NULL
+        return self._apply_batch(
+            "create_temp_predictions", "update_clothing_test_predictions", frame
+        )
+
+    def record_errors(self, table: CatalogTable, errors: pd.DataFrame) -> int:
+        if table != "clothing_train":
+            raise ValueError("record_errors supports clothing_train; test errors come with scoring")
+        if errors.empty:
+            return 0
+        frame = errors[["RELATIVE_PATH", "ERROR"]].reset_index(drop=True).astype("string")
+        return self._apply_batch(
+            "create_temp_catalog_errors", "update_clothing_train_errors", frame
+        )

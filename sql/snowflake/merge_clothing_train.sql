@@ -1,0 +1,32 @@
+-- Sync the train catalog from the stage's directory table in one statement: insert new files,
+-- refresh changed ones (size, last-modified or ETag; their ERROR is recomputed), delete
+-- vanished ones; unchanged rows are not touched. Snowflake's MERGE has no WHEN NOT MATCHED BY
+-- SOURCE, so the source is the directory FULL OUTER JOINed with the table: a row whose file
+-- vanished arrives with VANISHED = TRUE and is deleted.
+MERGE INTO clothing_train AS t
+USING (
+    SELECT
+        COALESCE(d.RELATIVE_PATH, c.RELATIVE_PATH) AS KEY_PATH,
+        d.FILE_URL,
+        d.RELATIVE_PATH,
+        d.SIZE,
+        d.LAST_MODIFIED,
+        d.ETAG,
+        d.RELATIVE_PATH IS NULL AS VANISHED,
+        -- an image's class is its lowest folder, so a file at the stage root has none
+        CASE WHEN POSITION('/' IN d.RELATIVE_PATH) = 0
+            THEN 'no class folder: file is at the stage root' END AS ERROR
+    FROM (
+        SELECT RELATIVE_PATH, SIZE, LAST_MODIFIED, ETAG, FILE_URL FROM DIRECTORY(@__STAGE__)
+    ) AS d
+    FULL OUTER JOIN clothing_train AS c ON c.RELATIVE_PATH = d.RELATIVE_PATH
+) AS s
+ON t.RELATIVE_PATH = s.KEY_PATH
+WHEN MATCHED AND s.VANISHED THEN DELETE
+WHEN MATCHED AND (t.SIZE IS DISTINCT FROM s.SIZE OR t.LAST_MODIFIED IS DISTINCT FROM s.LAST_MODIFIED
+        OR t.ETAG IS DISTINCT FROM s.ETAG)
+    THEN UPDATE SET FILE_URL = s.FILE_URL, SIZE = s.SIZE, LAST_MODIFIED = s.LAST_MODIFIED,
+        ETAG = s.ETAG, ERROR = s.ERROR
+WHEN NOT MATCHED
+    THEN INSERT (FILE_URL, RELATIVE_PATH, SIZE, LAST_MODIFIED, ETAG, ERROR)
+    VALUES (s.FILE_URL, s.RELATIVE_PATH, s.SIZE, s.LAST_MODIFIED, s.ETAG, s.ERROR);
