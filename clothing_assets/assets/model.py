@@ -13,7 +13,7 @@ from pydantic import Field
 from tqdm import tqdm
 
 from clothing_assets.assets.catalog import clothing_train
-from clothing_assets.ml.data import load_images, stable_hash, stratified_split
+from clothing_assets.ml.data import load_images_minted, stable_hash, stratified_split
 from clothing_assets.ml.images import cache_size
 from clothing_assets.ml.train import TrainSettings, fit, model_payload, save_atomic
 from clothing_assets.plots import (
@@ -111,11 +111,18 @@ def trained_model(
 
     # Read and decode every image once; epochs then cost compute, not I/O.
     side = cache_size(settings.image_size)
-    urls = warehouse.file_urls(train_stage.name, usable["RELATIVE_PATH"].tolist())
-    context.log.info(f"decoding {len(urls)} training images at {side}x{side}")
+    paths = usable["RELATIVE_PATH"].tolist()
+    context.log.info(f"decoding {len(paths)} training images at {side}x{side}")
     started = time.perf_counter()
-    with tqdm(total=len(urls), desc="decode", unit="img", disable=not sys.stderr.isatty()) as bar:
-        decoded = load_images(urls, side, on_image=lambda: bar.update(1))
+    with tqdm(total=len(paths), desc="decode", unit="img", disable=not sys.stderr.isatty()) as bar:
+        # URLs minted per batch just before reading (presigned URLs expire); a refused one is
+        # retried once with a fresh URL
+        decoded = load_images_minted(
+            paths,
+            lambda batch: warehouse.file_urls(train_stage.name, batch),
+            side,
+            on_image=lambda: bar.update(1),
+        )
     decode_seconds = time.perf_counter() - started
     context.log.info(f"decoded {len(decoded.kept)} images in {decode_seconds:.1f}s")
     if decoded.errors:

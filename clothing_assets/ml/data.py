@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import torch
 
 from clothing_assets.ml.images import ImageDecodeError, decode_image, resize_square
-from clothing_assets.stage_fs import UnsafePathError, read_bytes
+from clothing_assets.stage_fs import UnsafePathError, read_bytes, url_refused
 
 
 def stable_hash(text: str) -> int:
@@ -65,17 +65,27 @@ def load_images(
 
     def one(url: str | None) -> torch.Tensor | str:
         try:
-            return resize_square(decode_image(read_bytes(url)), side)
-        except (ImageDecodeError, UnsafePathError) as exc:
-            return str(exc)
-        except OSError as exc:
-            return f"unreadable file: {exc}"
+            return _read_one(url, side)
         finally:
             if on_image is not None:
                 on_image()
 
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         results = list(pool.map(one, urls))
+    return _assemble(results, side)
+
+
+def _read_one(url: str | None, side: int) -> torch.Tensor | str:
+    """One file decoded and resized, or the one-line reason it could not be."""
+    try:
+        return resize_square(decode_image(read_bytes(url)), side)
+    except (ImageDecodeError, UnsafePathError) as exc:
+        return str(exc)
+    except OSError as exc:
+        return f"unreadable file: {exc}"
+
+
+def _assemble(results: Sequence[torch.Tensor | str], side: int) -> DecodedImages:
     kept = [i for i, r in enumerate(results) if isinstance(r, torch.Tensor)]
     errors = {i: r for i, r in enumerate(results) if isinstance(r, str)}
     images = (
@@ -84,3 +94,33 @@ def load_images(
         else torch.empty((0, 3, side, side), dtype=torch.uint8)
     )
     return DecodedImages(images=images, kept=kept, errors=errors)
+
+
+def load_images_minted(
+    paths: Sequence[str],
+    mint: Callable[[Sequence[str]], Sequence[str | None]],
+    side: int,
+    *,
+    batch_size: int = 256,
+    threads: int = 8,
+    on_image: Callable[[], None] | None = None,
+) -> DecodedImages:
+    """`load_images` for URLs that expire: `mint(paths)` is called per batch of `batch_size`
+    paths, just before the batch is read, never once for everything. A file whose URL the
+    server refused (see `stage_fs.url_refused`) is read once more with a freshly minted URL;
+    refused again, its reason stays in `errors`."""
+    results: list[torch.Tensor | str] = []
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        for start in range(0, len(paths), max(1, batch_size)):
+            batch = list(paths[start : start + batch_size])
+            found = list(pool.map(lambda u: _read_one(u, side), mint(batch)))
+            again = [i for i, r in enumerate(found) if isinstance(r, str) and url_refused(r)]
+            if again:
+                fresh = mint([batch[i] for i in again])
+                for i, r in zip(again, pool.map(lambda u: _read_one(u, side), fresh), strict=True):
+                    found[i] = r
+            results.extend(found)
+            if on_image is not None:
+                for _ in found:
+                    on_image()
+    return _assemble(results, side)
