@@ -6,7 +6,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import dagster as dg
+import duckdb
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -53,6 +56,48 @@ TINY_TRAINING = {
     "batch_size": 8,
     "checkpoint_every": 0,
 }
+TINY_RUN_CONFIG = dg.RunConfig(ops={"trained_model": {"config": TINY_TRAINING}})
+
+
+def materialize(
+    selection: str | list[str] = "*",
+    run_config: dg.RunConfig | None = TINY_RUN_CONFIG,
+    *,
+    checks: bool = False,
+    **kwargs,
+) -> dg.ExecuteInProcessResult:
+    """Materialize `selection` of the real assets (and checks) on the environment's resources."""
+    from clothing_assets.definitions import all_assets, all_checks
+    from clothing_assets.environment import resources_for
+
+    return dg.materialize(
+        [*all_assets(), *(all_checks() if checks else [])],
+        resources=resources_for(),
+        selection=selection,
+        run_config=run_config,
+        raise_on_error=False,
+        **kwargs,
+    )
+
+
+def read_table(env: LocalEnv, name: str) -> pd.DataFrame:
+    """A whole catalog table from the test's DuckDB file, ordered by path."""
+    with duckdb.connect(str(env.duckdb), read_only=True) as conn:
+        return conn.execute(f"SELECT * FROM {name} ORDER BY RELATIVE_PATH").df()
+
+
+def metadata_of(result: dg.ExecuteInProcessResult, key: str) -> dict:
+    """The metadata values of the one materialization of asset `key` in `result`."""
+    [mat] = [
+        m for m in result.get_asset_materialization_events() if m.asset_key.to_user_string() == key
+    ]
+    return {k: v.value for k, v in mat.materialization.metadata.items()}
+
+
+def step_failure(result: dg.ExecuteInProcessResult) -> dg.SerializableErrorInfo:
+    """The error of the run's one failed step."""
+    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    return failure.step_failure_data.error
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from clothing_assets.definitions import all_assets, all_checks, defs
 from clothing_assets.environment import resources_for
 from clothing_assets.schedules import DEFAULT_RETRAIN_CRON
 from clothing_assets.sensors import build_sensors
-from clothing_assets_tests.conftest import COLOURS, TINY_TRAINING, write_image
+from clothing_assets_tests.conftest import COLOURS, TINY_RUN_CONFIG, write_image
 
 
 def _tick(sensor: dg.SensorDefinition, cursor: str | None, instance: dg.DagsterInstance):
@@ -88,7 +88,7 @@ def test_blocking_quality_gate_keeps_a_bad_model_from_writing_predictions(local_
     result = dg.materialize(
         [*all_assets(), *all_checks()],
         resources=resources_for(),
-        run_config=dg.RunConfig(ops={"trained_model": {"config": TINY_TRAINING}}),
+        run_config=TINY_RUN_CONFIG,
         raise_on_error=False,
     )
     gate = {e.check_name: e for e in result.get_asset_check_evaluations()}[

@@ -9,46 +9,23 @@ import shutil
 import subprocess
 import sys
 
-import dagster as dg
-import duckdb
 import pytest
 from PIL import Image
 
-from clothing_assets.definitions import all_assets, all_checks
-from clothing_assets.environment import resources_for
 from clothing_assets.ml.images import ImageDecodeError, decode_image
 from clothing_assets_tests.badfiles import encode, pixels, spoil_stage
-from clothing_assets_tests.conftest import CLASSES, COLOURS, TINY_TRAINING, make_stage, write_image
+from clothing_assets_tests.conftest import (
+    CLASSES,
+    COLOURS,
+    make_stage,
+    materialize,
+    metadata_of,
+    read_table,
+    step_failure,
+    write_image,
+)
 
-RUN_CONFIG = dg.RunConfig(ops={"trained_model": {"config": TINY_TRAINING}})
 TRAIN_ONLY = ["clothing_dataset_train", "clothing_train", "trained_model"]
-
-
-def _materialize(selection="*", run_config=RUN_CONFIG, *, checks=False):
-    return dg.materialize(
-        all_assets() + (all_checks() if checks else []),
-        resources=resources_for(),
-        selection=selection,
-        run_config=run_config,
-        raise_on_error=False,
-    )
-
-
-def _table(env, name: str):
-    with duckdb.connect(str(env.duckdb), read_only=True) as conn:
-        return conn.execute(f"SELECT * FROM {name} ORDER BY RELATIVE_PATH").df()
-
-
-def _metadata(result, key: str) -> dict:
-    [mat] = [
-        m for m in result.get_asset_materialization_events() if m.asset_key.to_user_string() == key
-    ]
-    return {k: v.value for k, v in mat.materialization.metadata.items()}
-
-
-def _failure_of(result) -> dg.SerializableErrorInfo:
-    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
-    return failure.step_failure_data.error
 
 
 # --- decoding -------------------------------------------------------------------------------
@@ -115,10 +92,10 @@ def test_bad_files_are_kept_with_their_error_and_every_good_image_is_used(local_
     write_image(local_env.test / "jacket" / "unknown-class.jpg", COLOURS["pants"], seed=4)
     write_image(local_env.test / "loose at the root.jpg", COLOURS["shoes"], seed=5)
 
-    result = _materialize(checks=True)
+    result = materialize(checks=True)
     assert result.success, [e.message for e in result.all_events if e.is_failure]
 
-    train = _table(local_env, "clothing_train").set_index("RELATIVE_PATH")
+    train = read_table(local_env, "clothing_train").set_index("RELATIVE_PATH")
     files = {
         str(p.relative_to(local_env.train))
         for p in local_env.train.rglob("*")
@@ -131,12 +108,12 @@ def test_bad_files_are_kept_with_their_error_and_every_good_image_is_used(local_
         assert errors[path].startswith(reason), (path, errors[path])
         assert "\n" not in errors[path]
     good_train = len(files) - len(train_bad)
-    model = _metadata(result, "trained_model")
+    model = metadata_of(result, "trained_model")
     assert model["train_images"] + model["val_images"] == good_train  # every good image used
     assert model["rows_with_error"] == len(train_bad)
-    assert _metadata(result, "clothing_train")["rows_with_error"] == 2  # root file, link out
+    assert metadata_of(result, "clothing_train")["rows_with_error"] == 2  # root file, link out
 
-    test = _table(local_env, "clothing_test").set_index("RELATIVE_PATH")
+    test = read_table(local_env, "clothing_test").set_index("RELATIVE_PATH")
     test_files = {
         str(p.relative_to(local_env.test))
         for p in local_env.test.rglob("*")
@@ -154,7 +131,7 @@ def test_bad_files_are_kept_with_their_error_and_every_good_image_is_used(local_
     assert test.loc["jacket/unknown-class.jpg", "TYPE"] in CLASSES
     assert 'it\'s a "quoted" naïve Größe 帽子; name.jpg' in {p.split("/")[-1] for p in good.index}
 
-    scored = _metadata(result, "clothing_predictions")
+    scored = metadata_of(result, "clothing_predictions")
     # decode failures are scored once with their ERROR; the refused link is never read
     assert scored["rows_scored"] == len(test) - 1
     assert scored["rows_with_error"] == len(test_bad) - 1
@@ -173,26 +150,26 @@ def test_bad_files_are_kept_with_their_error_and_every_good_image_is_used(local_
     assert checks["clothing_test_matches_stage"].passed
 
     # the next run finds nothing to do: bad rows are not retried, nothing is duplicated
-    again = _materialize(["clothing_dataset", "clothing_test", "clothing_predictions"], None)
+    again = materialize(["clothing_dataset", "clothing_test", "clothing_predictions"], None)
     assert again.success
-    assert _metadata(again, "clothing_predictions")["rows_scored"] == 0
-    assert len(_table(local_env, "clothing_test")) == len(test)
+    assert metadata_of(again, "clothing_predictions")["rows_scored"] == 0
+    assert len(read_table(local_env, "clothing_test")) == len(test)
 
 
 def test_empty_stages_fail_clearly_or_give_an_empty_result(local_env):
     # an empty train stage (one empty class folder): a clear Failure, not a torch traceback
     shutil.rmtree(local_env.train)
     (local_env.train / "hat").mkdir(parents=True)
-    result = _materialize(TRAIN_ONLY)
+    result = materialize(TRAIN_ONLY)
     assert not result.success
-    error = _failure_of(result)
+    error = step_failure(result)
     assert error.cls_name == "Failure"
     assert "0 usable images" in error.message and "CLOTHING_TRAIN_STAGE_URL" in error.message
-    assert _metadata(result, "clothing_dataset_train")["file_count"] == 0
+    assert metadata_of(result, "clothing_dataset_train")["file_count"] == 0
 
     # a single class cannot be trained either, and says so
     write_image(local_env.train / "hat" / "only.jpg", COLOURS["hat"], seed=1)
-    error = _failure_of(_materialize(TRAIN_ONLY))
+    error = step_failure(materialize(TRAIN_ONLY))
     assert error.cls_name == "Failure" and "at least two classes" in error.message
 
     # an empty test stage scores nothing and succeeds
@@ -200,8 +177,8 @@ def test_empty_stages_fail_clearly_or_give_an_empty_result(local_env):
     make_stage(local_env.train, 4)
     shutil.rmtree(local_env.test)
     local_env.test.mkdir()
-    result = _materialize()
+    result = materialize()
     assert result.success, [e.message for e in result.all_events if e.is_failure]
-    scored = _metadata(result, "clothing_predictions")
+    scored = metadata_of(result, "clothing_predictions")
     assert scored["rows_scored"] == 0 and scored["rows_in_table"] == 0
-    assert len(_table(local_env, "clothing_test")) == 0
+    assert len(read_table(local_env, "clothing_test")) == 0

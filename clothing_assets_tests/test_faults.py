@@ -15,19 +15,24 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
-import duckdb
 import pandas as pd
 import pytest
 import torch
 from dagster_duckdb import DuckDBResource
 from distributed import Client, LocalCluster
 
-from clothing_assets.definitions import all_assets
-from clothing_assets.environment import resources_for
 from clothing_assets.resources.duckdb_warehouse import DuckDBWarehouse, WarehouseUnavailableError
 from clothing_assets.resources.model_store import file_version
 from clothing_assets.resources.warehouse import PREDICTION_COLUMNS
-from clothing_assets_tests.conftest import CLASSES, TINY_TRAINING, make_stage
+from clothing_assets_tests.conftest import (
+    CLASSES,
+    TINY_RUN_CONFIG,
+    TINY_TRAINING,
+    make_stage,
+    materialize,
+    metadata_of,
+    read_table,
+)
 from clothing_assets_tests.faults import KillWorkerOnceWhileScoring
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,35 +41,16 @@ SCORE = ["clothing_dataset", "clothing_test", "clothing_predictions"]
 
 
 def _materialize(selection, run_config=None, **kwargs):
-    return dg.materialize(
-        all_assets(),
-        resources=resources_for(),
-        selection=selection,
-        run_config=run_config,
-        raise_on_error=False,
-        **kwargs,
-    )
+    return materialize(selection, run_config, **kwargs)
 
 
 def _train_tiny():
-    result = _materialize(TRAIN, dg.RunConfig(ops={"trained_model": {"config": TINY_TRAINING}}))
+    result = _materialize(TRAIN, TINY_RUN_CONFIG)
     assert result.success, [e.message for e in result.all_events if e.is_failure]
 
 
-def _metadata(result, key: str) -> dict:
-    [mat] = [
-        m for m in result.get_asset_materialization_events() if m.asset_key.to_user_string() == key
-    ]
-    return {k: v.value for k, v in mat.materialization.metadata.items()}
-
-
-def _table(env, name: str) -> pd.DataFrame:
-    with duckdb.connect(str(env.duckdb), read_only=True) as conn:
-        return conn.execute(f"SELECT * FROM {name} ORDER BY RELATIVE_PATH").df()
-
-
 def _assert_scored_exactly_once(env, rows: int) -> None:
-    table = _table(env, "clothing_test")
+    table = read_table(env, "clothing_test")
     assert len(table) == rows and table["RELATIVE_PATH"].is_unique
     assert table["TYPE"].isin(CLASSES).all() and table["ERROR"].isna().all()
     version = file_version((env.models / "model_trained.pt").read_bytes())
@@ -110,7 +96,7 @@ def test_a_worker_killed_mid_scoring_loses_and_doubles_no_row(local_env, cluster
 
     pid, key = marker.read_text().split(" ", 1)  # a worker really died mid-scoring ...
     assert key.startswith("clothing-score-") and not _alive(int(pid))
-    meta = _metadata(result, "clothing_predictions")  # ... and its tasks were run again
+    meta = metadata_of(result, "clothing_predictions")  # ... and its tasks were run again
     assert meta["rows_scored"] == 24
     assert sum(meta["per_worker"].values()) == 24  # each row came back once
     _assert_scored_exactly_once(local_env, 24)
@@ -154,7 +140,7 @@ def test_training_killed_mid_epoch_resumes_from_its_last_checkpoint(local_env):
         ["trained_model"], dg.RunConfig(ops={"trained_model": {"config": config}})
     )
     assert result.success, [e.message for e in result.all_events if e.is_failure]
-    meta = _metadata(result, "trained_model")
+    meta = metadata_of(result, "trained_model")
     assert meta["resumed_from_step"] == state["step"]
     assert meta["training_steps"] == 14  # as many as an uninterrupted run
     assert meta["epochs"] == 2

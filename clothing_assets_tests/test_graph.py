@@ -2,45 +2,32 @@
 
 from __future__ import annotations
 
-import dagster as dg
-import duckdb
 import pytest
 
-from clothing_assets.definitions import all_assets, all_checks
-from clothing_assets.environment import resources_for
-from clothing_assets_tests.conftest import CLASSES, COLOURS, TINY_TRAINING, write_image
+from clothing_assets_tests.conftest import (
+    CLASSES,
+    COLOURS,
+    TINY_RUN_CONFIG,
+    materialize,
+    metadata_of,
+    read_table,
+    step_failure,
+    write_image,
+)
+
+
+def _materialize(selection: str | list[str] = "*", run_config=TINY_RUN_CONFIG):
+    return materialize(selection, run_config, checks=True)
+
 
 SCORE_ONLY = ["clothing_dataset", "clothing_test", "clothing_predictions"]
-RUN_CONFIG = dg.RunConfig(ops={"trained_model": {"config": TINY_TRAINING}})
-
-
-def _materialize(selection: str | list[str] = "*", run_config: dg.RunConfig | None = RUN_CONFIG):
-    return dg.materialize(
-        [*all_assets(), *all_checks()],
-        resources=resources_for(),
-        selection=selection,
-        run_config=run_config,
-        raise_on_error=False,
-    )
-
-
-def _table(env, name: str):
-    with duckdb.connect(str(env.duckdb), read_only=True) as conn:
-        return conn.execute(f"SELECT * FROM {name} ORDER BY RELATIVE_PATH").df()
-
-
-def _metadata(result, key: str) -> dict:
-    [mat] = [
-        m for m in result.get_asset_materialization_events() if m.asset_key.to_user_string() == key
-    ]
-    return {k: v.value for k, v in mat.materialization.metadata.items()}
 
 
 def test_whole_graph_catalogs_trains_and_scores(local_env):
     result = _materialize()
     assert result.success, [e.message for e in result.all_events if e.is_failure]
 
-    train, test = _table(local_env, "clothing_train"), _table(local_env, "clothing_test")
+    train, test = read_table(local_env, "clothing_train"), read_table(local_env, "clothing_test")
     assert sorted(train["RELATIVE_PATH"]) == sorted(
         str(p.relative_to(local_env.train)) for p in local_env.train.rglob("*.jpg")
     )
@@ -51,16 +38,16 @@ def test_whole_graph_catalogs_trains_and_scores(local_env):
     assert test["MODEL_VERSION"].notna().all() and test["MODEL_VERSION"].nunique() == 1
     assert test["PRED_TIMESTAMP"].notna().all()
 
-    model_meta = _metadata(result, "trained_model")
+    model_meta = metadata_of(result, "trained_model")
     assert model_meta["classes"] == list(CLASSES)
     assert model_meta["version"] == test["MODEL_VERSION"].iloc[0]
     assert (local_env.models / "model_trained.pt").is_file()
     assert not (local_env.models / "checkpoint.pt").exists()
-    pred_meta = _metadata(result, "clothing_predictions")
+    pred_meta = metadata_of(result, "clothing_predictions")
     assert pred_meta["rows_scored"] == len(test)
     assert 0.0 <= pred_meta["accuracy"] <= 1.0
     assert sum(pred_meta["per_worker"].values()) == len(test)
-    stage_meta = _metadata(result, "clothing_dataset_train")
+    stage_meta = metadata_of(result, "clothing_dataset_train")
     assert stage_meta["file_count"] == 6 * len(CLASSES)
 
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
@@ -72,16 +59,16 @@ def test_whole_graph_catalogs_trains_and_scores(local_env):
 
 def test_rematerializing_duplicates_and_rescores_nothing(local_env):
     assert _materialize().success
-    before = _table(local_env, "clothing_test")
+    before = read_table(local_env, "clothing_test")
 
     # again, model untouched: no duplicate rows and no row rescored
     again = _materialize(SCORE_ONLY, None)
     assert again.success
-    after = _table(local_env, "clothing_test")
+    after = read_table(local_env, "clothing_test")
     assert len(after) == len(before)
     assert (after["PRED_TIMESTAMP"] == before["PRED_TIMESTAMP"]).all()
-    assert _metadata(again, "clothing_predictions")["rows_scored"] == 0
-    assert _metadata(again, "clothing_test")["inserted"] == 0
+    assert metadata_of(again, "clothing_predictions")["rows_scored"] == 0
+    assert metadata_of(again, "clothing_test")["inserted"] == 0
 
     # a new file is the only row scored; a removed file's row is gone
     write_image(local_env.test / "hat" / "new hat.jpg", COLOURS["hat"], seed=7)
@@ -89,8 +76,8 @@ def test_rematerializing_duplicates_and_rescores_nothing(local_env):
     removed.unlink()
     third = _materialize(SCORE_ONLY, None)
     assert third.success
-    final = _table(local_env, "clothing_test")
-    assert _metadata(third, "clothing_predictions")["rows_scored"] == 1
+    final = read_table(local_env, "clothing_test")
+    assert metadata_of(third, "clothing_predictions")["rows_scored"] == 1
     assert "hat/new hat.jpg" in set(final["RELATIVE_PATH"])
     assert str(removed.relative_to(local_env.test)) not in set(final["RELATIVE_PATH"])
     assert len(final) == len(before)  # one in, one out
@@ -110,6 +97,5 @@ def test_missing_stage_fails_naming_the_variable(local_env, monkeypatch, variabl
     monkeypatch.setenv(variable, str(local_env.root / "no-such-folder"))
     result = _materialize(selection, None)
     assert not result.success
-    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
-    message = failure.step_failure_data.error.message
+    message = step_failure(result).message
     assert "no-such-folder" in message and variable in message

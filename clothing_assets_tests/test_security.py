@@ -34,22 +34,15 @@ from clothing_assets.stage_fs import (
     read_bytes,
     stage_file_url,
 )
-from clothing_assets_tests.conftest import COLOURS, TINY_TRAINING, make_stage, write_image
-
-RUN_CONFIG = dg.RunConfig(ops={"trained_model": {"config": TINY_TRAINING}})
-
-
-def _failure_of(result) -> dg.SerializableErrorInfo:
-    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
-    return failure.step_failure_data.error
-
-
-def _metadata(result, key: str) -> dict:
-    [mat] = [
-        m for m in result.get_asset_materialization_events() if m.asset_key.to_user_string() == key
-    ]
-    return {k: v.value for k, v in mat.materialization.metadata.items()}
-
+from clothing_assets_tests.conftest import (
+    COLOURS,
+    TINY_RUN_CONFIG,
+    make_stage,
+    materialize,
+    metadata_of,
+    step_failure,
+    write_image,
+)
 
 # --- paths that leave the stage ---------------------------------------------------------------
 
@@ -215,7 +208,7 @@ def test_a_run_configured_with_a_hostile_stage_name_fails_and_changes_nothing(lo
         raise_on_error=False,
     )
     assert not result.success
-    error = _failure_of(result)
+    error = step_failure(result)
     assert error.cause.cls_name == "InvalidIdentifierError"
     assert "invalid stage name 'clothing_dataset; DROP TABLE" in error.cause.message
     with duckdb.connect(str(local_env.duckdb), read_only=True) as conn:
@@ -268,26 +261,16 @@ def test_model_files_that_would_run_code_are_refused_and_run_nothing(local_env):
     marker = local_env.root / "pwned"
     # a poisoned checkpoint is not resumed from: training starts afresh, nothing runs
     _evil_file(local_env.models / "checkpoint.pt", marker, fingerprint="whatever")
-    trained = dg.materialize(
-        all_assets(),
-        resources=resources_for(),
-        selection=["clothing_dataset_train", "clothing_train", "trained_model"],
-        run_config=RUN_CONFIG,
-    )
+    trained = materialize(["clothing_dataset_train", "clothing_train", "trained_model"])
     assert trained.success
-    assert _metadata(trained, "trained_model")["resumed_from_step"] == 0
+    assert metadata_of(trained, "trained_model")["resumed_from_step"] == 0
     assert not marker.exists()
 
     # a poisoned model file fails scoring with a clear message, and nothing runs
     _evil_file(local_env.models / "model_trained.pt", marker, format="clothing-assets/1")
-    result = dg.materialize(
-        all_assets(),
-        resources=resources_for(),
-        selection=["clothing_dataset", "clothing_test", "clothing_predictions"],
-        raise_on_error=False,
-    )
+    result = materialize(["clothing_dataset", "clothing_test", "clothing_predictions"], None)
     assert not result.success
-    error = _failure_of(result)
+    error = step_failure(result)
     assert error.cls_name == "Failure" and "refused the model file" in error.message
     assert "weights_only=True" in error.message
     assert not marker.exists()
@@ -339,7 +322,7 @@ def test_a_secret_from_the_environment_appears_in_no_log_metadata_or_sql(
     _TOKENS_SEEN.clear()
     instance = dg.DagsterInstance.ephemeral()
     result = dg.materialize(
-        all_assets(), resources=resources, run_config=RUN_CONFIG, instance=instance
+        all_assets(), resources=resources, run_config=TINY_RUN_CONFIG, instance=instance
     )
     assert result.success
     # and a failing run, whose error messages must not carry it either

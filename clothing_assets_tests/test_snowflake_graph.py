@@ -20,7 +20,7 @@ import fakesnow
 from clothing_assets.definitions import all_assets, all_checks
 from clothing_assets.environment import TEST_STAGE, TRAIN_STAGE, resources_for
 from clothing_assets.stage_fs import unsafe_reason
-from clothing_assets_tests.conftest import CLASSES, TINY_TRAINING
+from clothing_assets_tests.conftest import CLASSES, TINY_RUN_CONFIG
 from clothing_assets_tests.fakesnow_warehouse import NOP_REGEXES, FakesnowWarehouse, fake_connection
 from clothing_assets_tests.presign_server import PresignServer, serve
 
@@ -59,7 +59,7 @@ def test_graph_on_snowflake_sql_scores_every_image_through_expiring_urls(local_e
         result = dg.materialize(
             [*all_assets(), *all_checks()],
             resources={**resources_for("local"), "warehouse": warehouse},
-            run_config=dg.RunConfig(ops={"trained_model": {"config": TINY_TRAINING}}),
+            run_config=TINY_RUN_CONFIG,
             raise_on_error=False,
         )
         assert result.success, [e.message for e in result.all_events if e.is_failure]
