@@ -159,23 +159,21 @@ def clothing_predictions(
         threads = torch_threads_per_task(client)
         model_future = client.scatter(model_bytes, broadcast=True)
         run = context.run.run_id
+
+        def submit(rows: list[dict], key: str):
+            return client.submit(
+                score_batch, model_future, version, rows, torch_threads=threads,
+                key=f"clothing-score-{run}-{key}",  # unique per run: concurrent runs never share
+                pure=False,
+            )  # fmt: skip
+
         futures = []
         for i, start in enumerate(range(0, len(todo), config.batch_size)):
             batch = todo.iloc[start : start + config.batch_size]
             # URLs are minted per batch, just before submission (presigned URLs expire)
             urls = warehouse.file_urls(test_stage.name, batch["RELATIVE_PATH"].tolist())
             rows = batch.assign(URL=urls).to_dict("records")
-            futures.append(
-                client.submit(
-                    score_batch,
-                    model_future,
-                    version,
-                    rows,
-                    torch_threads=threads,
-                    key=f"clothing-score-{run}-{i}",  # unique per run: concurrent runs never share
-                    pure=False,
-                )  # fmt: skip
-            )
+            futures.append(submit(rows, str(i)))
         step = max(1, len(futures) // 10)
         for done, future in enumerate(as_completed(futures), start=1):
             results.extend(future.result())
@@ -183,10 +181,7 @@ def clothing_predictions(
                 context.log.info(f"scored {len(results)}/{len(todo)} images")
         results = rescore_refused(
             context, results, todo, warehouse, test_stage.name, config.batch_size,
-            submit=lambda rows, i: client.submit(
-                score_batch, model_future, version, rows, torch_threads=threads,
-                key=f"clothing-score-{run}-retry-{i}", pure=False,
-            ),
+            submit=lambda rows, i: submit(rows, f"retry-{i}"),
         )  # fmt: skip
     seconds = time.perf_counter() - started
     # Exactly once: Dask re-runs the tasks of a lost worker, and every row must come back once.

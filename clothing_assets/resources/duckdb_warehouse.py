@@ -146,16 +146,12 @@ class DuckDBWarehouse(Warehouse):
         return int(count)
 
     def sync_catalog(self, table: CatalogTable, stage: str) -> SyncResult:
-        statement = {
-            "clothing_train": "merge_clothing_train",
-            "clothing_test": "merge_clothing_test",
-        }
-        validate_table(table)
+        validate_table(table)  # one of the two catalogs, so `merge_<table>` names a SQL file
         validate_identifier(stage)
         with self._connect() as conn:
             self._stage_url(conn, stage)
             actions = conn.execute(
-                load_sql("duckdb", statement[table]), {"stage": stage}
+                load_sql("duckdb", f"merge_{table}"), {"stage": stage}
             ).fetchall()
             frame = self._read(conn, table)
         done = [a[0] for a in actions]
@@ -169,11 +165,7 @@ class DuckDBWarehouse(Warehouse):
 
     @staticmethod
     def _read(conn: duckdb.DuckDBPyConnection, table: CatalogTable) -> pd.DataFrame:
-        statement = {
-            "clothing_train": "select_clothing_train",
-            "clothing_test": "select_clothing_test",
-        }
-        return conn.execute(load_sql("duckdb", statement[table])).df()
+        return conn.execute(load_sql("duckdb", f"select_{table}")).df()
 
     def read_catalog(self, table: CatalogTable) -> pd.DataFrame:
         validate_table(table)

@@ -215,17 +215,13 @@ class SnowflakeWarehouse(Warehouse):
             return self._summary(cursor, name)[0]
 
     def sync_catalog(self, table: CatalogTable, stage: str) -> SyncResult:
-        statement = {
-            "clothing_train": "merge_clothing_train",
-            "clothing_test": "merge_clothing_test",
-        }
-        validate_table(table)
+        validate_table(table)  # one of the two catalogs, so `merge_<table>` names a SQL file
         validate_identifier(stage)
         with self._connect() as conn:
             cursor = conn.cursor()
             url = self._stage_url(cursor, stage)
             self._refresh_directory(cursor, stage, url)  # the listing is current at every sync
-            cursor.execute(self._reads_directory(statement[table], stage))
+            cursor.execute(self._reads_directory(f"merge_{table}", stage))
             counts = _counts(cursor)
             frame = self._read(cursor, table)
         return SyncResult(
@@ -238,11 +234,7 @@ class SnowflakeWarehouse(Warehouse):
 
     @staticmethod
     def _read(cursor: Any, table: CatalogTable) -> pd.DataFrame:
-        statement = {
-            "clothing_train": "select_clothing_train",
-            "clothing_test": "select_clothing_test",
-        }
-        cursor.execute(render(statement[table]))
+        cursor.execute(render(f"select_{table}"))
         return _frame(cursor)
 
     def read_catalog(self, table: CatalogTable) -> pd.DataFrame:
