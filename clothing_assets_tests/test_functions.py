@@ -18,6 +18,7 @@ from clothing_assets.ml.images import ImageDecodeError, cache_size, decode_image
 from clothing_assets.ml.presets import (
     ClassificationPresetEval,
     ClassificationPresetTrain,
+    crop_flip_theta,
     crop_params,
 )
 from clothing_assets.ml.train import build_model, epoch_batches, warmup_cosine
@@ -117,6 +118,38 @@ def test_presets_give_normalized_channels_last_batches(image_size):
         assert out.shape == (4, 3, image_size, image_size) and out.dtype == torch.float32
         assert out.is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(train, again)  # augmentation depends only on the generator
+
+
+@pytest.mark.parametrize(
+    ("side", "crop", "flip"), [(147, 128, False), (147, 128, True), (64, 32, False)]
+)
+def test_batched_crop_matches_torchvision_resized_crop(side, crop, flip):
+    """The one-kernel crop samples exactly where torchvision's crop-then-resize does (inside
+    the box; at its edge grid_sample may read the neighbouring pixel instead of repeating)."""
+    import torchvision.transforms.v2.functional as TF
+
+    batch = torch.randint(0, 256, (6, 3, side, side), dtype=torch.uint8)
+    preset = ClassificationPresetTrain(
+        crop_size=crop, mean=(0, 0, 0), std=(1 / 255, 1 / 255, 1 / 255),
+        hflip_prob=1.0 if flip else 0.0,
+    )  # fmt: skip
+    out = preset(batch, torch.Generator().manual_seed(3))
+    boxes = torch.Generator().manual_seed(3)
+    for image, got in zip(batch, out, strict=True):
+        top, left, h, w = crop_params(side, side, preset.scale, (3 / 4, 4 / 3), boxes)
+        torch.rand((), generator=boxes)  # the flip draw
+        want = TF.resized_crop(image.float(), top, left, h, w, [crop, crop], antialias=False)
+        if flip:
+            want = TF.horizontal_flip(want)
+        assert torch.allclose(got[:, 1:-1, 1:-1], want[:, 1:-1, 1:-1], atol=1e-2)
+
+
+def test_crop_flip_theta_identity_box():
+    """A whole-image box without flip is the identity matrix; with flip, x is mirrored."""
+    theta = crop_flip_theta(1, 10, 10, (1.0, 1.0), (1.0, 1.0), 0.0, torch.Generator())
+    assert torch.allclose(theta[0], torch.tensor([[1.0, 0, 0], [0, 1.0, 0]]))
+    theta = crop_flip_theta(1, 10, 10, (1.0, 1.0), (1.0, 1.0), 1.0, torch.Generator())
+    assert torch.allclose(theta[0], torch.tensor([[-1.0, 0, 0], [0, 1.0, 0]]))
 
 
 @pytest.mark.parametrize(("h", "w"), [(147, 147), (40, 300), (10, 10)])

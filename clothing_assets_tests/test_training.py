@@ -10,7 +10,15 @@ from dataclasses import replace
 import pytest
 import torch
 
-from clothing_assets.ml.train import TrainSettings, fit, load_model, model_payload, save_atomic
+from clothing_assets.ml.train import (
+    TrainSettings,
+    build_model,
+    fit,
+    load_model,
+    mix_batch,
+    model_payload,
+    save_atomic,
+)
 
 SETTINGS = TrainSettings(
     architecture="resnet18", image_size=32, n_epochs=2, batch_size=8, checkpoint_every=0, seed=3
@@ -42,11 +50,18 @@ def test_fit_learns_and_reports_every_epoch():
     assert result.state_dict["fc.weight"].shape == (3, 512)
 
 
+RECIPES = {
+    "plain": {},
+    "ema+mixup+cutmix": {"ema_decay": 0.9, "mixup_alpha": 0.2, "cutmix_alpha": 1.0},
+}
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
 @pytest.mark.parametrize("interrupt", ["epoch", "mid-epoch"])
-def test_resumed_training_equals_uninterrupted_training(tmp_path, interrupt):
+def test_resumed_training_equals_uninterrupted_training(tmp_path, interrupt, recipe):
     images, labels = _data()
     val = (images[:6], labels[:6])
-    settings = replace(SETTINGS, checkpoint_every=2)
+    settings = replace(SETTINGS, checkpoint_every=2, **RECIPES[recipe])
     whole = fit(images, labels, *val, ["a", "b", "c"], settings)
 
     ckpt = tmp_path / "checkpoint.pt"
@@ -76,6 +91,67 @@ def test_resumed_training_equals_uninterrupted_training(tmp_path, interrupt):
     for key, tensor in whole.state_dict.items():
         if tensor.is_floating_point():
             torch.testing.assert_close(resumed.state_dict[key], tensor, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize(("mixup", "cutmix"), [(0.0, 0.0), (0.4, 0.0), (0.0, 1.0), (0.2, 1.0)])
+def test_mix_batch_mixes_pixels_and_targets_alike(mixup, cutmix):
+    x = torch.stack([torch.full((3, 16, 16), float(i)) for i in range(4)])
+    y = torch.tensor([0, 1, 2, 0])
+    mixed, targets = mix_batch(
+        x, y, 3, mixup_alpha=mixup, cutmix_alpha=cutmix, generator=torch.Generator().manual_seed(5)
+    )
+    again, _ = mix_batch(
+        x, y, 3, mixup_alpha=mixup, cutmix_alpha=cutmix, generator=torch.Generator().manual_seed(5)
+    )
+    assert torch.equal(mixed, again)  # all randomness from the generator
+    torch.testing.assert_close(targets.sum(1), torch.ones(4))
+    if mixup == cutmix == 0.0:
+        assert torch.equal(mixed, x)
+        assert torch.equal(targets, torch.nn.functional.one_hot(y, 3).float())
+        return
+    # image i is mixed with image i-1 (a roll by one): its pixels are lam*i + (1-lam)*(i-1)
+    # on average, and its target gives class y[i] at least lam
+    for i in range(4):
+        j = (i - 1) % 4
+        lam = (mixed[i].mean() - j) / (i - j)
+        expected = torch.zeros(3)
+        expected[y[i]] += lam
+        expected[y[j]] += 1 - lam
+        torch.testing.assert_close(targets[i], expected, rtol=1e-4, atol=1e-4)
+
+
+def test_ema_with_no_memory_keeps_the_live_weights_and_with_long_memory_the_early_ones():
+    images, labels = _data()
+    val = (images[:6], labels[:6])
+    plain = fit(images, labels, *val, ["a", "b", "c"], SETTINGS)
+    short = fit(images, labels, *val, ["a", "b", "c"], replace(SETTINGS, ema_decay=1e-9))
+    long = fit(images, labels, *val, ["a", "b", "c"], replace(SETTINGS, ema_decay=1 - 1e-9))
+    key = "fc.weight"
+    torch.testing.assert_close(short.state_dict[key], plain.state_dict[key], rtol=1e-3, atol=1e-4)
+    # an average that never moves from the first step's weights ends far from the trained ones
+    moved = (plain.state_dict[key] - long.state_dict[key]).abs().max()
+    assert moved > 10 * (plain.state_dict[key] - short.state_dict[key]).abs().max()
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager_training():
+    """torch.compile (inductor, on this CPU) trains the same model as eager mode."""
+    images, labels = _data()
+    val = (images[:6], labels[:6])
+    settings = replace(SETTINGS, n_epochs=1, bf16="off")
+    eager = fit(images, labels, *val, ["a", "b", "c"], settings)
+    compiled = fit(images, labels, *val, ["a", "b", "c"], replace(settings, compile=True))
+    assert compiled.steps == eager.steps
+    torch.manual_seed(settings.seed)  # fit's own initialisation
+    initial = build_model(settings.architecture, 3).state_dict()
+    # rounding differences can flip the Adam step of a near-zero gradient, so compare per
+    # tensor: the two runs must have moved each weight tensor the same way, to within 10 % of
+    # how far training moved it (an untrained or differently trained copy is off by ~100 %)
+    for key, tensor in eager.state_dict.items():
+        if tensor.is_floating_point() and not key.endswith("running_var"):
+            moved = (tensor - initial[key]).abs().mean()
+            apart = (compiled.state_dict[key] - tensor).abs().mean()
+            assert apart <= 0.1 * moved + 1e-7, key
 
 
 def test_checkpoint_of_other_config_is_not_resumed(tmp_path):

@@ -62,6 +62,22 @@ class TrainConfig(dg.Config):
     )
     device: str = Field(default=_DEFAULTS.device, description="'auto', 'cpu' or 'cuda'.")
     bf16: str = Field(default=_DEFAULTS.bf16, description="'auto', 'on' or 'off'.")
+    compile: bool = Field(
+        default=_DEFAULTS.compile,
+        description="torch.compile the training forward pass (worth it on GPUs; minutes of "
+        "compilation first).",
+    )
+    ema_decay: float = Field(
+        default=_DEFAULTS.ema_decay,
+        description="Keep and validate an exponential moving average of the weights with this "
+        "per-step decay (e.g. 0.998); 0: off.",
+    )
+    mixup_alpha: float = Field(
+        default=_DEFAULTS.mixup_alpha, description="MixUp Beta(a, a); 0: off."
+    )
+    cutmix_alpha: float = Field(
+        default=_DEFAULTS.cutmix_alpha, description="CutMix Beta(a, a); 0: off."
+    )
 
     def settings(self) -> TrainSettings:
         return TrainSettings(**{f.name: getattr(self, f.name) for f in fields(TrainSettings)})
