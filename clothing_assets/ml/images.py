@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import warnings
+from collections.abc import Sequence
 
 import torch
 import torchvision.transforms.v2.functional as TF
@@ -31,39 +33,14 @@ class ImageDecodeError(ValueError):
     """A file that is not a usable image; the message is the one-line ERROR recorded for it."""
 
 
-def decode_image(data: bytes) -> torch.Tensor:
-    """Decode `data` into a 3xHxW uint8 RGB tensor.
-
-    JPEGs go through torchvision's libjpeg-turbo decoder; other formats and unusual JPEG modes
-    (CMYK, 16-bit) through Pillow. Only SUPPORTED_FORMATS' parsers ever see the bytes. Raises
-    ImageDecodeError with a one-line reason.
-    """
+def _inspect(data: bytes) -> tuple[str, str]:
+    """(format, mode) from the file's header, after the format whitelist and the
+    decompression-bomb limit; no pixel is decoded. Raises ImageDecodeError."""
     if not data:
         raise ImageDecodeError("empty file (0 bytes)")
     try:
         with Image.open(io.BytesIO(data), formats=_OPEN_FORMATS) as im:
-            fmt, mode = im.format, im.mode
-            if fmt not in SUPPORTED_FORMATS:
-                raise ImageDecodeError(f"unsupported image format {fmt}")
-            limit = Image.MAX_IMAGE_PIXELS
-            if limit and im.width * im.height > limit:
-                raise ImageDecodeError(
-                    f"decompression bomb refused: {im.width}x{im.height} pixels exceeds the "
-                    f"limit of {limit} pixels"
-                )
-            if fmt in ("JPEG", "MPO") and mode in ("RGB", "L"):
-                try:
-                    return decode_jpeg(
-                        torch.frombuffer(bytearray(data), dtype=torch.uint8),
-                        mode=ImageReadMode.RGB,
-                    )
-                except RuntimeError:
-                    pass  # libjpeg-turbo refuses some files Pillow can still read
-            im.seek(0)
-            rgb = im.convert("RGB")
-            rgb.load()
-    except ImageDecodeError:
-        raise
+            fmt, mode, width, height = im.format, im.mode, im.width, im.height
     except Image.DecompressionBombError as exc:
         raise ImageDecodeError(f"decompression bomb refused: {exc}") from exc
     except UnidentifiedImageError as exc:
@@ -72,7 +49,95 @@ def decode_image(data: bytes) -> torch.Tensor:
         ) from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageDecodeError(f"corrupt image: {str(exc).splitlines()[0][:200]}") from exc
+    if fmt not in SUPPORTED_FORMATS:
+        raise ImageDecodeError(f"unsupported image format {fmt}")
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit and width * height > limit:
+        raise ImageDecodeError(
+            f"decompression bomb refused: {width}x{height} pixels exceeds the limit of "
+            f"{limit} pixels"
+        )
+    return fmt, mode
+
+
+def _is_plain_jpeg(fmt: str, mode: str) -> bool:
+    """JPEGs libjpeg-turbo and nvJPEG decode straight to RGB (not CMYK or 16-bit ones)."""
+    return fmt in ("JPEG", "MPO") and mode in ("RGB", "L")
+
+
+def _decode_with_pillow(data: bytes) -> torch.Tensor:
+    try:
+        with Image.open(io.BytesIO(data), formats=_OPEN_FORMATS) as im:
+            rgb = im.convert("RGB")
+            rgb.load()
+    except Image.DecompressionBombError as exc:
+        raise ImageDecodeError(f"decompression bomb refused: {exc}") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageDecodeError(f"corrupt image: {str(exc).splitlines()[0][:200]}") from exc
     return TF.pil_to_tensor(rgb)
+
+
+def _jpeg_tensor(data: bytes) -> torch.Tensor:
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8)
+
+
+def decode_image(data: bytes) -> torch.Tensor:
+    """Decode `data` into a 3xHxW uint8 RGB tensor.
+
+    JPEGs go through torchvision's libjpeg-turbo decoder; other formats and unusual JPEG modes
+    (CMYK, 16-bit) through Pillow. Only SUPPORTED_FORMATS' parsers ever see the bytes. Raises
+    ImageDecodeError with a one-line reason.
+    """
+    fmt, mode = _inspect(data)
+    if _is_plain_jpeg(fmt, mode):
+        try:
+            return decode_jpeg(_jpeg_tensor(data), mode=ImageReadMode.RGB)
+        except RuntimeError:
+            pass  # libjpeg-turbo refuses some files Pillow can still read
+    return _decode_with_pillow(data)
+
+
+def decode_images(
+    blobs: Sequence[bytes], *, device: torch.device | str = "cpu"
+) -> list[torch.Tensor | ImageDecodeError]:
+    """Decode many files at once into 3xHxW uint8 RGB tensors on `device`, each entry the image
+    or the ImageDecodeError that names why not.
+
+    On CUDA the plain JPEGs are decoded together by torchvision's GPU (nvJPEG) decoder; a
+    batch it refuses is decoded file by file, and whatever it cannot do goes through
+    `decode_image` on the CPU. Every file passes the same header checks as `decode_image`.
+    """
+    device = torch.device(device)
+    out: list[torch.Tensor | ImageDecodeError | None] = [None] * len(blobs)
+    jpegs: list[int] = []
+    for i, data in enumerate(blobs):
+        try:
+            fmt, mode = _inspect(data)
+        except ImageDecodeError as exc:
+            out[i] = exc
+            continue
+        if device.type == "cuda" and _is_plain_jpeg(fmt, mode):
+            jpegs.append(i)
+    if jpegs:
+        try:
+            decoded = decode_jpeg(
+                [_jpeg_tensor(blobs[i]) for i in jpegs], mode=ImageReadMode.RGB, device=device
+            )
+            for i, image in zip(jpegs, decoded, strict=True):
+                out[i] = image
+        except RuntimeError:
+            for i in jpegs:  # one bad file fails the whole GPU batch: go one by one
+                with contextlib.suppress(RuntimeError):  # a refused one is left for the CPU
+                    out[i] = decode_jpeg(
+                        _jpeg_tensor(blobs[i]), mode=ImageReadMode.RGB, device=device
+                    )
+    for i, data in enumerate(blobs):
+        if out[i] is None:
+            try:
+                out[i] = decode_image(data).to(device)
+            except ImageDecodeError as exc:
+                out[i] = exc
+    return out  # type: ignore[return-value]
 
 
 def cache_size(image_size: int) -> int:
