@@ -47,6 +47,15 @@ def _env_float(name: str, default: float) -> float:
         raise ValueError(f"{name}={raw!r} is not a number") from None
 
 
+def _env_count(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    if not raw.isdigit():
+        raise ValueError(f"{name}={raw!r} is not a whole number >= 0")
+    return int(raw)
+
+
 def sensor_interval_seconds() -> int:
     """Minimum seconds between two ticks of a stage sensor (CLOTHING_SENSOR_INTERVAL_SECONDS)."""
     raw = os.environ.get("CLOTHING_SENSOR_INTERVAL_SECONDS", "60")
@@ -79,9 +88,14 @@ def _dask() -> dg.ResourceDefinition:
     address = (
         {"env": "DASK_SCHEDULER_ADDRESS"} if os.environ.get("DASK_SCHEDULER_ADDRESS") else None
     )
-    workers = int(os.environ.get("CLOTHING_DASK_WORKERS", "0")) or min(4, os.cpu_count() or 1)
+    workers = _env_count("CLOTHING_DASK_WORKERS", 0) or min(4, os.cpu_count() or 1)
     return dask_cluster.configured(
-        {"scheduler_address": address, "n_workers": workers, "threads_per_worker": 1}
+        {
+            "scheduler_address": address,
+            "n_workers": workers,
+            "threads_per_worker": 1,
+            "worker_gpus": _env_count("CLOTHING_DASK_WORKER_GPUS", 0),
+        }
     )
 
 

@@ -33,3 +33,30 @@ class KillWorkerOnceWhileScoring(WorkerPlugin):
         os.write(fd, f"{os.getpid()} {key}".encode())
         os.close(fd)
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+class ForgetModelOnce(WorkerPlugin):
+    """Empties the worker's model cache as its first scoring task starts, once per cluster: a
+    worker that lost the model (restarted, or joined) after the client checked which workers
+    hold it. `marker` records the worker's address and the task."""
+
+    def __init__(self, marker: str, prefix: str = "clothing-score-"):
+        self.marker, self.prefix = marker, prefix
+        self.worker = None
+
+    def setup(self, worker):
+        self.worker = worker
+
+    def transition(self, key, start, finish, **kwargs):
+        if finish != "executing" or not str(key).startswith(self.prefix):
+            return
+        try:
+            fd = os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return
+        from clothing_assets.ml import scoring
+
+        with scoring._LOCK:
+            scoring._MODELS.clear()
+        os.write(fd, f"{self.worker.address} {key}".encode())
+        os.close(fd)

@@ -16,14 +16,23 @@ from distributed import Client
 
 from clothing_assets.definitions import all_assets
 from clothing_assets.environment import resources_for
-from clothing_assets_tests.conftest import CLASSES, TINY_TRAINING
+from clothing_assets_tests.conftest import (
+    CLASSES,
+    COLOURS,
+    TINY_TRAINING,
+    metadata_of,
+    write_image,
+)
 
 DASK = Path(sys.executable).parent / "dask"
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
-def external_cluster(tmp_path):
+def external_cluster(tmp_path, request):
+    """The scheduler's address; `indirect` parametrization with {"gpu_worker": True} makes the
+    first worker advertise a `GPU` resource (there is no CUDA here, so it scores on its CPU)."""
+    gpu_worker = getattr(request, "param", {}).get("gpu_worker", False)
     scheduler_file = tmp_path / "scheduler.json"
     logs = (tmp_path / "cluster.log").open("w")
     procs = [
@@ -68,6 +77,7 @@ def external_cluster(tmp_path):
                         "--no-dashboard",
                         "--memory-limit",
                         "3GiB",
+                        *(["--resources", "GPU=1"] if gpu_worker and i == 0 else []),
                     ],
                     stdout=logs,
                     stderr=subprocess.STDOUT,
@@ -100,14 +110,11 @@ def test_predictions_run_on_an_existing_scheduler_and_its_workers(
     )
     result = dg.materialize(all_assets(), resources=resources_for(), run_config=config)
     assert result.success
-    [mat] = [
-        m.materialization
-        for m in result.get_asset_materialization_events()
-        if m.asset_key.to_user_string() == "clothing_predictions"
-    ]
-    per_worker = mat.metadata["per_worker"].value
+    meta = metadata_of(result, "clothing_predictions")
+    per_worker = meta["per_worker"]
     assert len(per_worker) == 2  # both external workers scored
     assert sum(per_worker.values()) == 3 * len(CLASSES)
+    assert meta["model_shipped_to_workers"] == 2
     with duckdb.connect(str(local_env.duckdb), read_only=True) as conn:
         assert conn.execute(
             "SELECT count(*) FROM clothing_test"
@@ -116,3 +123,47 @@ def test_predictions_run_on_an_existing_scheduler_and_its_workers(
     # the cluster outlives the run: the resource connected to it and did not shut it down
     with Client(external_cluster, timeout=30) as client:
         assert len(client.scheduler_info()["workers"]) == 2
+
+    # New test images, scored by a second run with the same model: the workers still hold it,
+    # so its bytes do not travel again
+    for i in range(4):
+        write_image(local_env.test / "hat" / f"new_{i}.jpg", COLOURS["hat"], seed=900 + i)
+    again = dg.materialize(
+        all_assets(),
+        selection=["clothing_dataset", "clothing_test", "clothing_predictions"],
+        resources=resources_for(),
+        run_config=dg.RunConfig(ops={"clothing_predictions": {"config": {"batch_size": 1}}}),
+    )
+    assert again.success
+    meta = metadata_of(again, "clothing_predictions")
+    assert meta["rows_scored"] == 4
+    assert meta["model_shipped_to_workers"] == 0
+
+
+@pytest.mark.parametrize("external_cluster", [{"gpu_worker": True}], indirect=True)
+def test_scoring_goes_to_the_workers_that_advertise_a_gpu(local_env, external_cluster, monkeypatch):
+    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", external_cluster)
+    config = dg.RunConfig(
+        ops={
+            "trained_model": {"config": TINY_TRAINING},
+            "clothing_predictions": {"config": {"batch_size": 2}},
+        }
+    )
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize(
+        all_assets(), resources=resources_for(), run_config=config, instance=instance
+    )
+    assert result.success
+    meta = metadata_of(result, "clothing_predictions")
+    with Client(external_cluster, timeout=30) as client:
+        gpu = [
+            a
+            for a, w in client.scheduler_info()["workers"].items()
+            if w.get("resources", {}).get("GPU")
+        ]
+    # every batch asked for the GPU resource, so only the worker that has one scored; it has
+    # no CUDA device here, so it scored on its CPU and the run said so
+    assert meta["per_worker"] == {gpu[0]: 3 * len(CLASSES)}
+    assert meta["worker_devices"] == {gpu[0]: "cpu"}
+    logs = [e.user_message for e in instance.all_logs(result.run_id)]
+    assert any("advertise a GPU resource but torch finds no CUDA" in m for m in logs)

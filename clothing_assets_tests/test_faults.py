@@ -26,14 +26,16 @@ from clothing_assets.resources.model_store import file_version
 from clothing_assets.resources.warehouse import PREDICTION_COLUMNS
 from clothing_assets_tests.conftest import (
     CLASSES,
+    COLOURS,
     TINY_RUN_CONFIG,
     TINY_TRAINING,
     make_stage,
     materialize,
     metadata_of,
     read_table,
+    write_image,
 )
-from clothing_assets_tests.faults import KillWorkerOnceWhileScoring
+from clothing_assets_tests.faults import ForgetModelOnce, KillWorkerOnceWhileScoring
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN = ["clothing_dataset_train", "clothing_train", "trained_model"]
@@ -100,6 +102,32 @@ def test_a_worker_killed_mid_scoring_loses_and_doubles_no_row(local_env, cluster
     assert meta["rows_scored"] == 24
     assert sum(meta["per_worker"].values()) == 24  # each row came back once
     _assert_scored_exactly_once(local_env, 24)
+
+
+@pytest.mark.timeout(300)
+def test_the_model_stays_on_the_workers_and_is_resent_to_one_that_lost_it(local_env, cluster):
+    make_stage(local_env.test, 4, seed=21_000)  # 12 images
+    _train_tiny()
+    config = dg.RunConfig(
+        ops={"clothing_predictions": {"config": {"batch_size": 2, "max_batches_in_flight": 1}}}
+    )
+    first = _materialize(SCORE, config)
+    assert first.success, [e.message for e in first.all_events if e.is_failure]
+    assert metadata_of(first, "clothing_predictions")["model_shipped_to_workers"] == 2
+
+    # Both workers hold the model, so the next run sends no bytes; one of them then loses it
+    # just as its first batch starts. That batch is sent again, with the model.
+    for i in range(6):
+        write_image(local_env.test / "pants" / f"later_{i}.jpg", COLOURS["pants"], seed=500 + i)
+    marker = local_env.root / "forgot-model"
+    cluster.register_plugin(ForgetModelOnce(str(marker)), name="forget-model-once")
+    second = _materialize(SCORE, config)
+    assert second.success, [e.message for e in second.all_events if e.is_failure]
+    assert marker.read_text().split(" ", 1)[1].startswith("clothing-score-")
+    meta = metadata_of(second, "clothing_predictions")
+    assert meta["model_shipped_to_workers"] == 2  # sent only once the loss showed
+    assert meta["rows_scored"] == 6 and sum(meta["per_worker"].values()) == 6
+    _assert_scored_exactly_once(local_env, 18)
 
 
 _TRAIN_CHILD = """

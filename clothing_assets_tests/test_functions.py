@@ -12,9 +12,10 @@ import torch
 from PIL import Image
 
 from clothing_assets.assets.model import downsample
+from clothing_assets.assets.predictions import choose_gpu
 from clothing_assets.environment import env_or_default
 from clothing_assets.ml.data import stable_hash, stratified_split
-from clothing_assets.ml.images import ImageDecodeError, cache_size, decode_image
+from clothing_assets.ml.images import ImageDecodeError, cache_size, decode_image, decode_images
 from clothing_assets.ml.presets import (
     ClassificationPresetEval,
     ClassificationPresetTrain,
@@ -264,3 +265,61 @@ def test_list_stage_errors_name_the_variable(tmp_path, kind):
         target.write_text("x")
     with pytest.raises(StageLocationError, match="Set CLOTHING_TEST_STAGE_URL"):
         list_stage(str(target), env_var="CLOTHING_TEST_STAGE_URL")
+
+
+def _encoded(fmt: str, mode: str = "RGB") -> bytes:
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 255, (20, 30, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).convert(mode).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "kinds",
+    [
+        ["jpeg"],
+        ["jpeg", "png", "garbage", "jpeg-gray", "empty", "cmyk"],
+        ["garbage"],
+        [],
+    ],
+)
+def test_decode_images_agrees_with_decode_image_file_by_file(kinds):
+    blobs = {
+        "jpeg": _encoded("JPEG"),
+        "png": _encoded("PNG"),
+        "jpeg-gray": _encoded("JPEG", "L"),
+        "cmyk": _encoded("JPEG", "CMYK"),
+        "garbage": b"not an image at all",
+        "empty": b"",
+    }
+    data = [blobs[k] for k in kinds]
+    out = decode_images(data, device="cpu")
+    assert len(out) == len(data)
+    for blob, got in zip(data, out, strict=True):
+        try:
+            want = decode_image(blob)
+        except ImageDecodeError as exc:
+            assert isinstance(got, ImageDecodeError) and str(got) == str(exc)
+        else:
+            assert isinstance(got, torch.Tensor) and torch.equal(got, want)
+            assert got.shape == (3, 20, 30) and got.dtype == torch.uint8
+
+
+@pytest.mark.parametrize(
+    ("device", "gpu_workers", "expected"),
+    [
+        ("auto", [], False),
+        ("auto", ["tcp://a:1"], True),
+        ("cpu", ["tcp://a:1"], False),
+        ("cuda", ["tcp://a:1"], True),
+        ("cuda", [], "no Dask worker advertises a GPU"),
+        ("tpu", [], "must be 'auto', 'cpu' or 'cuda'"),
+    ],
+)
+def test_choose_gpu_follows_the_config_and_the_workers(device, gpu_workers, expected):
+    if isinstance(expected, str):
+        with pytest.raises(Exception, match=expected):
+            choose_gpu(device, gpu_workers)
+    else:
+        assert choose_gpu(device, gpu_workers) is expected

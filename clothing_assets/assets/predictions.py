@@ -14,7 +14,12 @@ from pydantic import Field
 from clothing_assets.assets.catalog import clothing_test
 from clothing_assets.assets.model import trained_model
 from clothing_assets.ml.images import ImageDecodeError, decode_image, resize_square
-from clothing_assets.ml.scoring import score_batch
+from clothing_assets.ml.scoring import (
+    ModelNotLoaded,
+    loaded_versions,
+    score_batch,
+    warm_model,
+)
 from clothing_assets.ml.train import load_model
 from clothing_assets.plots import (
     confusion_matrix,
@@ -29,10 +34,35 @@ from clothing_assets.stage_fs import class_of, read_bytes, url_refused
 
 
 class ScoreConfig(dg.Config):
-    """How `clothing_predictions` cuts the work into Dask tasks."""
+    """How `clothing_predictions` cuts the work into Dask tasks and where they run."""
 
     # 16 beats 32 on this CPU: bf16 resnet50 forward at 250 px runs 16.2 vs 13.3 img/s per core
-    batch_size: int = Field(default=16, description="Images per Dask task.")
+    batch_size: int = Field(default=16, description="Images per Dask task (use 256 on GPUs).")
+    device: str = Field(
+        default="auto",
+        description="'auto': on the workers that advertise a GPU resource (`dask worker "
+        "--resources GPU=1`) if any, else on all workers' CPUs; 'cpu'; 'cuda': GPU workers "
+        "only.",
+    )
+    max_batches_in_flight: int = Field(
+        default=0,
+        description="Batches submitted ahead of finished ones; 0: twice the cluster's threads. "
+        "Each batch's file URLs are minted just before it is submitted.",
+    )
+
+
+def choose_gpu(device: str, gpu_addresses: list[str]) -> bool:
+    """Whether scoring tasks ask for a GPU worker, from ScoreConfig.device and the workers that
+    advertise one."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise dg.Failure(f"ScoreConfig.device must be 'auto', 'cpu' or 'cuda', got {device!r}")
+    if device == "cuda" and not gpu_addresses:
+        raise dg.Failure(
+            "device 'cuda' was asked for but no Dask worker advertises a GPU resource: start "
+            "workers with `dask worker ... --resources GPU=1` (or set CLOTHING_DASK_WORKER_GPUS "
+            "for the local cluster), or score with device 'auto' or 'cpu'"
+        )
+    return device != "cpu" and bool(gpu_addresses)
 
 
 def torch_threads_per_task(client: Client) -> int:
@@ -47,6 +77,19 @@ def torch_threads_per_task(client: Client) -> int:
         for address in info
     ]
     return min(threads) if threads else 1
+
+
+def gpu_workers(client: Client) -> list[str]:
+    """Addresses of the workers that advertise a `GPU` resource."""
+    info = client.scheduler_info(n_workers=-1)["workers"]
+    return [a for a, w in info.items() if (w.get("resources") or {}).get("GPU", 0) > 0]
+
+
+def workers_missing_model(client: Client, version: str) -> list[str]:
+    """Workers that do not hold `version` loaded (all of a fresh LocalCluster; none of a
+    long-lived cluster that scored with this model before)."""
+    held = client.run(loaded_versions)
+    return sorted(a for a, versions in held.items() if version not in versions)
 
 
 def accuracy_against_folders(frame: pd.DataFrame, classes: list[str], version: str) -> dict:
@@ -153,31 +196,100 @@ def clothing_predictions(
 
     client: Client = dask.client
     dashboard = getattr(client, "dashboard_link", None)
+    use_gpu = choose_gpu(config.device, gpu_workers(client))
     started = time.perf_counter()
     results: list[dict] = []
+    shipped_to = 0
+    load_seconds: dict[str, float] = {}
     if len(todo):
         threads = torch_threads_per_task(client)
-        model_future = client.scatter(model_bytes, broadcast=True)
+        # The model travels only to workers that do not hold this version yet: a long-lived
+        # cluster keeps it loaded across runs, a fresh LocalCluster gets it once per worker.
+        missing = workers_missing_model(client, version)
+        model_arg = {"future": None}
+
+        def ship() -> None:
+            nonlocal shipped_to
+            if model_arg["future"] is None:
+                model_arg["future"] = client.scatter(model_bytes, broadcast=True)
+                shipped_to = len(client.scheduler_info(n_workers=-1)["workers"])
+
         run = context.run.run_id
+        if missing:
+            ship()
+            # Load it on every worker before the first batch: a worker still loading would
+            # otherwise see its queued batches stolen and sit idle for the rest of the run.
+            eligible = [a for a in missing if not use_gpu or a in gpu_workers(client)]
+            warm = [
+                client.submit(
+                    warm_model,
+                    model_arg["future"],
+                    version,
+                    torch_threads=threads,
+                    gpu=use_gpu,
+                    workers=[a],
+                    allow_other_workers=False,
+                    pure=False,
+                    key=f"clothing-load-{run}-{a}",
+                )  # fmt: skip
+                for a in eligible
+            ]
+            load_seconds = dict(zip(eligible, client.gather(warm), strict=True))
+        context.log.info(
+            f"model {version} shipped to {shipped_to} workers "
+            f"({len(missing)} did not hold it; loaded in "
+            f"{max(load_seconds.values(), default=0.0):.1f}s); "
+            f"scoring on {'GPU' if use_gpu else 'CPU'}"
+        )
 
         def submit(rows: list[dict], key: str):
             return client.submit(
-                score_batch, model_future, version, rows, torch_threads=threads,
+                score_batch, model_arg["future"], version, rows, torch_threads=threads,
+                gpu=use_gpu, resources={"GPU": 1} if use_gpu else None,
                 key=f"clothing-score-{run}-{key}",  # unique per run: concurrent runs never share
                 pure=False,
             )  # fmt: skip
 
-        futures = []
-        for i, start in enumerate(range(0, len(todo), config.batch_size)):
-            batch = todo.iloc[start : start + config.batch_size]
-            # URLs are minted per batch, just before submission (presigned URLs expire)
+        info = client.scheduler_info(n_workers=-1)["workers"]
+        window = config.max_batches_in_flight or max(
+            2, 2 * sum(w["nthreads"] for w in info.values())
+        )
+        batches = (
+            (str(i), todo.iloc[start : start + config.batch_size])
+            for i, start in enumerate(range(0, len(todo), config.batch_size))
+        )
+        n_batches = -(-len(todo) // config.batch_size)
+        pending = as_completed(loop=client.loop)  # not the default client's loop
+        rows_of: dict[str, tuple[str, list[dict]]] = {}
+
+        def submit_next() -> None:
+            key, batch = next(batches, (None, None))
+            if batch is None:
+                return
+            # minted just before use: a presigned URL's clock starts now, not at the run start
             urls = warehouse.file_urls(test_stage.name, batch["RELATIVE_PATH"].tolist())
             rows = batch.assign(URL=urls).to_dict("records")
-            futures.append(submit(rows, str(i)))
-        step = max(1, len(futures) // 10)
-        for done, future in enumerate(as_completed(futures), start=1):
-            results.extend(future.result())
-            if done % step == 0 or done == len(futures):
+            future = submit(rows, key)
+            rows_of[future.key] = (key, rows)
+            pending.add(future)
+
+        for _ in range(window):
+            submit_next()
+        step, done = max(1, n_batches // 10), 0
+        for future in pending:
+            key, rows = rows_of.pop(future.key)
+            try:
+                part = future.result()
+            except ModelNotLoaded:  # the worker restarted or joined after the check
+                ship()
+                again = submit(rows, f"{key}-model")
+                rows_of[again.key] = (key, rows)
+                pending.add(again)
+                continue
+            results.extend(part)
+            done += 1
+            submit_next()
+            if done % step == 0 or done == n_batches:
                 context.log.info(f"scored {len(results)}/{len(todo)} images")
         results = rescore_refused(
             context, results, todo, warehouse, test_stage.name, config.batch_size,
@@ -194,9 +306,17 @@ def clothing_predictions(
 
     written = 0
     per_worker: Counter[str] = Counter()
+    devices: dict[str, str] = {}
     if results:
         frame = pd.DataFrame(results)
         per_worker.update(frame["WORKER"])
+        devices = dict(zip(frame["WORKER"], frame["DEVICE"], strict=True))
+        on_cpu = sorted(w for w, d in devices.items() if d != "cuda")
+        if use_gpu and on_cpu:
+            context.log.warning(
+                f"workers {', '.join(on_cpu)} advertise a GPU resource but torch finds no CUDA "
+                "device there: they scored on their CPUs"
+            )
         written = warehouse.write_predictions(frame[PREDICTION_COLUMNS])
         if written != len(frame):
             context.log.warning(
@@ -218,6 +338,11 @@ def clothing_predictions(
         "rows_in_table": dg.MetadataValue.int(len(table)),
         "table_rows_with_error": dg.MetadataValue.int(int(table["ERROR"].notna().sum())),
         "per_worker": dg.MetadataValue.json(dict(per_worker)),
+        "worker_devices": dg.MetadataValue.json(devices),
+        "model_shipped_to_workers": dg.MetadataValue.int(shipped_to),
+        "model_load_seconds": dg.MetadataValue.json(
+            {a: round(t, 2) for a, t in load_seconds.items()}
+        ),
     }
     if dashboard:
         metadata["dask_dashboard"] = dg.MetadataValue.url(dashboard)

@@ -5,14 +5,16 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
+import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
 import torch
 from torch import nn
 
-from clothing_assets.ml.images import ImageDecodeError, decode_image, resize_square
+from clothing_assets.ml.images import ImageDecodeError, decode_images, resize_square
 from clothing_assets.ml.presets import ClassificationPresetEval
 from clothing_assets.ml.train import amp_dtype_for, load_model
 from clothing_assets.stage_fs import UnsafePathError, read_bytes
@@ -50,44 +52,88 @@ def tune_allocator() -> bool:
     )
 
 
-def cached_model(
-    model_bytes: bytes, version: str, torch_threads: int
-) -> tuple[nn.Module, dict[str, Any], torch.dtype | None]:
-    """The model of `version`, loaded once per process onto the CPU, wherever it was saved."""
+class ModelNotLoaded(RuntimeError):
+    """A task was sent without the model's bytes to a worker that does not hold the model
+    (it restarted or joined after the client checked); the client resends with the bytes."""
+
+
+def loaded_versions() -> list[str]:
+    """The model versions this process holds; the client runs it on every worker to decide
+    whether the model's bytes need to travel at all."""
     with _LOCK:
-        if version not in _MODELS:
+        return [key.split("@")[0] for key in _MODELS]
+
+
+def scoring_device(gpu: bool) -> torch.device:
+    """CUDA when the task asked for a GPU and this worker has one, else the CPU."""
+    return torch.device("cuda") if gpu and torch.cuda.is_available() else torch.device("cpu")
+
+
+def cached_model(
+    model_bytes: bytes | None, version: str, torch_threads: int, device: torch.device
+) -> tuple[nn.Module, dict[str, Any], torch.dtype | None]:
+    """The model of `version` on `device`, loaded once per process whatever device it was
+    saved from, and kept across batches and runs. Raises ModelNotLoaded when it is not here
+    and `model_bytes` is None."""
+    key = f"{version}@{device}"
+    with _LOCK:
+        if key not in _MODELS:
+            if model_bytes is None:
+                raise ModelNotLoaded(f"model {version} is not loaded on {_worker_name()}")
             tune_allocator()
             torch.set_num_threads(max(1, torch_threads))
             model, payload = load_model(model_bytes, map_location="cpu")
-            model = model.to(memory_format=torch.channels_last)
+            model = model.to(device, memory_format=torch.channels_last)
             _MODELS.clear()  # an older version is no longer needed
-            _MODELS[version] = (model, payload, amp_dtype_for(torch.device("cpu")))
-        return _MODELS[version]
+            _MODELS[key] = (model, payload, amp_dtype_for(device))
+        return _MODELS[key]
+
+
+def warm_model(
+    model_bytes: bytes, version: str, *, torch_threads: int = 1, gpu: bool = False
+) -> float:
+    """Load `version` into this worker before any batch arrives; return the seconds it took."""
+    started = time.perf_counter()
+    cached_model(model_bytes, version, torch_threads, scoring_device(gpu))
+    return time.perf_counter() - started
+
+
+def _read(row: dict[str, Any]) -> bytes | str:
+    """The row's file bytes, or the one-line reason they could not be read."""
+    try:
+        return read_bytes(row["URL"])
+    except UnsafePathError as exc:
+        return str(exc)
+    except OSError as exc:
+        return f"unreadable file: {exc}"
 
 
 def score_batch(
-    model_bytes: bytes,
+    model_bytes: bytes | None,
     version: str,
     rows: Sequence[dict[str, Any]],
     *,
     torch_threads: int = 1,
+    gpu: bool = False,
 ) -> list[dict[str, Any]]:
     """Read, decode and classify `rows` (each with URL, RELATIVE_PATH, SIZE, LAST_MODIFIED;
     a None URL is a path the stage refused, recorded and never read).
 
-    Returns one dict per row with TYPE, CONFIDENCE (the row's own softmax probability of its
-    predicted class), PRED_TIMESTAMP, MODEL_VERSION, ERROR (one line, for unusable files) and
-    WORKER. A bad file never fails the batch.
+    Files are read in parallel threads, decoded together (on the GPU when `gpu` and this worker
+    has one) and classified in one forward pass. Returns one dict per row with TYPE,
+    CONFIDENCE (the row's own softmax probability of its predicted class), PRED_TIMESTAMP,
+    MODEL_VERSION, ERROR (one line, for unusable files), WORKER and DEVICE. A bad file never
+    fails the batch. `model_bytes` may be None when the worker already holds `version`.
     """
-    model, payload, amp_dtype = cached_model(model_bytes, version, torch_threads)
+    device = scoring_device(gpu)
+    model, payload, amp_dtype = cached_model(model_bytes, version, torch_threads, device)
     preset = ClassificationPresetEval(
         crop_size=payload["image_size"], mean=payload["mean"], std=payload["std"]
     )
     side = payload["cache_size"]
-    images, good, out = [], [], []
     worker = _worker_name()
-    for row in rows:
-        result = {
+    out = [
+        {
             "RELATIVE_PATH": row["RELATIVE_PATH"],
             "SIZE": row["SIZE"],
             "LAST_MODIFIED": row["LAST_MODIFIED"],
@@ -96,19 +142,29 @@ def score_batch(
             "MODEL_VERSION": version,
             "ERROR": None,
             "WORKER": worker,
+            "DEVICE": device.type,
         }
-        try:
-            images.append(resize_square(decode_image(read_bytes(row["URL"])), side))
-            good.append(result)
-        except (ImageDecodeError, UnsafePathError) as exc:
-            result["ERROR"] = str(exc)
-        except OSError as exc:
-            result["ERROR"] = f"unreadable file: {exc}"
-        out.append(result)
+        for row in rows
+    ]
+    blobs = list(_read_pool().map(_read, rows))
+    readable = [i for i, b in enumerate(blobs) if isinstance(b, bytes)]
+    for i, blob in enumerate(blobs):
+        if isinstance(blob, str):
+            out[i]["ERROR"] = blob
+    images, good = [], []
+    decoded = decode_images([blobs[i] for i in readable], device=device)
+    for i, image in zip(readable, decoded, strict=True):
+        if isinstance(image, ImageDecodeError):
+            out[i]["ERROR"] = str(image)
+        else:
+            images.append(resize_square(image, side))
+            good.append(out[i])
     if images:
         with (
             torch.inference_mode(),
-            torch.autocast("cpu", dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None),
+            torch.autocast(
+                device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
+            ),
         ):
             logits = model(preset(torch.stack(images)))
         probs = torch.softmax(logits.float(), dim=1)
@@ -121,3 +177,14 @@ def score_batch(
     for result in out:
         result["PRED_TIMESTAMP"] = now
     return out
+
+
+_POOL: list[ThreadPoolExecutor] = []
+
+
+def _read_pool() -> ThreadPoolExecutor:
+    """Threads for reading a batch's files at once (object stores answer in parallel)."""
+    with _LOCK:
+        if not _POOL:
+            _POOL.append(ThreadPoolExecutor(max_workers=8, thread_name_prefix="clothing-read"))
+        return _POOL[0]

@@ -17,6 +17,12 @@ from dagster_dask import dask_resource
         "n_workers": dg.Field(int, default_value=2, description="LocalCluster worker processes."),
         "threads_per_worker": dg.Field(int, default_value=1),
         "memory_limit": dg.Field(str, default_value="auto"),
+        "worker_gpus": dg.Field(
+            int,
+            default_value=0,
+            description="GPUs each LocalCluster worker advertises as the Dask resource `GPU` "
+            "(CLOTHING_DASK_WORKER_GPUS); scoring then runs on them.",
+        ),
     },
 )
 def dask_cluster(config: dict[str, Any]) -> dict[str, Any]:
@@ -34,6 +40,7 @@ def dask_cluster(config: dict[str, Any]) -> dict[str, Any]:
                 # a free port, so that two runs or a test beside the UI do not collide
                 "dashboard_address": "127.0.0.1:0",
                 "memory_limit": config["memory_limit"],
+                **({"resources": {"GPU": config["worker_gpus"]}} if config["worker_gpus"] else {}),
             }
         }
     }
