@@ -9,6 +9,10 @@ The images are the test stage (../shared/clothing-dataset-small/test by default)
 last line reads `inference_bench: ours-1w A img/s, ours-2w B img/s, seed-style C img/s,
 ratio R, scaling S` with R = B/C and S = B/(2A). Peak worker memory (max RSS) is printed
 per path; --memory-check N repeats our 2-worker path on N images to show it stays flat.
+
+With --device cuda (the default when torch sees a GPU) our workers advertise the Dask resource
+`GPU`, decode JPEGs with nvJPEG and score on the GPU, as `clothing_predictions` does on GPU
+workers; use a larger --batch-size there (256). The seed-style path stays as the seed wrote it.
 """
 
 import argparse
@@ -23,7 +27,7 @@ import torch
 import torchvision
 from distributed import Client, LocalCluster, wait
 
-from clothing_assets.ml.scoring import score_batch
+from clothing_assets.ml.scoring import score_batch, warm_model
 from clothing_assets.ml.train import TrainSettings, model_payload
 from clothing_assets.resources.model_store import file_version
 
@@ -45,10 +49,11 @@ def peak_rss_mib(client: Client) -> dict[str, float]:
     return {w: round(kib / 1024, 1) for w, kib in usage.items()}
 
 
-def cluster(workers: int) -> LocalCluster:
+def cluster(workers: int, gpu: bool = False) -> LocalCluster:
     return LocalCluster(
         n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
         dashboard_address=None, memory_limit="6GiB",
+        **({"resources": {"GPU": 1}} if gpu else {}),
     )  # fmt: skip
 
 
@@ -57,24 +62,33 @@ def warm_up(client: Client) -> None:
     client.run(lambda: __import__("torchvision.models") and None)
 
 
-def ours(client: Client, data: bytes, paths: list[str], batch_size: int) -> float:
-    """Our path: model bytes broadcast once, batches of paths, decoding on the workers."""
+def ours(client: Client, data: bytes, paths: list[str], batch_size: int, gpu: bool) -> float:
+    """Our path: model bytes broadcast once and loaded on every worker before the clock
+    starts, then batches of paths, read and decoded on the workers."""
     version = file_version(data)
     model = client.scatter(data, broadcast=True)
     rows = [{"RELATIVE_PATH": p, "URL": p, "SIZE": 0, "LAST_MODIFIED": None} for p in paths]
-    # the model is loaded once per worker (cached by version) before the clock starts
-    wait(client.run(lambda: None))
-    warm = [client.submit(score_batch, model, version, rows[:1], pure=False, workers=[w])
-            for w in client.scheduler_info()["workers"]]  # fmt: skip
-    wait(warm)
+    wait([client.submit(warm_model, model, version, gpu=gpu, workers=[w], pure=False)
+          for w in client.scheduler_info()["workers"]])  # fmt: skip
+    resources = {"GPU": 1} if gpu else None
     start = time.perf_counter()
     futures = [
-        client.submit(score_batch, model, version, rows[i : i + batch_size], pure=False)
+        client.submit(
+            score_batch,
+            model,
+            version,
+            rows[i : i + batch_size],
+            gpu=gpu,
+            pure=False,
+            resources=resources,
+        )  # fmt: skip
         for i in range(0, len(rows), batch_size)
     ]
     results = list(itertools.chain.from_iterable(client.gather(futures)))
     elapsed = time.perf_counter() - start
     assert len(results) == len(paths) and not any(r["ERROR"] for r in results)
+    devices = {r["DEVICE"] for r in results}
+    assert devices == {"cuda" if gpu else "cpu"}, devices
     return len(paths) / elapsed
 
 
@@ -129,7 +143,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--stage", type=Path, default=DEFAULT_STAGE)
     parser.add_argument("--memory-check", type=int, default=0, help="also run ours-2w on N images")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     args = parser.parse_args()
+    gpu = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
 
     files = sorted(str(p) for p in args.stage.rglob("*.jpg"))
     if not files:
@@ -138,13 +154,14 @@ def main() -> None:
     classes = sorted({Path(f).parent.name for f in files})
     data = model_bytes(args.arch, args.image_size, classes)
     print(f"{args.images} images from {args.stage}, {args.arch} at {args.image_size}px, "
-          f"model {len(data) / 2**20:.0f} MiB")  # fmt: skip
+          f"model {len(data) / 2**20:.0f} MiB, ours on {'cuda' if gpu else 'cpu'}, "
+          f"batch {args.batch_size}")  # fmt: skip
 
     rates = {}
     for workers in (1, 2):
-        with cluster(workers) as c, Client(c) as client:
+        with cluster(workers, gpu) as c, Client(c) as client:
             warm_up(client)
-            rates[f"ours-{workers}w"] = ours(client, data, paths, args.batch_size)
+            rates[f"ours-{workers}w"] = ours(client, data, paths, args.batch_size, gpu)
             print(f"ours-{workers}w: {rates[f'ours-{workers}w']:.1f} img/s, "
                   f"peak worker RSS MiB {peak_rss_mib(client)}", flush=True)  # fmt: skip
     with cluster(2) as c, Client(c) as client:
@@ -154,9 +171,9 @@ def main() -> None:
               f"peak worker RSS MiB {peak_rss_mib(client)}", flush=True)  # fmt: skip
     if args.memory_check:
         big = list(itertools.islice(itertools.cycle(files), args.memory_check))
-        with cluster(2) as c, Client(c) as client:
+        with cluster(2, gpu) as c, Client(c) as client:
             warm_up(client)
-            rate = ours(client, data, big, args.batch_size)
+            rate = ours(client, data, big, args.batch_size, gpu)
             print(f"ours-2w on {len(big)} images: {rate:.1f} img/s, "
                   f"peak worker RSS MiB {peak_rss_mib(client)}", flush=True)  # fmt: skip
 

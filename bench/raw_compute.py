@@ -1,7 +1,10 @@
 """Raw training-step throughput of a torchvision model on random tensors, fp32 vs bf16 autocast
 (channels_last), to choose the default recipe for a machine. No I/O, no augmentation.
 
-    python bench/raw_compute.py --arch resnet18 --image-size 128 --steps 4
+    python bench/raw_compute.py --arch resnet18 --image-size 128 --steps 4 [--compile]
+
+--compile adds bf16 with `torch.compile` (inductor) and prints how long the first, compiling
+step took.
 """
 
 import argparse
@@ -12,21 +15,28 @@ import torch
 import torchvision
 
 
-def step_rate(arch: str, size: int, batch: int, steps: int, bf16: bool, repeats: int) -> float:
+def step_rate(
+    arch: str, size: int, batch: int, steps: int, bf16: bool, repeats: int, compile: bool = False
+) -> float:
     torch.manual_seed(0)
     model = torchvision.models.get_model(arch, num_classes=10).to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    forward = torch.compile(model) if compile else model
     x = torch.randn(batch, 3, size, size).to(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (batch,))
 
     def step() -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = torch.nn.functional.cross_entropy(model(x), y)
+            loss = torch.nn.functional.cross_entropy(forward(x), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
 
-    step(), step()  # warm-up: oneDNN picks its kernels on the first calls
+    t = time.perf_counter()
+    step()
+    if compile:
+        print(f"  {arch} {size}px: first compiled step {time.perf_counter() - t:.1f}s", flush=True)
+    step()  # warm-up: oneDNN picks its kernels on the first calls
     rates = []
     for _ in range(repeats):
         t = time.perf_counter()
@@ -43,14 +53,21 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--compile", action="store_true", help="also bf16 with torch.compile")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     for arch in args.arch:
         for size in args.image_size:
             fp32 = step_rate(arch, size, args.batch_size, args.steps, False, args.repeats)
             bf16 = step_rate(arch, size, args.batch_size, args.steps, True, args.repeats)
-            print(f"raw_compute: {arch} {size}px fp32 {fp32:.1f} img/s, bf16 {bf16:.1f} img/s, "
-                  f"ratio {bf16 / fp32:.2f}")  # fmt: skip
+            line = (f"raw_compute: {arch} {size}px fp32 {fp32:.1f} img/s, bf16 {bf16:.1f} img/s, "
+                    f"ratio {bf16 / fp32:.2f}")  # fmt: skip
+            if args.compile:
+                compiled = step_rate(
+                    arch, size, args.batch_size, args.steps, True, args.repeats, compile=True
+                )
+                line += f", bf16+compile {compiled:.1f} img/s"
+            print(line)
 
 
 if __name__ == "__main__":

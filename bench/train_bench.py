@@ -5,10 +5,12 @@ fp32), same model, size, batch and optimizer.
 
     python bench/train_bench.py --arch resnet18 --image-size 128 --steps 20
 
-The last line reads `train_bench: ours A img/s, seed-style B img/s, ratio R`.
+The last line reads `train_bench: ours A img/s, seed-style B img/s, ratio R` (medians over
+--repeats alternated runs of both paths).
 """
 
 import argparse
+import statistics
 import time
 from pathlib import Path
 
@@ -145,6 +147,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--compile", action="store_true", help="torch.compile our model")
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=1, help="medians over this many runs")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--images", type=int, default=1024, help="training images used")
     parser.add_argument("--stage", type=Path, default=DEFAULT_STAGE)
@@ -161,10 +164,13 @@ def main() -> None:
         f"{args.steps} timed steps on {device}, torch threads {torch.get_num_threads()}, "
         f"compile {args.compile}"
     )
-    a = ours(files, labels, args, device)
-    print(f"ours: {a:.1f} img/s", flush=True)
-    b = seed_style(files, labels, args, device)
-    print(f"seed-style: {b:.1f} img/s", flush=True)
+    ours_rates, seed_rates = [], []
+    for _ in range(args.repeats):  # alternated, so drifts in the machine hit both alike
+        ours_rates.append(ours(files, labels, args, device))
+        print(f"ours: {ours_rates[-1]:.1f} img/s", flush=True)
+        seed_rates.append(seed_style(files, labels, args, device))
+        print(f"seed-style: {seed_rates[-1]:.1f} img/s", flush=True)
+    a, b = statistics.median(ours_rates), statistics.median(seed_rates)
     print(f"train_bench: ours {a:.1f} img/s, seed-style {b:.1f} img/s, ratio {a / b:.2f}")
 
 
