@@ -157,6 +157,117 @@ def rescore_refused(
     ]
 
 
+def score_on_cluster(
+    context: dg.AssetExecutionContext,
+    client: Client,
+    config: ScoreConfig,
+    warehouse: Warehouse,
+    stage: str,
+    todo: pd.DataFrame,
+    model_bytes: bytes,
+    version: str,
+    *,
+    use_gpu: bool,
+) -> tuple[list[dict], int, dict[str, float]]:
+    """Score `todo` on the cluster; return (one result per row, workers the model was shipped
+    to, per-worker model load seconds)."""
+    results: list[dict] = []
+    shipped_to = 0
+    load_seconds: dict[str, float] = {}
+    threads = torch_threads_per_task(client)
+    # The model travels only to workers that do not hold this version yet: a long-lived
+    # cluster keeps it loaded across runs, a fresh LocalCluster gets it once per worker.
+    missing = workers_missing_model(client, version)
+    model_arg = {"future": None}
+
+    def ship() -> None:
+        nonlocal shipped_to
+        if model_arg["future"] is None:
+            model_arg["future"] = client.scatter(model_bytes, broadcast=True)
+            shipped_to = len(client.scheduler_info(n_workers=-1)["workers"])
+
+    run = context.run.run_id
+    if missing:
+        ship()
+        # Load it on every worker before the first batch: a worker still loading would
+        # otherwise see its queued batches stolen and sit idle for the rest of the run.
+        eligible = [a for a in missing if not use_gpu or a in gpu_workers(client)]
+        warm = [
+            client.submit(
+                warm_model,
+                model_arg["future"],
+                version,
+                torch_threads=threads,
+                gpu=use_gpu,
+                workers=[a],
+                allow_other_workers=False,
+                pure=False,
+                key=f"clothing-load-{run}-{a}",
+            )  # fmt: skip
+            for a in eligible
+        ]
+        load_seconds = dict(zip(eligible, client.gather(warm), strict=True))
+    context.log.info(
+        f"model {version} shipped to {shipped_to} workers "
+        f"({len(missing)} did not hold it; loaded in "
+        f"{max(load_seconds.values(), default=0.0):.1f}s); "
+        f"scoring on {'GPU' if use_gpu else 'CPU'}"
+    )
+
+    def submit(rows: list[dict], key: str):
+        return client.submit(
+            score_batch, model_arg["future"], version, rows, torch_threads=threads,
+            gpu=use_gpu, resources={"GPU": 1} if use_gpu else None,
+            key=f"clothing-score-{run}-{key}",  # unique per run: concurrent runs never share
+            pure=False,
+        )  # fmt: skip
+
+    info = client.scheduler_info(n_workers=-1)["workers"]
+    window = config.max_batches_in_flight or max(2, 2 * sum(w["nthreads"] for w in info.values()))
+    batches = (
+        (str(i), todo.iloc[start : start + config.batch_size])
+        for i, start in enumerate(range(0, len(todo), config.batch_size))
+    )
+    n_batches = -(-len(todo) // config.batch_size)
+    pending = as_completed(loop=client.loop)  # not the default client's loop
+    rows_of: dict[str, tuple[str, list[dict]]] = {}
+
+    def submit_next() -> None:
+        key, batch = next(batches, (None, None))
+        if batch is None:
+            return
+        # minted just before use: a presigned URL's clock starts now, not at the run start
+        urls = warehouse.file_urls(stage, batch["RELATIVE_PATH"].tolist())
+        rows = batch.assign(URL=urls).to_dict("records")
+        future = submit(rows, key)
+        rows_of[future.key] = (key, rows)
+        pending.add(future)
+
+    for _ in range(window):
+        submit_next()
+    step, done = max(1, n_batches // 10), 0
+    for future in pending:
+        key, rows = rows_of.pop(future.key)
+        try:
+            part = future.result()
+        except ModelNotLoaded:  # the worker restarted or joined after the check
+            ship()
+            again = submit(rows, f"{key}-model")
+            rows_of[again.key] = (key, rows)
+            pending.add(again)
+            continue
+        results.extend(part)
+        done += 1
+        submit_next()
+        if done % step == 0 or done == n_batches:
+            context.log.info(f"scored {len(results)}/{len(todo)} images")
+    results = rescore_refused(
+        context, results, todo, warehouse, stage, config.batch_size,
+        submit=lambda rows, i: submit(rows, f"retry-{i}"),
+    )  # fmt: skip
+    return results, shipped_to, load_seconds
+
+
 @dg.asset(group_name="predictions", deps=[clothing_test, trained_model], kinds={"dask"})
 def clothing_predictions(
     context: dg.AssetExecutionContext,
@@ -199,101 +310,11 @@ def clothing_predictions(
     use_gpu = choose_gpu(config.device, gpu_workers(client))
     started = time.perf_counter()
     results: list[dict] = []
-    shipped_to = 0
-    load_seconds: dict[str, float] = {}
+    shipped_to, load_seconds = 0, {}
     if len(todo):
-        threads = torch_threads_per_task(client)
-        # The model travels only to workers that do not hold this version yet: a long-lived
-        # cluster keeps it loaded across runs, a fresh LocalCluster gets it once per worker.
-        missing = workers_missing_model(client, version)
-        model_arg = {"future": None}
-
-        def ship() -> None:
-            nonlocal shipped_to
-            if model_arg["future"] is None:
-                model_arg["future"] = client.scatter(model_bytes, broadcast=True)
-                shipped_to = len(client.scheduler_info(n_workers=-1)["workers"])
-
-        run = context.run.run_id
-        if missing:
-            ship()
-            # Load it on every worker before the first batch: a worker still loading would
-            # otherwise see its queued batches stolen and sit idle for the rest of the run.
-            eligible = [a for a in missing if not use_gpu or a in gpu_workers(client)]
-            warm = [
-                client.submit(
-                    warm_model,
-                    model_arg["future"],
-                    version,
-                    torch_threads=threads,
-                    gpu=use_gpu,
-                    workers=[a],
-                    allow_other_workers=False,
-                    pure=False,
-                    key=f"clothing-load-{run}-{a}",
-                )  # fmt: skip
-                for a in eligible
-            ]
-            load_seconds = dict(zip(eligible, client.gather(warm), strict=True))
-        context.log.info(
-            f"model {version} shipped to {shipped_to} workers "
-            f"({len(missing)} did not hold it; loaded in "
-            f"{max(load_seconds.values(), default=0.0):.1f}s); "
-            f"scoring on {'GPU' if use_gpu else 'CPU'}"
-        )
-
-        def submit(rows: list[dict], key: str):
-            return client.submit(
-                score_batch, model_arg["future"], version, rows, torch_threads=threads,
-                gpu=use_gpu, resources={"GPU": 1} if use_gpu else None,
-                key=f"clothing-score-{run}-{key}",  # unique per run: concurrent runs never share
-                pure=False,
-            )  # fmt: skip
-
-        info = client.scheduler_info(n_workers=-1)["workers"]
-        window = config.max_batches_in_flight or max(
-            2, 2 * sum(w["nthreads"] for w in info.values())
-        )
-        batches = (
-            (str(i), todo.iloc[start : start + config.batch_size])
-            for i, start in enumerate(range(0, len(todo), config.batch_size))
-        )
-        n_batches = -(-len(todo) // config.batch_size)
-        pending = as_completed(loop=client.loop)  # not the default client's loop
-        rows_of: dict[str, tuple[str, list[dict]]] = {}
-
-        def submit_next() -> None:
-            key, batch = next(batches, (None, None))
-            if batch is None:
-                return
-            # minted just before use: a presigned URL's clock starts now, not at the run start
-            urls = warehouse.file_urls(test_stage.name, batch["RELATIVE_PATH"].tolist())
-            rows = batch.assign(URL=urls).to_dict("records")
-            future = submit(rows, key)
-            rows_of[future.key] = (key, rows)
-            pending.add(future)
-
-        for _ in range(window):
-            submit_next()
-        step, done = max(1, n_batches // 10), 0
-        for future in pending:
-            key, rows = rows_of.pop(future.key)
-            try:
-                part = future.result()
-            except ModelNotLoaded:  # the worker restarted or joined after the check
-                ship()
-                again = submit(rows, f"{key}-model")
-                rows_of[again.key] = (key, rows)
-                pending.add(again)
-                continue
-            results.extend(part)
-            done += 1
-            submit_next()
-            if done % step == 0 or done == n_batches:
-                context.log.info(f"scored {len(results)}/{len(todo)} images")
-        results = rescore_refused(
-            context, results, todo, warehouse, test_stage.name, config.batch_size,
-            submit=lambda rows, i: submit(rows, f"retry-{i}"),
+        results, shipped_to, load_seconds = score_on_cluster(
+            context, client, config, warehouse, test_stage.name, todo, model_bytes, version,
+            use_gpu=use_gpu,
         )  # fmt: skip
     seconds = time.perf_counter() - started
     # Exactly once: Dask re-runs the tasks of a lost worker, and every row must come back once.
