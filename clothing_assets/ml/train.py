@@ -34,7 +34,7 @@ class TrainSettings:
 
     architecture: str = "resnet18"
     image_size: int = 128
-    n_epochs: int = 16
+    n_epochs: int = 20
     batch_size: int = 64
     base_lr: float = 0.003
     weight_decay: float = 0.05
@@ -144,7 +144,7 @@ def build_model(architecture: str, num_classes: int, *, weights: str = "none") -
 
 def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
     """AdamW with its fused kernel (CPU and CUDA): one pass over all weights per step instead
-    of one per tensor, 4.5 instead of 16.7 ms per resnet18 step on this CPU."""
+    of one per tensor (3.8 instead of 34.1 ms per resnet18 step here: bench/step_parts.py)."""
     return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
 
 

@@ -1,0 +1,54 @@
+"""What the parts of one training step cost on this machine, besides the network: AdamW's
+three implementations and our batched augmentation.
+
+    python bench/step_parts.py --arch resnet18 --image-size 128 --batch-size 64
+
+Prints milliseconds per call, medians of --repeats runs of 10 calls each.
+"""
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from clothing_assets.ml.images import cache_size
+from clothing_assets.ml.presets import ClassificationPresetTrain
+from clothing_assets.ml.train import build_model
+
+
+def per_call_ms(fn, repeats: int, calls: int = 10) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        times.append((time.perf_counter() - start) / calls * 1000)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", default="resnet18")
+    parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    model = build_model(args.arch, 10)
+    for param in model.parameters():
+        param.grad = torch.randn_like(param)
+    for name, kwargs in (("for-loop", {"foreach": False}), ("foreach", {"foreach": True}),
+                         ("fused", {"fused": True})):  # fmt: skip
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05, **kwargs)
+        print(f"AdamW {name}: {per_call_ms(opt.step, args.repeats):.1f} ms/step", flush=True)
+    side = cache_size(args.image_size)
+    batch = torch.randint(0, 256, (args.batch_size, 3, side, side), dtype=torch.uint8)
+    preset = ClassificationPresetTrain(crop_size=args.image_size)
+    gen = torch.Generator().manual_seed(0)
+    ms = per_call_ms(lambda: preset(batch, gen), args.repeats)
+    print(f"augmentation ({args.batch_size} images, {side} -> {args.image_size} px): {ms:.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
