@@ -21,6 +21,7 @@ def _materialize(selection: str | list[str] = "*", run_config=TINY_RUN_CONFIG):
 
 
 SCORE_ONLY = ["clothing_dataset", "clothing_test", "clothing_predictions"]
+TRAIN_ONLY = ["clothing_dataset_train", "clothing_train", "trained_model"]
 
 
 def test_whole_graph_catalogs_trains_and_scores(local_env):
@@ -99,3 +100,28 @@ def test_missing_stage_fails_naming_the_variable(local_env, monkeypatch, variabl
     assert not result.success
     message = step_failure(result).message
     assert "no-such-folder" in message and variable in message
+
+
+def test_a_rerun_trains_from_the_decode_cache_until_a_file_changes(local_env):
+    def train() -> dict:
+        result = _materialize(TRAIN_ONLY)
+        assert result.success, [e.message for e in result.all_events if e.is_failure]
+        return metadata_of(result, "trained_model")
+
+    (local_env.train / "pants" / "broken.jpg").write_bytes(b"not a jpeg")
+    first = train()
+    assert first["decode_cache"] == "miss" and first["rows_with_error"] == 1
+    # no stage file is read: the same pixels, so the same model; the broken file, recorded in
+    # clothing_train.ERROR by the first run, is not part of the cached set
+    second = train()
+    assert second["decode_cache"] == "hit" and second["version"] == first["version"]
+    assert second["rows_with_error"] == 1
+
+    # a changed file changes its catalog row, so the cached set no longer applies
+    write_image(local_env.train / "hat" / "hat_0.jpg", COLOURS["hat"], seed=4242, size=48)
+    assert train()["decode_cache"] == "miss"
+    assert train()["decode_cache"] == "hit"
+
+    # a torn cache file is a miss, decoded again, never a failure
+    (local_env.models / "cache" / "decoded_train.pt").write_bytes(b"torn")
+    assert train()["decode_cache"] == "miss"

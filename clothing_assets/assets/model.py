@@ -13,7 +13,15 @@ from pydantic import Field
 from tqdm import tqdm
 
 from clothing_assets.assets.catalog import clothing_train
-from clothing_assets.ml.data import load_images_minted, stable_hash, stratified_split
+from clothing_assets.ml.data import (
+    DecodedImages,
+    decode_cache_key,
+    load_decode_cache,
+    load_images_minted,
+    save_decode_cache,
+    stable_hash,
+    stratified_split,
+)
 from clothing_assets.ml.images import cache_size
 from clothing_assets.ml.train import TrainSettings, fit, model_payload, save_atomic
 from clothing_assets.plots import (
@@ -29,6 +37,8 @@ from clothing_assets.resources.warehouse import Warehouse
 from clothing_assets.stage_fs import class_of
 
 _DEFAULTS = TrainSettings()
+DECODE_CACHE_FILE = "decoded_train.pt"
+CACHE_KEY_COLUMNS = ("RELATIVE_PATH", "SIZE", "LAST_MODIFIED")
 
 
 class TrainConfig(dg.Config):
@@ -77,6 +87,11 @@ class TrainConfig(dg.Config):
     )
     cutmix_alpha: float = Field(
         default=_DEFAULTS.cutmix_alpha, description="CutMix Beta(a, a); 0: off."
+    )
+    decode_cache: bool = Field(
+        default=True,
+        description="Keep the decoded uint8 images in models/cache/, tied to the catalog rows "
+        "(path, size, last-modified), so a re-run with the same files reads no stage file.",
     )
 
     def settings(self) -> TrainSettings:
@@ -128,19 +143,41 @@ def trained_model(
     # Read and decode every image once; epochs then cost compute, not I/O.
     side = cache_size(settings.image_size)
     paths = usable["RELATIVE_PATH"].tolist()
-    context.log.info(f"decoding {len(paths)} training images at {side}x{side}")
+    cache_path = model_store.root / "cache" / DECODE_CACHE_FILE
     started = time.perf_counter()
-    with tqdm(total=len(paths), desc="decode", unit="img", disable=not sys.stderr.isatty()) as bar:
-        # URLs minted per batch just before reading (presigned URLs expire); a refused one is
-        # retried once with a fresh URL
-        decoded = load_images_minted(
-            paths,
-            lambda batch: warehouse.file_urls(train_stage.name, batch),
-            side,
-            on_image=lambda: bar.update(1),
-        )
+    cached = None
+    if config.decode_cache:
+        key = decode_cache_key(usable[list(CACHE_KEY_COLUMNS)].itertuples(index=False), side)
+        cached = load_decode_cache(cache_path, key, len(usable))
+    if cached is not None:
+        decoded = DecodedImages(images=cached, kept=list(range(len(usable))))
+        context.log.info(f"{len(paths)} training images at {side}x{side} from {cache_path}")
+    else:
+        context.log.info(f"decoding {len(paths)} training images at {side}x{side}")
+        with tqdm(
+            total=len(paths), desc="decode", unit="img", disable=not sys.stderr.isatty()
+        ) as bar:
+            # URLs minted per batch just before reading (presigned URLs expire); a refused one
+            # is retried once with a fresh URL
+            decoded = load_images_minted(
+                paths,
+                lambda batch: warehouse.file_urls(train_stage.name, batch),
+                side,
+                on_image=lambda: bar.update(1),
+            )
+        if config.decode_cache:
+            # keyed by the rows that decoded: the next run's usable rows, once the failures
+            # are recorded in clothing_train.ERROR
+            kept_rows = usable.iloc[decoded.kept][list(CACHE_KEY_COLUMNS)]
+            save_decode_cache(
+                cache_path, decode_cache_key(kept_rows.itertuples(index=False), side),
+                decoded.images,
+            )  # fmt: skip
     decode_seconds = time.perf_counter() - started
-    context.log.info(f"decoded {len(decoded.kept)} images in {decode_seconds:.1f}s")
+    context.log.info(
+        f"{len(decoded.kept)} images ready in {decode_seconds:.1f}s "
+        f"({'from the decode cache' if cached is not None else 'read and decoded'})"
+    )
     if decoded.errors:
         bad = usable.iloc[list(decoded.errors)]
         recorded = warehouse.record_errors(
@@ -198,6 +235,9 @@ def trained_model(
     context.log.info(f"model {version} written to {model_store.model_path}")
     metadata = _metadata(settings, result, classes, labels[va], version, model_store, len(tr))
     metadata["decode_seconds"] = dg.MetadataValue.float(round(decode_seconds, 1))
+    metadata["decode_cache"] = dg.MetadataValue.text(
+        "off" if not config.decode_cache else "hit" if cached is not None else "miss"
+    )
     metadata["rows_with_error"] = dg.MetadataValue.int(unusable_files)
     return dg.MaterializeResult(
         metadata=metadata,

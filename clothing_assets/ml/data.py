@@ -1,11 +1,16 @@
-"""Labels, the validation split, and decoding a catalog's images once into a uint8 tensor."""
+"""Labels, the validation split, and decoding a catalog's images once into a uint8 tensor
+(kept in a cache file tied to the catalog rows, so a re-run does not read the stage again)."""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+import json
+import os
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -124,3 +129,41 @@ def load_images_minted(
                 for _ in found:
                     on_image()
     return _assemble(results, side)
+
+
+def decode_cache_key(rows: Iterable[Sequence[Any]], side: int) -> str:
+    """Identifies a decoded set: the side and each catalog row's (RELATIVE_PATH, SIZE,
+    LAST_MODIFIED), in order. A file that changes, appears or goes changes the key."""
+    blob = json.dumps({"side": side, "rows": [[str(v) for v in row] for row in rows]})
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def load_decode_cache(path: Path, key: str, count: int) -> torch.Tensor | None:
+    """The cached uint8 images for `key` (count x 3 x S x S), or None when the file is absent,
+    unreadable, of other rows, or not what it should be; never unpickles arbitrary objects."""
+    if not path.is_file():
+        return None
+    try:
+        cached = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - a torn or foreign file is a miss, decoded again
+        return None
+    if not isinstance(cached, dict) or cached.get("key") != key:
+        return None
+    images = cached.get("images")
+    if not (
+        isinstance(images, torch.Tensor)
+        and images.dtype == torch.uint8
+        and images.dim() == 4
+        and len(images) == count
+    ):
+        return None
+    return images
+
+
+def save_decode_cache(path: Path, key: str, images: torch.Tensor) -> None:
+    """Write the decoded images for `key` to `path` atomically (a temporary file, a rename),
+    replacing any other set: one cache per models folder, so its size stays bounded."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save({"key": key, "images": images.contiguous()}, tmp)
+    os.replace(tmp, path)
