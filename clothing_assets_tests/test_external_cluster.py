@@ -111,10 +111,14 @@ def test_predictions_run_on_an_existing_scheduler_and_its_workers(
     result = dg.materialize(all_assets(), resources=resources_for(), run_config=config)
     assert result.success
     meta = metadata_of(result, "clothing_predictions")
-    per_worker = meta["per_worker"]
-    assert len(per_worker) == 2  # both external workers scored
-    assert sum(per_worker.values()) == 3 * len(CLASSES)
-    assert meta["model_shipped_to_workers"] == 2
+    with Client(external_cluster, timeout=30) as client:
+        external = set(client.scheduler_info()["workers"])
+    # the external workers scored every row (which of them, Dask decides: tiny batches finish
+    # faster than the next is submitted, so one worker may take them all)
+    assert set(meta["per_worker"]) <= external and len(external) == 2
+    assert sum(meta["per_worker"].values()) == 3 * len(CLASSES)
+    # the model went to both, and both loaded it before the first batch
+    assert meta["model_shipped_to_workers"] == 2 and set(meta["model_load_seconds"]) == external
     with duckdb.connect(str(local_env.duckdb), read_only=True) as conn:
         assert conn.execute(
             "SELECT count(*) FROM clothing_test"
