@@ -158,26 +158,15 @@ def test_checkpoint_of_other_config_is_not_resumed(tmp_path):
     images, labels = _data()
     ckpt = tmp_path / "checkpoint.pt"
     one = replace(SETTINGS, n_epochs=1)
-    fit(
-        images,
-        labels,
-        images[:6],
-        labels[:6],
-        ["a", "b", "c"],
-        one,
-        checkpoint_path=ckpt,
-        fingerprint="A",
-    )
-    other = fit(
-        images,
-        labels,
-        images[:6],
-        labels[:6],
-        ["a", "b", "c"],
-        one,
-        checkpoint_path=ckpt,
-        fingerprint="B",
-    )
+
+    def fit_as(fingerprint: str):
+        return fit(
+            images, labels, images[:6], labels[:6], ["a", "b", "c"], one,
+            checkpoint_path=ckpt, fingerprint=fingerprint,
+        )  # fmt: skip
+
+    fit_as("A")
+    other = fit_as("B")
     assert other.resumed_from_step == 0
 
 

@@ -88,7 +88,11 @@ def decode_image(data: bytes) -> torch.Tensor:
     (CMYK, 16-bit) through Pillow. Only SUPPORTED_FORMATS' parsers ever see the bytes. Raises
     ImageDecodeError with a one-line reason.
     """
-    fmt, mode = _inspect(data)
+    return _decode_inspected(data, *_inspect(data))
+
+
+def _decode_inspected(data: bytes, fmt: str, mode: str) -> torch.Tensor:
+    """`decode_image` for a file whose header `_inspect` has already passed."""
     if _is_plain_jpeg(fmt, mode):
         try:
             return decode_jpeg(_jpeg_tensor(data), mode=ImageReadMode.RGB)
@@ -109,14 +113,15 @@ def decode_images(
     """
     device = torch.device(device)
     out: list[torch.Tensor | ImageDecodeError | None] = [None] * len(blobs)
+    headers: dict[int, tuple[str, str]] = {}
     jpegs: list[int] = []
     for i, data in enumerate(blobs):
         try:
-            fmt, mode = _inspect(data)
+            headers[i] = _inspect(data)
         except ImageDecodeError as exc:
             out[i] = exc
             continue
-        if device.type == "cuda" and _is_plain_jpeg(fmt, mode):
+        if device.type == "cuda" and _is_plain_jpeg(*headers[i]):
             jpegs.append(i)
     if jpegs:
         try:
@@ -132,9 +137,9 @@ def decode_images(
                         _jpeg_tensor(blobs[i]), mode=ImageReadMode.RGB, device=device
                     )
     for i, data in enumerate(blobs):
-        if out[i] is None:
+        if out[i] is None:  # headers already checked: decode without parsing them again
             try:
-                out[i] = decode_image(data).to(device)
+                out[i] = _decode_inspected(data, *headers[i]).to(device)
             except ImageDecodeError as exc:
                 out[i] = exc
     return out  # type: ignore[return-value]
