@@ -9,6 +9,7 @@ import dagster as dg
 import pandas as pd
 from dagster_dask.resources import DaskResource
 from distributed import Client, as_completed
+from distributed.client import FutureCancelledError
 from pydantic import Field
 
 from clothing_assets.assets.catalog import clothing_test
@@ -168,39 +169,43 @@ def score_on_cluster(
     version: str,
     *,
     use_gpu: bool,
+    gpu_addresses: list[str],
 ) -> tuple[list[dict], int, dict[str, float]]:
-    """Score `todo` on the cluster; return (one result per row, workers the model was shipped
-    to, per-worker model load seconds)."""
+    """Score `todo` on the cluster (on `gpu_addresses` when `use_gpu`); return (one result per
+    row, workers the model was shipped to, per-worker model load seconds)."""
     results: list[dict] = []
     shipped_to = 0
     load_seconds: dict[str, float] = {}
+    workers = client.scheduler_info(n_workers=-1)["workers"]
     threads = torch_threads_per_task(client)
     # The model travels only to workers that do not hold this version yet: a long-lived
     # cluster keeps it loaded across runs, a fresh LocalCluster gets it once per worker.
     missing = workers_missing_model(client, version)
-    model_arg = {"future": None}
+    shipped = {"future": None}
 
-    def ship() -> None:
+    def model_future():
+        """The model's bytes in the cluster, broadcast afresh if they were never sent or a
+        dying worker took the last copy with it."""
         nonlocal shipped_to
-        if model_arg["future"] is None:
-            model_arg["future"] = client.scatter(model_bytes, broadcast=True)
-            shipped_to = len(client.scheduler_info(n_workers=-1)["workers"])
+        if shipped["future"] is None or shipped["future"].status != "finished":
+            shipped["future"] = client.scatter(model_bytes, broadcast=True)
+            shipped_to = len(client.scheduler_info(n_workers=-1)["workers"])  # as of now
+        return shipped["future"]
 
     run = context.run.run_id
     if missing:
-        ship()
         # Load it on every worker before the first batch: a worker still loading would
         # otherwise see its queued batches stolen and sit idle for the rest of the run.
-        eligible = [a for a in missing if not use_gpu or a in gpu_workers(client)]
+        eligible = [a for a in missing if not use_gpu or a in gpu_addresses]
         warm = [
             client.submit(
                 warm_model,
-                model_arg["future"],
+                model_future(),
                 version,
                 torch_threads=threads,
                 gpu=use_gpu,
                 workers=[a],
-                allow_other_workers=False,
+                allow_other_workers=True,  # elsewhere if this worker just died
                 pure=False,
                 key=f"clothing-load-{run}-{a}",
             )  # fmt: skip
@@ -214,16 +219,20 @@ def score_on_cluster(
         f"scoring on {'GPU' if use_gpu else 'CPU'}"
     )
 
-    def submit(rows: list[dict], key: str):
+    def submit(rows: list[dict], key: str, *, with_model: bool = False):
+        # Batches carry no model: every worker holds it by now. Depending on the scattered
+        # bytes would let one lost worker cancel every batch (Dask keeps one replica of
+        # scattered data once nothing waits on it, and that replica can die with its worker).
         return client.submit(
-            score_batch, model_arg["future"], version, rows, torch_threads=threads,
-            gpu=use_gpu, resources={"GPU": 1} if use_gpu else None,
+            score_batch, model_future() if with_model else None, version, rows,
+            torch_threads=threads, gpu=use_gpu, resources={"GPU": 1} if use_gpu else None,
             key=f"clothing-score-{run}-{key}",  # unique per run: concurrent runs never share
             pure=False,
         )  # fmt: skip
 
-    info = client.scheduler_info(n_workers=-1)["workers"]
-    window = config.max_batches_in_flight or max(2, 2 * sum(w["nthreads"] for w in info.values()))
+    window = config.max_batches_in_flight or max(
+        2, 2 * sum(w["nthreads"] for w in workers.values())
+    )
     batches = (
         (str(i), todo.iloc[start : start + config.batch_size])
         for i, start in enumerate(range(0, len(todo), config.batch_size))
@@ -246,13 +255,18 @@ def score_on_cluster(
     for _ in range(window):
         submit_next()
     step, done = max(1, n_batches // 10), 0
+    resent: Counter[str] = Counter()
     for future in pending:
         key, rows = rows_of.pop(future.key)
         try:
             part = future.result()
-        except ModelNotLoaded:  # the worker restarted or joined after the check
-            ship()
-            again = submit(rows, f"{key}-model")
+        except (ModelNotLoaded, FutureCancelledError):
+            # a worker that restarted or joined after the check lacks the model, or a batch
+            # sent with it lost the bytes with a dying worker: send it again, with the model
+            resent[key] += 1
+            if resent[key] > 3:
+                raise
+            again = submit(rows, f"{key}-model-{resent[key]}", with_model=True)
             rows_of[again.key] = (key, rows)
             pending.add(again)
             continue
@@ -263,7 +277,7 @@ def score_on_cluster(
             context.log.info(f"scored {len(results)}/{len(todo)} images")
     results = rescore_refused(
         context, results, todo, warehouse, stage, config.batch_size,
-        submit=lambda rows, i: submit(rows, f"retry-{i}"),
+        submit=lambda rows, i: submit(rows, f"retry-{i}", with_model=True),
     )  # fmt: skip
     return results, shipped_to, load_seconds
 
@@ -307,14 +321,15 @@ def clothing_predictions(
 
     client: Client = dask.client
     dashboard = getattr(client, "dashboard_link", None)
-    use_gpu = choose_gpu(config.device, gpu_workers(client))
+    gpu_addresses = gpu_workers(client)
+    use_gpu = choose_gpu(config.device, gpu_addresses)
     started = time.perf_counter()
     results: list[dict] = []
     shipped_to, load_seconds = 0, {}
     if len(todo):
         results, shipped_to, load_seconds = score_on_cluster(
             context, client, config, warehouse, test_stage.name, todo, model_bytes, version,
-            use_gpu=use_gpu,
+            use_gpu=use_gpu, gpu_addresses=gpu_addresses,
         )  # fmt: skip
     seconds = time.perf_counter() - started
     # Exactly once: Dask re-runs the tasks of a lost worker, and every row must come back once.
