@@ -9,9 +9,8 @@ from clothing_assets.assets.model import trained_model
 from clothing_assets.assets.predictions import clothing_predictions
 from clothing_assets.ml.train import load_model
 from clothing_assets.resources.model_store import ModelStoreResource, file_version
-from clothing_assets.resources.stage import StageResource
 from clothing_assets.resources.warehouse import CatalogTable, Warehouse
-from clothing_assets.stage_fs import class_of
+from clothing_assets.stage import StageResource, class_of
 
 MAX_LISTED = 20
 

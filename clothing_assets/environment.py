@@ -12,7 +12,7 @@ from dagster_duckdb import DuckDBResource
 from clothing_assets.resources.dask_cluster import dask_cluster
 from clothing_assets.resources.duckdb_warehouse import DuckDBWarehouse
 from clothing_assets.resources.model_store import ModelStoreResource
-from clothing_assets.resources.stage import StageResource
+from clothing_assets.stage import StageResource
 
 DEFAULT_DUCKDB_PATH = "data/clothing.duckdb"
 DEFAULT_TRAIN_STAGE_URL = "data/clothing-dataset-small/train"

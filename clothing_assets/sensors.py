@@ -1,29 +1,12 @@
 """One sensor per stage: a cheap listing (names, sizes, timestamps; never image bytes) compared
 with the last one through a cursor; a change requests a sync (and, for the test stage, scoring)."""
 
-import hashlib
 import json
 
 import dagster as dg
-import pandas as pd
 
 from clothing_assets.resources.model_store import ModelStoreResource
-from clothing_assets.resources.stage import StageResource
-from clothing_assets.stage_fs import StageLocationError, list_stage
-
-
-def listing_digest(listing: pd.DataFrame) -> str:
-    """A digest of the stage listing that changes when a file is added, removed or modified."""
-    lines = (
-        listing["RELATIVE_PATH"]
-        + "|"
-        + listing["SIZE"].astype(str)
-        + "|"
-        + listing["LAST_MODIFIED"].astype(str)
-        + "|"
-        + listing["ETAG"].fillna("").astype(str)
-    )
-    return hashlib.sha256("\n".join(sorted(lines)).encode()).hexdigest()
+from clothing_assets.stage import StageLocationError, StageResource, list_stage, listing_digest
 
 
 def _describe(previous: dict | None, files: int) -> str:

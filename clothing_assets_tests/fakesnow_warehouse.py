@@ -27,7 +27,7 @@ from snowflake.connector import pandas_tools
 
 from clothing_assets.resources.snowflake_warehouse import SnowflakeWarehouse
 from clothing_assets.resources.warehouse import validate_identifier
-from clothing_assets.stage_fs import list_stage, stage_file_url
+from clothing_assets.stage import list_stage, stage_file_url
 
 NOP_REGEXES = [r"(?s)^(--[^\n]*\n|\s)*ALTER SESSION SET QUERY_TAG = "]
 

@@ -1,7 +1,9 @@
 """Test-only: an HTTP server on 127.0.0.1 that serves stage files through expiring, signed
 URLs, the way GET_PRESIGNED_URL's S3 URLs behave: a URL past its expiry, or with a bad
 signature, is refused with 403; paths in `always_refuse` are always refused; paths in
-`flaky` answer 503 on their first request (a transient failure the reader retries itself)."""
+`flaky` answer 503 on their first request (a transient failure the reader retries itself);
+paths in `truncate` declare their full Content-Length but send only its first tenth and close;
+paths in `trickle` send one byte every `trickle_s` seconds."""
 
 from __future__ import annotations
 
@@ -25,6 +27,9 @@ class PresignServer:
     delay_s: float = 0.02  # per request, so that concurrent reads overlap measurably
     always_refuse: set[tuple[str, str]] = field(default_factory=set)  # (stage, path)
     flaky: set[tuple[str, str]] = field(default_factory=set)  # (stage, path)
+    truncate: set[tuple[str, str]] = field(default_factory=set)  # (stage, path)
+    trickle: set[tuple[str, str]] = field(default_factory=set)  # (stage, path)
+    trickle_s: float = 0.5
     log: list[tuple[str, str, int]] = field(default_factory=list)  # (stage, path, status)
     max_in_flight: int = 0
     port: int = 0
@@ -39,6 +44,12 @@ class PresignServer:
 
     def statuses(self, stage: str, relative_path: str) -> list[int]:
         return [s for st, p, s in self.log if (st, p) == (stage, relative_path)]
+
+    @staticmethod
+    def key_of(raw_path: str) -> tuple[str, str]:
+        parsed = urllib.parse.urlsplit(raw_path)
+        stage, _, relative = urllib.parse.unquote(parsed.path.lstrip("/")).partition("/")
+        return stage, relative
 
     def _answer(self, raw_path: str) -> tuple[int, bytes]:
         parsed = urllib.parse.urlsplit(raw_path)
@@ -80,6 +91,21 @@ def serve(server: PresignServer) -> Iterator[PresignServer]:
             self.send_response(status)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
+            key = server.key_of(self.path)
+            if status == 200 and key in server.truncate:
+                self.wfile.write(body[: len(body) // 10])
+                self.wfile.flush()
+                self.close_connection = True
+                return
+            if status == 200 and key in server.trickle:
+                try:
+                    for i in range(len(body)):
+                        self.wfile.write(body[i : i + 1])
+                        self.wfile.flush()
+                        time.sleep(server.trickle_s)
+                except OSError:  # the reader gave up: what the test wants
+                    pass
+                return
             self.wfile.write(body)
 
         def log_message(self, *args):  # quiet

@@ -25,7 +25,7 @@ from clothing_assets.ml.presets import (
 from clothing_assets.ml.train import build_model, epoch_batches, warmup_cosine
 from clothing_assets.plots import confusion_matrix, per_class_scores
 from clothing_assets.sql import load_sql
-from clothing_assets.stage_fs import StageLocationError, class_of, list_stage
+from clothing_assets.stage import StageLocationError, class_of, list_stage
 
 
 @pytest.mark.parametrize(

@@ -14,12 +14,12 @@ import snowflake.connector
 import sqlglot
 from sqlglot import exp
 
-from clothing_assets import stage_fs
 from clothing_assets.environment import get_environment, resources_for
 from clothing_assets.ml.data import load_images_minted
 from clothing_assets.resources import snowflake_warehouse as sw
 from clothing_assets.resources.warehouse import InvalidIdentifierError
 from clothing_assets.sql import SQL_ROOT
+from clothing_assets.stage import reading as stage_fs
 from clothing_assets_tests.conftest import COLOURS, make_stage, write_image
 from clothing_assets_tests.fakesnow_warehouse import (
     NOP_REGEXES,

@@ -4,9 +4,8 @@ import dagster as dg
 import pandas as pd
 
 from clothing_assets.assets.stages import clothing_dataset, clothing_dataset_train
-from clothing_assets.resources.stage import StageResource
 from clothing_assets.resources.warehouse import CatalogTable, Warehouse
-from clothing_assets.stage_fs import class_of
+from clothing_assets.stage import StageResource, class_of
 
 
 def class_counts_markdown(frame: pd.DataFrame) -> str:

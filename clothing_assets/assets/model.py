@@ -32,9 +32,8 @@ from clothing_assets.plots import (
     training_curves_png,
 )
 from clothing_assets.resources.model_store import ModelStoreResource, file_version
-from clothing_assets.resources.stage import StageResource
 from clothing_assets.resources.warehouse import Warehouse
-from clothing_assets.stage_fs import class_of
+from clothing_assets.stage import StageResource, class_of
 
 _DEFAULTS = TrainSettings()
 DECODE_CACHE_FILE = "decoded_train.pt"

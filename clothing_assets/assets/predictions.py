@@ -29,9 +29,8 @@ from clothing_assets.plots import (
     png_markdown,
 )
 from clothing_assets.resources.model_store import ModelStoreResource, file_version
-from clothing_assets.resources.stage import StageResource
 from clothing_assets.resources.warehouse import PREDICTION_COLUMNS, Warehouse
-from clothing_assets.stage_fs import class_of, read_bytes, url_refused
+from clothing_assets.stage import StageResource, class_of, read_bytes, url_refused
 
 
 class ScoreConfig(dg.Config):
@@ -140,7 +139,7 @@ def rescore_refused(
     submit,
 ) -> list[dict]:
     """Rows whose URL the server refused (an expired presigned URL: see
-    `stage_fs.url_refused`) are scored once more with freshly minted URLs, per batch; refused
+    `stage.url_refused`) are scored once more with freshly minted URLs, per batch; refused
     again, their ERROR stays and is recorded. Workers cannot mint URLs, so this runs here."""
     refused = {r["RELATIVE_PATH"] for r in results if url_refused(r["ERROR"])}
     if not refused:

@@ -2,9 +2,8 @@
 
 import dagster as dg
 
-from clothing_assets.resources.stage import StageResource
 from clothing_assets.resources.warehouse import Warehouse
-from clothing_assets.stage_fs import StageLocationError
+from clothing_assets.stage import StageLocationError, StageResource
 
 
 def refresh_stage(

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from clothing_assets.ml.images import ImageDecodeError, decode_image, resize_square
-from clothing_assets.stage_fs import UnsafePathError, read_bytes, url_refused
+from clothing_assets.stage import FileTooLargeError, UnsafePathError, read_bytes, url_refused
 
 
 def stable_hash(text: str) -> int:
@@ -84,7 +84,7 @@ def _read_one(url: str | None, side: int) -> torch.Tensor | str:
     """One file decoded and resized, or the one-line reason it could not be."""
     try:
         return resize_square(decode_image(read_bytes(url)), side)
-    except (ImageDecodeError, UnsafePathError) as exc:
+    except (ImageDecodeError, UnsafePathError, FileTooLargeError) as exc:
         return str(exc)
     except OSError as exc:
         return f"unreadable file: {exc}"
@@ -112,7 +112,7 @@ def load_images_minted(
 ) -> DecodedImages:
     """`load_images` for URLs that expire: `mint(paths)` is called per batch of `batch_size`
     paths, just before the batch is read, never once for everything. A file whose URL the
-    server refused (see `stage_fs.url_refused`) is read once more with a freshly minted URL;
+    server refused (see `stage.url_refused`) is read once more with a freshly minted URL;
     refused again, its reason stays in `errors`."""
     results: list[torch.Tensor | str] = []
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:

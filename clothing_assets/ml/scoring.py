@@ -17,7 +17,7 @@ from torch import nn
 from clothing_assets.ml.images import ImageDecodeError, decode_images, resize_square
 from clothing_assets.ml.presets import ClassificationPresetEval
 from clothing_assets.ml.train import amp_dtype_for, load_model
-from clothing_assets.stage_fs import UnsafePathError, read_bytes
+from clothing_assets.stage import FileTooLargeError, ReadLimits, UnsafePathError, read_bytes
 
 # One loaded model per version per worker process, kept across batches and runs.
 _MODELS: dict[str, tuple[nn.Module, dict[str, Any], torch.dtype | None]] = {}
@@ -98,11 +98,11 @@ def warm_model(
     return time.perf_counter() - started
 
 
-def _read(row: dict[str, Any]) -> bytes | str:
+def _read(row: dict[str, Any], limits: ReadLimits | None = None) -> bytes | str:
     """The row's file bytes, or the one-line reason they could not be read."""
     try:
-        return read_bytes(row["URL"])
-    except UnsafePathError as exc:
+        return read_bytes(row["URL"], limits)
+    except (UnsafePathError, FileTooLargeError) as exc:
         return str(exc)
     except OSError as exc:
         return f"unreadable file: {exc}"
@@ -115,6 +115,7 @@ def score_batch(
     *,
     torch_threads: int = 1,
     gpu: bool = False,
+    limits: ReadLimits | None = None,
 ) -> list[dict[str, Any]]:
     """Read, decode and classify `rows` (each with URL, RELATIVE_PATH, SIZE, LAST_MODIFIED;
     a None URL is a path the stage refused, recorded and never read).
@@ -146,7 +147,7 @@ def score_batch(
         }
         for row in rows
     ]
-    blobs = list(_read_pool().map(_read, rows))
+    blobs = list(_read_pool().map(lambda row: _read(row, limits), rows))
     readable = [i for i, b in enumerate(blobs) if isinstance(b, bytes)]
     for i, blob in enumerate(blobs):
         if isinstance(blob, str):

@@ -22,7 +22,7 @@ from clothing_assets.resources.warehouse import (
     validate_table,
 )
 from clothing_assets.sql import load_sql
-from clothing_assets.stage_fs import list_stage, stage_file_url
+from clothing_assets.stage import list_stage, stage_file_url
 
 _DDL = (
     "create_stages_table",

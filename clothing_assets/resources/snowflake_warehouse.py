@@ -40,7 +40,7 @@ from clothing_assets.resources.warehouse import (
     validate_table,
 )
 from clothing_assets.sql import load_sql
-from clothing_assets.stage_fs import unsafe_reason
+from clothing_assets.stage import unsafe_reason
 
 DIALECT = "snowflake"
 STAGE_TOKEN = "__STAGE__"

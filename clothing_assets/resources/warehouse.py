@@ -108,7 +108,7 @@ class Warehouse(dg.ConfigurableResource, ABC):
     def file_urls(self, stage: str, relative_paths: Sequence[str]) -> list[str | None]:
         """URLs a worker can read the files from, minted now (call shortly before use).
 
-        None for a path whose reading would leave the stage (see `stage_fs.stage_file_url`);
+        None for a path whose reading would leave the stage (see `stage.stage_file_url`);
         readers record such a row with an ERROR and never open anything for it.
         """
 

@@ -1,4 +1,4 @@
-"""List and read the files of a stage: a local folder or any fsspec URL (s3://, gs://, ...).
+"""List the files of a stage: a local folder or any fsspec URL (s3://, gs://, ...).
 
 Path safety. A stage is read only inside its own location. `list_stage` never follows a path
 out of it: on a local folder it walks without following symbolic links, and every entry it
@@ -6,20 +6,17 @@ cannot vouch for (a symbolic link that leads outside the stage or nowhere, a lin
 a FIFO, socket or device, a name that is not valid UTF-8, a relative path with `..`, an empty
 segment or a leading `/`) is still listed, with a one-line reason in its ERROR column and the
 size and time of the entry itself, so that it lands in the catalog with that ERROR and is
-never opened. `stage_file_url` checks again just before a file is read (the stage can change
-after the listing) and answers None for a path it refuses; `read_bytes(None)` raises
-UnsafePathError, whose message becomes the row's ERROR.
+never opened. `reading.stage_file_url` checks again just before a file is read (the stage can
+change after the listing).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import posixpath
-import random
 import stat
-import time
-import urllib.error
-import urllib.request
+import urllib.parse
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,54 +26,47 @@ from fsspec.implementations.local import LocalFileSystem
 
 LISTING_COLUMNS = ["RELATIVE_PATH", "SIZE", "LAST_MODIFIED", "ETAG", "FILE_URL", "ERROR"]
 
-REFUSED_READ = "refused: the path leads outside the stage or is not a regular file; not read"
+# fsspec protocols whose filesystem comes with one of the project's extras
+EXTRA_FOR_PROTOCOL = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs"}
 
 
 class StageLocationError(RuntimeError):
     """The stage's location does not exist or cannot be listed."""
 
 
-class UnsafePathError(OSError):
-    """A stage path that would be read outside the stage; the message is the row's ERROR."""
+def redact_url(url: str) -> str:
+    """`url` with any user:password@ removed, for logs, metadata and tables."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return url
+    if "@" not in parts.netloc:
+        return url
+    return urllib.parse.urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
 
 
-# HTTP(S) reads (presigned URLs): each attempt times out; transient failures (timeouts,
-# dropped connections, 408/429/5xx) are retried a bounded number of times with backoff.
-HTTP_TIMEOUT_S = 30.0
-HTTP_ATTEMPTS = 3
-URL_REFUSED = "URL refused"
+def open_location(url: str, *, env_var: str | None = None) -> tuple[Any, str]:
+    """The fsspec filesystem and root path of a configured location (a trusted setting).
 
-
-class URLRefusedError(OSError):
-    """The server refused an HTTP(S) URL (4xx: an expired or revoked presigned URL). Reading
-    again needs a fresh URL, which only the client holding the warehouse can mint; the message
-    (never the URL, which carries a signature) starts with URL_REFUSED."""
-
-
-def url_refused(error: str | None) -> bool:
-    """Whether a row's ERROR says its URL was refused, so that a fresh URL may succeed."""
-    return bool(error) and URL_REFUSED in str(error)
-
-
-def _read_http(url: str) -> bytes:
-    reason = ""
-    for attempt in range(HTTP_ATTEMPTS):
-        if attempt:
-            time.sleep(min(4.0, 0.25 * 2**attempt) * random.uniform(0.5, 1.5))
-        try:
-            with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S) as response:  # noqa: S310
-                return response.read()
-        except urllib.error.HTTPError as exc:
-            if exc.code not in (408, 429) and exc.code < 500:
-                raise URLRefusedError(
-                    f"{URL_REFUSED}: HTTP {exc.code} {exc.reason} (expired or not allowed)"
-                ) from None
-            reason = f"HTTP {exc.code} {exc.reason}"
-        except urllib.error.URLError as exc:
-            reason = str(exc.reason)
-        except (TimeoutError, ConnectionError) as exc:
-            reason = f"{type(exc).__name__}: {exc}"
-    raise OSError(f"HTTP read failed after {HTTP_ATTEMPTS} attempts: {reason}")
+    A protocol whose filesystem is not installed fails with one message naming the extra.
+    """
+    hint = f" Set {env_var} to the folder or URL that holds the images." if env_var else ""
+    try:
+        return fsspec.core.url_to_fs(url)
+    except ImportError as exc:
+        protocol = urllib.parse.urlsplit(url).scheme
+        extra = EXTRA_FOR_PROTOCOL.get(protocol)
+        fix = (
+            f'pip install "clothing_assets[{extra}]"'
+            if extra
+            else f"install the fsspec filesystem for {protocol}://"
+        )
+        raise StageLocationError(
+            f"cannot open {redact_url(url)!r}: the filesystem for {protocol}:// is not "
+            f"installed; {fix}.{hint}"
+        ) from exc
+    except ValueError as exc:
+        raise StageLocationError(f"cannot open {redact_url(url)!r}: {exc}.{hint}") from exc
 
 
 def _modified(info: dict[str, Any]) -> datetime | None:
@@ -112,7 +102,8 @@ def unsafe_reason(relative_path: str) -> str | None:
     return None
 
 
-def _inside(path: str, root: str) -> bool:
+def inside(path: str, root: str) -> bool:
+    """Whether `path` is `root` or lies under it (both resolved)."""
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
@@ -162,7 +153,7 @@ def _list_local(fs: LocalFileSystem, root: str) -> list[dict[str, Any]]:
             info = own
             if error is None and stat.S_ISLNK(own.st_mode):
                 target = os.path.realpath(path)
-                if not _inside(target, real_root):
+                if not inside(target, real_root):
                     error = "symbolic link leads outside the stage; not read"
                 elif not os.path.exists(target):
                     error = "broken symbolic link; not read"
@@ -214,14 +205,12 @@ def list_stage(url: str, *, env_var: str | None = None) -> pd.DataFrame:
     naming `env_var`, when the location does not exist or is not a folder.
     """
     hint = f" Set {env_var} to the folder or URL that holds the images." if env_var else ""
-    try:
-        fs, root = fsspec.core.url_to_fs(url)
-    except (ImportError, ValueError) as exc:
-        raise StageLocationError(f"cannot open stage location {url!r}: {exc}.{hint}") from exc
+    fs, root = open_location(url, env_var=env_var)
+    shown = redact_url(url)
     if not fs.exists(root):
-        raise StageLocationError(f"stage location {url!r} does not exist.{hint}")
+        raise StageLocationError(f"stage location {shown!r} does not exist.{hint}")
     if not fs.isdir(root):
-        raise StageLocationError(f"stage location {url!r} is a file, not a folder.{hint}")
+        raise StageLocationError(f"stage location {shown!r} is a file, not a folder.{hint}")
     root = root.rstrip("/") or "/"
     rows = _list_local(fs, root) if isinstance(fs, LocalFileSystem) else _list_remote(fs, root)
     frame = pd.DataFrame(sorted(rows, key=lambda r: r["RELATIVE_PATH"]), columns=LISTING_COLUMNS)
@@ -231,42 +220,21 @@ def list_stage(url: str, *, env_var: str | None = None) -> pd.DataFrame:
     return frame
 
 
-def stage_file_url(base: str, relative_path: str) -> str | None:
-    """The URL of `relative_path` in the stage at `base`, or None when reading it would leave
-    the stage: an unsafe path, or (on a local folder) a file that is, or resolves through, a
-    symbolic link to outside the stage, or that is not a regular file."""
-    if unsafe_reason(relative_path) is not None:
-        return None
-    url = posixpath.join(base.rstrip("/"), relative_path)
-    try:
-        fs, root = fsspec.core.url_to_fs(base)
-    except (ImportError, ValueError):
-        return url  # the reader reports the location's own error
-    if isinstance(fs, LocalFileSystem):
-        path = os.path.join(root, *relative_path.split("/"))
-        if not _inside(os.path.realpath(path), os.path.realpath(root)):
-            return None
-        try:
-            if not stat.S_ISREG(os.stat(path).st_mode):
-                return None
-        except OSError:
-            return url  # missing: the reader reports "unreadable file"
-    return url
-
-
-def read_bytes(url: str | None) -> bytes:
-    """Read one file's bytes from a local path, an fsspec URL or an http(s) URL (a presigned
-    URL: read with urllib, timeouts and bounded retries; a refused one raises URLRefusedError);
-    None (a path `stage_file_url` refused) raises UnsafePathError without touching anything."""
-    if url is None:
-        raise UnsafePathError(REFUSED_READ)
-    if url.startswith(("https://", "http://")):
-        return _read_http(url)
-    with fsspec.open(url, "rb") as handle:
-        return handle.read()
-
-
 def class_of(relative_path: str) -> str | None:
     """An image's class is the name of its lowest folder; None for a file at the stage root."""
     parent = posixpath.dirname(relative_path)
     return posixpath.basename(parent) if parent else None
+
+
+def listing_digest(listing: pd.DataFrame) -> str:
+    """A digest of a listing that changes when a file is added, removed or modified."""
+    lines = (
+        listing["RELATIVE_PATH"]
+        + "|"
+        + listing["SIZE"].astype(str)
+        + "|"
+        + listing["LAST_MODIFIED"].astype(str)
+        + "|"
+        + listing["ETAG"].fillna("").astype(str)
+    )
+    return hashlib.sha256("\n".join(sorted(lines)).encode()).hexdigest()

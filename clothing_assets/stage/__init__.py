@@ -1,0 +1,47 @@
+"""Stages: where the images live. Listing (`listing`), safe reads (`reading`), the resource."""
+
+from clothing_assets.stage.listing import (
+    LISTING_COLUMNS,
+    StageLocationError,
+    class_of,
+    list_stage,
+    listing_digest,
+    open_location,
+    redact_url,
+    unsafe_reason,
+)
+from clothing_assets.stage.reading import (
+    HTTP_ATTEMPTS,
+    REFUSED_READ,
+    URL_REFUSED,
+    FileTooLargeError,
+    ReadLimits,
+    UnsafePathError,
+    URLRefusedError,
+    read_bytes,
+    stage_file_url,
+    url_refused,
+)
+from clothing_assets.stage.resource import StageResource
+
+__all__ = [
+    "HTTP_ATTEMPTS",
+    "LISTING_COLUMNS",
+    "REFUSED_READ",
+    "URL_REFUSED",
+    "FileTooLargeError",
+    "ReadLimits",
+    "StageLocationError",
+    "StageResource",
+    "URLRefusedError",
+    "UnsafePathError",
+    "class_of",
+    "list_stage",
+    "listing_digest",
+    "open_location",
+    "read_bytes",
+    "redact_url",
+    "stage_file_url",
+    "unsafe_reason",
+    "url_refused",
+]
