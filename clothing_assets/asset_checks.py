@@ -1,5 +1,6 @@
-"""Asset checks: catalogs match their stages, unusable files are flagged, a blocking quality
-gate on the model, complete and sane predictions, and a drift warning."""
+"""Asset checks: catalogs match their stages, unusable files are flagged, complete and sane
+predictions, and a drift warning. (The promotion decision is a check that `champion_model`
+reports itself: `challenger_promoted`.)"""
 
 import dagster as dg
 import pandas as pd
@@ -7,9 +8,8 @@ import pandas as pd
 from clothing_assets.assets.catalog import clothing_test, clothing_train
 from clothing_assets.assets.model import trained_model
 from clothing_assets.assets.predictions import clothing_predictions
-from clothing_assets.ml.train import load_model
-from clothing_assets.resources.model_store import ModelStoreResource, file_version
 from clothing_assets.resources.warehouse import CatalogTable, Warehouse
+from clothing_assets.settings import setting
 from clothing_assets.stage import StageResource, class_of
 
 MAX_LISTED = 20
@@ -73,43 +73,17 @@ def clothing_test_unusable_files(warehouse: Warehouse) -> dg.AssetCheckResult:
     return _unusable_files(warehouse, "clothing_test")
 
 
-@dg.asset_check(
-    asset=trained_model,
-    blocking=True,
-    description="Validation accuracy at or above CLOTHING_MIN_VAL_ACCURACY; a failing model "
-    "blocks scoring in this run, and clothing_predictions refuses it in any later run.",
-)
-def trained_model_quality_gate(model_store: ModelStoreResource) -> dg.AssetCheckResult:
-    data = model_store.model_path.read_bytes()
-    _, payload = load_model(data)
-    accuracy = payload.get("val_accuracy")
-    passed = accuracy is not None and accuracy >= model_store.min_val_accuracy
-    return dg.AssetCheckResult(
-        passed=passed,
-        metadata={
-            "val_accuracy": dg.MetadataValue.float(float("nan") if accuracy is None else accuracy),
-            "threshold": dg.MetadataValue.float(model_store.min_val_accuracy),
-            "model_version": file_version(data),
-        },
-        description=None
-        if passed
-        else f"validation accuracy {accuracy} is below the gate {model_store.min_val_accuracy}",
-    )
-
-
-def _current_scores(warehouse: Warehouse, model_store: ModelStoreResource):
-    version = file_version(model_store.model_path.read_bytes())
-    return version, warehouse.read_catalog("clothing_test")
+def _current_scores(warehouse: Warehouse) -> tuple[str | None, pd.DataFrame]:
+    champion = warehouse.champion()
+    return (champion["VERSION"] if champion else None), warehouse.read_catalog("clothing_test")
 
 
 @dg.asset_check(
     asset=clothing_predictions,
-    description="Every readable clothing_test row is scored by the current model version.",
+    description="Every readable clothing_test row is scored by the champion.",
 )
-def predictions_complete(
-    warehouse: Warehouse, model_store: ModelStoreResource
-) -> dg.AssetCheckResult:
-    version, frame = _current_scores(warehouse, model_store)
+def predictions_complete(warehouse: Warehouse) -> dg.AssetCheckResult:
+    version, frame = _current_scores(warehouse)
     readable = frame[frame["ERROR"].isna()]
     unscored = readable[readable["TYPE"].isna() | (readable["MODEL_VERSION"] != version)]
     other_versions = sorted(set(frame["MODEL_VERSION"].dropna()) - {version})
@@ -117,7 +91,7 @@ def predictions_complete(
         passed=unscored.empty and not other_versions,
         metadata={
             "unscored_readable_rows": len(unscored),
-            "current_model_version": version,
+            "champion": version or "none",
             "other_model_versions": dg.MetadataValue.json(other_versions),
             "examples": dg.MetadataValue.json(unscored["RELATIVE_PATH"].head(MAX_LISTED).tolist()),
         },
@@ -157,10 +131,9 @@ def total_variation(p: pd.Series, q: pd.Series) -> float:
     description="Warns when the predicted class mix departs from the training class mix "
     "(total variation distance above CLOTHING_DRIFT_THRESHOLD, default 0.25).",
 )
-def predicted_class_mix_drift(
-    warehouse: Warehouse, model_store: ModelStoreResource
-) -> dg.AssetCheckResult:
-    version, test = _current_scores(warehouse, model_store)
+def predicted_class_mix_drift(warehouse: Warehouse) -> dg.AssetCheckResult:
+    version, test = _current_scores(warehouse)
+    threshold = setting("CLOTHING_DRIFT_THRESHOLD")
     train = warehouse.read_catalog("clothing_train")
     trained = class_mix(train[train["ERROR"].isna()]["RELATIVE_PATH"].map(class_of).dropna())
     predicted = class_mix(test[(test["MODEL_VERSION"] == version)]["TYPE"].dropna())
@@ -168,11 +141,11 @@ def predicted_class_mix_drift(
     table = pd.DataFrame({"train": trained, "predicted": predicted}).fillna(0.0).round(3)
     rows = "\n".join(f"| {c} | {r.train:.3f} | {r.predicted:.3f} |" for c, r in table.iterrows())
     return dg.AssetCheckResult(
-        passed=distance <= model_store.drift_threshold,
+        passed=distance <= threshold,
         severity=dg.AssetCheckSeverity.WARN,
         metadata={
             "total_variation": dg.MetadataValue.float(round(distance, 4)),
-            "threshold": dg.MetadataValue.float(model_store.drift_threshold),
+            "threshold": dg.MetadataValue.float(threshold),
             "class_mix": dg.MetadataValue.md(
                 f"| class | train | predicted |\n|---|---:|---:|\n{rows}"
             ),
@@ -185,7 +158,6 @@ ALL_CHECKS = [
     clothing_test_matches_stage,
     clothing_train_unusable_files,
     clothing_test_unusable_files,
-    trained_model_quality_gate,
     predictions_complete,
     confidence_in_range,
     predicted_class_mix_drift,

@@ -4,19 +4,20 @@ import dagster as dg
 
 from clothing_assets.asset_checks import ALL_CHECKS
 from clothing_assets.assets import catalog, model, predictions, stages
-from clothing_assets.environment import resources_for, retrain_cron, sensor_interval_seconds
+from clothing_assets.environment import resources_for
 from clothing_assets.jobs import JOBS
-from clothing_assets.schedules import DEFAULT_RETRAIN_CRON, build_retrain_schedule
+from clothing_assets.schedules import build_retrain_schedule
 from clothing_assets.sensors import build_sensors
+from clothing_assets.settings import setting
 
 
 def all_assets() -> list[dg.AssetsDefinition]:
-    """The six assets, stages to predictions."""
+    """The seven assets, stages to predictions."""
     return list(dg.load_assets_from_modules([stages, catalog, model, predictions]))
 
 
 def all_checks() -> list[dg.AssetChecksDefinition]:
-    """The asset checks, including the blocking quality gate on trained_model."""
+    """The asset checks defined apart from their assets."""
     return list(ALL_CHECKS)
 
 
@@ -27,7 +28,7 @@ def defs() -> dg.Definitions:
         assets=all_assets(),
         asset_checks=all_checks(),
         jobs=JOBS,
-        sensors=build_sensors(sensor_interval_seconds()),
-        schedules=[build_retrain_schedule(retrain_cron(DEFAULT_RETRAIN_CRON))],
+        sensors=build_sensors(setting("CLOTHING_SENSOR_INTERVAL_SECONDS")),
+        schedules=[build_retrain_schedule(setting("CLOTHING_RETRAIN_CRON"))],
         resources=resources_for(),
     )

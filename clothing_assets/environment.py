@@ -1,8 +1,8 @@
-"""Choose the deployment once (local by default) and build its resource set."""
+"""Choose the deployment once (local by default) and build its resource set. Every variable
+and its default comes from `settings`."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -11,13 +11,11 @@ from dagster_duckdb import DuckDBResource
 
 from clothing_assets.resources.dask_cluster import dask_cluster
 from clothing_assets.resources.duckdb_warehouse import DuckDBWarehouse
+from clothing_assets.resources.model_registry import ModelRegistry
 from clothing_assets.resources.model_store import ModelStoreResource
+from clothing_assets.resources.warehouse import Warehouse
+from clothing_assets.settings import env_or_default, is_set, setting
 from clothing_assets.stage import StageResource
-
-DEFAULT_DUCKDB_PATH = "data/clothing.duckdb"
-DEFAULT_TRAIN_STAGE_URL = "data/clothing-dataset-small/train"
-DEFAULT_TEST_STAGE_URL = "data/clothing-dataset-small/test"
-DEFAULT_MODELS_DIR = "models"
 
 TRAIN_STAGE = "clothing_dataset_train"
 TEST_STAGE = "clothing_dataset"
@@ -26,86 +24,55 @@ TEST_STAGE = "clothing_dataset"
 def get_environment() -> str:
     """`CLOTHING_WAREHOUSE` (local or snowflake) picks the deployment. Unset, a set
     `SNOWFLAKE_ACCOUNT` picks snowflake; otherwise local."""
-    chosen = os.environ.get("CLOTHING_WAREHOUSE", "").strip().lower()
+    chosen = (setting("CLOTHING_WAREHOUSE") or "").lower()
     if chosen:
         return chosen
-    return "snowflake" if os.environ.get("SNOWFLAKE_ACCOUNT", "").strip() else "local"
-
-
-def env_or_default(name: str, default: str) -> str | dg.EnvVar:
-    """A `dg.EnvVar` when the variable is set (resolved by Dagster at run time), else `default`."""
-    return dg.EnvVar(name) if os.environ.get(name) else default
-
-
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if not raw:
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is not a number") from None
-
-
-def _env_count(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    if not raw:
-        return default
-    if not raw.isdigit():
-        raise ValueError(f"{name}={raw!r} is not a whole number >= 0")
-    return int(raw)
-
-
-def sensor_interval_seconds() -> int:
-    """Minimum seconds between two ticks of a stage sensor (CLOTHING_SENSOR_INTERVAL_SECONDS)."""
-    raw = os.environ.get("CLOTHING_SENSOR_INTERVAL_SECONDS", "60")
-    if not raw.isdigit() or int(raw) < 1:
-        raise ValueError(f"CLOTHING_SENSOR_INTERVAL_SECONDS={raw!r} is not a positive integer")
-    return int(raw)
-
-
-def retrain_cron(default: str) -> str:
-    """The retraining schedule's cron (CLOTHING_RETRAIN_CRON), UTC."""
-    return os.environ.get("CLOTHING_RETRAIN_CRON", "").strip() or default
+    return "snowflake" if is_set("SNOWFLAKE_ACCOUNT") else "local"
 
 
 def _stages() -> dict[str, Any]:
     return {
         "train_stage": StageResource(
             name=TRAIN_STAGE,
-            url=env_or_default("CLOTHING_TRAIN_STAGE_URL", DEFAULT_TRAIN_STAGE_URL),
+            url=env_or_default("CLOTHING_TRAIN_STAGE_URL"),
             env_var="CLOTHING_TRAIN_STAGE_URL",
         ),
         "test_stage": StageResource(
             name=TEST_STAGE,
-            url=env_or_default("CLOTHING_TEST_STAGE_URL", DEFAULT_TEST_STAGE_URL),
+            url=env_or_default("CLOTHING_TEST_STAGE_URL"),
             env_var="CLOTHING_TEST_STAGE_URL",
         ),
     }
 
 
 def _dask() -> dg.ResourceDefinition:
-    address = (
-        {"env": "DASK_SCHEDULER_ADDRESS"} if os.environ.get("DASK_SCHEDULER_ADDRESS") else None
-    )
-    workers = _env_count("CLOTHING_DASK_WORKERS", 0) or min(4, os.cpu_count() or 1)
+    address = {"env": "DASK_SCHEDULER_ADDRESS"} if is_set("DASK_SCHEDULER_ADDRESS") else None
     return dask_cluster.configured(
         {
             "scheduler_address": address,
-            "n_workers": workers,
+            "n_workers": setting("CLOTHING_DASK_WORKERS"),
             "threads_per_worker": 1,
-            "worker_gpus": _env_count("CLOTHING_DASK_WORKER_GPUS", 0),
+            "worker_gpus": setting("CLOTHING_DASK_WORKER_GPUS"),
         }
     )
 
 
-def _common() -> dict[str, Any]:
+def _common(warehouse: Warehouse) -> dict[str, Any]:
+    """The resources every deployment shares, around its warehouse."""
+    store = ModelStoreResource(
+        directory=env_or_default("CLOTHING_MODELS_DIR"),
+        cache_directory=env_or_default("CLOTHING_CACHE_DIR"),
+    )
     return {
+        "warehouse": warehouse,
         **_stages(),
-        "model_store": ModelStoreResource(
-            directory=env_or_default("CLOTHING_MODELS_DIR", DEFAULT_MODELS_DIR),
-            min_val_accuracy=_env_float("CLOTHING_MIN_VAL_ACCURACY", 0.5),
-            drift_threshold=_env_float("CLOTHING_DRIFT_THRESHOLD", 0.25),
+        "model_store": store,
+        "model_registry": ModelRegistry(
+            warehouse=warehouse,
+            store=store,
+            min_val_accuracy=setting("CLOTHING_MIN_VAL_ACCURACY"),
+            promotion_margin=setting("CLOTHING_PROMOTION_MARGIN"),
+            keep_models=setting("CLOTHING_KEEP_MODELS"),
         ),
         "dask": _dask(),
     }
@@ -113,23 +80,8 @@ def _common() -> dict[str, Any]:
 
 def local_resources() -> dict[str, Any]:
     """The embedded default: DuckDB file, local (or fsspec) stages, a local Dask cluster."""
-    return {
-        "warehouse": DuckDBWarehouse(
-            duckdb=DuckDBResource(
-                database=env_or_default("CLOTHING_DUCKDB_PATH", DEFAULT_DUCKDB_PATH)
-            )
-        ),
-        **_common(),
-    }
-
-
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    if not raw:
-        return default
-    if not raw.isdigit() or int(raw) < 1:
-        raise ValueError(f"{name}={raw!r} is not a positive integer")
-    return int(raw)
+    database = env_or_default("CLOTHING_DUCKDB_PATH")
+    return _common(DuckDBWarehouse(duckdb=DuckDBResource(database=database)))
 
 
 def snowflake_connection() -> Any:
@@ -138,9 +90,9 @@ def snowflake_connection() -> Any:
     network timeouts are explicit (SNOWFLAKE_LOGIN_TIMEOUT, SNOWFLAKE_NETWORK_TIMEOUT)."""
     from dagster_snowflake import SnowflakeResource  # only Snowflake deployments pay its import
 
-    if os.environ.get("SNOWFLAKE_PRIVATE_KEY_PATH"):
+    if is_set("SNOWFLAKE_PRIVATE_KEY_PATH"):
         auth: dict[str, Any] = {"private_key_path": dg.EnvVar("SNOWFLAKE_PRIVATE_KEY_PATH")}
-        if os.environ.get("SNOWFLAKE_PRIVATE_KEY_PASSWORD"):
+        if is_set("SNOWFLAKE_PRIVATE_KEY_PASSWORD"):
             auth["private_key_password"] = dg.EnvVar("SNOWFLAKE_PRIVATE_KEY_PASSWORD")
     else:
         auth = {"password": dg.EnvVar("SNOWFLAKE_PASSWORD")}
@@ -151,8 +103,8 @@ def snowflake_connection() -> Any:
         database=dg.EnvVar("SNOWFLAKE_DATABASE"),
         schema=dg.EnvVar("SNOWFLAKE_SCHEMA"),
         role=dg.EnvVar("SNOWFLAKE_ROLE"),
-        login_timeout=_env_int("SNOWFLAKE_LOGIN_TIMEOUT", 60),
-        network_timeout=_env_int("SNOWFLAKE_NETWORK_TIMEOUT", 300),
+        login_timeout=setting("SNOWFLAKE_LOGIN_TIMEOUT"),
+        network_timeout=setting("SNOWFLAKE_NETWORK_TIMEOUT"),
         **auth,
     )
 
@@ -162,14 +114,13 @@ def snowflake_resources() -> dict[str, Any]:
     stage over CLOTHING_*_STAGE_URL (s3://...) through CLOTHING_SNOWFLAKE_STORAGE_INTEGRATION."""
     from clothing_assets.resources.snowflake_warehouse import SnowflakeWarehouse
 
-    return {
-        "warehouse": SnowflakeWarehouse(
+    return _common(
+        SnowflakeWarehouse(
             snowflake=snowflake_connection(),
             storage_integration=dg.EnvVar("CLOTHING_SNOWFLAKE_STORAGE_INTEGRATION"),
-            presign_expiry_seconds=_env_int("CLOTHING_PRESIGN_EXPIRY_SECONDS", 900),
-        ),
-        **_common(),
-    }
+            presign_expiry_seconds=setting("CLOTHING_PRESIGN_EXPIRY_SECONDS"),
+        )
+    )
 
 
 RESOURCES_BY_ENVIRONMENT: dict[str, Callable[[], dict[str, Any]]] = {

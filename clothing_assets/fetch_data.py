@@ -14,7 +14,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from clothing_assets.environment import DEFAULT_TEST_STAGE_URL, DEFAULT_TRAIN_STAGE_URL
+from clothing_assets.settings import VARIABLES
+
+DEFAULT_TRAIN_STAGE_URL = VARIABLES["CLOTHING_TRAIN_STAGE_URL"].default
+DEFAULT_TEST_STAGE_URL = VARIABLES["CLOTHING_TEST_STAGE_URL"].default
 
 DATASET_URL = (
     "https://github.com/alexeygrigorev/clothing-dataset-small/archive/refs/heads/master.zip"

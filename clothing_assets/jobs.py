@@ -8,16 +8,22 @@ sync_catalogs_job = dg.define_asset_job(
     "sync_catalogs", selection=catalog_selection, description="Refresh both stages and catalogs."
 )
 train_job = dg.define_asset_job(
-    "train_model", selection=dg.AssetSelection.assets("trained_model"),
-    description="Retrain the model from the current train catalog.",
+    "train_model", selection=dg.AssetSelection.assets("trained_model", "champion_model"),
+    description="Train a challenger from the current train catalog and decide on it.",
 )  # fmt: skip
+promote_job = dg.define_asset_job(
+    "promote_model",
+    selection=dg.AssetSelection.assets("champion_model", "clothing_predictions"),
+    description="Promote the version in champion_model's config by hand (rollback or pinning) "
+    "and rescore the rows another version scored.",
+)
 score_job = dg.define_asset_job(
     "score_test_images",
     selection=dg.AssetSelection.assets("clothing_dataset", "clothing_test", "clothing_predictions"),
-    description="Sync the test catalog and score its unscored rows with the current model.",
+    description="Sync the test catalog and score its unscored rows with the champion.",
 )
 everything_job = dg.define_asset_job(
     "everything", selection=dg.AssetSelection.all(), description="The whole graph, in order."
 )
 
-JOBS = [sync_catalogs_job, train_job, score_job, everything_job]
+JOBS = [sync_catalogs_job, train_job, score_job, promote_job, everything_job]

@@ -92,3 +92,26 @@ def gallery_png(tiles: Sequence[tuple[object, str]], title: str, columns: int = 
         ax.set_title(caption, fontsize=8)
     fig.suptitle(title)
     return _png(fig)
+
+
+STATUS_COLOURS = {"champion": "#2e7d32", "challenger": "#1565c0", "rejected": "#c62828",
+                  "retired": "#9e9e9e"}  # fmt: skip
+
+
+def registry_chart_png(models) -> bytes:
+    """Validation accuracy of every registered version, oldest first, coloured by status;
+    the champion's accuracy on each challenger's rows as a black tick where it was compared."""
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.7 * len(models) + 2), 3.2))
+    positions = np.arange(len(models))
+    accuracy = [np.nan if v is None else float(v) for v in models["VAL_ACCURACY"]]
+    colours = [STATUS_COLOURS.get(s, "#555555") for s in models["STATUS"]]
+    ax.bar(positions, np.nan_to_num(accuracy), color=colours)
+    champion_on_rows = [np.nan if v is None else float(v) for v in models["CHAMPION_VAL_ACCURACY"]]
+    ax.scatter(positions, champion_on_rows, marker="_", s=400, color="black",
+               label="champion on the same rows")  # fmt: skip
+    ax.set_xticks(positions, [f"{v[:8]}\n{s}" for v, s in zip(models["VERSION"],
+                  models["STATUS"], strict=True)], fontsize=7)  # fmt: skip
+    ax.set(ylabel="validation accuracy", ylim=(0, 1), title="Model registry")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=7, loc="lower right")
+    return _png(fig)

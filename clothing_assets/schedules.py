@@ -3,13 +3,14 @@
 import dagster as dg
 
 from clothing_assets.jobs import everything_job
+from clothing_assets.settings import VARIABLES
 
-DEFAULT_RETRAIN_CRON = "0 3 * * 0"  # Sundays 03:00 UTC
+DEFAULT_RETRAIN_CRON = VARIABLES["CLOTHING_RETRAIN_CRON"].default  # Sundays 03:00 UTC
 
 
 def build_retrain_schedule(cron: str = DEFAULT_RETRAIN_CRON) -> dg.ScheduleDefinition:
-    """Runs `everything`: stages and catalogs synced, the model retrained, and (if it passes
-    the quality gate) clothing_test rescored with the new model version."""
+    """Runs `everything`: stages and catalogs synced, a challenger trained and decided on,
+    and clothing_test rescored by the champion (the new one only if it was promoted)."""
     return dg.ScheduleDefinition(
         name="retrain_schedule",
         cron_schedule=cron,

@@ -5,7 +5,7 @@ import json
 
 import dagster as dg
 
-from clothing_assets.resources.model_store import ModelStoreResource
+from clothing_assets.resources.warehouse import Warehouse
 from clothing_assets.stage import StageLocationError, StageResource, list_stage, listing_digest
 
 
@@ -19,13 +19,13 @@ def _describe(previous: dict | None, files: int) -> str:
 def evaluate_stage(
     context: dg.SensorEvaluationContext,
     stage: StageResource,
-    model_store: ModelStoreResource,
+    warehouse: Warehouse,
     *,
     sync_assets: list[str],
     score_assets: list[str],
 ) -> dg.RunRequest | dg.SkipReason:
     """One tick: list the stage, compare with the cursor, request `sync_assets` (plus
-    `score_assets` once a trained model exists) when anything changed."""
+    `score_assets` once there is a champion model) when anything changed."""
     try:
         listing = list_stage(stage.url, env_var=stage.env_var)
     except StageLocationError as exc:
@@ -36,7 +36,7 @@ def evaluate_stage(
         return dg.SkipReason(f"no change in stage {stage.name} ({len(listing)} files)")
     change = _describe(previous, len(listing))
     context.update_cursor(json.dumps({"digest": digest, "files": len(listing)}))
-    assets = sync_assets + (score_assets if model_store.model_path.is_file() else [])
+    assets = sync_assets + (score_assets if score_assets and warehouse.champion() else [])
     context.log.info(f"stage {stage.name}: {change}; requesting {', '.join(assets)}")
     return dg.RunRequest(
         # keyed by the transition, so a retried tick never launches the same run twice
@@ -63,10 +63,10 @@ def build_sensors(minimum_interval_seconds: int = 60) -> list[dg.SensorDefinitio
     def clothing_train_stage_sensor(
         context: dg.SensorEvaluationContext,
         train_stage: StageResource,
-        model_store: ModelStoreResource,
+        warehouse: Warehouse,
     ):
         return evaluate_stage(
-            context, train_stage, model_store, sync_assets=TRAIN_SYNC, score_assets=[]
+            context, train_stage, warehouse, sync_assets=TRAIN_SYNC, score_assets=[]
         )
 
     @dg.sensor(
@@ -78,10 +78,10 @@ def build_sensors(minimum_interval_seconds: int = 60) -> list[dg.SensorDefinitio
     def clothing_test_stage_sensor(
         context: dg.SensorEvaluationContext,
         test_stage: StageResource,
-        model_store: ModelStoreResource,
+        warehouse: Warehouse,
     ):
         return evaluate_stage(
-            context, test_stage, model_store, sync_assets=TEST_SYNC, score_assets=TEST_SCORE
+            context, test_stage, warehouse, sync_assets=TEST_SYNC, score_assets=TEST_SCORE
         )
 
     return [clothing_train_stage_sensor, clothing_test_stage_sensor]

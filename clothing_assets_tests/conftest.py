@@ -47,6 +47,7 @@ class LocalEnv:
     test: Path
     duckdb: Path
     models: Path
+    cache: Path
 
 
 TINY_TRAINING = {
@@ -94,6 +95,44 @@ def metadata_of(result: dg.ExecuteInProcessResult, key: str) -> dict:
     return {k: v.value for k, v in mat.materialization.metadata.items()}
 
 
+def champion_version(env: LocalEnv) -> str | None:
+    """The registry's champion in the test's DuckDB file."""
+    with duckdb.connect(str(env.duckdb), read_only=True) as conn:
+        row = conn.execute(
+            "SELECT VERSION FROM clothing_models WHERE STATUS = 'champion'"
+        ).fetchone()
+    return row[0] if row else None
+
+
+def register_model(
+    env: LocalEnv, data: bytes, *, status: str = "champion", val_accuracy: float | None = 0.9
+) -> str:
+    """Store `data` in the test's model store and register it (as the champion by default),
+    the way training and a promotion would; returns its version."""
+    import hashlib
+    from datetime import UTC, datetime
+
+    from dagster_duckdb import DuckDBResource
+
+    from clothing_assets.resources.duckdb_warehouse import DuckDBWarehouse
+    from clothing_assets.resources.model_store import ModelStoreResource
+    from clothing_assets.resources.warehouse import ModelRecord
+
+    store = ModelStoreResource(directory=str(env.models), cache_directory=str(env.cache))
+    version = store.put(data)
+    warehouse = DuckDBWarehouse(duckdb=DuckDBResource(database=str(env.duckdb)))
+    record = ModelRecord(
+        version=version, sha256=hashlib.sha256(data).hexdigest(), uri=store.uri(version),
+        created_at=datetime.now(UTC), architecture="resnet18", image_size=32,
+        classes=list(CLASSES), val_accuracy=val_accuracy, val_rows=3, train_rows=9,
+        catalog_fingerprint="test",
+    )  # fmt: skip
+    warehouse.register_model(record)
+    if status != "challenger":
+        warehouse.change_model_status(version, status, "registered by a test")
+    return version
+
+
 def step_failure(result: dg.ExecuteInProcessResult) -> dg.SerializableErrorInfo:
     """The error of the run's one failed step."""
     [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
@@ -110,6 +149,7 @@ def local_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Local
         test=tmp_path / "stage" / "test",
         duckdb=tmp_path / "warehouse" / "clothing.duckdb",
         models=tmp_path / "models",
+        cache=tmp_path / "cache",
     )
     make_stage(env.train, 6, seed=0)
     make_stage(env.test, 3, seed=10_000)
@@ -117,9 +157,11 @@ def local_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Local
     monkeypatch.setenv("CLOTHING_TEST_STAGE_URL", str(env.test))
     monkeypatch.setenv("CLOTHING_DUCKDB_PATH", str(env.duckdb))
     monkeypatch.setenv("CLOTHING_MODELS_DIR", str(env.models))
+    monkeypatch.setenv("CLOTHING_CACHE_DIR", str(env.cache))
     monkeypatch.setenv("CLOTHING_DASK_WORKERS", "2")
-    # one-epoch models on nine images are no test of quality; the gate has its own test
+    # one-epoch models on nine images are no test of quality; the gate has its own tests
     monkeypatch.setenv("CLOTHING_MIN_VAL_ACCURACY", "0")
+    monkeypatch.setenv("CLOTHING_PROMOTION_MARGIN", "1")
     monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
     # explicit: a developer's SNOWFLAKE_ACCOUNT must not turn these tests to Snowflake
     monkeypatch.setenv("CLOTHING_WAREHOUSE", "local")

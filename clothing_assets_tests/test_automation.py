@@ -1,9 +1,8 @@
-"""Sensors, the retraining schedule and the blocking quality gate."""
+"""Sensors, the retraining schedule and the promotion gate."""
 
 from __future__ import annotations
 
 import dagster as dg
-import duckdb
 import pytest
 
 from clothing_assets.asset_checks import total_variation
@@ -11,17 +10,24 @@ from clothing_assets.definitions import all_assets, all_checks, defs
 from clothing_assets.environment import resources_for
 from clothing_assets.schedules import DEFAULT_RETRAIN_CRON
 from clothing_assets.sensors import build_sensors
-from clothing_assets_tests.conftest import COLOURS, TINY_RUN_CONFIG, write_image
+from clothing_assets_tests.conftest import (
+    COLOURS,
+    TINY_RUN_CONFIG,
+    champion_version,
+    read_table,
+    register_model,
+    write_image,
+)
 
 
 def _tick(sensor: dg.SensorDefinition, cursor: str | None, instance: dg.DagsterInstance):
     resources = resources_for()
-    context = dg.build_sensor_context(
+    with dg.build_sensor_context(
         instance=instance,
         cursor=cursor,
         resources={k: resources[k] for k in sensor.required_resource_keys},
-    )
-    return sensor(context), context.cursor
+    ) as context:
+        return sensor(context), context.cursor
 
 
 def _keys(request: dg.RunRequest) -> set[str]:
@@ -48,11 +54,10 @@ def test_stage_sensor_requests_runs_on_change_and_skips_otherwise(local_env):
         removed, cursor = _tick(train_sensor, cursor, instance)
         assert isinstance(removed, dg.RunRequest) and "(-1)" in removed.tags["clothing/change"]
 
-        # the test-stage sensor scores as well, once a model exists
+        # the test-stage sensor scores as well, once there is a champion
         request, _ = _tick(test_sensor, None, instance)
         assert _keys(request) == {"clothing_dataset", "clothing_test"}
-        local_env.models.mkdir(parents=True, exist_ok=True)
-        (local_env.models / "model_trained.pt").write_bytes(b"placeholder")
+        register_model(local_env, b"a champion's bytes")
         request, _ = _tick(test_sensor, None, instance)
         assert _keys(request) == {"clothing_dataset", "clothing_test", "clothing_predictions"}
 
@@ -78,12 +83,10 @@ def test_retrain_schedule_cron_and_target(local_env, monkeypatch, cron, expected
     job = loaded.resolve_job_def(schedule.job_name)
     selected = {k.to_user_string() for k in job.asset_layer.selected_asset_keys}
     assert {"trained_model", "clothing_predictions", "clothing_train", "clothing_test"} <= selected
-    assert "trained_model_quality_gate" in {
-        k.name for k in job.asset_layer.asset_graph.asset_check_keys
-    }
+    assert "challenger_promoted" in {k.name for k in job.asset_layer.asset_graph.asset_check_keys}
 
 
-def test_blocking_quality_gate_keeps_a_bad_model_from_writing_predictions(local_env, monkeypatch):
+def test_a_challenger_below_the_gate_is_rejected_and_never_scores(local_env, monkeypatch):
     monkeypatch.setenv("CLOTHING_MIN_VAL_ACCURACY", "1.01")  # no model can pass
     result = dg.materialize(
         [*all_assets(), *all_checks()],
@@ -91,22 +94,15 @@ def test_blocking_quality_gate_keeps_a_bad_model_from_writing_predictions(local_
         run_config=TINY_RUN_CONFIG,
         raise_on_error=False,
     )
-    gate = {e.check_name: e for e in result.get_asset_check_evaluations()}[
-        "trained_model_quality_gate"
-    ]
-    assert not gate.passed
+    gate = {e.check_name: e for e in result.get_asset_check_evaluations()}["challenger_promoted"]
+    assert not gate.passed and "CLOTHING_MIN_VAL_ACCURACY" in gate.description
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
-    assert "trained_model" in materialized and "clothing_predictions" not in materialized
-    with duckdb.connect(str(local_env.duckdb), read_only=True) as conn:
-        assert conn.execute("SELECT count(MODEL_VERSION) FROM clothing_test").fetchone() == (0,)
-
-    # a later scoring run refuses the same model, naming what to change
-    later = dg.materialize(
-        all_assets(), resources=resources_for(), selection=["clothing_predictions"],
-        raise_on_error=False,
-    )  # fmt: skip
-    [failure] = [e for e in later.all_events if e.event_type_value == "STEP_FAILURE"]
-    assert "CLOTHING_MIN_VAL_ACCURACY" in failure.step_failure_data.error.message
+    assert {"trained_model", "champion_model"} <= materialized
+    assert "clothing_predictions" not in materialized  # no champion: nothing to score with
+    assert champion_version(local_env) is None
+    assert read_table(local_env, "clothing_test")["MODEL_VERSION"].isna().all()
+    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert "no champion model" in failure.step_failure_data.error.message
 
 
 @pytest.mark.parametrize(

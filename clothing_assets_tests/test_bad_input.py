@@ -25,7 +25,7 @@ from clothing_assets_tests.conftest import (
     write_image,
 )
 
-TRAIN_ONLY = ["clothing_dataset_train", "clothing_train", "trained_model"]
+TRAIN_ONLY = ["clothing_dataset_train", "clothing_train", "trained_model", "champion_model"]
 
 
 # --- decoding -------------------------------------------------------------------------------
@@ -174,7 +174,7 @@ def test_empty_stages_fail_clearly_or_give_an_empty_result(local_env):
 
     # an empty test stage scores nothing and succeeds
     shutil.rmtree(local_env.train)
-    make_stage(local_env.train, 4)
+    make_stage(local_env.train, 6)  # a validation image per class: else never promoted
     shutil.rmtree(local_env.test)
     local_env.test.mkdir()
     result = materialize()

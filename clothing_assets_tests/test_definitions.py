@@ -20,11 +20,12 @@ ASSETS = {
     "clothing_train",
     "clothing_test",
     "trained_model",
+    "champion_model",
     "clothing_predictions",
 }
 
 
-def test_defs_load_with_the_six_assets_in_dependency_order(local_env):
+def test_defs_load_with_the_seven_assets_in_dependency_order(local_env):
     loaded = defs()
     graph = loaded.resolve_asset_graph()
     assert {k.to_user_string() for k in graph.get_all_asset_keys()} == ASSETS
@@ -35,8 +36,9 @@ def test_defs_load_with_the_six_assets_in_dependency_order(local_env):
     assert upstream["clothing_train"] == {"clothing_dataset_train"}
     assert upstream["clothing_test"] == {"clothing_dataset"}
     assert upstream["trained_model"] == {"clothing_train"}
-    assert upstream["clothing_predictions"] == {"clothing_test", "trained_model"}
-    for job in ("sync_catalogs", "train_model", "score_test_images", "everything"):
+    assert upstream["champion_model"] == {"trained_model"}
+    assert upstream["clothing_predictions"] == {"clothing_test", "champion_model"}
+    for job in ("sync_catalogs", "train_model", "score_test_images", "promote_model", "everything"):
         assert loaded.resolve_job_def(job) is not None
 
 

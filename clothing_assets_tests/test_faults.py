@@ -22,13 +22,13 @@ from dagster_duckdb import DuckDBResource
 from distributed import Client, LocalCluster
 
 from clothing_assets.resources.duckdb_warehouse import DuckDBWarehouse, WarehouseUnavailableError
-from clothing_assets.resources.model_store import file_version
 from clothing_assets.resources.warehouse import PREDICTION_COLUMNS
 from clothing_assets_tests.conftest import (
     CLASSES,
     COLOURS,
     TINY_RUN_CONFIG,
     TINY_TRAINING,
+    champion_version,
     make_stage,
     materialize,
     metadata_of,
@@ -38,7 +38,7 @@ from clothing_assets_tests.conftest import (
 from clothing_assets_tests.faults import ForgetModelOnce, KillWorkerOnceWhileScoring
 
 ROOT = Path(__file__).resolve().parent.parent
-TRAIN = ["clothing_dataset_train", "clothing_train", "trained_model"]
+TRAIN = ["clothing_dataset_train", "clothing_train", "trained_model", "champion_model"]
 SCORE = ["clothing_dataset", "clothing_test", "clothing_predictions"]
 
 
@@ -55,8 +55,7 @@ def _assert_scored_exactly_once(env, rows: int) -> None:
     table = read_table(env, "clothing_test")
     assert len(table) == rows and table["RELATIVE_PATH"].is_unique
     assert table["TYPE"].isin(CLASSES).all() and table["ERROR"].isna().all()
-    version = file_version((env.models / "model_trained.pt").read_bytes())
-    assert set(table["MODEL_VERSION"]) == {version}
+    assert set(table["MODEL_VERSION"]) == {champion_version(env)}
 
 
 @pytest.fixture
@@ -146,7 +145,7 @@ def test_training_killed_mid_epoch_resumes_from_its_last_checkpoint(local_env):
     assert _materialize(TRAIN[:2]).success  # the stage and its catalog
     # 15 training images in batches of 2: 7 steps an epoch, a checkpoint after every step
     config = {**TINY_TRAINING, "n_epochs": 2, "batch_size": 2, "checkpoint_every": 1}
-    checkpoint = local_env.models / "checkpoint.pt"
+    checkpoint = local_env.cache / "checkpoint.pt"
     child = subprocess.Popen(
         [sys.executable, "-c", _TRAIN_CHILD, json.dumps(config)],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -160,7 +159,7 @@ def test_training_killed_mid_epoch_resumes_from_its_last_checkpoint(local_env):
         child.kill()
         _, stderr = child.communicate(timeout=60)
     assert child.returncode == -signal.SIGKILL, stderr.decode()[-3000:]
-    assert not (local_env.models / "model_trained.pt").exists()  # it died before the end
+    assert not (local_env.models / "versions").exists()  # it died before storing a model
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     assert 1 <= state["step"] < 14 and state["batch"] > 0  # killed inside an epoch
 

@@ -8,6 +8,7 @@ from clothing_assets_tests.conftest import (
     CLASSES,
     COLOURS,
     TINY_RUN_CONFIG,
+    champion_version,
     materialize,
     metadata_of,
     read_table,
@@ -21,7 +22,7 @@ def _materialize(selection: str | list[str] = "*", run_config=TINY_RUN_CONFIG):
 
 
 SCORE_ONLY = ["clothing_dataset", "clothing_test", "clothing_predictions"]
-TRAIN_ONLY = ["clothing_dataset_train", "clothing_train", "trained_model"]
+TRAIN_ONLY = ["clothing_dataset_train", "clothing_train", "trained_model", "champion_model"]
 
 
 def test_whole_graph_catalogs_trains_and_scores(local_env):
@@ -42,8 +43,9 @@ def test_whole_graph_catalogs_trains_and_scores(local_env):
     model_meta = metadata_of(result, "trained_model")
     assert model_meta["classes"] == list(CLASSES)
     assert model_meta["version"] == test["MODEL_VERSION"].iloc[0]
-    assert (local_env.models / "model_trained.pt").is_file()
-    assert not (local_env.models / "checkpoint.pt").exists()
+    assert (local_env.models / "versions" / f"{model_meta['version']}.pt").is_file()
+    assert champion_version(local_env) == model_meta["version"]
+    assert not (local_env.cache / "checkpoint.pt").exists()
     pred_meta = metadata_of(result, "clothing_predictions")
     assert pred_meta["rows_scored"] == len(test)
     assert 0.0 <= pred_meta["accuracy"] <= 1.0
@@ -52,7 +54,7 @@ def test_whole_graph_catalogs_trains_and_scores(local_env):
     assert stage_meta["file_count"] == 6 * len(CLASSES)
 
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
-    assert len(checks) == 8
+    assert len(checks) == 8 and "challenger_promoted" in checks
     for name, evaluation in checks.items():
         # a one-epoch model's class mix may well drift: that check only has to run
         assert evaluation.passed or name == "predicted_class_mix_drift", name
@@ -123,5 +125,5 @@ def test_a_rerun_trains_from_the_decode_cache_until_a_file_changes(local_env):
     assert train()["decode_cache"] == "hit"
 
     # a torn cache file is a miss, decoded again, never a failure
-    (local_env.models / "cache" / "decoded_train.pt").write_bytes(b"torn")
+    (local_env.cache / "decoded_train.pt").write_bytes(b"torn")
     assert train()["decode_cache"] == "miss"

@@ -40,6 +40,7 @@ from clothing_assets_tests.conftest import (
     make_stage,
     materialize,
     metadata_of,
+    register_model,
     step_failure,
     write_image,
 )
@@ -263,18 +264,19 @@ def test_every_torch_load_in_the_package_is_weights_only():
 def test_model_files_that_would_run_code_are_refused_and_run_nothing(local_env):
     marker = local_env.root / "pwned"
     # a poisoned checkpoint is not resumed from: training starts afresh, nothing runs
-    _evil_file(local_env.models / "checkpoint.pt", marker, fingerprint="whatever")
+    _evil_file(local_env.cache / "checkpoint.pt", marker, fingerprint="whatever")
     trained = materialize(["clothing_dataset_train", "clothing_train", "trained_model"])
     assert trained.success
     assert metadata_of(trained, "trained_model")["resumed_from_step"] == 0
     assert not marker.exists()
 
-    # a poisoned model file fails scoring with a clear message, and nothing runs
-    _evil_file(local_env.models / "model_trained.pt", marker, format="clothing-assets/1")
+    # a poisoned model file made champion fails scoring with a clear message; nothing runs
+    _evil_file(local_env.root / "evil.pt", marker, format="clothing-assets/1")
+    register_model(local_env, (local_env.root / "evil.pt").read_bytes())
     result = materialize(["clothing_dataset", "clothing_test", "clothing_predictions"], None)
     assert not result.success
     error = step_failure(result)
-    assert error.cls_name == "Failure" and "refused the model file" in error.message
+    assert error.cls_name == "Failure" and "refused the champion's model file" in error.message
     assert "weights_only=True" in error.message
     assert not marker.exists()
     with duckdb.connect(str(local_env.duckdb), read_only=True) as conn:

@@ -100,7 +100,7 @@ def test_webserver_shows_the_project_and_runs_a_job(webserver, local_env):
     data = _graphql(webserver, OVERVIEW)
     [repo] = data["repositoriesOrError"]["nodes"]
     assert {j["name"] for j in repo["jobs"]} >= {
-        "sync_catalogs", "train_model", "score_test_images", "everything",
+        "sync_catalogs", "train_model", "score_test_images", "promote_model", "everything",
     }  # fmt: skip
     assert {s["name"] for s in repo["sensors"]} == {
         "clothing_train_stage_sensor", "clothing_test_stage_sensor",
@@ -109,10 +109,10 @@ def test_webserver_shows_the_project_and_runs_a_job(webserver, local_env):
     assets = {"/".join(n["assetKey"]["path"]): n for n in data["assetNodes"]}
     assert set(assets) == {
         "clothing_dataset_train", "clothing_dataset", "clothing_train", "clothing_test",
-        "trained_model", "clothing_predictions",
+        "trained_model", "champion_model", "clothing_predictions",
     }  # fmt: skip
     checks = {c["name"] for n in assets.values() for c in n["assetChecksOrError"]["checks"]}
-    assert {"trained_model_quality_gate", "predictions_complete"} <= checks
+    assert {"challenger_promoted", "predictions_complete"} <= checks
 
     params = {
         "selector": {

@@ -1,43 +1,34 @@
-"""The trained model: a torchvision classifier fitted on the train catalog."""
+"""The model group: `trained_model` trains a challenger, `champion_model` decides which
+version serves (the promotion rule, or a person's choice) and shows the registry."""
 
-import hashlib
-import json
 import sys
 import time
 from dataclasses import asdict, fields
 
 import dagster as dg
 import pandas as pd
-import torch
 from pydantic import Field
 from tqdm import tqdm
 
 from clothing_assets.assets.catalog import clothing_train
-from clothing_assets.ml.data import (
-    DecodedImages,
-    decode_cache_key,
-    load_decode_cache,
-    load_images_minted,
-    save_decode_cache,
-    stable_hash,
-    stratified_split,
-)
-from clothing_assets.ml.images import cache_size
-from clothing_assets.ml.train import TrainSettings, fit, model_payload, save_atomic
+from clothing_assets.ml.settings import TrainSettings
 from clothing_assets.plots import (
     confusion_matrix,
     confusion_matrix_png,
     per_class_scores,
     png_markdown,
+    registry_chart_png,
     training_curves_png,
 )
-from clothing_assets.resources.model_store import ModelStoreResource, file_version
+from clothing_assets.resources.model_registry import Decision, ModelRegistry, RegistryError
+from clothing_assets.resources.model_store import ModelStoreResource
 from clothing_assets.resources.warehouse import Warehouse
-from clothing_assets.stage import StageResource, class_of
+from clothing_assets.stage import StageResource
+
+DECODE_CACHE_FILE = "decoded_train.pt"
+
 
 _DEFAULTS = TrainSettings()
-DECODE_CACHE_FILE = "decoded_train.pt"
-CACHE_KEY_COLUMNS = ("RELATIVE_PATH", "SIZE", "LAST_MODIFIED")
 
 
 class TrainConfig(dg.Config):
@@ -94,28 +85,39 @@ class TrainConfig(dg.Config):
     )
 
     def settings(self) -> TrainSettings:
+        """The `TrainSettings` that `fit` takes, field by field."""
         return TrainSettings(**{f.name: getattr(self, f.name) for f in fields(TrainSettings)})
 
 
-def downsample(frame: pd.DataFrame, fraction: float) -> pd.DataFrame:
-    """Keep ceil(fraction * n) images of each class, chosen by a stable hash of the path."""
-    if not 0.0 < fraction <= 1.0:
-        raise dg.Failure(f"downsample_to must be in (0, 1], got {fraction}")
-    if fraction == 1.0:
-        return frame.sort_values("RELATIVE_PATH").reset_index(drop=True)
-    keep = []
-    for _, group in frame.groupby("CLASS"):
-        ordered = group.assign(_h=group["RELATIVE_PATH"].map(stable_hash)).sort_values("_h")
-        keep.append(ordered.head(max(1, int(-(-len(group) * fraction // 1)))))
-    return pd.concat(keep).drop(columns="_h").sort_values("RELATIVE_PATH").reset_index(drop=True)
+def _record_decode_errors(context, warehouse: Warehouse, rows: pd.DataFrame, decoded) -> None:
+    if not decoded.errors:
+        return
+    bad = rows.iloc[list(decoded.errors)]
+    recorded = warehouse.record_errors(
+        "clothing_train",
+        pd.DataFrame(
+            {"RELATIVE_PATH": bad["RELATIVE_PATH"], "ERROR": list(decoded.errors.values())}
+        ),
+    )
+    context.log.warning(f"{recorded} training files could not be used; see clothing_train.ERROR")
 
 
-def fingerprint(settings: TrainSettings, frame: pd.DataFrame) -> str:
-    """Identifies a training job: the config and the exact files; a checkpoint resumes only
-    a job with the same fingerprint."""
-    files = frame[["RELATIVE_PATH", "SIZE"]].astype(str).agg("|".join, axis=1).tolist()
-    blob = json.dumps({"settings": asdict(settings), "files": files}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
+def _compare_with_champion(context, registry: ModelRegistry, images, labels: list[str]):
+    """(champion version, its accuracy on these validation rows), or (None, None)."""
+    from clothing_assets.ml.train import accuracy_of_model_file
+
+    champion = registry.champion()
+    if champion is None or not labels:
+        return None, None
+    try:
+        accuracy = accuracy_of_model_file(registry.load(champion["VERSION"]), images, labels)
+    except (RegistryError, ValueError, RuntimeError) as exc:
+        context.log.warning(f"champion {champion['VERSION']} could not be evaluated: {exc}")
+        return None, None
+    context.log.info(
+        f"champion {champion['VERSION']}: {accuracy:.3f} on the same {len(labels)} rows"
+    )
+    return champion["VERSION"], accuracy
 
 
 @dg.asset(group_name="model", deps=[clothing_train], kinds={"pytorch"})
@@ -125,83 +127,88 @@ def trained_model(
     warehouse: Warehouse,
     train_stage: StageResource,
     model_store: ModelStoreResource,
+    model_registry: ModelRegistry,
 ) -> dg.MaterializeResult:
-    """A torchvision classifier trained on clothing_train, written to models/model_trained.pt."""
+    """A challenger: a torchvision classifier trained on clothing_train, stored under its
+    version in the model store and registered; champion_model decides whether it serves."""
+    import torch
+
+    from clothing_assets.ml.data import (
+        TrainingDataError,
+        catalog_fingerprint,
+        decode_training_images,
+        job_fingerprint,
+        stratified_split,
+        training_rows,
+    )  # fmt: skip
+    from clothing_assets.ml.images import cache_size
+    from clothing_assets.ml.train import fit, model_bytes
+
     settings = config.settings()
     catalog = warehouse.read_catalog("clothing_train")
-    usable = catalog[catalog["ERROR"].isna()].copy()
-    usable["CLASS"] = usable["RELATIVE_PATH"].map(class_of)
-    usable = downsample(usable.dropna(subset=["CLASS"]), settings.downsample_to)
-    if usable["CLASS"].nunique() < 2:
-        raise dg.Failure(
-            f"clothing_train has {len(usable)} usable images in "
-            f"{usable['CLASS'].nunique()} class folders; training needs at least two classes. "
-            f"Check the train stage ({train_stage.env_var}) and materialize clothing_train."
-        )
-
-    # Read and decode every image once; epochs then cost compute, not I/O.
-    side = cache_size(settings.image_size)
-    paths = usable["RELATIVE_PATH"].tolist()
-    cache_path = model_store.root / "cache" / DECODE_CACHE_FILE
-    started = time.perf_counter()
-    cached = None
-    if config.decode_cache:
-        key = decode_cache_key(usable[list(CACHE_KEY_COLUMNS)].itertuples(index=False), side)
-        cached = load_decode_cache(cache_path, key, len(usable))
-    if cached is not None:
-        decoded = DecodedImages(images=cached, kept=list(range(len(usable))))
-        context.log.info(f"{len(paths)} training images at {side}x{side} from {cache_path}")
-    else:
-        context.log.info(f"decoding {len(paths)} training images at {side}x{side}")
-        with tqdm(
-            total=len(paths), desc="decode", unit="img", disable=not sys.stderr.isatty()
-        ) as bar:
-            # URLs minted per batch just before reading (presigned URLs expire); a refused one
-            # is retried once with a fresh URL
-            decoded = load_images_minted(
-                paths,
-                lambda batch: warehouse.file_urls(train_stage.name, batch),
-                side,
-                on_image=lambda: bar.update(1),
-            )
-        if config.decode_cache:
-            # keyed by the rows that decoded: the next run's usable rows, once the failures
-            # are recorded in clothing_train.ERROR
-            kept_rows = usable.iloc[decoded.kept][list(CACHE_KEY_COLUMNS)]
-            save_decode_cache(
-                cache_path, decode_cache_key(kept_rows.itertuples(index=False), side),
-                decoded.images,
-            )  # fmt: skip
+    try:
+        rows = training_rows(catalog, settings.downsample_to, env_var=train_stage.env_var)
+    except TrainingDataError as exc:
+        raise dg.Failure(str(exc)) from exc
+    side, started = cache_size(settings.image_size), time.perf_counter()
+    with tqdm(total=len(rows), desc="decode", unit="img", disable=not sys.stderr.isatty()) as bar:
+        decoded, cache = decode_training_images(
+            rows, lambda batch: warehouse.file_urls(train_stage.name, batch), side,
+            cache_path=model_store.cache_root / DECODE_CACHE_FILE if config.decode_cache else None,
+            on_image=lambda: bar.update(1),
+        )  # fmt: skip
     decode_seconds = time.perf_counter() - started
-    context.log.info(
-        f"{len(decoded.kept)} images ready in {decode_seconds:.1f}s "
-        f"({'from the decode cache' if cached is not None else 'read and decoded'})"
-    )
-    if decoded.errors:
-        bad = usable.iloc[list(decoded.errors)]
-        recorded = warehouse.record_errors(
-            "clothing_train",
-            pd.DataFrame(
-                {"RELATIVE_PATH": bad["RELATIVE_PATH"], "ERROR": list(decoded.errors.values())}
-            ),
-        )
-        context.log.warning(
-            f"{recorded} training files could not be used; see clothing_train.ERROR"
-        )
-    # every clothing_train row training could not use: refused or rootless at sync, or undecodable
-    unusable_files = int(catalog["ERROR"].notna().sum()) + len(decoded.errors)
-    usable = usable.iloc[decoded.kept].reset_index(drop=True)
-    classes = sorted(usable["CLASS"].unique())
+    context.log.info(f"{len(decoded.kept)} images ready in {decode_seconds:.1f}s (cache {cache})")
+    _record_decode_errors(context, warehouse, rows, decoded)
+    rows = rows.iloc[decoded.kept].reset_index(drop=True)
+    classes = sorted(rows["CLASS"].unique())
     if len(classes) < 2:
         raise dg.Failure("fewer than two classes have decodable images; see clothing_train.ERROR")
-    labels = torch.tensor([classes.index(c) for c in usable["CLASS"]], dtype=torch.long)
+    labels = torch.tensor([classes.index(c) for c in rows["CLASS"]], dtype=torch.long)
     train_idx, val_idx = stratified_split(
-        usable["RELATIVE_PATH"].tolist(), labels.tolist(), val_fraction=settings.val_fraction
+        rows["RELATIVE_PATH"].tolist(), labels.tolist(), val_fraction=settings.val_fraction
     )
+    tr, va = torch.tensor(train_idx, dtype=torch.long), torch.tensor(val_idx, dtype=torch.long)
     context.log.info(
-        f"{len(train_idx)} train / {len(val_idx)} validation images, {len(classes)} classes, "
+        f"{len(tr)} train / {len(va)} validation images, {len(classes)} classes, "
         f"{settings.architecture} at {settings.image_size}px, {settings.n_epochs} epochs"
     )
+    result = _fit(context, fit, settings, decoded.images, labels, tr, va, classes, model_store,
+                  job_fingerprint(settings, rows))  # fmt: skip
+    val_accuracy = result.best_val_accuracy
+    compared_with, champion_accuracy = _compare_with_champion(
+        context, model_registry, decoded.images[va], [classes[i] for i in labels[va].tolist()]
+    )
+    version = model_registry.register(
+        model_bytes(result.state_dict, classes, settings, val_accuracy=val_accuracy),
+        {
+            "created_at": pd.Timestamp.now(tz="UTC").to_pydatetime(),
+            "architecture": settings.architecture, "image_size": settings.image_size,
+            "classes": classes, "val_accuracy": val_accuracy, "val_rows": len(va),
+            "train_rows": len(tr), "catalog_fingerprint": catalog_fingerprint(rows),
+            "compared_with": compared_with, "champion_val_accuracy": champion_accuracy,
+        },
+        run_id=context.run.run_id,
+    )  # fmt: skip
+    model_store.checkpoint_path.unlink(missing_ok=True)
+    context.log.info(f"challenger {version} stored at {model_registry.store.uri(version)}")
+    metadata = _metadata(settings, result, classes, labels[va], version, model_store, len(tr))
+    metadata.update({
+        "decode_seconds": dg.MetadataValue.float(round(decode_seconds, 1)),
+        "decode_cache": dg.MetadataValue.text(cache),
+        "rows_with_error": dg.MetadataValue.int(
+            int(catalog["ERROR"].notna().sum()) + len(decoded.errors)
+        ),
+        "compared_with_champion": dg.MetadataValue.text(compared_with or "none"),
+        "champion_val_accuracy_same_rows": dg.MetadataValue.float(
+            float("nan") if champion_accuracy is None else round(champion_accuracy, 4)
+        ),
+    })  # fmt: skip
+    return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(version))
+
+
+def _fit(context, fit, settings, images, labels, tr, va, classes, model_store, fingerprint):
+    """Run `fit` with per-epoch logs and a terminal progress bar."""
 
     def on_epoch(stats, eta: float) -> None:
         val = f"{stats.val_acc:.3f}" if stats.val_acc is not None else "n/a"
@@ -211,36 +218,97 @@ def trained_model(
             f"{stats.images_per_second:.1f} img/s, ETA {eta:.0f}s"
         )
 
-    tr, va = torch.tensor(train_idx, dtype=torch.long), torch.tensor(val_idx, dtype=torch.long)
-    steps = settings.n_epochs * max(1, len(train_idx) // settings.batch_size)
+    steps = settings.n_epochs * max(1, len(tr) // settings.batch_size)
     with tqdm(total=steps, desc="train", unit="step", disable=not sys.stderr.isatty()) as bar:
         result = fit(
-            decoded.images[tr], labels[tr], decoded.images[va], labels[va], classes, settings,
-            checkpoint_path=model_store.checkpoint_path,
-            fingerprint=fingerprint(settings, usable),
-            on_epoch=on_epoch,
-            progress=lambda _n: bar.update(1),
+            images[tr], labels[tr], images[va], labels[va], classes, settings,
+            checkpoint_path=model_store.checkpoint_path, fingerprint=fingerprint,
+            on_epoch=on_epoch, progress=lambda _n: bar.update(1),
         )  # fmt: skip
     if result.resumed_from_step:
         context.log.info(f"resumed from the checkpoint at step {result.resumed_from_step}")
+    return result
 
-    best = next((h for h in result.history if h.epoch == result.best_epoch), None)
-    payload = model_payload(
-        result.state_dict, classes, settings, val_accuracy=best.val_acc if best else None
+
+class PromoteConfig(dg.Config):
+    """`champion_model`'s run config: empty, it applies the promotion rule to the newest
+    challenger; with a version, a person promotes that version (rollback or pinning)."""
+
+    version: str = Field(
+        default="",
+        description="A stored version to make the champion by hand (see `clothing-assets "
+        "models list`); empty: decide on the newest challenger.",
     )
-    data = save_atomic(payload, model_store.model_path)
-    version = file_version(data)
-    model_store.checkpoint_path.unlink(missing_ok=True)
-    context.log.info(f"model {version} written to {model_store.model_path}")
-    metadata = _metadata(settings, result, classes, labels[va], version, model_store, len(tr))
-    metadata["decode_seconds"] = dg.MetadataValue.float(round(decode_seconds, 1))
-    metadata["decode_cache"] = dg.MetadataValue.text(
-        "off" if not config.decode_cache else "hit" if cached is not None else "miss"
-    )
-    metadata["rows_with_error"] = dg.MetadataValue.int(unusable_files)
+    reason: str = Field(default="", description="Why, recorded in the registry.")
+
+
+def _registry_metadata(models: pd.DataFrame, decision: Decision | None, deleted) -> dict:
+    from clothing_assets.reports import registry_table
+
+    champion = models[models["STATUS"] == "champion"]
+    metadata = {
+        "champion": dg.MetadataValue.text(champion["VERSION"].iloc[0] if len(champion) else "none"),
+        "registry": registry_table(models),
+        "versions_deleted_by_retention": dg.MetadataValue.json(list(deleted)),
+        "decision": dg.MetadataValue.md(
+            "no challenger was waiting"
+            if decision is None
+            else f"**{decision.version}: {'promoted' if decision.promoted else 'rejected'}**: "
+            f"{decision.reason}"
+        ),
+    }
+    if len(models):
+        png = registry_chart_png(models)
+        metadata["validation_accuracy"] = dg.MetadataValue.md(png_markdown(png, "registry"))
+    return metadata
+
+
+@dg.asset(
+    group_name="model",
+    deps=[trained_model],
+    kinds={"duckdb", "snowflake"},
+    check_specs=[
+        dg.AssetCheckSpec(
+            "challenger_promoted",
+            asset="champion_model",
+            description="The newest challenger passed the promotion rule (a failure leaves the "
+            "champion, and scoring, as they were).",
+        )
+    ],
+)
+def champion_model(
+    context: dg.AssetExecutionContext, config: PromoteConfig, model_registry: ModelRegistry
+) -> dg.MaterializeResult:
+    """The version that scores: the newest challenger when it passes the promotion rule, or
+    the version a person promoted; the registry and the last decision in the metadata."""
+    run_id = context.run.run_id
+    try:
+        decision = (
+            model_registry.promote(config.version, config.reason, run_id=run_id)
+            if config.version
+            else model_registry.decide(run_id=run_id)
+        )
+    except RegistryError as exc:
+        raise dg.Failure(description=exc.message) from exc
+    if decision is not None:
+        log = context.log.info if decision.promoted else context.log.warning
+        verdict = "promoted" if decision.promoted else "rejected"
+        log(f"{decision.version} {verdict}: {decision.reason}")
+    deleted = model_registry.apply_retention(run_id=run_id)
+    champion = model_registry.champion()
+    models = model_registry.warehouse.read_models()
     return dg.MaterializeResult(
-        metadata=metadata,
-        data_version=dg.DataVersion(version),
+        metadata=_registry_metadata(models, decision, deleted),
+        data_version=dg.DataVersion(champion["VERSION"] if champion else "none"),
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="challenger_promoted",
+                passed=decision is None or decision.promoted,
+                severity=dg.AssetCheckSeverity.ERROR,
+                description=None if decision is None else decision.reason,
+                metadata={"champion": champion["VERSION"] if champion else "none"},
+            )
+        ],
     )
 
 
@@ -284,7 +352,6 @@ def _metadata(settings, result, classes, val_labels, version, model_store, n_tra
     best = next((h for h in history if h.epoch == result.best_epoch), None)
     metadata = {
         "version": dg.MetadataValue.text(version),
-        "path": dg.MetadataValue.path(str(model_store.model_path.resolve())),
         "architecture": dg.MetadataValue.text(settings.architecture),
         "image_size": dg.MetadataValue.int(settings.image_size),
         "classes": dg.MetadataValue.json(list(classes)),

@@ -13,7 +13,7 @@ from distributed.client import FutureCancelledError
 from pydantic import Field
 
 from clothing_assets.assets.catalog import clothing_test
-from clothing_assets.assets.model import trained_model
+from clothing_assets.assets.model import champion_model
 from clothing_assets.ml.images import ImageDecodeError, decode_image, resize_square
 from clothing_assets.ml.scoring import (
     ModelNotLoaded,
@@ -28,7 +28,7 @@ from clothing_assets.plots import (
     gallery_png,
     png_markdown,
 )
-from clothing_assets.resources.model_store import ModelStoreResource, file_version
+from clothing_assets.resources.model_registry import ModelRegistry, RegistryError
 from clothing_assets.resources.warehouse import PREDICTION_COLUMNS, Warehouse
 from clothing_assets.stage import StageResource, class_of, read_bytes, url_refused
 
@@ -281,40 +281,36 @@ def score_on_cluster(
     return results, shipped_to, load_seconds
 
 
-@dg.asset(group_name="predictions", deps=[clothing_test, trained_model], kinds={"dask"})
+@dg.asset(
+    group_name="predictions",
+    deps=[clothing_test, champion_model],
+    kinds={"dask"},
+    pool="clothing_scoring",
+)
 def clothing_predictions(
     context: dg.AssetExecutionContext,
     config: ScoreConfig,
     warehouse: Warehouse,
     test_stage: StageResource,
-    model_store: ModelStoreResource,
+    model_registry: ModelRegistry,
     dask: dg.ResourceParam[DaskResource],
 ) -> dg.MaterializeResult:
     """TYPE, CONFIDENCE, PRED_TIMESTAMP and MODEL_VERSION for every clothing_test row the
-    current model has not scored, computed on the Dask cluster and written back at once."""
-    if not model_store.model_path.is_file():
-        raise dg.Failure(
-            f"no trained model at {model_store.model_path}: materialize trained_model first "
-            "(or set CLOTHING_MODELS_DIR to the folder that holds model_trained.pt)"
-        )
-    model_bytes = model_store.model_path.read_bytes()
-    version = file_version(model_bytes)
+    champion has not scored, computed on the Dask cluster and written back."""
+    try:
+        champion, model_bytes = model_registry.load_champion()
+    except RegistryError as exc:
+        raise dg.Failure(description=exc.message) from exc
+    version = champion["VERSION"]
     try:  # fails here, not on every worker, if the file is bad
         _, payload = load_model(model_bytes)
     except Exception as exc:  # noqa: BLE001 - any unreadable or unsafe file is refused
         raise dg.Failure(
-            f"refused the model file {model_store.model_path}: {str(exc).splitlines()[0][:300]}. "
+            f"refused the champion's model file ({version}): {str(exc).splitlines()[0][:300]}. "
             "Only files written by trained_model load (torch.load with weights_only=True); "
-            "materialize trained_model again."
+            "promote another version (`clothing-assets models list`)."
         ) from exc
     classes = payload["classes"]
-    accuracy = payload.get("val_accuracy")
-    if accuracy is not None and accuracy < model_store.min_val_accuracy:
-        raise dg.Failure(
-            f"model {version} has validation accuracy {accuracy:.3f}, below the quality gate "
-            f"{model_store.min_val_accuracy}: it will not overwrite predictions. Retrain, or "
-            "lower CLOTHING_MIN_VAL_ACCURACY."
-        )
     todo = warehouse.unscored_rows(version)
     context.log.info(f"model {version}: {len(todo)} clothing_test rows to score")
 

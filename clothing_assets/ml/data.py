@@ -8,14 +8,21 @@ import json
 import os
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 
 from clothing_assets.ml.images import ImageDecodeError, decode_image, resize_square
-from clothing_assets.stage import FileTooLargeError, UnsafePathError, read_bytes, url_refused
+from clothing_assets.stage import (
+    FileTooLargeError,
+    UnsafePathError,
+    class_of,
+    read_bytes,
+    url_refused,
+)
 
 
 def stable_hash(text: str) -> int:
@@ -167,3 +174,79 @@ def save_decode_cache(path: Path, key: str, images: torch.Tensor) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     torch.save({"key": key, "images": images.contiguous()}, tmp)
     os.replace(tmp, path)
+
+
+class TrainingDataError(ValueError):
+    """The catalog cannot train a model; the message says what to check."""
+
+
+def downsample(frame: pd.DataFrame, fraction: float) -> pd.DataFrame:
+    """Keep ceil(fraction * n) images of each class, chosen by a stable hash of the path."""
+    if not 0.0 < fraction <= 1.0:
+        raise TrainingDataError(f"downsample_to must be in (0, 1], got {fraction}")
+    if fraction == 1.0:
+        return frame.sort_values("RELATIVE_PATH").reset_index(drop=True)
+    keep = []
+    for _, group in frame.groupby("CLASS"):
+        ordered = group.assign(_h=group["RELATIVE_PATH"].map(stable_hash)).sort_values("_h")
+        keep.append(ordered.head(max(1, int(-(-len(group) * fraction // 1)))))
+    return pd.concat(keep).drop(columns="_h").sort_values("RELATIVE_PATH").reset_index(drop=True)
+
+
+def training_rows(catalog: pd.DataFrame, fraction: float, *, env_var: str) -> pd.DataFrame:
+    """The usable catalog rows (no ERROR, a class folder) with their CLASS, downsampled;
+    at least two classes or TrainingDataError naming the stage's variable."""
+    usable = catalog[catalog["ERROR"].isna()].copy()
+    usable["CLASS"] = usable["RELATIVE_PATH"].map(class_of)
+    usable = downsample(usable.dropna(subset=["CLASS"]), fraction)
+    if usable["CLASS"].nunique() < 2:
+        raise TrainingDataError(
+            f"clothing_train has {len(usable)} usable images in "
+            f"{usable['CLASS'].nunique()} class folders; training needs at least two classes. "
+            f"Check the train stage ({env_var}) and materialize clothing_train."
+        )
+    return usable
+
+
+def job_fingerprint(settings: Any, frame: pd.DataFrame) -> str:
+    """Identifies a training job: the config and the exact files; a checkpoint resumes only
+    a job with the same fingerprint."""
+    files = frame[["RELATIVE_PATH", "SIZE"]].astype(str).agg("|".join, axis=1).tolist()
+    blob = json.dumps({"settings": asdict(settings), "files": files}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def catalog_fingerprint(frame: pd.DataFrame) -> str:
+    """A digest of the training catalog rows a model saw (path, size, last-modified)."""
+    rows = frame[list(CACHE_KEY_COLUMNS)].astype(str).agg("|".join, axis=1).tolist()
+    return hashlib.sha256("\n".join(rows).encode()).hexdigest()[:16]
+
+
+CACHE_KEY_COLUMNS = ("RELATIVE_PATH", "SIZE", "LAST_MODIFIED")
+
+
+def decode_training_images(
+    rows: pd.DataFrame,
+    mint: Callable[[Sequence[str]], Sequence[str | None]],
+    side: int,
+    *,
+    cache_path: Path | None,
+    on_image: Callable[[], None] | None = None,
+) -> tuple[DecodedImages, str]:
+    """Every row's image at side x side, from the decode cache when it holds exactly these rows
+    (`cache_path` None: no cache), else read through URLs minted per batch and cached for the
+    next run. Returns the images and "hit", "miss" or "off"."""
+    if cache_path is not None:
+        key = decode_cache_key(rows[list(CACHE_KEY_COLUMNS)].itertuples(index=False), side)
+        cached = load_decode_cache(cache_path, key, len(rows))
+        if cached is not None:
+            return DecodedImages(images=cached, kept=list(range(len(rows)))), "hit"
+    decoded = load_images_minted(rows["RELATIVE_PATH"].tolist(), mint, side, on_image=on_image)
+    if cache_path is None:
+        return decoded, "off"
+    # keyed by the rows that decoded: the next run's usable rows, once the failures are
+    # recorded in clothing_train.ERROR
+    kept = rows.iloc[decoded.kept][list(CACHE_KEY_COLUMNS)]
+    key = decode_cache_key(kept.itertuples(index=False), side)
+    save_decode_cache(cache_path, key, decoded.images)
+    return decoded, "miss"

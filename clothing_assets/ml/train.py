@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 import torchvision
+import torchvision.transforms.v2.functional as TF
 from torch import nn
 
 from clothing_assets.ml.images import cache_size
@@ -24,33 +25,9 @@ from clothing_assets.ml.presets import (
     ClassificationPresetEval,
     ClassificationPresetTrain,
 )
+from clothing_assets.ml.settings import TrainSettings
 
 MODEL_FORMAT = "clothing-assets/1"
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """Hyperparameters; the asset's `dg.Config` carries the same fields."""
-
-    architecture: str = "resnet18"
-    image_size: int = 128
-    n_epochs: int = 20
-    batch_size: int = 64
-    base_lr: float = 0.003
-    weight_decay: float = 0.05
-    label_smoothing: float = 0.1
-    warmup_epochs: float = 1.0
-    downsample_to: float = 1.0
-    val_fraction: float = 0.1
-    checkpoint_every: int = 50
-    seed: int = 0
-    weights: str = "none"
-    device: str = "auto"
-    bf16: str = "auto"
-    compile: bool = False
-    ema_decay: float = 0.0
-    mixup_alpha: float = 0.0
-    cutmix_alpha: float = 0.0
 
 
 @dataclass
@@ -85,6 +62,12 @@ class FitResult:
     resumed_from_step: int = 0
     val_predictions: torch.Tensor | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def best_val_accuracy(self) -> float | None:
+        """The kept epoch's validation accuracy; None without validation images."""
+        best = next((h for h in self.history if h.epoch == self.best_epoch), None)
+        return None if best is None else best.val_acc
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -522,6 +505,19 @@ def model_payload(
     }
 
 
+def model_bytes(
+    state_dict: dict[str, torch.Tensor],
+    classes: list[str],
+    settings: TrainSettings,
+    *,
+    val_accuracy: float | None,
+) -> bytes:
+    """The model file's bytes (`model_payload` saved with torch.save): its version is their hash."""
+    buffer = io.BytesIO()
+    torch.save(model_payload(state_dict, classes, settings, val_accuracy=val_accuracy), buffer)
+    return buffer.getvalue()
+
+
 def load_model(data: bytes, *, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
     """Rebuild the network from `model_trained.pt` bytes; never unpickles arbitrary objects."""
     payload = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
@@ -533,3 +529,28 @@ def load_model(data: bytes, *, map_location: str | torch.device = "cpu") -> tupl
     model.load_state_dict(payload["state_dict"])
     model.eval()
     return model, payload
+
+
+@torch.inference_mode()
+def accuracy_of_model_file(
+    data: bytes, images: torch.Tensor, labels: list[str], *, batch_size: int = 128
+) -> float:
+    """Top-1 accuracy of the model in `data` on uint8 `images` (N x 3 x S x S, as decoded for
+    training) against class names, evaluated as `fit` evaluates its validation split; images
+    stored at another size than the model's are resized to it first."""
+    model, payload = load_model(data)
+    side = payload["cache_size"]
+    if images.shape[-1] != side or images.shape[-2] != side:
+        images = TF.resize(images, [side, side], antialias=True)
+    preset = ClassificationPresetEval(
+        crop_size=payload["image_size"], mean=payload["mean"], std=payload["std"]
+    )
+    device = torch.device("cpu")
+    amp_dtype = amp_dtype_for(device)
+    predicted: list[int] = []
+    for start in range(0, len(images), batch_size):
+        with torch.autocast("cpu", dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            logits = model(preset(images[start : start + batch_size]))
+        predicted += logits.argmax(1).tolist()
+    names = [payload["classes"][i] for i in predicted]
+    return sum(n == t for n, t in zip(names, labels, strict=True)) / max(1, len(labels))

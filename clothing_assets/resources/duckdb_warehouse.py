@@ -1,10 +1,12 @@
 """The embedded default warehouse: DuckDB through dagster-duckdb."""
 
 import random
+import re
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import duckdb
@@ -30,7 +32,10 @@ _DDL = (
     "alter_stage_directory_add_error",
     "create_clothing_train",
     "create_clothing_test",
+    "create_clothing_models",
+    "create_clothing_model_events",
 )
+_PARAM = re.compile(r"\$([a-z_][a-z0-9_]*)")
 
 
 class WarehouseUnavailableError(RuntimeError):
@@ -225,3 +230,25 @@ class DuckDBWarehouse(Warehouse):
                 conn.execute("ROLLBACK")
                 raise
         return int(updated)
+
+    @staticmethod
+    def _bind(name: str, params: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
+        """The statement and exactly the parameters it names (DuckDB refuses extra ones)."""
+        text = load_sql("duckdb", name)
+        wanted = set(_PARAM.findall(text))
+        return text, {k: v for k, v in (params or {}).items() if k in wanted}
+
+    def _run(self, statements: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        with self._connect() as conn:
+            conn.execute("BEGIN TRANSACTION")
+            try:
+                for name, params in statements:
+                    conn.execute(*self._bind(name, params))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    def _select(self, name: str, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        with self._connect() as conn:
+            return conn.execute(*self._bind(name, params)).df()

@@ -46,8 +46,20 @@ DIALECT = "snowflake"
 STAGE_TOKEN = "__STAGE__"
 INTEGRATION_TOKEN = "__STORAGE_INTEGRATION__"
 DIRECTORY_TOKEN = f"DIRECTORY(@{STAGE_TOKEN})"
-_DDL = ("create_clothing_train", "create_clothing_test")
-_TIMESTAMPS = ("LAST_MODIFIED", "PRED_TIMESTAMP")
+_DDL = (
+    "create_clothing_train",
+    "create_clothing_test",
+    "create_clothing_models",
+    "create_clothing_model_events",
+)
+_TIMESTAMPS = (
+    "LAST_MODIFIED",
+    "PRED_TIMESTAMP",
+    "CREATED_AT",
+    "PROMOTED_AT",
+    "DELETED_AT",
+    "CHANGED_AT",
+)
 
 
 class WriteBackError(RuntimeError):
@@ -81,8 +93,12 @@ def _frame(cursor: Any) -> pd.DataFrame:
             frame[column] = pd.to_datetime(frame[column], utc=True)
     if "SIZE" in frame:
         frame["SIZE"] = frame["SIZE"].astype("int64")
-    if "CONFIDENCE" in frame:
-        frame["CONFIDENCE"] = frame["CONFIDENCE"].astype("float64")
+    for column in ("IMAGE_SIZE", "VAL_ROWS", "TRAIN_ROWS", "ROWS_SCORED"):
+        if column in frame:
+            frame[column] = frame[column].astype("int64")
+    for column in ("CONFIDENCE", "VAL_ACCURACY", "CHAMPION_VAL_ACCURACY"):
+        if column in frame:
+            frame[column] = frame[column].astype("float64")
     return frame
 
 
@@ -309,7 +325,7 @@ class SnowflakeWarehouse(Warehouse):
         frame = predictions[PREDICTION_COLUMNS].reset_index(drop=True).copy()
         frame["SIZE"] = frame["SIZE"].astype("int64")
         frame["CONFIDENCE"] = pd.to_numeric(frame["CONFIDENCE"], errors="raise").astype("float64")
-        for column in _TIMESTAMPS:
+        for column in ("LAST_MODIFIED", "PRED_TIMESTAMP"):
             frame[column] = pd.to_datetime(frame[column], utc=True)
         for column in ("RELATIVE_PATH", "TYPE", "MODEL_VERSION", "ERROR"):
             frame[column] = frame[column].astype("string")  # typed even when all NULL
@@ -326,3 +342,21 @@ class SnowflakeWarehouse(Warehouse):
         return self._apply_batch(
             "create_temp_catalog_errors", "update_clothing_train_errors", frame
         )
+
+    def _run(self, statements: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        with self._connect() as conn:
+            cursor = conn.cursor()
+            cursor.execute(render("begin_transaction"))
+            try:
+                for name, params in statements:
+                    cursor.execute(render(name), params)
+                cursor.execute(render("commit_transaction"))
+            except BaseException:
+                cursor.execute(render("rollback_transaction"))
+                raise
+
+    def _select(self, name: str, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        with self._connect() as conn:
+            cursor = conn.cursor()
+            cursor.execute(render(name), params or {})
+            return _frame(cursor)

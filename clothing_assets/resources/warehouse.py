@@ -1,10 +1,12 @@
 """The warehouse interface the assets talk to; DuckDB and Snowflake implement it."""
 
+import json
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 import dagster as dg
 import pandas as pd
@@ -51,6 +53,33 @@ def validate_table(table: object) -> CatalogTable:
             f"unknown catalog table {table!r}; expected one of {', '.join(CATALOG_TABLES)}"
         )
     return table  # type: ignore[return-value]
+
+
+MODEL_STATUSES = ("champion", "challenger", "rejected", "retired")
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """What the registry keeps of a stored model version when it is registered."""
+
+    version: str
+    sha256: str
+    uri: str
+    created_at: datetime
+    architecture: str
+    image_size: int
+    classes: list[str]
+    val_accuracy: float | None
+    val_rows: int
+    train_rows: int
+    catalog_fingerprint: str
+    compared_with: str | None = None
+    champion_val_accuracy: float | None = None
+
+    def params(self) -> dict[str, Any]:
+        values = asdict(self)
+        values["classes"] = json.dumps(list(self.classes))
+        return values
 
 
 @dataclass(frozen=True)
@@ -123,3 +152,106 @@ class Warehouse(dg.ConfigurableResource, ABC):
     def describe(self) -> str:
         """Where the warehouse is, for metadata and error messages (no secrets)."""
         return type(self).__name__
+
+    # -- two primitives each backend implements; the registry below is written once ------
+
+    @abstractmethod
+    def _run(self, statements: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        """Run the named statements (SQL files of this backend's dialect), in order, in one
+        transaction: all take effect or none."""
+
+    @abstractmethod
+    def _select(self, name: str, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        """The rows of the named query."""
+
+    # -- the model registry: clothing_models and its history, clothing_model_events -------
+
+    def register_model(self, record: ModelRecord, *, run_id: str | None = None) -> bool:
+        """Register a stored version as `challenger` (its row and its first event in one
+        transaction). A version already registered (the same bytes trained again) keeps its
+        status unless it was rejected or retired, gets the new comparison, and is no longer
+        marked deleted. Returns whether the version is new."""
+        now = datetime.now(UTC)
+        existing = self.model(record.version)
+        if existing is None:
+            params = {**record.params(), "status": "challenger", "run_id": run_id}
+            params["reason"] = "registered: awaiting the promotion decision"
+            self._run(
+                [
+                    ("insert_clothing_model", params),
+                    ("insert_clothing_model_event", self._event(record.version, "challenger",
+                                                                 params["reason"], now, run_id)),
+                ]
+            )  # fmt: skip
+            return True
+        params = {**record.params(), "run_id": run_id}
+        statements = [("update_clothing_model_comparison", params)]
+        if existing["STATUS"] in ("rejected", "retired"):
+            reason = "trained again: awaiting the promotion decision"
+            statements += self._status_statements(record.version, "challenger", reason, now, run_id)
+        self._run(statements)
+        return False
+
+    def change_model_status(
+        self, version: str, status: str, reason: str, *, run_id: str | None = None
+    ) -> None:
+        """Set `version`'s STATUS and one-line REASON, and record the change, in one
+        transaction; making it `champion` retires the current champion in the same one."""
+        if status not in MODEL_STATUSES:
+            raise ValueError(f"unknown model status {status!r}; one of {MODEL_STATUSES}")
+        self._run(self._status_statements(version, status, reason, datetime.now(UTC), run_id))
+
+    def mark_model_deleted(self, version: str, reason: str, *, run_id: str | None = None) -> None:
+        """Record that `version`'s file was deleted from the model store (by retention)."""
+        now = datetime.now(UTC)
+        status = (self.model(version) or {}).get("STATUS", "retired")
+        self._run(
+            [
+                ("update_clothing_model_deleted", {"version": version, "changed_at": now}),
+                ("insert_clothing_model_event", self._event(version, status, reason, now, run_id)),
+            ]
+        )
+
+    def read_models(self) -> pd.DataFrame:
+        """The registry, oldest first, with ROWS_SCORED: clothing_test rows naming each."""
+        return self._select("select_clothing_models")
+
+    def read_model_events(self) -> pd.DataFrame:
+        """Every status change, oldest first."""
+        return self._select("select_clothing_model_events")
+
+    def model(self, version: str) -> dict[str, Any] | None:
+        """The registry row of `version`, or None."""
+        models = self.read_models()
+        rows = models[models["VERSION"] == version]
+        return None if rows.empty else rows.iloc[0].to_dict()
+
+    def champion(self) -> dict[str, Any] | None:
+        """The registry row of the champion, or None before the first promotion."""
+        models = self.read_models()
+        rows = models[models["STATUS"] == "champion"]
+        return None if rows.empty else rows.iloc[0].to_dict()
+
+    @staticmethod
+    def _event(version, status, reason, changed_at, run_id) -> dict[str, Any]:
+        return {
+            "version": version,
+            "status": status,
+            "reason": reason,
+            "changed_at": changed_at,
+            "run_id": run_id,
+        }
+
+    def _status_statements(self, version, status, reason, changed_at, run_id) -> list:
+        event = self._event(version, status, reason, changed_at, run_id)
+        statements = []
+        if status == "champion":
+            retired = {**event, "reason": f"retired: {version} became the champion"}
+            statements += [
+                ("insert_retired_model_events", retired),
+                ("update_retired_champion", retired),
+            ]
+        return statements + [
+            ("update_clothing_model_status", event),
+            ("insert_clothing_model_event", event),
+        ]
