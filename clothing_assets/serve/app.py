@@ -17,7 +17,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from clothing_assets.ml.images import ImageDecodeError
-from clothing_assets.serve.batcher import Batcher
+from clothing_assets.serve.batcher import Batcher, InferenceError
 from clothing_assets.serve.model import LoadedModel
 from clothing_assets.serve.source import FileModelSource, ModelSource
 from clothing_assets.settings import setting
@@ -233,6 +233,9 @@ async def _predict(
         probabilities = await batcher.predict(loaded, data)
     except ImageDecodeError as exc:
         return _error(_decode_status(exc), str(exc))
+    except InferenceError as exc:
+        log.error("%s", exc)
+        return _error(500, "the model failed on this request; see the server log")
     except (ValueError, RuntimeError, OSError) as exc:  # decoders' other complaints
         return _error(422, f"unusable image: {str(exc).splitlines()[0][:200]}")
     return JSONResponse(loaded.answer(probabilities))

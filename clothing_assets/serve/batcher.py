@@ -13,6 +13,10 @@ import torch
 from clothing_assets.serve.model import LoadedModel
 
 
+class InferenceError(RuntimeError):
+    """The forward pass failed: the server's fault, never the image's."""
+
+
 @dataclass
 class _Item:
     loaded: LoadedModel
@@ -120,7 +124,7 @@ class Batcher:
         except Exception as exc:  # handed to each waiting request
             for item in live:
                 if not item.future.done():
-                    item.future.set_exception(exc)
+                    item.future.set_exception(InferenceError(f"forward pass failed: {exc}"))
             return
         self.forwards += 1
         self.images += len(live)
