@@ -178,7 +178,8 @@ def main() -> None:
     if not jpegs:
         sys.exit(f"no JPEGs under {args.images}")
     print(
-        f"{len(jpegs)} JPEGs from {args.images}; {os.cpu_count()} cores; torch {torch.__version__}"
+        f"{len(jpegs)} JPEGs from {args.images}; {os.cpu_count()} cores; torch "
+        f"{torch.__version__}; load average {os.getloadavg()[0]:.1f} at the start"
     )
     for arch, size in MODELS:
         if args.only and arch != args.only:
@@ -191,6 +192,7 @@ def main() -> None:
             f" | lone client p50 = {lone:.2f}x in-process decode + forward",
             flush=True,
         )
+    print(f"load average {os.getloadavg()[0]:.1f} at the end (the machine is shared)")
 
 
 if __name__ == "__main__":
