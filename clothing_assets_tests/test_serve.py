@@ -299,6 +299,22 @@ def test_bad_input_gets_a_clear_4xx_and_the_server_carries_on(server, images, ca
     assert srv.predict(images["hat_40"].read_bytes())[0] == 200
 
 
+@pytest.mark.parametrize(
+    "name, status, reason",
+    [("truncated", 422, "corrupt image: image file is truncated"), ("one_pixel", 200, None),
+     ("16bit", 200, None)],
+)  # fmt: skip
+def test_odd_images_get_a_label_or_a_clear_reason(server, images, name, status, reason):
+    srv, _, version = server
+    got, answer = srv.predict(images[name].read_bytes(), "image/png")
+    assert got == status, answer
+    if reason:
+        assert answer["detail"].startswith(reason)
+    else:
+        assert answer["label"] in ("hat", "pants", "shoes") and answer["model_version"] == version
+    assert srv.predict(images["hat_40"].read_bytes())[0] == 200
+
+
 def test_a_body_over_the_limit_is_refused_before_it_is_read(server, images):
     srv, _, _ = server
     # Content-Length says too much: 413 with only a few bytes of the body ever sent
