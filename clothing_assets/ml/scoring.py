@@ -108,6 +108,39 @@ def _read(row: dict[str, Any], limits: ReadLimits | None = None) -> bytes | str:
         return f"unreadable file: {exc}"
 
 
+def prepare(image: torch.Tensor, payload: dict[str, Any]) -> torch.Tensor:
+    """A decoded 3xHxW uint8 image resized to the side the model's images are stored at
+    (`payload["cache_size"]`), ready for `classify`; cheap to run in many threads at once."""
+    return resize_square(image, payload["cache_size"])
+
+
+def classify(
+    model: nn.Module,
+    payload: dict[str, Any],
+    images: Sequence[torch.Tensor],
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
+) -> torch.Tensor:
+    """Softmax probabilities (N x classes, float32, on the CPU) of `prepare`d images, in one
+    forward pass: the eval preset (center crop, normalise) and autocast as in training.
+
+    The batch scorer and the model server both classify through here, so that the same model
+    and image give the same answer on either path.
+    """
+    preset = ClassificationPresetEval(
+        crop_size=payload["image_size"], mean=payload["mean"], std=payload["std"]
+    )
+    batch = torch.stack([image.to(device) for image in images])
+    with (
+        torch.inference_mode(),
+        torch.autocast(
+            device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
+        ),
+    ):
+        logits = model(preset(batch))
+    return torch.softmax(logits.float(), dim=1).cpu()
+
+
 def score_batch(
     model_bytes: bytes | None,
     version: str,
@@ -128,10 +161,6 @@ def score_batch(
     """
     device = scoring_device(gpu)
     model, payload, amp_dtype = cached_model(model_bytes, version, torch_threads, device)
-    preset = ClassificationPresetEval(
-        crop_size=payload["image_size"], mean=payload["mean"], std=payload["std"]
-    )
-    side = payload["cache_size"]
     worker = _worker_name()
     out = [
         {
@@ -158,18 +187,10 @@ def score_batch(
         if isinstance(image, ImageDecodeError):
             out[i]["ERROR"] = str(image)
         else:
-            images.append(resize_square(image, side))
+            images.append(prepare(image, payload))
             good.append(out[i])
     if images:
-        with (
-            torch.inference_mode(),
-            torch.autocast(
-                device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
-            ),
-        ):
-            logits = model(preset(torch.stack(images)))
-        probs = torch.softmax(logits.float(), dim=1)
-        confidence, index = probs.max(dim=1)
+        confidence, index = classify(model, payload, images, device, amp_dtype).max(dim=1)
         classes = payload["classes"]
         for result, conf, idx in zip(good, confidence.tolist(), index.tolist(), strict=True):
             result["TYPE"] = classes[idx]

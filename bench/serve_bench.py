@@ -1,0 +1,199 @@
+"""Model server throughput and latency: the real server process, concurrent HTTP clients.
+
+    .venv/bin/python bench/serve_bench.py [--images DIR] [--requests N]
+
+For resnet18 at 128 px and resnet50 at 224 px (untrained model files: speed does not depend on
+the weights), with dynamic batching on (--max-batch-size 16) and off (1), posts real JPEGs
+from 1, 4 and 16 concurrent clients (each a keep-alive connection posting one image after
+another) and prints throughput and p50/p95/p99 latency, plus the in-process decode + forward
+time of one image for comparison. Every line names the CPU kind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import io
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from clothing_assets.ml.train import TrainSettings, build_model, model_payload  # noqa: E402
+from clothing_assets.serve.model import LoadedModel  # noqa: E402
+
+CLASSES = ["dress", "hat", "longsleeve", "outwear", "pants", "shirt", "shoes", "shorts", "skirt",
+           "t-shirt"]  # fmt: skip
+MODELS = [("resnet18", 128), ("resnet50", 224)]
+CLIENTS = (1, 4, 16)
+
+
+def cpu_kind() -> str:
+    """`AVX-512 BF16` when lscpu lists avx512_bf16, else `AVX2`."""
+    try:
+        flags = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        flags = ""
+    return "AVX-512 BF16" if "avx512_bf16" in flags else "AVX2"
+
+
+def model_file(architecture: str, size: int) -> bytes:
+    torch.manual_seed(0)
+    settings = TrainSettings(architecture=architecture, image_size=size)
+    payload = model_payload(build_model(architecture, len(CLASSES)).state_dict(), CLASSES, settings)
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return buffer.getvalue()
+
+
+def in_process_ms(data: bytes, jpegs: list[bytes], repeats: int) -> float:
+    """Median ms of decode + forward of one image in this process, on one worker thread as
+    the server runs its forward passes (on a busy machine, OpenMP in the main thread spins
+    against other processes and measures several times slower)."""
+    loaded = LoadedModel.from_bytes("bench", data)
+
+    def run() -> float:
+        times = []
+        for i in range(repeats + 3):
+            started = time.perf_counter()
+            loaded.probabilities([loaded.decode(jpegs[i % len(jpegs)])])
+            if i >= 3:  # the first passes warm the allocator and oneDNN's kernels
+                times.append((time.perf_counter() - started) * 1000)
+        return statistics.median(times)
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(run).result()
+
+
+def start_server(models: Path, port: int, batch: int, log: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "CLOTHING_MODELS_DIR": str(models)}
+    command = [sys.executable, "-m", "clothing_assets.serve", "--port", str(port),
+               "--max-batch-size", str(batch)]  # fmt: skip
+    process = subprocess.Popen(command, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            conn.request("GET", "/health")
+            if conn.getresponse().status == 200:
+                return process
+        except OSError:
+            pass
+        if process.poll() is not None:
+            break
+        time.sleep(0.3)
+    process.kill()
+    raise RuntimeError(f"server did not start:\n{log.read_text()}")
+
+
+def drive(port: int, jpegs: list[bytes], clients: int, requests: int) -> tuple[float, list[float]]:
+    """`requests` posts from `clients` closed-loop clients; (images/s, latencies in ms)."""
+    latencies: list[float] = []
+    counter = iter(range(requests))
+    lock = threading.Lock()
+
+    def client() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+        while True:
+            with lock:
+                i = next(counter, None)
+            if i is None:
+                return
+            started = time.perf_counter()
+            conn.request("POST", "/predict", jpegs[i % len(jpegs)], {"Content-Type": "image/jpeg"})
+            response = conn.getresponse()
+            response.read()
+            if response.status != 200:
+                raise RuntimeError(f"HTTP {response.status}")
+            with lock:
+                latencies.append((time.perf_counter() - started) * 1000)
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return requests / (time.perf_counter() - started), latencies
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def bench_model(arch: str, size: int, jpegs: list[bytes], args: argparse.Namespace) -> dict:
+    """Every line of one model; returns throughputs by (batching, clients)."""
+    cpu, root = cpu_kind(), Path(tempfile.mkdtemp(prefix="serve-bench-"))
+    data = model_file(arch, size)
+    (root / "models").mkdir()
+    (root / "models" / "model_trained.pt").write_bytes(data)
+    requests = args.requests if arch == "resnet18" else max(16, args.requests // 3)
+    local = in_process_ms(data, jpegs, repeats=20)
+    print(f"{cpu} | {arch} {size} px | in-process decode + forward of one image: {local:.1f} ms")
+    out = {"in_process_ms": local}
+    for batch in (16, 1):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        server = start_server(root / "models", port, batch, root / f"server-{batch}.log")
+        try:
+            drive(port, jpegs, 4, 8)  # warm-up
+            for clients in CLIENTS:
+                rate, lat = drive(port, jpegs, clients, max(requests, 2 * clients))
+                out[(batch, clients)] = (rate, percentile(lat, 50))
+                print(
+                    f"{cpu} | {arch} {size} px | batching {'on ' if batch > 1 else 'off'} | "
+                    f"{clients:>2} clients | {rate:6.1f} img/s | p50 {percentile(lat, 50):7.1f} ms"
+                    f" | p95 {percentile(lat, 95):7.1f} ms | p99 {percentile(lat, 99):7.1f} ms"
+                    f" | n={len(lat)}",
+                    flush=True,
+                )
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--images", type=Path, default=REPO.parent / "shared" / "clothing-dataset-small" / "test"
+    )
+    parser.add_argument("--requests", type=int, default=96, help="per measurement (resnet18)")
+    parser.add_argument("--only", default=None, help="one architecture, e.g. resnet18")
+    args = parser.parse_args()
+    jpegs = [p.read_bytes() for p in sorted(args.images.rglob("*.jpg"))]
+    if not jpegs:
+        sys.exit(f"no JPEGs under {args.images}")
+    print(
+        f"{len(jpegs)} JPEGs from {args.images}; {os.cpu_count()} cores; torch "
+        f"{torch.__version__}; load average {os.getloadavg()[0]:.1f} at the start"
+    )
+    for arch, size in MODELS:
+        if args.only and arch != args.only:
+            continue
+        out = bench_model(arch, size, jpegs, args)
+        speedup = out[(16, 16)][0] / out[(1, 16)][0]
+        lone = out[(16, 1)][1] / out["in_process_ms"]
+        print(
+            f"{cpu_kind()} | {arch} {size} px | 16 clients: batching {speedup:.2f}x one-at-a-time"
+            f" | lone client p50 = {lone:.2f}x in-process decode + forward",
+            flush=True,
+        )
+    print(f"load average {os.getloadavg()[0]:.1f} at the end (the machine is shared)")
+
+
+if __name__ == "__main__":
+    main()

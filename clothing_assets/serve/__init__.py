@@ -1,0 +1,1 @@
+"""The model server: FastAPI on uvicorn, dynamic batching, models from a `ModelSource`."""

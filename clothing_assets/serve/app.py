@@ -1,0 +1,246 @@
+"""The FastAPI app: POST /predict, GET /health, GET /model and the page at GET /."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from importlib.resources import files
+
+import torch
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+
+from clothing_assets.ml.images import ImageDecodeError
+from clothing_assets.serve.batcher import Batcher, InferenceError
+from clothing_assets.serve.model import LoadedModel
+from clothing_assets.serve.source import FileModelSource, ModelSource
+from clothing_assets.settings import setting
+
+# uvicorn configures this logger's handler; the app's messages go out beside its own.
+log = logging.getLogger("uvicorn.error")
+
+RAW_TYPES = ("image/jpeg", "image/png", "image/webp")
+NO_MODEL = (
+    "no model to serve yet: materialize trained_model (`dagster asset materialize -m "
+    "clothing_assets.definitions --select trained_model`); the server picks it up by itself"
+)
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """The server's knobs; `from_settings()` reads the CLOTHING_SERVE_* variables."""
+
+    max_bytes: int = 20_000_000
+    poll_seconds: float = 5.0
+    max_batch_size: int = 16
+    max_wait_ms: float = 5.0
+    workers: int = 1
+
+    @classmethod
+    def from_settings(cls) -> ServeConfig:
+        return cls(
+            max_bytes=setting("CLOTHING_SERVE_MAX_BYTES"),
+            poll_seconds=setting("CLOTHING_SERVE_POLL_SECONDS"),
+            max_batch_size=setting("CLOTHING_SERVE_MAX_BATCH_SIZE"),
+            max_wait_ms=setting("CLOTHING_SERVE_MAX_WAIT_MS"),
+            workers=setting("CLOTHING_SERVE_WORKERS"),
+        )
+
+    def threads(self) -> int:
+        """Torch threads per server process: the cores this process may use, shared out
+        among the worker processes, so that all of them together never exceed the cores."""
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+        return max(1, (cores or os.cpu_count() or 1) // max(1, self.workers))
+
+
+class ModelHolder:
+    """The version being served, switched whenever the source names another one."""
+
+    def __init__(self, source: ModelSource) -> None:
+        self.source = source
+        self.current: LoadedModel | None = None
+        self.error: str | None = None
+
+    def refresh(self) -> None:
+        """Ask the source once; load and switch to a new version (blocking: run in a thread).
+        A version that fails to load is logged and the previous one stays."""
+        found = self.source.current()
+        if found is None or (self.current is not None and self.current.version == found[0]):
+            return
+        version, data = found
+        try:
+            loaded = LoadedModel.from_bytes(version, data)
+        except Exception as exc:  # a bad file must not stop the server
+            if self.error != f"{version}: {exc}":
+                log.error(
+                    "model %s could not be loaded, keeping the previous one: %s", version, exc
+                )
+            self.error = f"{version}: {exc}"
+            return
+        previous, self.current, self.error = self.current, loaded, None
+        log.info(
+            "serving model %s (%s, %s px)%s",
+            version,
+            loaded.payload["architecture"],
+            loaded.payload["image_size"],
+            f", replacing {previous.version}" if previous else "",
+        )
+
+    async def poll(self, every: float) -> None:
+        """Refresh now and then every `every` seconds, until cancelled."""
+        while True:
+            try:
+                await asyncio.to_thread(self.refresh)
+            except Exception as exc:  # a source that fails now may answer next time
+                log.error("model source %s failed: %s", type(self.source).__name__, exc)
+            await asyncio.sleep(every)
+
+
+class BodyTooLarge(ValueError):
+    """The request body is larger than the server accepts."""
+
+
+async def read_capped(request: Request, max_bytes: int) -> bytes:
+    """The request body, refused as soon as it is known to exceed `max_bytes`: from its
+    Content-Length before reading anything, else while it streams in."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise BodyTooLarge(f"body of {int(declared)} bytes exceeds the limit of {max_bytes} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise BodyTooLarge(f"body exceeds the limit of {max_bytes} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def form_file(request: Request, body: bytes) -> bytes:
+    """The bytes of the multipart form field `file` in `body`; ValueError when missing."""
+
+    async def stream() -> AsyncIterator[bytes]:
+        yield body
+
+    form = await MultiPartParser(request.headers, stream(), max_files=1, max_fields=16).parse()
+    try:
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise ValueError("multipart form has no file field named `file`")
+        return await upload.read()
+    finally:
+        await form.close()
+
+
+def _error(status: int, detail: str) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status)
+
+
+def _decode_status(exc: Exception) -> int:
+    """415 for what is not an image in a format we open, 422 for a broken or refused one."""
+    text = str(exc)
+    return 415 if text.startswith(("not an image", "unsupported image format")) else 422
+
+
+async def _image_bytes(request: Request, max_bytes: int) -> bytes | JSONResponse:
+    """The uploaded file's bytes (raw body or form field `file`), or the error answer."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    multipart = ctype == "multipart/form-data"
+    if not multipart and ctype not in RAW_TYPES:
+        return _error(
+            415,
+            f"unsupported Content-Type {ctype or '(none)'}: send the image as the body with "
+            f"{', '.join(RAW_TYPES)}, or as the form field `file` of multipart/form-data",
+        )
+    try:
+        body = await read_capped(request, max_bytes)
+        return await form_file(request, body) if multipart else body
+    except BodyTooLarge as exc:
+        return _error(413, str(exc))
+    except (MultiPartException, ValueError) as exc:
+        return _error(422, f"bad multipart upload: {exc}")
+
+
+def create_app(source: ModelSource | None = None, config: ServeConfig | None = None) -> FastAPI:
+    """The model server for `source` (default: the trained model file) and `config`
+    (default: the CLOTHING_SERVE_* settings)."""
+    config = config or ServeConfig.from_settings()
+    holder = ModelHolder(source or FileModelSource())
+    batcher = Batcher(
+        max_batch_size=config.max_batch_size,
+        max_wait_ms=config.max_wait_ms,
+        decode_threads=config.threads(),
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        torch.set_num_threads(config.threads())
+        batcher.start()
+        poller = asyncio.create_task(holder.poll(config.poll_seconds))
+        yield
+        poller.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await poller
+        await batcher.stop()
+
+    app = FastAPI(title="clothing-assets model server", lifespan=lifespan)
+    page = files("clothing_assets.serve").joinpath("page.html").read_text(encoding="utf-8")
+
+    @app.get("/", response_class=HTMLResponse)
+    async def index() -> HTMLResponse:
+        return HTMLResponse(page)
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        if holder.current is None:
+            return _error(503, NO_MODEL)
+        return JSONResponse({"status": "ok", "model_version": holder.current.version})
+
+    @app.get("/model")
+    async def model_info() -> JSONResponse:
+        if holder.current is None:
+            return _error(503, NO_MODEL)
+        batching = {
+            "max_batch_size": batcher.max_batch_size,
+            "max_wait_ms": batcher.max_wait * 1000,
+            "forward_passes": batcher.forwards,
+            "images": batcher.images,
+        }
+        return JSONResponse({**holder.current.info(), "batching": batching})
+
+    @app.post("/predict")
+    async def predict(request: Request) -> JSONResponse:
+        return await _predict(request, holder, batcher, config)
+
+    return app
+
+
+async def _predict(
+    request: Request, holder: ModelHolder, batcher: Batcher, config: ServeConfig
+) -> JSONResponse:
+    loaded = holder.current  # this request finishes on this version, whatever comes next
+    if loaded is None:
+        return _error(503, NO_MODEL)
+    data = await _image_bytes(request, config.max_bytes)
+    if isinstance(data, JSONResponse):
+        return data
+    try:
+        probabilities = await batcher.predict(loaded, data)
+    except ImageDecodeError as exc:
+        return _error(_decode_status(exc), str(exc))
+    except InferenceError as exc:
+        log.error("%s", exc)
+        return _error(500, "the model failed on this request; see the server log")
+    except (ValueError, RuntimeError, OSError) as exc:  # decoders' other complaints
+        return _error(422, f"unusable image: {str(exc).splitlines()[0][:200]}")
+    return JSONResponse(loaded.answer(probabilities))
+
+
+def app_from_settings() -> FastAPI:
+    """The uvicorn factory: the app for the trained model file and the settings."""
+    return create_app()

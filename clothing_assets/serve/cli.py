@@ -1,0 +1,108 @@
+"""The `serve` and `predict` commands, for the `clothing-assets` console script and for
+`python -m clothing_assets.serve`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from clothing_assets.settings import setting
+
+NO_MODEL_EXIT = 2
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Register `serve` and `predict`; each sets `func(args) -> exit code`."""
+    serve = subparsers.add_parser("serve", help="start the HTTP model server")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--workers", type=int, default=None,
+        help="server processes, each with its own model (CLOTHING_SERVE_WORKERS, default 1)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--max-batch-size", type=int, default=None,
+        help="most images in one forward pass; 1 switches batching off "
+        "(CLOTHING_SERVE_MAX_BATCH_SIZE)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--max-wait-ms", type=float, default=None,
+        help="longest a batch waits for requests still being decoded (CLOTHING_SERVE_MAX_WAIT_MS)",
+    )  # fmt: skip
+    serve.set_defaults(func=run_serve)
+    predict = subparsers.add_parser("predict", help="classify image files, no server needed")
+    predict.add_argument("images", nargs="+", metavar="IMAGE")
+    predict.add_argument(
+        "--model", default=None,
+        help="a model file (default: CLOTHING_MODELS_DIR/model_trained.pt)",
+    )  # fmt: skip
+    predict.set_defaults(func=run_predict)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Start uvicorn on the app; returns when the server stops."""
+    import uvicorn
+
+    overrides = {
+        "CLOTHING_SERVE_WORKERS": args.workers,
+        "CLOTHING_SERVE_MAX_BATCH_SIZE": args.max_batch_size,
+        "CLOTHING_SERVE_MAX_WAIT_MS": args.max_wait_ms,
+    }
+    # The flags reach every worker process (uvicorn starts them afresh) as the settings they
+    # override; the app reads only the settings.
+    for name, value in overrides.items():
+        if value is not None:
+            os.environ[name] = str(value)
+    workers = setting("CLOTHING_SERVE_WORKERS")
+    setting("CLOTHING_SERVE_MAX_BATCH_SIZE"), setting("CLOTHING_SERVE_MAX_WAIT_MS")  # fail early
+    uvicorn.run(
+        "clothing_assets.serve.app:app_from_settings",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=workers,
+        log_level="info",
+    )
+    return 0
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    """Classify each file with the server's code; one line per file. Exit 0: all classified,
+    1: some files were not usable images, 2: no model."""
+    from clothing_assets.serve.model import LoadedModel
+    from clothing_assets.serve.source import FileModelSource
+
+    found = FileModelSource(args.model).current()
+    if found is None:
+        from clothing_assets.serve.app import NO_MODEL
+
+        print(NO_MODEL, file=sys.stderr)
+        return NO_MODEL_EXIT
+    loaded = LoadedModel.from_bytes(*found)
+    max_bytes, failed = setting("CLOTHING_SERVE_MAX_BYTES"), 0
+    for name in args.images:
+        try:
+            path = Path(name)
+            if path.stat().st_size > max_bytes:
+                raise ValueError(f"file exceeds the limit of {max_bytes} bytes")
+            image = loaded.decode(path.read_bytes())
+        except (OSError, ValueError, RuntimeError) as exc:  # ImageDecodeError is a ValueError
+            failed += 1
+            print(f"{name}\tERROR\t{str(exc).splitlines()[0]}")
+            continue
+        answer = loaded.answer(loaded.probabilities([image])[0])
+        print(f"{name}\t{answer['label']}\t{answer['confidence']:.4f}\t{loaded.version}")
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m clothing_assets.serve`: `serve` (the default) or `predict`."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in ("serve", "predict", "-h", "--help"):
+        argv.insert(0, "serve")
+    parser = argparse.ArgumentParser(prog="python -m clothing_assets.serve")
+    add_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)

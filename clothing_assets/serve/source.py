@@ -1,0 +1,57 @@
+"""Where the served model comes from: anything with `current()`, polled by the server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from clothing_assets.resources.model_store import MODEL_FILE, file_version
+from clothing_assets.settings import setting
+
+
+@runtime_checkable
+class ModelSource(Protocol):
+    """The model to serve right now. The server only ever calls `current()`, from a thread,
+    every CLOTHING_SERVE_POLL_SECONDS; a registry-backed source names its champion here."""
+
+    def current(self) -> tuple[str, bytes] | None:
+        """(version, the model file's bytes), or None when there is no model yet."""
+        ...
+
+
+def default_model_path() -> Path:
+    """`CLOTHING_MODELS_DIR`/model_trained.pt, where the trained_model asset writes it."""
+    return Path(setting("CLOTHING_MODELS_DIR")).expanduser() / MODEL_FILE
+
+
+class FileModelSource:
+    """A model file on local disk (default `default_model_path()`); its version is the
+    first 16 hex digits of its SHA-256, as the model store names it."""
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = Path(path) if path is not None else default_model_path()
+        self._seen: tuple[tuple[int, int, int], str, bytes] | None = None
+
+    def current(self) -> tuple[str, bytes] | None:
+        """The file's version and bytes, or None while it does not exist.
+
+        The file is only read again when its inode, size or mtime changed, so that polling
+        every few seconds does not hash a large model each time. Writers replace it
+        atomically (write elsewhere, then rename), so a changed stat means a whole new file.
+        """
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            self._seen = None
+            return None
+        key = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        if self._seen is None or self._seen[0] != key:
+            data = self.path.read_bytes()
+            self._seen = (key, file_version(data), data)
+        return self._seen[1], self._seen[2]
+
+    def __repr__(self) -> str:
+        return f"FileModelSource({str(self.path)!r})"
+
+
+__all__ = ["FileModelSource", "ModelSource", "default_model_path"]
