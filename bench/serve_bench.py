@@ -77,7 +77,11 @@ def in_process_ms(data: bytes, jpegs: list[bytes], repeats: int) -> float:
 
 
 def start_server(models: Path, port: int, batch: int, log: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "CLOTHING_MODELS_DIR": str(models)}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "CLOTHING_SERVE_MODEL_FILE": str(models / "model_trained.pt"),
+    }
     command = [sys.executable, "-m", "clothing_assets.serve", "--port", str(port),
                "--max-batch-size", str(batch)]  # fmt: skip
     process = subprocess.Popen(command, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)

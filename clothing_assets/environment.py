@@ -3,7 +3,8 @@ and its default comes from `settings`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import dagster as dg
@@ -57,7 +58,7 @@ def _dask() -> dg.ResourceDefinition:
     )
 
 
-def _common(warehouse: Warehouse) -> dict[str, Any]:
+def resources_with(warehouse: Warehouse) -> dict[str, Any]:
     """The resources every deployment shares, around its warehouse."""
     store = ModelStoreResource(
         directory=env_or_default("CLOTHING_MODELS_DIR"),
@@ -81,7 +82,7 @@ def _common(warehouse: Warehouse) -> dict[str, Any]:
 def local_resources() -> dict[str, Any]:
     """The embedded default: DuckDB file, local (or fsspec) stages, a local Dask cluster."""
     database = env_or_default("CLOTHING_DUCKDB_PATH")
-    return _common(DuckDBWarehouse(duckdb=DuckDBResource(database=database)))
+    return resources_with(DuckDBWarehouse(duckdb=DuckDBResource(database=database)))
 
 
 def snowflake_connection() -> Any:
@@ -114,7 +115,7 @@ def snowflake_resources() -> dict[str, Any]:
     stage over CLOTHING_*_STAGE_URL (s3://...) through CLOTHING_SNOWFLAKE_STORAGE_INTEGRATION."""
     from clothing_assets.resources.snowflake_warehouse import SnowflakeWarehouse
 
-    return _common(
+    return resources_with(
         SnowflakeWarehouse(
             snowflake=snowflake_connection(),
             storage_integration=dg.EnvVar("CLOTHING_SNOWFLAKE_STORAGE_INTEGRATION"),
@@ -138,3 +139,12 @@ def resources_for(environment: str | None = None) -> dict[str, Any]:
             f"{', '.join(sorted(RESOURCES_BY_ENVIRONMENT))}"
         )
     return RESOURCES_BY_ENVIRONMENT[environment]()
+
+
+@contextmanager
+def open_registry() -> Iterator[ModelRegistry]:
+    """The model registry of this environment, outside a Dagster run (the CLI, the server):
+    its environment variables resolved as Dagster would resolve them."""
+    registry = resources_for()["model_registry"]
+    with dg.build_resources({"model_registry": registry}) as built:
+        yield built.model_registry

@@ -105,6 +105,8 @@ _VARIABLES = [
              "the whole of one HTTP(S) file read, retries included"),
     Variable("CLOTHING_MAX_FILE_BYTES", 50_000_000, _positive_int,
              "a stage file larger than this is refused before it is read"),
+    Variable("CLOTHING_SERVE_MODEL_FILE", None, _text,
+             "serve (and `predict`) this model file instead of the registry's champion"),
     Variable("CLOTHING_SERVE_MAX_BYTES", 20_000_000, _positive_int,
              "model server: a request body larger than this is refused (413) before it is read"),
     Variable("CLOTHING_SERVE_POLL_SECONDS", 5.0, _positive_number,

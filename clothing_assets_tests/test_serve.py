@@ -83,7 +83,7 @@ class Server:
         env = {
             **os.environ,
             "PYTHONPATH": str(REPO),
-            "CLOTHING_MODELS_DIR": str(models),
+            "CLOTHING_SERVE_MODEL_FILE": str(models / "model_trained.pt"),
             "CLOTHING_SERVE_POLL_SECONDS": "0.2",
             "CLOTHING_SERVE_MAX_BYTES": str(MAX_BYTES),
         }
@@ -377,7 +377,8 @@ def test_predict_command_classifies_files_and_reports_the_bad_ones(tmp_path, ima
     bad = tmp_path / "notes.txt"
     bad.write_text("not a photo")
     good = [images["hat_40"], images["png"]]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "CLOTHING_MODELS_DIR": str(tmp_path / "models")}
+    model_file = str(tmp_path / "models" / "model_trained.pt")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "CLOTHING_SERVE_MODEL_FILE": model_file}
     command = [sys.executable, "-m", "clothing_assets.serve", "predict"]
     done = subprocess.run(
         [*command, *map(str, good), str(bad)], env=env, capture_output=True, text=True, timeout=120
@@ -390,7 +391,7 @@ def test_predict_command_classifies_files_and_reports_the_bad_ones(tmp_path, ima
 
 
 def test_predict_command_without_a_model_says_what_to_run(tmp_path, images, monkeypatch, capsys):
-    monkeypatch.setenv("CLOTHING_MODELS_DIR", str(tmp_path / "empty"))
+    monkeypatch.setenv("CLOTHING_SERVE_MODEL_FILE", str(tmp_path / "empty" / "model.pt"))
     assert main(["predict", str(images["hat_40"])]) == 2
     assert "materialize trained_model" in capsys.readouterr().err
 

@@ -1,4 +1,4 @@
-"""The six assets, unchanged, on SnowflakeWarehouse (over fakesnow), with the images read
+"""The seven assets, unchanged, on SnowflakeWarehouse (over fakesnow), with the images read
 through expiring presigned-style URLs from an HTTP server on 127.0.0.1.
 
 The first URLs minted for each stage are already past their expiry when a worker reads them
@@ -18,7 +18,7 @@ import dagster as dg
 import fakesnow
 
 from clothing_assets.definitions import all_assets, all_checks
-from clothing_assets.environment import TEST_STAGE, TRAIN_STAGE, resources_for
+from clothing_assets.environment import TEST_STAGE, TRAIN_STAGE, resources_with
 from clothing_assets.stage import unsafe_reason
 from clothing_assets_tests.conftest import CLASSES, TINY_RUN_CONFIG
 from clothing_assets_tests.fakesnow_warehouse import NOP_REGEXES, FakesnowWarehouse, fake_connection
@@ -58,7 +58,7 @@ def test_graph_on_snowflake_sql_scores_every_image_through_expiring_urls(local_e
         )
         result = dg.materialize(
             [*all_assets(), *all_checks()],
-            resources={**resources_for("local"), "warehouse": warehouse},
+            resources=resources_with(warehouse),
             run_config=TINY_RUN_CONFIG,
             raise_on_error=False,
         )

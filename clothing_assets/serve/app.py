@@ -19,7 +19,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from clothing_assets.ml.images import ImageDecodeError
 from clothing_assets.serve.batcher import Batcher, InferenceError
 from clothing_assets.serve.model import LoadedModel
-from clothing_assets.serve.source import FileModelSource, ModelSource
+from clothing_assets.serve.source import ModelSource, default_source
 from clothing_assets.settings import setting
 
 # uvicorn configures this logger's handler; the app's messages go out beside its own.
@@ -27,8 +27,10 @@ log = logging.getLogger("uvicorn.error")
 
 RAW_TYPES = ("image/jpeg", "image/png", "image/webp")
 NO_MODEL = (
-    "no model to serve yet: materialize trained_model (`dagster asset materialize -m "
-    "clothing_assets.definitions --select trained_model`); the server picks it up by itself"
+    "no champion model to serve yet: materialize trained_model and champion_model "
+    "(`dagster asset materialize -m clothing_assets.definitions --select "
+    "trained_model,champion_model`) or promote a version (`clothing-assets models promote "
+    "VERSION`); the server picks the champion up by itself"
 )
 
 
@@ -167,10 +169,11 @@ async def _image_bytes(request: Request, max_bytes: int) -> bytes | JSONResponse
 
 
 def create_app(source: ModelSource | None = None, config: ServeConfig | None = None) -> FastAPI:
-    """The model server for `source` (default: the trained model file) and `config`
+    """The model server for `source` (default: the registry's champion, or
+    CLOTHING_SERVE_MODEL_FILE) and `config`
     (default: the CLOTHING_SERVE_* settings)."""
     config = config or ServeConfig.from_settings()
-    holder = ModelHolder(source or FileModelSource())
+    holder = ModelHolder(source or default_source())
     batcher = Batcher(
         max_batch_size=config.max_batch_size,
         max_wait_ms=config.max_wait_ms,

@@ -19,6 +19,10 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument(
+        "--model", default=None,
+        help="serve this model file (CLOTHING_SERVE_MODEL_FILE); default: the champion",
+    )  # fmt: skip
+    serve.add_argument(
         "--workers", type=int, default=None,
         help="server processes, each with its own model (CLOTHING_SERVE_WORKERS, default 1)",
     )  # fmt: skip
@@ -36,7 +40,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     predict.add_argument("images", nargs="+", metavar="IMAGE")
     predict.add_argument(
         "--model", default=None,
-        help="a model file (default: CLOTHING_MODELS_DIR/model_trained.pt)",
+        help="a model file (default: CLOTHING_SERVE_MODEL_FILE, else the registry's champion)",
     )  # fmt: skip
     predict.set_defaults(func=run_predict)
 
@@ -49,6 +53,7 @@ def run_serve(args: argparse.Namespace) -> int:
         "CLOTHING_SERVE_WORKERS": args.workers,
         "CLOTHING_SERVE_MAX_BATCH_SIZE": args.max_batch_size,
         "CLOTHING_SERVE_MAX_WAIT_MS": args.max_wait_ms,
+        "CLOTHING_SERVE_MODEL_FILE": args.model,
     }
     # The flags reach every worker process (uvicorn starts them afresh) as the settings they
     # override; the app reads only the settings.
@@ -72,9 +77,9 @@ def run_predict(args: argparse.Namespace) -> int:
     """Classify each file with the server's code; one line per file. Exit 0: all classified,
     1: some files were not usable images, 2: no model."""
     from clothing_assets.serve.model import LoadedModel
-    from clothing_assets.serve.source import FileModelSource
+    from clothing_assets.serve.source import FileModelSource, default_source
 
-    found = FileModelSource(args.model).current()
+    found = (FileModelSource(args.model) if args.model else default_source()).current()
     if found is None:
         from clothing_assets.serve.app import NO_MODEL
 

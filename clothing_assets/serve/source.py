@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from clothing_assets.resources.model_store import MODEL_FILE, file_version
-from clothing_assets.settings import setting
+from clothing_assets.resources.model_store import file_version
+from clothing_assets.settings import is_set, setting
 
 
 @runtime_checkable
@@ -19,17 +19,12 @@ class ModelSource(Protocol):
         ...
 
 
-def default_model_path() -> Path:
-    """`CLOTHING_MODELS_DIR`/model_trained.pt, where the trained_model asset writes it."""
-    return Path(setting("CLOTHING_MODELS_DIR")).expanduser() / MODEL_FILE
-
-
 class FileModelSource:
-    """A model file on local disk (default `default_model_path()`); its version is the
+    """A model file on local disk (CLOTHING_SERVE_MODEL_FILE, `--model`); its version is the
     first 16 hex digits of its SHA-256, as the model store names it."""
 
-    def __init__(self, path: str | Path | None = None) -> None:
-        self.path = Path(path) if path is not None else default_model_path()
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path).expanduser()
         self._seen: tuple[tuple[int, int, int], str, bytes] | None = None
 
     def current(self) -> tuple[str, bytes] | None:
@@ -54,4 +49,34 @@ class FileModelSource:
         return f"FileModelSource({str(self.path)!r})"
 
 
-__all__ = ["FileModelSource", "ModelSource", "default_model_path"]
+class RegistryModelSource:
+    """The model registry's champion: asked of the warehouse at each poll, its file read from
+    the model store (checked against its hash) only when the champion changes."""
+
+    def __init__(self) -> None:
+        self._seen: tuple[str, bytes] | None = None
+
+    def current(self) -> tuple[str, bytes] | None:
+        from clothing_assets.environment import open_registry
+
+        with open_registry() as registry:
+            champion = registry.champion()
+            if champion is None:
+                return None
+            version = champion["VERSION"]
+            if self._seen is None or self._seen[0] != version:
+                self._seen = (version, registry.load(version))
+        return self._seen
+
+    def __repr__(self) -> str:
+        return "RegistryModelSource()"
+
+
+def default_source() -> ModelSource:
+    """CLOTHING_SERVE_MODEL_FILE when it is set, else the registry's champion."""
+    if is_set("CLOTHING_SERVE_MODEL_FILE"):
+        return FileModelSource(setting("CLOTHING_SERVE_MODEL_FILE"))
+    return RegistryModelSource()
+
+
+__all__ = ["FileModelSource", "ModelSource", "RegistryModelSource", "default_source"]
