@@ -22,12 +22,14 @@ $(VENV)/.installed: pyproject.toml setup.cfg
 data: setup
 	$(BIN)/python -m clothing_assets.fetch_data $(if $(DATA),--from $(DATA))
 
-run: data
+$(DAGSTER_HOME)/dagster.yaml: deploy/dagster.yaml
 	mkdir -p $(DAGSTER_HOME)
+	cp deploy/dagster.yaml $@
+
+run: data $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster asset materialize -m clothing_assets.definitions --select '*'
 
-dev: data
-	mkdir -p $(DAGSTER_HOME)
+dev: data $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster dev -w workspace.yaml
 
 test: setup

@@ -91,3 +91,17 @@ def test_dagster_cli_validates_the_location(local_env, tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Validation successful" in result.stdout + result.stderr
+
+
+def test_steps_that_could_collide_are_in_pools_limited_to_one(local_env):
+    import yaml
+
+    graph = defs().resolve_asset_graph()
+    pools = {k.to_user_string(): graph.get(k).pools for k in graph.get_all_asset_keys()}
+    assert pools["clothing_predictions"] == {"clothing_scoring"}
+    assert pools["trained_model"] == {"clothing_training"}
+    for key in ("clothing_dataset", "clothing_test", "clothing_train", "champion_model"):
+        assert pools[key] == {"clothing_warehouse"}, key
+    settings = yaml.safe_load((ROOT / "deploy" / "dagster.yaml").read_text())
+    with dg.instance_for_test(overrides=settings) as instance:
+        assert instance.get_concurrency_config().pool_config.default_pool_limit == 1

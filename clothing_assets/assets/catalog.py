@@ -39,7 +39,12 @@ def sync(
     )
 
 
-@dg.asset(group_name="catalog", deps=[clothing_dataset_train], kinds={"duckdb", "snowflake"})
+@dg.asset(
+    group_name="catalog",
+    deps=[clothing_dataset_train],
+    kinds={"duckdb", "snowflake"},
+    pool="clothing_warehouse",
+)
 def clothing_train(
     context: dg.AssetExecutionContext, warehouse: Warehouse, train_stage: StageResource
 ) -> dg.MaterializeResult:
@@ -47,7 +52,12 @@ def clothing_train(
     return sync(context, warehouse, "clothing_train", train_stage.name)
 
 
-@dg.asset(group_name="catalog", deps=[clothing_dataset], kinds={"duckdb", "snowflake"})
+@dg.asset(
+    group_name="catalog",
+    deps=[clothing_dataset],
+    kinds={"duckdb", "snowflake"},
+    pool="clothing_warehouse",
+)
 def clothing_test(
     context: dg.AssetExecutionContext, warehouse: Warehouse, test_stage: StageResource
 ) -> dg.MaterializeResult:

@@ -120,7 +120,7 @@ def _compare_with_champion(context, registry: ModelRegistry, images, labels: lis
     return champion["VERSION"], accuracy
 
 
-@dg.asset(group_name="model", deps=[clothing_train], kinds={"pytorch"})
+@dg.asset(group_name="model", deps=[clothing_train], kinds={"pytorch"}, pool="clothing_training")
 def trained_model(
     context: dg.AssetExecutionContext,
     config: TrainConfig,
@@ -267,6 +267,7 @@ def _registry_metadata(models: pd.DataFrame, decision: Decision | None, deleted)
     group_name="model",
     deps=[trained_model],
     kinds={"duckdb", "snowflake"},
+    pool="clothing_warehouse",
     check_specs=[
         dg.AssetCheckSpec(
             "challenger_promoted",

@@ -31,7 +31,7 @@ def refresh_stage(
     )
 
 
-@dg.asset(group_name="stages", kinds={"storage"})
+@dg.asset(group_name="stages", kinds={"storage"}, pool="clothing_warehouse")
 def clothing_dataset_train(
     context: dg.AssetExecutionContext, warehouse: Warehouse, train_stage: StageResource
 ) -> dg.MaterializeResult:
@@ -39,7 +39,7 @@ def clothing_dataset_train(
     return refresh_stage(context, warehouse, train_stage)
 
 
-@dg.asset(group_name="stages", kinds={"storage"})
+@dg.asset(group_name="stages", kinds={"storage"}, pool="clothing_warehouse")
 def clothing_dataset(
     context: dg.AssetExecutionContext, warehouse: Warehouse, test_stage: StageResource
 ) -> dg.MaterializeResult:
