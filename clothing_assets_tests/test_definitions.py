@@ -105,3 +105,11 @@ def test_steps_that_could_collide_are_in_pools_limited_to_one(local_env):
     settings = yaml.safe_load((ROOT / "deploy" / "dagster.yaml").read_text())
     with dg.instance_for_test(overrides=settings) as instance:
         assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
+
+
+def test_every_setting_is_documented_in_the_readme():
+    from clothing_assets.settings import VARIABLES
+
+    readme = (ROOT / "README.md").read_text()
+    missing = [name for name in VARIABLES if f"`{name}`" not in readme]
+    assert not missing, f"README does not document {missing}"
