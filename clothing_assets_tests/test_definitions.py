@@ -113,3 +113,17 @@ def test_every_setting_is_documented_in_the_readme():
     readme = (ROOT / "README.md").read_text()
     missing = [name for name in VARIABLES if f"`{name}`" not in readme]
     assert not missing, f"README does not document {missing}"
+
+
+def test_loading_the_code_location_imports_neither_torch_nor_torchvision(local_env):
+    """The stage and catalog steps and the sensors use none of it; only training and scoring
+    import torch, when they run."""
+    code = (
+        "import sys; import clothing_assets.definitions as d; d.defs(); "
+        "print(sorted(m for m in ('torch', 'torchvision', 'matplotlib') if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

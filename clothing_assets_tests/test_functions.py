@@ -11,10 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from clothing_assets.assets.model import downsample
-from clothing_assets.assets.predictions import choose_gpu
-from clothing_assets.environment import env_or_default
-from clothing_assets.ml.data import stable_hash, stratified_split
+from clothing_assets.ml.cluster import choose_gpu
+from clothing_assets.ml.data import downsample, stable_hash, stratified_split
 from clothing_assets.ml.images import ImageDecodeError, cache_size, decode_image, decode_images
 from clothing_assets.ml.presets import (
     ClassificationPresetEval,
@@ -24,6 +22,7 @@ from clothing_assets.ml.presets import (
 )
 from clothing_assets.ml.train import build_model, epoch_batches, warmup_cosine
 from clothing_assets.plots import confusion_matrix, per_class_scores
+from clothing_assets.settings import SettingsError, env_or_default, setting
 from clothing_assets.sql import load_sql
 from clothing_assets.stage import StageLocationError, class_of, list_stage
 
@@ -238,11 +237,36 @@ def test_every_duckdb_statement_is_one_statement():
 @pytest.mark.parametrize("set_it", [True, False])
 def test_env_or_default(monkeypatch, set_it):
     if set_it:
-        monkeypatch.setenv("CLOTHING_X", "value")
-        assert env_or_default("CLOTHING_X", "d").env_var_name == "CLOTHING_X"
+        monkeypatch.setenv("CLOTHING_DUCKDB_PATH", "elsewhere.duckdb")
+        assert env_or_default("CLOTHING_DUCKDB_PATH").env_var_name == "CLOTHING_DUCKDB_PATH"
     else:
-        monkeypatch.delenv("CLOTHING_X", raising=False)
-        assert env_or_default("CLOTHING_X", "d") == "d"
+        monkeypatch.delenv("CLOTHING_DUCKDB_PATH", raising=False)
+        assert env_or_default("CLOTHING_DUCKDB_PATH") == "data/clothing.duckdb"
+
+
+@pytest.mark.parametrize(
+    ("name", "raw", "expected"),
+    [("CLOTHING_KEEP_MODELS", "", 5), ("CLOTHING_KEEP_MODELS", "0", 0),
+     ("CLOTHING_MIN_VAL_ACCURACY", " 0.7 ", 0.7), ("CLOTHING_DASK_WORKERS", "3", 3),
+     ("CLOTHING_KEEP_MODELS", "-1", SettingsError), ("CLOTHING_DASK_WORKERS", "0", SettingsError),
+     ("CLOTHING_MIN_VAL_ACCURACY", "high", SettingsError),
+     ("CLOTHING_HTTP_DEADLINE_SECONDS", "0", SettingsError)],
+)  # fmt: skip
+def test_settings_parse_or_name_the_variable(monkeypatch, name, raw, expected):
+    monkeypatch.setenv(name, raw)
+    if expected is SettingsError:
+        with pytest.raises(SettingsError, match=f"^{name}="):
+            setting(name)
+    else:
+        assert setting(name) == expected
+
+
+def test_a_secret_setting_is_never_echoed(monkeypatch):
+    monkeypatch.setenv("SNOWFLAKE_LOGIN_TIMEOUT", "soon")
+    with pytest.raises(SettingsError, match="'soon'"):
+        setting("SNOWFLAKE_LOGIN_TIMEOUT")
+    with pytest.raises(KeyError, match="not a setting"):
+        setting("CLOTHING_NO_SUCH_THING")
 
 
 def test_list_stage_reports_files_and_skips_hidden(tmp_path):

@@ -12,14 +12,6 @@ from tqdm import tqdm
 
 from clothing_assets.assets.catalog import clothing_train
 from clothing_assets.ml.settings import TrainSettings
-from clothing_assets.plots import (
-    confusion_matrix,
-    confusion_matrix_png,
-    per_class_scores,
-    png_markdown,
-    registry_chart_png,
-    training_curves_png,
-)
 from clothing_assets.resources.model_registry import Decision, ModelRegistry, RegistryError
 from clothing_assets.resources.model_store import ModelStoreResource
 from clothing_assets.resources.warehouse import Warehouse
@@ -243,6 +235,7 @@ class PromoteConfig(dg.Config):
 
 
 def _registry_metadata(models: pd.DataFrame, decision: Decision | None, deleted) -> dict:
+    from clothing_assets.plots import png_markdown, registry_chart_png
     from clothing_assets.reports import registry_table
 
     champion = models[models["STATUS"] == "champion"]
@@ -314,6 +307,14 @@ def champion_model(
 
 
 def _metadata(settings, result, classes, val_labels, version, model_store, n_train) -> dict:
+    from clothing_assets.plots import (
+        confusion_matrix,
+        confusion_matrix_png,
+        per_class_scores,
+        png_markdown,
+        training_curves_png,
+    )  # fmt: skip
+
     history = result.history
     table = dg.TableMetadataValue(
         records=[

@@ -1,36 +1,18 @@
 """Predictions: every unscored clothing_test row classified on Dask and written back."""
 
-import os
 import time
 from collections import Counter
-from urllib.parse import urlsplit
 
 import dagster as dg
 import pandas as pd
 from dagster_dask.resources import DaskResource
-from distributed import Client, as_completed
-from distributed.client import FutureCancelledError
 from pydantic import Field
 
 from clothing_assets.assets.catalog import clothing_test
 from clothing_assets.assets.model import champion_model
-from clothing_assets.ml.images import ImageDecodeError, decode_image, resize_square
-from clothing_assets.ml.scoring import (
-    ModelNotLoaded,
-    loaded_versions,
-    score_batch,
-    warm_model,
-)
-from clothing_assets.ml.train import load_model
-from clothing_assets.plots import (
-    confusion_matrix,
-    confusion_matrix_png,
-    gallery_png,
-    png_markdown,
-)
 from clothing_assets.resources.model_registry import ModelRegistry, RegistryError
 from clothing_assets.resources.warehouse import PREDICTION_COLUMNS, Warehouse
-from clothing_assets.stage import StageResource, class_of, read_bytes, url_refused
+from clothing_assets.stage import StageResource
 
 
 class ScoreConfig(dg.Config):
@@ -51,236 +33,6 @@ class ScoreConfig(dg.Config):
     )
 
 
-def choose_gpu(device: str, gpu_addresses: list[str]) -> bool:
-    """Whether scoring tasks ask for a GPU worker, from ScoreConfig.device and the workers that
-    advertise one."""
-    if device not in ("auto", "cpu", "cuda"):
-        raise dg.Failure(f"ScoreConfig.device must be 'auto', 'cpu' or 'cuda', got {device!r}")
-    if device == "cuda" and not gpu_addresses:
-        raise dg.Failure(
-            "device 'cuda' was asked for but no Dask worker advertises a GPU resource: start "
-            "workers with `dask worker ... --resources GPU=1` (or set CLOTHING_DASK_WORKER_GPUS "
-            "for the local cluster), or score with device 'auto' or 'cpu'"
-        )
-    return device != "cpu" and bool(gpu_addresses)
-
-
-def torch_threads_per_task(client: Client) -> int:
-    """Torch threads per Dask thread such that, on every host, threads never exceed cores."""
-    info = client.scheduler_info(n_workers=-1)["workers"]
-    cores = client.run(os.cpu_count)
-    per_host: Counter[str] = Counter()
-    for address, worker in info.items():
-        per_host[urlsplit(address).hostname or address] += worker["nthreads"]
-    threads = [
-        max(1, (cores.get(address) or 1) // per_host[urlsplit(address).hostname or address])
-        for address in info
-    ]
-    return min(threads) if threads else 1
-
-
-def gpu_workers(client: Client) -> list[str]:
-    """Addresses of the workers that advertise a `GPU` resource."""
-    info = client.scheduler_info(n_workers=-1)["workers"]
-    return [a for a, w in info.items() if (w.get("resources") or {}).get("GPU", 0) > 0]
-
-
-def workers_missing_model(client: Client, version: str) -> list[str]:
-    """Workers that do not hold `version` loaded (all of a fresh LocalCluster; none of a
-    long-lived cluster that scored with this model before)."""
-    held = client.run(loaded_versions)
-    return sorted(a for a, versions in held.items() if version not in versions)
-
-
-def accuracy_against_folders(frame: pd.DataFrame, classes: list[str], version: str) -> dict:
-    """Accuracy of the current model's predictions against the folder labels it knows."""
-    scored = frame[(frame["MODEL_VERSION"] == version) & frame["TYPE"].notna()].copy()
-    scored["LABEL"] = scored["RELATIVE_PATH"].map(class_of)
-    known = scored[scored["LABEL"].isin(classes)]
-    if known.empty:
-        return {"accuracy": float("nan"), "labelled": 0, "counts": None}
-    index = {c: i for i, c in enumerate(classes)}
-    counts = confusion_matrix(
-        known["LABEL"].map(index).tolist(), known["TYPE"].map(index).tolist(), len(classes)
-    )
-    accuracy = float((known["LABEL"] == known["TYPE"]).mean())
-    return {"accuracy": accuracy, "labelled": len(known), "counts": counts}
-
-
-def misclassified_gallery(
-    table: pd.DataFrame, classes: list[str], version: str, warehouse: Warehouse, stage: str
-) -> bytes | None:
-    """A PNG grid of up to 12 of the most confident mistakes of the current model."""
-    scored = table[(table["MODEL_VERSION"] == version) & table["TYPE"].notna()].copy()
-    scored["LABEL"] = scored["RELATIVE_PATH"].map(class_of)
-    wrong = scored[scored["LABEL"].isin(classes) & (scored["LABEL"] != scored["TYPE"])]
-    wrong = wrong.sort_values("CONFIDENCE", ascending=False).head(12)
-    if wrong.empty:
-        return None
-    tiles = []
-    for row, url in zip(
-        wrong.itertuples(), warehouse.file_urls(stage, wrong["RELATIVE_PATH"].tolist()), strict=True
-    ):
-        try:
-            image = resize_square(decode_image(read_bytes(url)), 128)
-        except (ImageDecodeError, OSError):
-            continue
-        tiles.append((image, f"{row.LABEL} → {row.TYPE} ({row.CONFIDENCE:.2f})"))
-    return gallery_png(tiles, "most confident mistakes (folder → predicted)") if tiles else None
-
-
-def rescore_refused(
-    context: dg.AssetExecutionContext,
-    results: list[dict],
-    todo: pd.DataFrame,
-    warehouse: Warehouse,
-    stage: str,
-    batch_size: int,
-    submit,
-) -> list[dict]:
-    """Rows whose URL the server refused (an expired presigned URL: see
-    `stage.url_refused`) are scored once more with freshly minted URLs, per batch; refused
-    again, their ERROR stays and is recorded. Workers cannot mint URLs, so this runs here."""
-    refused = {r["RELATIVE_PATH"] for r in results if url_refused(r["ERROR"])}
-    if not refused:
-        return results
-    context.log.warning(f"{len(refused)} file URLs were refused; retrying once with fresh URLs")
-    again = todo[todo["RELATIVE_PATH"].isin(refused)]
-    futures = []
-    for i, start in enumerate(range(0, len(again), batch_size)):
-        batch = again.iloc[start : start + batch_size]
-        urls = warehouse.file_urls(stage, batch["RELATIVE_PATH"].tolist())  # minted just now
-        futures.append(submit(batch.assign(URL=urls).to_dict("records"), i))
-    retried = {r["RELATIVE_PATH"]: r for f in as_completed(futures) for r in f.result()}
-    return [
-        retried.get(r["RELATIVE_PATH"], r) if r["RELATIVE_PATH"] in refused else r for r in results
-    ]
-
-
-def score_on_cluster(
-    context: dg.AssetExecutionContext,
-    client: Client,
-    config: ScoreConfig,
-    warehouse: Warehouse,
-    stage: str,
-    todo: pd.DataFrame,
-    model_bytes: bytes,
-    version: str,
-    *,
-    use_gpu: bool,
-    gpu_addresses: list[str],
-) -> tuple[list[dict], int, dict[str, float]]:
-    """Score `todo` on the cluster (on `gpu_addresses` when `use_gpu`); return (one result per
-    row, workers the model was shipped to, per-worker model load seconds)."""
-    results: list[dict] = []
-    shipped_to = 0
-    load_seconds: dict[str, float] = {}
-    workers = client.scheduler_info(n_workers=-1)["workers"]
-    threads = torch_threads_per_task(client)
-    # The model travels only to workers that do not hold this version yet: a long-lived
-    # cluster keeps it loaded across runs, a fresh LocalCluster gets it once per worker.
-    missing = workers_missing_model(client, version)
-    shipped = {"future": None}
-
-    def model_future():
-        """The model's bytes in the cluster, broadcast afresh if they were never sent or a
-        dying worker took the last copy with it."""
-        nonlocal shipped_to
-        if shipped["future"] is None or shipped["future"].status != "finished":
-            shipped["future"] = client.scatter(model_bytes, broadcast=True)
-            shipped_to = len(client.scheduler_info(n_workers=-1)["workers"])  # as of now
-        return shipped["future"]
-
-    run = context.run.run_id
-    if missing:
-        # Load it on every worker before the first batch: a worker still loading would
-        # otherwise see its queued batches stolen and sit idle for the rest of the run.
-        eligible = [a for a in missing if not use_gpu or a in gpu_addresses]
-        warm = [
-            client.submit(
-                warm_model,
-                model_future(),
-                version,
-                torch_threads=threads,
-                gpu=use_gpu,
-                workers=[a],
-                allow_other_workers=True,  # elsewhere if this worker just died
-                pure=False,
-                key=f"clothing-load-{run}-{a}",
-            )  # fmt: skip
-            for a in eligible
-        ]
-        load_seconds = dict(zip(eligible, client.gather(warm), strict=True))
-    context.log.info(
-        f"model {version} shipped to {shipped_to} workers "
-        f"({len(missing)} did not hold it; loaded in "
-        f"{max(load_seconds.values(), default=0.0):.1f}s); "
-        f"scoring on {'GPU' if use_gpu else 'CPU'}"
-    )
-
-    def submit(rows: list[dict], key: str, *, with_model: bool = False):
-        # Batches carry no model: every worker holds it by now. Depending on the scattered
-        # bytes would let one lost worker cancel every batch (Dask keeps one replica of
-        # scattered data once nothing waits on it, and that replica can die with its worker).
-        return client.submit(
-            score_batch, model_future() if with_model else None, version, rows,
-            torch_threads=threads, gpu=use_gpu, resources={"GPU": 1} if use_gpu else None,
-            key=f"clothing-score-{run}-{key}",  # unique per run: concurrent runs never share
-            pure=False,
-        )  # fmt: skip
-
-    window = config.max_batches_in_flight or max(
-        2, 2 * sum(w["nthreads"] for w in workers.values())
-    )
-    batches = (
-        (str(i), todo.iloc[start : start + config.batch_size])
-        for i, start in enumerate(range(0, len(todo), config.batch_size))
-    )
-    n_batches = -(-len(todo) // config.batch_size)
-    pending = as_completed(loop=client.loop)  # not the default client's loop
-    rows_of: dict[str, tuple[str, list[dict]]] = {}
-
-    def submit_next() -> None:
-        key, batch = next(batches, (None, None))
-        if batch is None:
-            return
-        # minted just before use: a presigned URL's clock starts now, not at the run start
-        urls = warehouse.file_urls(stage, batch["RELATIVE_PATH"].tolist())
-        rows = batch.assign(URL=urls).to_dict("records")
-        future = submit(rows, key)
-        rows_of[future.key] = (key, rows)
-        pending.add(future)
-
-    for _ in range(window):
-        submit_next()
-    step, done = max(1, n_batches // 10), 0
-    resent: Counter[str] = Counter()
-    for future in pending:
-        key, rows = rows_of.pop(future.key)
-        try:
-            part = future.result()
-        except (ModelNotLoaded, FutureCancelledError):
-            # a worker that restarted or joined after the check lacks the model, or a batch
-            # sent with it lost the bytes with a dying worker: send it again, with the model
-            resent[key] += 1
-            if resent[key] > 3:
-                raise
-            again = submit(rows, f"{key}-model-{resent[key]}", with_model=True)
-            rows_of[again.key] = (key, rows)
-            pending.add(again)
-            continue
-        results.extend(part)
-        done += 1
-        submit_next()
-        if done % step == 0 or done == n_batches:
-            context.log.info(f"scored {len(results)}/{len(todo)} images")
-    results = rescore_refused(
-        context, results, todo, warehouse, stage, config.batch_size,
-        submit=lambda rows, i: submit(rows, f"retry-{i}", with_model=True),
-    )  # fmt: skip
-    return results, shipped_to, load_seconds
-
-
 @dg.asset(
     group_name="predictions",
     deps=[clothing_test, champion_model],
@@ -297,6 +49,17 @@ def clothing_predictions(
 ) -> dg.MaterializeResult:
     """TYPE, CONFIDENCE, PRED_TIMESTAMP and MODEL_VERSION for every clothing_test row the
     champion has not scored, computed on the Dask cluster and written back."""
+    # torch and the cluster code load here, in the step that scores, not with the location
+    from clothing_assets.ml.cluster import (
+        accuracy_against_folders,
+        choose_gpu,
+        gpu_workers,
+        misclassified_gallery,
+        score_on_cluster,
+    )  # fmt: skip
+    from clothing_assets.ml.train import load_model
+    from clothing_assets.plots import confusion_matrix_png, png_markdown
+
     try:
         champion, model_bytes = model_registry.load_champion()
     except RegistryError as exc:
@@ -314,7 +77,7 @@ def clothing_predictions(
     todo = warehouse.unscored_rows(version)
     context.log.info(f"model {version}: {len(todo)} clothing_test rows to score")
 
-    client: Client = dask.client
+    client = dask.client
     dashboard = getattr(client, "dashboard_link", None)
     gpu_addresses = gpu_workers(client)
     use_gpu = choose_gpu(config.device, gpu_addresses)
