@@ -60,3 +60,31 @@ class ForgetModelOnce(WorkerPlugin):
             scoring._MODELS.clear()
         os.write(fd, f"{self.worker.address} {key}".encode())
         os.close(fd)
+
+
+class StallWhileMarker(WorkerPlugin):
+    """Each worker reads its first `after` files, then holds every later read while the file
+    `marker` exists: a run that has written part of its results and is still going. (The hold
+    is in the task's own thread; holding in a plugin hook would stall the worker's event loop
+    and with it the results already computed.)"""
+
+    def __init__(self, marker: str, after: int):
+        self.marker, self.after = marker, after
+
+    def setup(self, worker):
+        import threading
+        import time
+
+        from clothing_assets.ml import scoring
+
+        real_read, lock, count = scoring._read, threading.Lock(), [0]
+
+        def read(row, limits=None):
+            with lock:
+                count[0] += 1
+                held = count[0] > self.after
+            while held and os.path.exists(self.marker):
+                time.sleep(0.05)
+            return real_read(row, limits)
+
+        scoring._read = read

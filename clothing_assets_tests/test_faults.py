@@ -35,7 +35,11 @@ from clothing_assets_tests.conftest import (
     read_table,
     write_image,
 )
-from clothing_assets_tests.faults import ForgetModelOnce, KillWorkerOnceWhileScoring
+from clothing_assets_tests.faults import (
+    ForgetModelOnce,
+    KillWorkerOnceWhileScoring,
+    StallWhileMarker,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN = ["clothing_dataset_train", "clothing_train", "trained_model", "champion_model"]
@@ -331,3 +335,63 @@ def test_a_run_on_an_unusable_warehouse_fails_naming_the_file_and_variable(local
     error = failure.step_failure_data.error
     text = error.message + (error.cause.message if error.cause else "")
     assert str(local_env.duckdb) in text and "CLOTHING_DUCKDB_PATH" in text
+
+
+_CHUNKED_SCORE_CHILD = """
+import dagster as dg
+from clothing_assets.definitions import all_assets
+from clothing_assets.environment import resources_for
+config = {"batch_size": 1, "write_every": 1}
+dg.materialize(all_assets(), resources=resources_for(),
+               selection=["clothing_dataset", "clothing_test", "clothing_predictions"],
+               run_config=dg.RunConfig(ops={"clothing_predictions": {"config": config}}))
+"""
+
+
+def _scored_rows(env) -> int:
+    """Rows with a prediction, read while another process may be writing (it holds the DuckDB
+    file's lock only for a moment at a time)."""
+    import duckdb
+
+    for _ in range(200):
+        try:
+            with duckdb.connect(str(env.duckdb), read_only=True) as conn:
+                return conn.execute("SELECT count(TYPE) FROM clothing_test").fetchone()[0]
+        except duckdb.IOException:
+            time.sleep(0.05)
+    raise TimeoutError("the DuckDB file stayed locked")
+
+
+@pytest.mark.timeout(300)
+def test_a_scoring_run_killed_part_way_keeps_its_chunks_and_the_next_scores_the_rest(
+    local_env, cluster
+):
+    make_stage(local_env.test, 4, seed=22_000)  # 12 images, tasks of 1, written one by one
+    _train_tiny()
+    hold = local_env.root / "hold"
+    hold.write_text("")
+    cluster.register_plugin(StallWhileMarker(str(hold), after=2), name="stall")
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHUNKED_SCORE_CHILD], cwd=ROOT, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 180
+        while _scored_rows(local_env) < 4 and child.poll() is None:
+            assert time.monotonic() < deadline, "no chunk was written"
+            time.sleep(0.1)
+        child.send_signal(signal.SIGKILL)  # the run dies mid-scoring
+    finally:
+        child.kill()
+        _, stderr = child.communicate(timeout=60)
+    assert child.returncode == -signal.SIGKILL, stderr.decode()[-3000:]
+    kept = _scored_rows(local_env)
+    assert 4 <= kept < 12  # the finished chunks survived the kill
+    hold.unlink()
+
+    result = _materialize(
+        SCORE, dg.RunConfig(ops={"clothing_predictions": {"config": {"batch_size": 1}}})
+    )
+    assert result.success, [e.message for e in result.all_events if e.is_failure]
+    assert metadata_of(result, "clothing_predictions")["rows_scored"] == 12 - kept
+    _assert_scored_exactly_once(local_env, 12)

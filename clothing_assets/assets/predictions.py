@@ -26,6 +26,11 @@ class ScoreConfig(dg.Config):
         "--resources GPU=1`) if any, else on all workers' CPUs; 'cpu'; 'cuda': GPU workers "
         "only.",
     )
+    write_every: int = Field(
+        default=256,
+        description="Write predictions back in transactions of at least this many rows as "
+        "batches complete: a run stopped part way keeps every chunk it wrote.",
+    )
     max_batches_in_flight: int = Field(
         default=0,
         description="Batches submitted ahead of finished ones; 0: twice the cluster's threads. "
@@ -83,22 +88,20 @@ def clothing_predictions(
     use_gpu = choose_gpu(config.device, gpu_addresses)
     started = time.perf_counter()
     results: list[dict] = []
-    shipped_to, load_seconds = 0, {}
-    if len(todo):
-        results, shipped_to, load_seconds = score_on_cluster(
-            context, client, config, warehouse, test_stage.name, todo, model_bytes, version,
-            use_gpu=use_gpu, gpu_addresses=gpu_addresses,
-        )  # fmt: skip
-    seconds = time.perf_counter() - started
-    # Exactly once: Dask re-runs the tasks of a lost worker, and every row must come back once.
-    returned = [r["RELATIVE_PATH"] for r in results]
-    if len(returned) != len(todo) or set(returned) != set(todo["RELATIVE_PATH"]):
-        raise dg.Failure(
-            f"scoring returned {len(returned)} results ({len(set(returned))} distinct rows) for "
-            f"{len(todo)} rows; nothing was written, the next run scores them again"
-        )
+    written, shipped_to, load_seconds = 0, 0, {}
 
-    written = 0
+    def write(rows: list[dict]) -> int:
+        return warehouse.write_predictions(pd.DataFrame(rows)[PREDICTION_COLUMNS])
+
+    if len(todo):
+        try:
+            results, written, shipped_to, load_seconds = score_on_cluster(
+                context, client, config, warehouse, test_stage.name, todo, model_bytes,
+                version, use_gpu=use_gpu, gpu_addresses=gpu_addresses, write=write,
+            )  # fmt: skip
+        except RuntimeError as exc:
+            raise dg.Failure(description=f"{exc}; chunks written so far are kept") from exc
+    seconds = time.perf_counter() - started
     per_worker: Counter[str] = Counter()
     devices: dict[str, str] = {}
     if results:
@@ -111,11 +114,10 @@ def clothing_predictions(
                 f"workers {', '.join(on_cpu)} advertise a GPU resource but torch finds no CUDA "
                 "device there: they scored on their CPUs"
             )
-        written = warehouse.write_predictions(frame[PREDICTION_COLUMNS])
         if written != len(frame):
             context.log.warning(
-                f"{len(frame) - written} rows changed while being scored and were left for the "
-                "next run"
+                f"{len(frame) - written} rows changed while being scored (or a newer model "
+                "scored them first) and were left for the next run"
             )
     errors = sum(1 for r in results if r["ERROR"])
     table = warehouse.read_catalog("clothing_test")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -147,9 +148,15 @@ def score_on_cluster(
     *,
     use_gpu: bool,
     gpu_addresses: list[str],
-) -> tuple[list[dict], int, dict[str, float]]:
-    """Score `todo` on the cluster (on `gpu_addresses` when `use_gpu`); return (one result per
-    row, workers the model was shipped to, per-worker model load seconds)."""
+    write: Callable[[list[dict]], int],
+) -> tuple[list[dict], int, int, dict[str, float]]:
+    """Score `todo` on the cluster (on `gpu_addresses` when `use_gpu`), handing results to
+    `write` in chunks of at least `config.write_every` rows as batches complete, so that a run
+    killed part way keeps every chunk it wrote; return (one result per row, rows written,
+    workers the model was shipped to, per-worker model load seconds).
+
+    (Over 60 lines: the submission window, resends and chunked writes share the loop's state;
+    split apart they would pass it all around.)"""
     results: list[dict] = []
     shipped_to = 0
     load_seconds: dict[str, float] = {}
@@ -231,8 +238,16 @@ def score_on_cluster(
 
     for _ in range(window):
         submit_next()
-    step, done = max(1, n_batches // 10), 0
+    step, done, written = max(1, n_batches // 10), 0, 0
     resent: Counter[str] = Counter()
+    chunk: list[dict] = []
+
+    def flush(*, force: bool = False) -> None:
+        nonlocal written
+        if chunk and (force or len(chunk) >= max(1, config.write_every)):
+            written += write(list(chunk))
+            chunk.clear()
+
     for future in pending:
         key, rows = rows_of.pop(future.key)
         try:
@@ -247,13 +262,31 @@ def score_on_cluster(
             rows_of[again.key] = (key, rows)
             pending.add(again)
             continue
+        check_batch(rows, part)
         results.extend(part)
+        chunk.extend(r for r in part if not url_refused(r["ERROR"]))  # those are retried
+        flush()
         done += 1
         submit_next()
         if done % step == 0 or done == n_batches:
             context.log.info(f"scored {len(results)}/{len(todo)} images")
+    flush(force=True)
+    refused = {r["RELATIVE_PATH"] for r in results if url_refused(r["ERROR"])}
     results = rescore_refused(
         context, results, todo, warehouse, stage, config.batch_size,
         submit=lambda rows, i: submit(rows, f"retry-{i}", with_model=True),
     )  # fmt: skip
-    return results, shipped_to, load_seconds
+    chunk.extend(r for r in results if r["RELATIVE_PATH"] in refused)
+    flush(force=True)
+    return results, written, shipped_to, load_seconds
+
+
+def check_batch(sent: list[dict], returned: list[dict]) -> None:
+    """Exactly once: a batch's results are its rows, each once, or nothing of it is written."""
+    want = sorted(r["RELATIVE_PATH"] for r in sent)
+    got = sorted(r["RELATIVE_PATH"] for r in returned)
+    if want != got:
+        raise RuntimeError(
+            f"a scoring batch returned {len(got)} results for {len(want)} rows; it was not "
+            "written (the next run scores those rows again)"
+        )
