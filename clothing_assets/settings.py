@@ -81,6 +81,8 @@ _VARIABLES = [
              "every model version"),
     Variable("CLOTHING_CACHE_DIR", "models/cache", _text,
              "local scratch: training checkpoints, the decode cache, plots"),
+    Variable("CLOTHING_TRAINING_LOCK_TIMEOUT_SECONDS", 3600.0, _positive_number,
+             "how long a training run waits for another one training in the same cache folder"),
     Variable("CLOTHING_MIN_VAL_ACCURACY", 0.5, _number,
              "promotion gate: a challenger below this validation accuracy is rejected"),
     Variable("CLOTHING_PROMOTION_MARGIN", 0.01, _number,

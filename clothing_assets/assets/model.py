@@ -22,6 +22,7 @@ from clothing_assets.ml.data import (
     stable_hash,
     stratified_split,
 )
+from clothing_assets.ml.durable import checkpoint_file
 from clothing_assets.ml.images import cache_size
 from clothing_assets.ml.train import TrainSettings, fit, model_payload, save_atomic
 from clothing_assets.plots import (
@@ -170,7 +171,7 @@ def trained_model(
             kept_rows = usable.iloc[decoded.kept][list(CACHE_KEY_COLUMNS)]
             save_decode_cache(
                 cache_path, decode_cache_key(kept_rows.itertuples(index=False), side),
-                decoded.images,
+                decoded.images, on_warning=context.log.warning,
             )  # fmt: skip
     decode_seconds = time.perf_counter() - started
     context.log.info(
@@ -213,11 +214,13 @@ def trained_model(
 
     tr, va = torch.tensor(train_idx, dtype=torch.long), torch.tensor(val_idx, dtype=torch.long)
     steps = settings.n_epochs * max(1, len(train_idx) // settings.batch_size)
+    job = fingerprint(settings, usable)
+    # one checkpoint per job: a concurrent run's checkpoint is neither resumed nor deleted
+    checkpoint_path = checkpoint_file(model_store.checkpoint_path.parent, job)
     with tqdm(total=steps, desc="train", unit="step", disable=not sys.stderr.isatty()) as bar:
         result = fit(
             decoded.images[tr], labels[tr], decoded.images[va], labels[va], classes, settings,
-            checkpoint_path=model_store.checkpoint_path,
-            fingerprint=fingerprint(settings, usable),
+            checkpoint_path=checkpoint_path, fingerprint=job, on_warning=context.log.warning,
             on_epoch=on_epoch,
             progress=lambda _n: bar.update(1),
         )  # fmt: skip
@@ -230,7 +233,7 @@ def trained_model(
     )
     data = save_atomic(payload, model_store.model_path)
     version = file_version(data)
-    model_store.checkpoint_path.unlink(missing_ok=True)
+    checkpoint_path.unlink(missing_ok=True)
     context.log.info(f"model {version} written to {model_store.model_path}")
     metadata = _metadata(settings, result, classes, labels[va], version, model_store, len(tr))
     metadata["decode_seconds"] = dg.MetadataValue.float(round(decode_seconds, 1))
