@@ -9,7 +9,8 @@ from typing import Any
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from clothing_assets.resources.dask_cluster import dask_cluster
+from clothing_assets import settings
+from clothing_assets.resources.dask_cluster import DaskClusterResource
 from clothing_assets.resources.duckdb_warehouse import DuckDBWarehouse
 from clothing_assets.resources.model_store import ModelStoreResource
 from clothing_assets.stage import StageResource
@@ -84,18 +85,14 @@ def _stages() -> dict[str, Any]:
     }
 
 
-def _dask() -> dg.ResourceDefinition:
-    address = (
-        {"env": "DASK_SCHEDULER_ADDRESS"} if os.environ.get("DASK_SCHEDULER_ADDRESS") else None
-    )
+def _dask() -> DaskClusterResource:
     workers = _env_count("CLOTHING_DASK_WORKERS", 0) or min(4, os.cpu_count() or 1)
-    return dask_cluster.configured(
-        {
-            "scheduler_address": address,
-            "n_workers": workers,
-            "threads_per_worker": 1,
-            "worker_gpus": _env_count("CLOTHING_DASK_WORKER_GPUS", 0),
-        }
+    return DaskClusterResource(
+        scheduler_address=settings.env_or_default("DASK_SCHEDULER_ADDRESS"),
+        n_workers=workers,
+        threads_per_worker=1,
+        worker_gpus=_env_count("CLOTHING_DASK_WORKER_GPUS", 0),
+        no_workers_timeout_s=settings.setting("CLOTHING_DASK_NO_WORKERS_TIMEOUT_SECONDS"),
     )
 
 

@@ -101,6 +101,8 @@ _VARIABLES = [
              "LocalCluster workers (one thread each); default min(4, cores)"),
     Variable("CLOTHING_DASK_WORKER_GPUS", 0, _count,
              "GPUs each LocalCluster worker advertises as the Dask resource `GPU`"),
+    Variable("CLOTHING_DASK_NO_WORKERS_TIMEOUT_SECONDS", 300.0, _positive_number,
+             "a LocalCluster task that no worker can run fails after this long"),
     Variable("CLOTHING_HTTP_TIMEOUT_SECONDS", 30.0, _positive_number,
              "connect and per-read timeout of one HTTP(S) file read"),
     Variable("CLOTHING_HTTP_DEADLINE_SECONDS", 120.0, _positive_number,

@@ -7,7 +7,6 @@ from urllib.parse import urlsplit
 
 import dagster as dg
 import pandas as pd
-from dagster_dask.resources import DaskResource
 from distributed import Client, as_completed
 from distributed.client import FutureCancelledError
 from pydantic import Field
@@ -28,6 +27,7 @@ from clothing_assets.plots import (
     gallery_png,
     png_markdown,
 )
+from clothing_assets.resources.dask_cluster import DaskClusterResource
 from clothing_assets.resources.model_store import ModelStoreResource, file_version
 from clothing_assets.resources.warehouse import PREDICTION_COLUMNS, Warehouse
 from clothing_assets.stage import StageResource, class_of, read_bytes, url_refused
@@ -288,7 +288,7 @@ def clothing_predictions(
     warehouse: Warehouse,
     test_stage: StageResource,
     model_store: ModelStoreResource,
-    dask: dg.ResourceParam[DaskResource],
+    dask: DaskClusterResource,
 ) -> dg.MaterializeResult:
     """TYPE, CONFIDENCE, PRED_TIMESTAMP and MODEL_VERSION for every clothing_test row the
     current model has not scored, computed on the Dask cluster and written back at once."""
