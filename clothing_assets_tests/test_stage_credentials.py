@@ -1,0 +1,63 @@
+"""Hardening item 9: a stage URL with credentials (`http://user:token@host/...`) is used to
+reach the stage but shown nowhere: not in the run's events, logs or metadata, not in any
+warehouse table. A real HTTP server on 127.0.0.1 serves the stage's folder listing."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import threading
+
+import dagster as dg
+import duckdb
+import pytest
+
+from clothing_assets_tests.conftest import materialize, metadata_of
+
+SECRET_USER, SECRET_TOKEN = "stageuser", "s3cr3t-t0ken"
+
+
+@pytest.fixture
+def http_train_stage(local_env, monkeypatch):
+    """The train stage folder served over HTTP; the train stage URL carries user:token."""
+    handler = functools.partial(
+        http.server.SimpleHTTPRequestHandler, directory=str(local_env.train.parent)
+    )
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    host, port = server.server_address
+    url = f"http://{SECRET_USER}:{SECRET_TOKEN}@{host}:{port}/train"
+    monkeypatch.setenv("CLOTHING_TRAIN_STAGE_URL", url)
+    try:
+        yield url
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _every_table_as_text(path) -> str:
+    with duckdb.connect(str(path), read_only=True) as conn:
+        tables = [r[0] for r in conn.execute("SELECT table_name FROM duckdb_tables()").fetchall()]
+        return "\n".join(str(conn.execute(f'SELECT * FROM "{t}"').fetchall()) for t in tables)
+
+
+@pytest.mark.timeout(120)
+def test_credentials_in_a_stage_url_appear_in_no_event_log_metadata_or_table(
+    local_env, http_train_stage
+):
+    instance = dg.DagsterInstance.ephemeral()
+    result = materialize(["clothing_dataset_train", "clothing_train"], None, instance=instance)
+    assert result.success, [e.message for e in result.all_events if e.is_failure]
+    # the stage was reached with its real URL: every file listed and catalogued
+    assert metadata_of(result, "clothing_dataset_train")["file_count"] == 18
+    assert "***@127.0.0.1" in metadata_of(result, "clothing_dataset_train")["location"]
+
+    records = instance.all_logs(result.run_id)
+    shown = "\n".join(repr(r) for r in records)
+    tables = _every_table_as_text(local_env.duckdb)
+    assert "/train/hat/" in tables  # the FILE_URL columns are there, without credentials
+    for secret in (SECRET_USER, SECRET_TOKEN):
+        assert secret not in shown
+        assert secret not in tables
