@@ -61,3 +61,24 @@ def test_credentials_in_a_stage_url_appear_in_no_event_log_metadata_or_table(
     for secret in (SECRET_USER, SECRET_TOKEN):
         assert secret not in shown
         assert secret not in tables
+
+
+def test_a_sensor_skip_reason_for_an_unreachable_stage_hides_its_credentials(
+    local_env, monkeypatch
+):
+    from clothing_assets.environment import resources_for
+    from clothing_assets.sensors import build_sensors
+
+    monkeypatch.setenv(
+        "CLOTHING_TRAIN_STAGE_URL", f"http://{SECRET_USER}:{SECRET_TOKEN}@127.0.0.1:1/train"
+    )
+    [sensor] = [s for s in build_sensors() if "train" in s.name]
+    resources = resources_for()
+    with dg.build_sensor_context(
+        instance=dg.DagsterInstance.ephemeral(),
+        resources={k: resources[k] for k in sensor.required_resource_keys},
+    ) as context:
+        skipped = sensor(context)
+    assert isinstance(skipped, dg.SkipReason)
+    assert "http://***@127.0.0.1:1/train" in skipped.skip_message
+    assert SECRET_USER not in skipped.skip_message and SECRET_TOKEN not in skipped.skip_message
