@@ -4,6 +4,7 @@ warehouse table. A real HTTP server on 127.0.0.1 serves the stage's folder listi
 
 from __future__ import annotations
 
+import base64
 import functools
 import http.server
 import threading
@@ -17,13 +18,30 @@ from clothing_assets_tests.conftest import materialize, metadata_of
 SECRET_USER, SECRET_TOKEN = "stageuser", "s3cr3t-t0ken"
 
 
+class _BasicAuthHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves files and folder listings only to a request with the stage's credentials."""
+
+    expected = "Basic " + base64.b64encode(f"{SECRET_USER}:{SECRET_TOKEN}".encode()).decode()
+    refused = 0
+
+    def do_GET(self) -> None:
+        if self.headers.get("Authorization") != self.expected:
+            type(self).refused += 1
+            self.send_error(401, "credentials required")
+            return
+        super().do_GET()
+
+    do_HEAD = do_GET
+
+    def log_message(self, *args) -> None:
+        pass
+
+
 @pytest.fixture
 def http_train_stage(local_env, monkeypatch):
-    """The train stage folder served over HTTP; the train stage URL carries user:token."""
-    handler = functools.partial(
-        http.server.SimpleHTTPRequestHandler, directory=str(local_env.train.parent)
-    )
-    handler.log_message = lambda *a: None
+    """The train stage folder served over HTTP behind Basic auth; the train stage URL carries
+    user:token."""
+    handler = functools.partial(_BasicAuthHandler, directory=str(local_env.train.parent))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -43,15 +61,19 @@ def _every_table_as_text(path) -> str:
         return "\n".join(str(conn.execute(f'SELECT * FROM "{t}"').fetchall()) for t in tables)
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(180)
 def test_credentials_in_a_stage_url_appear_in_no_event_log_metadata_or_table(
     local_env, http_train_stage
 ):
     instance = dg.DagsterInstance.ephemeral()
-    result = materialize(["clothing_dataset_train", "clothing_train"], None, instance=instance)
+    result = materialize(
+        ["clothing_dataset_train", "clothing_train", "trained_model"], instance=instance
+    )
     assert result.success, [e.message for e in result.all_events if e.is_failure]
-    # the stage was reached with its real URL: every file listed and catalogued
+    # the stage was reached with its real URL: every file listed, catalogued and trained on
     assert metadata_of(result, "clothing_dataset_train")["file_count"] == 18
+    assert metadata_of(result, "trained_model")["rows_with_error"] == 0
+    assert _BasicAuthHandler.refused == 0
     assert "***@127.0.0.1" in metadata_of(result, "clothing_dataset_train")["location"]
 
     records = instance.all_logs(result.run_id)
