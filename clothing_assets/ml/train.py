@@ -383,6 +383,7 @@ def _fit(
     progress: Callable[[int], None] | None,
     on_warning: Callable[[str], None],
 ) -> FitResult:
+    """`fit`'s body, run while the checkpoint folder's training lock is held."""
     device = select_device(settings.device)
     amp_dtype = amp_dtype_for(device, settings.bf16)
     torch.manual_seed(settings.seed)
