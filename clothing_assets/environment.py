@@ -10,7 +10,7 @@ from typing import Any
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from clothing_assets.resources.dask_cluster import dask_cluster
+from clothing_assets.resources.dask_cluster import DaskClusterResource
 from clothing_assets.resources.duckdb_warehouse import DuckDBWarehouse
 from clothing_assets.resources.model_registry import ModelRegistry
 from clothing_assets.resources.model_store import ModelStoreResource
@@ -46,15 +46,13 @@ def _stages() -> dict[str, Any]:
     }
 
 
-def _dask() -> dg.ResourceDefinition:
-    address = {"env": "DASK_SCHEDULER_ADDRESS"} if is_set("DASK_SCHEDULER_ADDRESS") else None
-    return dask_cluster.configured(
-        {
-            "scheduler_address": address,
-            "n_workers": setting("CLOTHING_DASK_WORKERS"),
-            "threads_per_worker": 1,
-            "worker_gpus": setting("CLOTHING_DASK_WORKER_GPUS"),
-        }
+def _dask() -> DaskClusterResource:
+    return DaskClusterResource(
+        scheduler_address=env_or_default("DASK_SCHEDULER_ADDRESS"),
+        n_workers=setting("CLOTHING_DASK_WORKERS"),
+        threads_per_worker=1,
+        worker_gpus=setting("CLOTHING_DASK_WORKER_GPUS"),
+        no_workers_timeout_s=setting("CLOTHING_DASK_NO_WORKERS_TIMEOUT_SECONDS"),
     )
 
 

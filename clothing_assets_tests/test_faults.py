@@ -149,14 +149,17 @@ def test_training_killed_mid_epoch_resumes_from_its_last_checkpoint(local_env):
     assert _materialize(TRAIN[:2]).success  # the stage and its catalog
     # 15 training images in batches of 2: 7 steps an epoch, a checkpoint after every step
     config = {**TINY_TRAINING, "n_epochs": 2, "batch_size": 2, "checkpoint_every": 1}
-    checkpoint = local_env.cache / "checkpoint.pt"
+
+    def checkpoints() -> list:  # one file per training job: checkpoint-<fingerprint>.pt
+        return sorted(local_env.cache.glob("checkpoint-*.pt"))
+
     child = subprocess.Popen(
         [sys.executable, "-c", _TRAIN_CHILD, json.dumps(config)],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 180
-        while not checkpoint.exists() and child.poll() is None and time.monotonic() < deadline:
+        while not checkpoints() and child.poll() is None and time.monotonic() < deadline:
             time.sleep(0.01)
         child.send_signal(signal.SIGKILL)
     finally:
@@ -164,6 +167,7 @@ def test_training_killed_mid_epoch_resumes_from_its_last_checkpoint(local_env):
         _, stderr = child.communicate(timeout=60)
     assert child.returncode == -signal.SIGKILL, stderr.decode()[-3000:]
     assert not (local_env.models / "versions").exists()  # it died before storing a model
+    [checkpoint] = checkpoints()
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     assert 1 <= state["step"] < 14 and state["batch"] > 0  # killed inside an epoch
 

@@ -45,7 +45,7 @@ def test_whole_graph_catalogs_trains_and_scores(local_env):
     assert model_meta["version"] == test["MODEL_VERSION"].iloc[0]
     assert (local_env.models / "versions" / f"{model_meta['version']}.pt").is_file()
     assert champion_version(local_env) == model_meta["version"]
-    assert not (local_env.cache / "checkpoint.pt").exists()
+    assert not list(local_env.cache.glob("checkpoint*.pt"))
     pred_meta = metadata_of(result, "clothing_predictions")
     assert pred_meta["rows_scored"] == len(test)
     assert 0.0 <= pred_meta["accuracy"] <= 1.0

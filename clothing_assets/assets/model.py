@@ -147,7 +147,7 @@ def trained_model(
         decoded, cache = decode_training_images(
             rows, lambda batch: warehouse.file_urls(train_stage.name, batch), side,
             cache_path=model_store.cache_root / DECODE_CACHE_FILE if config.decode_cache else None,
-            on_image=lambda: bar.update(1),
+            on_image=lambda: bar.update(1), on_warning=context.log.warning,
         )  # fmt: skip
     decode_seconds = time.perf_counter() - started
     context.log.info(f"{len(decoded.kept)} images ready in {decode_seconds:.1f}s (cache {cache})")
@@ -182,7 +182,6 @@ def trained_model(
         },
         run_id=context.run.run_id,
     )  # fmt: skip
-    model_store.checkpoint_path.unlink(missing_ok=True)
     context.log.info(f"challenger {version} stored at {model_registry.store.uri(version)}")
     metadata = _metadata(settings, result, classes, labels[va], version, model_store, len(tr))
     metadata.update({
@@ -210,13 +209,19 @@ def _fit(context, fit, settings, images, labels, tr, va, classes, model_store, f
             f"{stats.images_per_second:.1f} img/s, ETA {eta:.0f}s"
         )
 
+    from clothing_assets.ml.durable import checkpoint_file
+
     steps = settings.n_epochs * max(1, len(tr) // settings.batch_size)
+    # one checkpoint per job, under the cache folder's training lock (taken by fit): a
+    # concurrent run's checkpoint is neither resumed nor deleted
+    checkpoint = checkpoint_file(model_store.cache_root, fingerprint)
     with tqdm(total=steps, desc="train", unit="step", disable=not sys.stderr.isatty()) as bar:
         result = fit(
             images[tr], labels[tr], images[va], labels[va], classes, settings,
-            checkpoint_path=model_store.checkpoint_path, fingerprint=fingerprint,
+            checkpoint_path=checkpoint, fingerprint=fingerprint, on_warning=context.log.warning,
             on_epoch=on_epoch, progress=lambda _n: bar.update(1),
         )  # fmt: skip
+    checkpoint.unlink(missing_ok=True)
     if result.resumed_from_step:
         context.log.info(f"resumed from the checkpoint at step {result.resumed_from_step}")
     return result

@@ -5,11 +5,11 @@ from collections import Counter
 
 import dagster as dg
 import pandas as pd
-from dagster_dask.resources import DaskResource
 from pydantic import Field
 
 from clothing_assets.assets.catalog import clothing_test
 from clothing_assets.assets.model import champion_model
+from clothing_assets.resources.dask_cluster import DaskClusterResource
 from clothing_assets.resources.model_registry import ModelRegistry, RegistryError
 from clothing_assets.resources.warehouse import PREDICTION_COLUMNS, Warehouse
 from clothing_assets.stage import StageResource
@@ -50,7 +50,7 @@ def clothing_predictions(
     warehouse: Warehouse,
     test_stage: StageResource,
     model_registry: ModelRegistry,
-    dask: dg.ResourceParam[DaskResource],
+    dask: DaskClusterResource,
 ) -> dg.MaterializeResult:
     """TYPE, CONFIDENCE, PRED_TIMESTAMP and MODEL_VERSION for every clothing_test row the
     champion has not scored, computed on the Dask cluster and written back."""

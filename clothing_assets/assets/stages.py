@@ -3,7 +3,7 @@
 import dagster as dg
 
 from clothing_assets.resources.warehouse import Warehouse
-from clothing_assets.stage import StageLocationError, StageResource
+from clothing_assets.stage import StageLocationError, StageResource, redact_url
 
 
 def refresh_stage(
@@ -15,15 +15,16 @@ def refresh_stage(
         summary = warehouse.refresh_stage(stage.name, env_var=stage.env_var)
     except StageLocationError as exc:
         raise dg.Failure(description=str(exc)) from exc
+    shown = redact_url(summary.url)
     context.log.info(
         f"stage {summary.name}: {summary.file_count} files, {summary.total_bytes:,} bytes "
-        f"at {summary.url}"
+        f"at {shown}"
     )
     if summary.file_count == 0:
-        context.log.warning(f"stage {summary.name} at {summary.url} holds no files")
+        context.log.warning(f"stage {summary.name} at {shown} holds no files")
     return dg.MaterializeResult(
         metadata={
-            "location": dg.MetadataValue.text(summary.url),
+            "location": dg.MetadataValue.text(shown),
             "file_count": dg.MetadataValue.int(summary.file_count),
             "bytes": dg.MetadataValue.int(summary.total_bytes),
             "warehouse": dg.MetadataValue.text(warehouse.describe()),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
+import logging
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from clothing_assets.ml.durable import write_atomic
 from clothing_assets.ml.images import ImageDecodeError, decode_image, resize_square
 from clothing_assets.stage import (
     FileTooLargeError,
@@ -23,6 +24,8 @@ from clothing_assets.stage import (
     read_bytes,
     url_refused,
 )
+
+log = logging.getLogger(__name__)
 
 
 def stable_hash(text: str) -> int:
@@ -167,13 +170,25 @@ def load_decode_cache(path: Path, key: str, count: int) -> torch.Tensor | None:
     return images
 
 
-def save_decode_cache(path: Path, key: str, images: torch.Tensor) -> None:
-    """Write the decoded images for `key` to `path` atomically (a temporary file, a rename),
-    replacing any other set: one cache per models folder, so its size stays bounded."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save({"key": key, "images": images.contiguous()}, tmp)
-    os.replace(tmp, path)
+def save_decode_cache(
+    path: Path,
+    key: str,
+    images: torch.Tensor,
+    *,
+    on_warning: Callable[[str], None] | None = None,
+) -> bool:
+    """Write the decoded images for `key` to `path` durably (`durable.write_atomic`),
+    replacing any other set: one cache per models folder, so its size stays bounded.
+
+    The cache only saves time: a write that fails (a full disk) is reported to `on_warning`
+    (default: this module's logger), the old cache stays, and False is returned."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, lambda out: torch.save({"key": key, "images": images.contiguous()}, out))
+    except OSError as exc:
+        (on_warning or log.warning)(f"decode cache not written, training goes on: {exc}")
+        return False
+    return True
 
 
 class TrainingDataError(ValueError):
@@ -232,6 +247,7 @@ def decode_training_images(
     *,
     cache_path: Path | None,
     on_image: Callable[[], None] | None = None,
+    on_warning: Callable[[str], None] | None = None,
 ) -> tuple[DecodedImages, str]:
     """Every row's image at side x side, from the decode cache when it holds exactly these rows
     (`cache_path` None: no cache), else read through URLs minted per batch and cached for the
@@ -248,5 +264,5 @@ def decode_training_images(
     # recorded in clothing_train.ERROR
     kept = rows.iloc[decoded.kept][list(CACHE_KEY_COLUMNS)]
     key = decode_cache_key(kept.itertuples(index=False), side)
-    save_decode_cache(cache_path, key, decoded.images)
+    save_decode_cache(cache_path, key, decoded.images, on_warning=on_warning)
     return decoded, "miss"

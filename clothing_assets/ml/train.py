@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import logging
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -18,6 +19,7 @@ import torchvision
 import torchvision.transforms.v2.functional as TF
 from torch import nn
 
+from clothing_assets.ml.durable import training_lock, write_bytes_atomic
 from clothing_assets.ml.images import cache_size
 from clothing_assets.ml.presets import (
     IMAGENET_MEAN,
@@ -28,6 +30,7 @@ from clothing_assets.ml.presets import (
 from clothing_assets.ml.settings import TrainSettings
 
 MODEL_FORMAT = "clothing-assets/1"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -298,13 +301,12 @@ def evaluate(
 
 
 def save_atomic(obj: Any, path: Path) -> bytes:
-    """torch.save `obj` to `path` via a temporary file and a rename; return the bytes."""
+    """torch.save `obj` to `path` durably (`durable.write_atomic`: fsynced temp file, rename;
+    a full disk raises DiskFullError and leaves the old file); return the bytes."""
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     data = buffer.getvalue()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    write_bytes_atomic(path, data)
     return data
 
 
@@ -331,13 +333,40 @@ def fit(
     fingerprint: str = "",
     on_epoch: Callable[[EpochStats, float], None] | None = None,
     progress: Callable[[int], None] | None = None,
+    on_warning: Callable[[str], None] | None = None,
 ) -> FitResult:
     """Train a fresh (or resumed) model and return the best validation epoch's weights.
 
     A checkpoint is written every `checkpoint_every` steps and at every epoch end; if
     `checkpoint_path` holds one with the same `fingerprint`, training resumes from it and ends
-    after the same number of steps as an uninterrupted run.
+    after the same number of steps as an uninterrupted run. With a checkpoint, training holds
+    its folder's `training_lock`; a checkpoint that cannot be written (a full disk) is reported
+    to `on_warning` and training goes on.
     """
+    lock = training_lock(checkpoint_path.parent) if checkpoint_path else contextlib.nullcontext()
+    with lock:
+        return _fit(
+            train_images, train_labels, val_images, val_labels, classes, settings,
+            checkpoint_path=checkpoint_path, fingerprint=fingerprint, on_epoch=on_epoch,
+            progress=progress, on_warning=on_warning or log.warning,
+        )  # fmt: skip
+
+
+def _fit(
+    train_images: torch.Tensor,
+    train_labels: torch.Tensor,
+    val_images: torch.Tensor,
+    val_labels: torch.Tensor,
+    classes: list[str],
+    settings: TrainSettings,
+    *,
+    checkpoint_path: Path | None,
+    fingerprint: str,
+    on_epoch: Callable[[EpochStats, float], None] | None,
+    progress: Callable[[int], None] | None,
+    on_warning: Callable[[str], None],
+) -> FitResult:
+    """`fit`'s body, run while the checkpoint folder's training lock is held."""
     device = select_device(settings.device)
     amp_dtype = amp_dtype_for(device, settings.bf16)
     torch.manual_seed(settings.seed)
@@ -389,6 +418,12 @@ def fit(
     def checkpoint(epoch: int, batch: int) -> None:
         if checkpoint_path is None:
             return
+        try:
+            _save_checkpoint(epoch, batch)
+        except OSError as exc:  # a lost checkpoint costs a resume, not the run
+            on_warning(f"checkpoint at step {step} not written, training goes on: {exc}")
+
+    def _save_checkpoint(epoch: int, batch: int) -> None:
         save_atomic(
             {
                 "model": model.state_dict(),

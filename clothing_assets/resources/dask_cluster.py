@@ -1,46 +1,106 @@
-"""Dask for scoring: dagster-dask's `dask_resource`, local cluster or existing scheduler."""
+"""Dask for scoring: a LocalCluster, or an existing scheduler over `tcp://` or `tls://`."""
 
-from typing import Any
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import dagster as dg
-from dagster_dask import dask_resource
+import dask
+from distributed import Client, LocalCluster
+from distributed.security import Security
+from pydantic import Field, PrivateAttr
 
+from clothing_assets.stage import redact_url
 
-@dg.configured(
-    dask_resource,
-    config_schema={
-        "scheduler_address": dg.Field(
-            dg.Noneable(dg.StringSource),
-            default_value=None,
-            description="An existing scheduler (DASK_SCHEDULER_ADDRESS); unset: a LocalCluster.",
-        ),
-        "n_workers": dg.Field(int, default_value=2, description="LocalCluster worker processes."),
-        "threads_per_worker": dg.Field(int, default_value=1),
-        "memory_limit": dg.Field(str, default_value="auto"),
-        "worker_gpus": dg.Field(
-            int,
-            default_value=0,
-            description="GPUs each LocalCluster worker advertises as the Dask resource `GPU` "
-            "(CLOTHING_DASK_WORKER_GPUS); scoring then runs on them.",
-        ),
-    },
+TLS_VARIABLES = (
+    "DASK_DISTRIBUTED__COMM__TLS__CA_FILE",
+    "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT",
+    "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY",
 )
-def dask_cluster(config: dict[str, Any]) -> dict[str, Any]:
-    """Map our few knobs onto dask_resource's config: client address or a LocalCluster."""
-    address = config["scheduler_address"]
-    if address:
-        return {"client": {"address": address, "timeout": 30}}
-    return {
-        "cluster": {
-            "local": {
-                "n_workers": config["n_workers"],
-                "threads_per_worker": config["threads_per_worker"],
-                "processes": True,
-                "host": "127.0.0.1",
+
+
+def tls_security(address: str) -> Security | None:
+    """For a `tls://` address, Dask's Security from its config, which Dask fills from the
+    DASK_DISTRIBUTED__COMM__TLS__* variables when it is imported; None for other addresses."""
+    if not address.startswith("tls://"):
+        return None
+    security = Security()
+    if not (security.tls_ca_file and security.tls_client_cert):
+        raise dg.Failure(
+            f"DASK_SCHEDULER_ADDRESS {redact_url(address)} is a tls:// scheduler but no client "
+            f"certificate is configured: set {', '.join(TLS_VARIABLES)}"
+        )
+    return security
+
+
+class DaskClusterResource(dg.ConfigurableResource):
+    """A `distributed.Client` for one run (`.client`): to an existing scheduler
+    (DASK_SCHEDULER_ADDRESS, `tcp://` or `tls://`), else to a LocalCluster started for the run
+    and closed after it. An existing cluster outlives the run."""
+
+    scheduler_address: str | None = Field(
+        default=None, description="An existing scheduler (DASK_SCHEDULER_ADDRESS); unset: local."
+    )
+    n_workers: int = Field(default=2, description="LocalCluster worker processes.")
+    threads_per_worker: int = Field(default=1)
+    memory_limit: str = Field(default="auto")
+    worker_gpus: int = Field(
+        default=0,
+        description="GPUs each LocalCluster worker advertises as the Dask resource `GPU` "
+        "(CLOTHING_DASK_WORKER_GPUS); scoring then runs on them.",
+    )
+    no_workers_timeout_s: float = Field(
+        default=300.0,
+        description="A LocalCluster task no worker can run fails after this long instead of "
+        "waiting for ever (distributed.scheduler.no-workers-timeout; "
+        "CLOTHING_DASK_NO_WORKERS_TIMEOUT_SECONDS).",
+    )
+    connect_timeout_s: float = Field(default=30.0)
+
+    _client: Client | None = PrivateAttr(default=None)
+
+    @property
+    def client(self) -> Client:
+        """The run's client; only inside a run (Dagster opens and closes it)."""
+        if self._client is None:
+            raise dg.DagsterInvariantViolationError("the Dask client exists only during a run")
+        return self._client
+
+    @contextmanager
+    def yield_for_execution(self, context: dg.InitResourceContext) -> Iterator[DaskClusterResource]:
+        with self.connect() as client:
+            self._client = client
+            try:
+                yield self
+            finally:
+                self._client = None
+
+    @contextmanager
+    def connect(self) -> Iterator[Client]:
+        """A client to the configured scheduler, or to a LocalCluster started (and closed) here."""
+        if self.scheduler_address:
+            address = self.scheduler_address
+            with Client(
+                address, security=tls_security(address), timeout=self.connect_timeout_s
+            ) as client:
+                yield client
+            return
+        resources = {"resources": {"GPU": self.worker_gpus}} if self.worker_gpus else {}
+        # read by the scheduler LocalCluster starts in this process
+        timeout = f"{self.no_workers_timeout_s}s"
+        with (
+            dask.config.set({"distributed.scheduler.no-workers-timeout": timeout}),
+            LocalCluster(
+                n_workers=self.n_workers,
+                threads_per_worker=self.threads_per_worker,
+                processes=True,
+                host="127.0.0.1",
                 # a free port, so that two runs or a test beside the UI do not collide
-                "dashboard_address": "127.0.0.1:0",
-                "memory_limit": config["memory_limit"],
-                **({"resources": {"GPU": config["worker_gpus"]}} if config["worker_gpus"] else {}),
-            }
-        }
-    }
+                dashboard_address="127.0.0.1:0",
+                memory_limit=self.memory_limit,
+                **resources,
+            ) as cluster,
+            Client(cluster) as client,
+        ):
+            yield client

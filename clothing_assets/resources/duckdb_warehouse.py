@@ -24,7 +24,13 @@ from clothing_assets.resources.warehouse import (
     validate_table,
 )
 from clothing_assets.sql import load_sql
-from clothing_assets.stage import list_stage, stage_file_url
+from clothing_assets.stage import (
+    configured_url,
+    list_stage,
+    redact_url,
+    remember_url,
+    stage_file_url,
+)
 
 _DDL = (
     "create_stages_table",
@@ -111,13 +117,15 @@ class DuckDBWarehouse(Warehouse):
     def create_stage(self, name: str, url: str) -> None:
         validate_identifier(name)
         with self._connect() as conn:
-            conn.execute(load_sql("duckdb", "upsert_stage"), {"name": name, "url": url})
+            # stored without credentials; reads take the real URL from the stage's config
+            remember_url(name, url)
+            conn.execute(load_sql("duckdb", "upsert_stage"), {"name": name, "url": redact_url(url)})
 
     def _stage_url(self, conn: duckdb.DuckDBPyConnection, name: str) -> str:
         row = conn.execute(load_sql("duckdb", "select_stage"), {"name": name}).fetchone()
         if row is None:
             raise dg.Failure(f"stage {name!r} does not exist: materialize it first")
-        return row[0]
+        return configured_url(name, row[0])
 
     def refresh_stage(self, name: str, *, env_var: str | None = None) -> StageSummary:
         validate_identifier(name)
@@ -140,7 +148,9 @@ class DuckDBWarehouse(Warehouse):
             count, total = conn.execute(
                 load_sql("duckdb", "summarize_stage_directory"), {"stage": name}
             ).fetchone()
-        return StageSummary(name=name, url=url, file_count=int(count), total_bytes=int(total))
+        return StageSummary(
+            name=name, url=redact_url(url), file_count=int(count), total_bytes=int(total)
+        )
 
     def stage_file_count(self, name: str) -> int:
         with self._connect() as conn:

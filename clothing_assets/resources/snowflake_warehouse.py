@@ -40,7 +40,7 @@ from clothing_assets.resources.warehouse import (
     validate_table,
 )
 from clothing_assets.sql import load_sql
-from clothing_assets.stage import unsafe_reason
+from clothing_assets.stage import redact_url, unsafe_reason
 
 DIALECT = "snowflake"
 STAGE_TOKEN = "__STAGE__"
@@ -205,9 +205,19 @@ class SnowflakeWarehouse(Warehouse):
     def create_stage(self, name: str, url: str) -> None:
         validate_identifier(name)
         with self._connect() as conn:
-            conn.cursor().execute(
+            cursor = conn.cursor()
+            cursor.execute(
                 render("create_stage", stage=name, storage_integration=self.storage_integration),
                 {"url": url},
+            )
+            current = self._stage_url(cursor, name)
+        # IF NOT EXISTS keeps an existing stage as it is, even when its URL is no longer ours
+        if current.rstrip("/") != url.rstrip("/"):
+            raise dg.Failure(
+                f"stage {name} exists with URL {redact_url(current)}, but the configured URL is "
+                f"{redact_url(url)}; CREATE STAGE IF NOT EXISTS does not change it. Point it at "
+                f"the new location (ALTER STAGE {name} SET URL = '<the configured URL>') or "
+                f"drop it (DROP STAGE {name}) and materialize the stage again."
             )
 
     def _summary(self, cursor: Any, name: str) -> tuple[int, int]:

@@ -22,7 +22,7 @@ from clothing_assets.stage.reading import (
     stage_file_url,
     url_refused,
 )
-from clothing_assets.stage.resource import StageResource
+from clothing_assets.stage.resource import StageResource, configured_url, remember_url
 
 __all__ = [
     "HTTP_ATTEMPTS",
@@ -33,6 +33,8 @@ __all__ = [
     "ReadLimits",
     "StageLocationError",
     "StageResource",
+    "configured_url",
+    "remember_url",
     "URLRefusedError",
     "UnsafePathError",
     "class_of",

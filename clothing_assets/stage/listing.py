@@ -115,7 +115,7 @@ def _entry(
         "SIZE": int(size),
         "LAST_MODIFIED": modified,
         "ETAG": etag,
-        "FILE_URL": url,
+        "FILE_URL": redact_url(url),  # tables never hold a stage's credentials
         "ERROR": error,
     }
 

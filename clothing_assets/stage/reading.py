@@ -21,6 +21,7 @@ signatures).
 
 from __future__ import annotations
 
+import base64
 import errno
 import http.client
 import os
@@ -30,6 +31,7 @@ import re
 import stat
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 
@@ -193,10 +195,23 @@ def _read_object(fs, url: str, limits: ReadLimits) -> bytes:
     return data
 
 
+def _http_request(url: str) -> urllib.request.Request:
+    """A GET of `url`; credentials in it (user:token@) go into a Basic Authorization header,
+    which urllib would otherwise take for part of the host name."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None:
+        return urllib.request.Request(url)
+    bare = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+    user = urllib.parse.unquote(parts.username)
+    token = base64.b64encode(f"{user}:{urllib.parse.unquote(parts.password or '')}".encode())
+    return urllib.request.Request(bare, headers={"Authorization": f"Basic {token.decode()}"})
+
+
 def _read_http_once(url: str, limits: ReadLimits, deadline: float) -> bytes:
     """One GET, read in chunks until the body ends or `deadline` passes."""
     timeout = max(0.1, min(limits.timeout_s, deadline - time.monotonic()))
-    with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - http(s) only
+    request = _http_request(url)
+    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - http(s)
         declared = response.headers.get("Content-Length")
         expected = int(declared) if declared and declared.isdigit() else None
         if expected is not None and expected > limits.max_bytes:
