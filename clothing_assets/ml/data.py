@@ -233,7 +233,9 @@ def job_fingerprint(settings: Any, frame: pd.DataFrame) -> str:
 
 def catalog_fingerprint(frame: pd.DataFrame) -> str:
     """A digest of the training catalog rows a model saw (path, size, last-modified)."""
-    rows = frame[list(CACHE_KEY_COLUMNS)].astype(str).agg("|".join, axis=1).tolist()
+    rows = ["|".join(str(v) for v in row) for row in frame[list(CACHE_KEY_COLUMNS)].itertuples(
+        index=False
+    )]  # fmt: skip
     return hashlib.sha256("\n".join(rows).encode()).hexdigest()[:16]
 
 
