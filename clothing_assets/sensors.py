@@ -4,9 +4,21 @@ with the last one through a cursor; a change requests a sync (and, for the test 
 import json
 
 import dagster as dg
+import pandas as pd
 
 from clothing_assets.resources.warehouse import Warehouse
 from clothing_assets.stage import StageLocationError, StageResource, list_stage, listing_digest
+
+
+def _file_keys(frame) -> set[tuple[str, int, str]]:
+    times = pd.to_datetime(frame["LAST_MODIFIED"], utc=True)
+    return set(zip(frame["RELATIVE_PATH"], frame["SIZE"].astype("int64"), times.astype(str),
+                   strict=True))  # fmt: skip
+
+
+def catalog_matches(listing: pd.DataFrame, catalog: pd.DataFrame) -> bool:
+    """Whether the catalog holds exactly the listed files (path, size, last-modified)."""
+    return len(listing) == len(catalog) and _file_keys(listing) == _file_keys(catalog)
 
 
 def _describe(previous: dict | None, files: int) -> str:
@@ -36,6 +48,10 @@ def evaluate_stage(
         return dg.SkipReason(f"no change in stage {stage.name} ({len(listing)} files)")
     change = _describe(previous, len(listing))
     context.update_cursor(json.dumps({"digest": digest, "files": len(listing)}))
+    table = sync_assets[-1]
+    if previous is None and catalog_matches(listing, warehouse.read_catalog(table)):
+        # a fresh instance (or a reset sensor): nothing to do if the catalog is current
+        return dg.SkipReason(f"first look: {len(listing)} files, all already in {table}")
     assets = sync_assets + (score_assets if score_assets and warehouse.champion() else [])
     context.log.info(f"stage {stage.name}: {change}; requesting {', '.join(assets)}")
     return dg.RunRequest(

@@ -14,6 +14,7 @@ from clothing_assets_tests.conftest import (
     COLOURS,
     TINY_RUN_CONFIG,
     champion_version,
+    materialize,
     read_table,
     register_model,
     write_image,
@@ -60,6 +61,19 @@ def test_stage_sensor_requests_runs_on_change_and_skips_otherwise(local_env):
         register_model(local_env, b"a champion's bytes")
         request, _ = _tick(test_sensor, None, instance)
         assert _keys(request) == {"clothing_dataset", "clothing_test", "clothing_predictions"}
+
+
+def test_a_fresh_sensor_launches_no_run_when_the_catalog_already_matches(local_env):
+    assert materialize(["clothing_dataset", "clothing_test"], None).success
+    _, test_sensor = build_sensors()
+    with dg.instance_for_test() as instance:
+        first, cursor = _tick(test_sensor, None, instance)
+        assert isinstance(first, dg.SkipReason) and "already in clothing_test" in (
+            first.skip_message
+        )
+        write_image(local_env.test / "hat" / "new.jpg", COLOURS["hat"], seed=8)
+        changed, _ = _tick(test_sensor, cursor, instance)
+        assert isinstance(changed, dg.RunRequest)
 
 
 def test_sensor_skips_with_the_reason_when_the_stage_is_missing(local_env, monkeypatch):

@@ -37,9 +37,11 @@ from clothing_assets.stage import (
 from clothing_assets_tests.conftest import (
     COLOURS,
     TINY_RUN_CONFIG,
+    TINY_TRAINING,
     make_stage,
     materialize,
     metadata_of,
+    read_table,
     register_model,
     step_failure,
     write_image,
@@ -264,10 +266,19 @@ def test_every_torch_load_in_the_package_is_weights_only():
 def test_model_files_that_would_run_code_are_refused_and_run_nothing(local_env):
     marker = local_env.root / "pwned"
     # a poisoned checkpoint is not resumed from: training starts afresh, nothing runs
-    _evil_file(local_env.cache / "checkpoint.pt", marker, fingerprint="whatever")
+    from clothing_assets.assets.model import TrainConfig
+    from clothing_assets.ml.data import job_fingerprint, training_rows
+    from clothing_assets.ml.durable import checkpoint_file
+
+    assert materialize(["clothing_dataset_train", "clothing_train"], None).success
+    rows = training_rows(read_table(local_env, "clothing_train"), 1.0, env_var="-")
+    job = job_fingerprint(TrainConfig(**TINY_TRAINING).settings(), rows)
+    # the very file the run would resume from, poisoned: refused, training starts afresh
+    _evil_file(checkpoint_file(local_env.cache, job), marker, fingerprint=job)
     trained = materialize(["clothing_dataset_train", "clothing_train", "trained_model"])
     assert trained.success
     assert metadata_of(trained, "trained_model")["resumed_from_step"] == 0
+    assert not checkpoint_file(local_env.cache, job).exists()  # that run's file: done with
     assert not marker.exists()
 
     # a poisoned model file made champion fails scoring with a clear message; nothing runs
