@@ -32,7 +32,7 @@ from clothing_assets.resources.model_store import file_version
 from clothing_assets.serve.batcher import Batcher
 from clothing_assets.serve.cli import main
 from clothing_assets.serve.model import LoadedModel
-from clothing_assets_tests.conftest import COLOURS, write_image
+from clothing_assets_tests.conftest import COLOURS, register_model, write_image
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_BYTES = 1_000_000
@@ -77,16 +77,19 @@ def free_port() -> int:
 class Server:
     """`python -m clothing_assets.serve` on a free port, its log in a file."""
 
-    def __init__(self, models: Path, log: Path, *extra: str) -> None:
+    def __init__(self, models: Path | None, log: Path, *extra: str) -> None:
+        """`models`: serve the file models/model_trained.pt; None: the registry's champion
+        (of the warehouse and model store the environment names)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {
             **os.environ,
             "PYTHONPATH": str(REPO),
-            "CLOTHING_SERVE_MODEL_FILE": str(models / "model_trained.pt"),
             "CLOTHING_SERVE_POLL_SECONDS": "0.2",
             "CLOTHING_SERVE_MAX_BYTES": str(MAX_BYTES),
         }
+        if models is not None:
+            env["CLOTHING_SERVE_MODEL_FILE"] = str(models / "model_trained.pt")
         self.log = log
         self._log_file = log.open("wb")
         self.process = subprocess.Popen(
@@ -462,3 +465,27 @@ def test_the_page_classifies_a_photo_and_explains_a_bad_file(server, images, tmp
             assert page.is_hidden("#result")
         finally:
             browser.close()
+
+
+@pytest.mark.timeout(180)
+def test_the_server_follows_the_registrys_champion(local_env, images):
+    """The default source: whatever version the registry promotes is served, no restart."""
+    srv = Server(None, local_env.root / "server.log")
+    try:
+        srv.wait_listening()
+        status, answer = srv.request("GET", "/health")
+        assert status == 503 and "promote" in answer["detail"]
+        first = register_model(local_env, tiny_model(seed=1))
+        srv.wait_version(first)
+        second_bytes = tiny_model(seed=2)
+        second = register_model(local_env, second_bytes)  # promoted: the new champion
+        srv.wait_version(second)
+        status, answer = srv.predict(images["pants_97"].read_bytes())
+        [expected] = batch_answers(second_bytes, second, [images["pants_97"]])
+        assert status == 200 and answer["model_version"] == second
+        assert answer["label"] == expected["TYPE"]
+        first_again = register_model(local_env, tiny_model(seed=1))  # a rollback
+        assert first_again == first
+        srv.wait_version(first)
+    finally:
+        srv.stop()
