@@ -2,9 +2,10 @@
 fakesnow, so the implementations cannot drift apart.
 
 Under fakesnow, the production SQL of `clothing_assets/sql/snowflake/` runs for real except four
-statements fakesnow lacks, stood in for by `FakesnowWarehouse` (see fakesnow_warehouse.py): ALTER STAGE
-... REFRESH and DIRECTORY(@stage) (a table holding the stage's listing replaces the relation
-in the otherwise unchanged statements), GET_PRESIGNED_URL (local paths) and the QUERY_TAG.
+statements fakesnow lacks, stood in for by `FakesnowWarehouse` (see fakesnow_warehouse.py):
+ALTER STAGE ... REFRESH and DIRECTORY(@stage) (a table holding the stage's listing replaces the
+relation in the otherwise unchanged statements), GET_PRESIGNED_URL (local paths) and the
+QUERY_TAG.
 """
 
 from __future__ import annotations
