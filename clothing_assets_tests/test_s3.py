@@ -14,7 +14,7 @@ from PIL import Image
 
 from clothing_assets.environment import resources_for
 from clothing_assets.sensors import build_sensors
-from clothing_assets.stage import StageLocationError, list_stage
+from clothing_assets.stage import StageLocationError, list_stage, listing_digest
 from clothing_assets_tests.conftest import COLOURS, materialize, read_table, write_image
 from clothing_assets_tests.s3_server import (
     FAKE_ACCESS_KEY,
@@ -34,6 +34,26 @@ def test_a_missing_filesystem_names_the_extra_to_install():
     message = str(raised.value)
     assert 'pip install "clothing_assets[gcs]"' in message
     assert "CLOTHING_TEST_STAGE_URL" in message
+
+
+def test_s3_listing_keys_sizes_etags_and_times(s3_endpoint, tmp_path):  # noqa: F811
+    fs = s3()
+    fs.pipe(f"{BUCKET_PATH}/stage/hat/a.jpg", b"a" * 10)
+    fs.pipe(f"{BUCKET_PATH}/stage/hat/.hidden.jpg", b"h")
+    fs.pipe(f"{BUCKET_PATH}/stage/root.jpg", b"r" * 3)
+    listing = list_stage(f"s3://{BUCKET_PATH}/stage").set_index("RELATIVE_PATH")
+    assert list(listing.index) == ["hat/a.jpg", "root.jpg"]
+    assert listing.loc["hat/a.jpg", "SIZE"] == 10
+    assert listing.loc["hat/a.jpg", "FILE_URL"] == f"s3://{BUCKET_PATH}/stage/hat/a.jpg"
+    etag = listing.loc["hat/a.jpg", "ETAG"]
+    assert etag and '"' not in etag  # S3 quotes ETags; the listing stores the bare value
+    assert str(listing["LAST_MODIFIED"].dt.tz) == "UTC"
+    assert listing["ERROR"].isna().all()
+
+    fs.pipe(f"{BUCKET_PATH}/stage/hat/a.jpg", b"b" * 10)  # same size: only the ETag must change
+    again = list_stage(f"s3://{BUCKET_PATH}/stage").set_index("RELATIVE_PATH")
+    assert again.loc["hat/a.jpg", "SIZE"] == 10 and again.loc["hat/a.jpg", "ETAG"] != etag
+    assert listing_digest(again.reset_index()) != listing_digest(listing.reset_index())
 
 
 def _jpeg(colour: tuple[int, int, int], tmp_path, seed: int) -> bytes:
