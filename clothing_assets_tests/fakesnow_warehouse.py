@@ -1,9 +1,9 @@
 """Test-only: SnowflakeWarehouse on fakesnow (the fake Snowflake connector over DuckDB).
 
-fakesnow runs the Snowflake SQL of `sql/snowflake/` for real: CREATE STAGE, SHOW STAGES, the
-table DDL, both catalog MERGEs, the TEMPORARY-table + write_pandas + MERGE write-back, the
-transactions and `IDENTIFIER(%(...)s)` binding. It lacks four statements, and this subclass
-stands in for exactly those, nothing else:
+fakesnow runs the Snowflake SQL of `clothing_assets/sql/snowflake/` for real: CREATE STAGE, SHOW
+STAGES, the table DDL, both catalog MERGEs, the TEMPORARY-table + write_pandas + MERGE
+write-back, the transactions and `IDENTIFIER(%(...)s)` binding. It lacks four statements, and
+this subclass stands in for exactly those, nothing else:
 
 - `ALTER STAGE ... REFRESH` (`_refresh_directory`): the stage's local folder is listed with
   `stage_fs.list_stage` into a plain table with DIRECTORY()'s columns;

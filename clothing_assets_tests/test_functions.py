@@ -227,11 +227,13 @@ def test_load_sql_refuses_anything_but_a_plain_name(bad):
 def test_every_duckdb_statement_is_one_statement():
     import duckdb
 
-    from clothing_assets.sql import SQL_ROOT
+    from clothing_assets.sql import sql_names
 
-    for path in sorted((SQL_ROOT / "duckdb").glob("*.sql")):
-        statements = duckdb.extract_statements(path.read_text())
-        assert len(statements) == 1, path.name
+    names = sql_names("duckdb")
+    assert len(names) >= 15
+    for name in names:
+        statements = duckdb.extract_statements(load_sql("duckdb", name))
+        assert len(statements) == 1, name
 
 
 @pytest.mark.parametrize("set_it", [True, False])

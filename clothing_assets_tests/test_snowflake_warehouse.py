@@ -4,7 +4,6 @@ connection handling, the configuration that selects it, and HTTP reads of presig
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import dagster as dg
 import fakesnow
@@ -18,7 +17,7 @@ from clothing_assets.environment import get_environment, resources_for
 from clothing_assets.ml.data import load_images_minted
 from clothing_assets.resources import snowflake_warehouse as sw
 from clothing_assets.resources.warehouse import InvalidIdentifierError
-from clothing_assets.sql import SQL_ROOT
+from clothing_assets.sql import load_sql, sql_names
 from clothing_assets.stage import reading as stage_fs
 from clothing_assets_tests.conftest import COLOURS, make_stage, write_image
 from clothing_assets_tests.fakesnow_warehouse import (
@@ -30,33 +29,33 @@ from clothing_assets_tests.fakesnow_warehouse import (
 from clothing_assets_tests.presign_server import PresignServer, serve
 from clothing_assets_tests.test_warehouse_contract import predictions
 
-SNOWFLAKE_SQL = sorted((SQL_ROOT / "snowflake").glob("*.sql"))
+SNOWFLAKE_SQL = sql_names("snowflake")
 # statements the snowflake dialect of sqlglot keeps as an opaque command (still one statement)
 OPAQUE = {"alter_stage_refresh"}
 
 
-def as_sent(path: Path) -> str:
+def as_sent(name: str) -> str:
     """The statement as the connector sends it: comment lines dropped, name tokens replaced,
     pyformat parameters interpolated client-side as quoted literals (numbers bare)."""
-    text = sw.render(path.stem, stage="CLOTHING_DATASET", storage_integration="MY_INTEGRATION")
+    text = sw.render(name, stage="CLOTHING_DATASET", storage_integration="MY_INTEGRATION")
     text = text.replace("%(expiry)s", "900")
     return re.sub(r"%\((\w+)\)s", lambda m: f"'{m.group(1).upper()}'", text)
 
 
 def test_there_are_snowflake_statements_named_verb_object():
     assert len(SNOWFLAKE_SQL) >= 15
-    for path in SNOWFLAKE_SQL:
-        assert re.fullmatch(r"[a-z]+(_[a-z0-9]+)+", path.stem), path.name
+    for name in SNOWFLAKE_SQL:
+        assert re.fullmatch(r"[a-z]+(_[a-z0-9]+)+", name), name
 
 
-@pytest.mark.parametrize("path", SNOWFLAKE_SQL, ids=lambda p: p.stem)
-def test_every_statement_parses_as_snowflake_and_holds_no_credentials(path):
-    raw = path.read_text()
+@pytest.mark.parametrize("name", SNOWFLAKE_SQL)
+def test_every_statement_parses_as_snowflake_and_holds_no_credentials(name):
+    raw = load_sql("snowflake", name)
     for word in ("CREDENTIALS", "AWS_KEY_ID", "AWS_SECRET_KEY", "PASSWORD"):
-        assert word not in raw.upper(), f"{path.name} mentions {word}"
-    [statement] = sqlglot.parse(as_sent(path), read="snowflake")  # exactly one statement
+        assert word not in raw.upper(), f"{name}.sql mentions {word}"
+    [statement] = sqlglot.parse(as_sent(name), read="snowflake")  # exactly one statement
     assert statement is not None
-    assert isinstance(statement, exp.Command) == (path.stem in OPAQUE)
+    assert isinstance(statement, exp.Command) == (name in OPAQUE)
 
 
 def test_stage_statements_reference_the_stage_only_through_validated_tokens():

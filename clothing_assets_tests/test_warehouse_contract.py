@@ -1,10 +1,11 @@
 """One contract, two warehouses: every test runs on DuckDB and on SnowflakeWarehouse over
 fakesnow, so the implementations cannot drift apart.
 
-Under fakesnow, the production SQL of `sql/snowflake/` runs for real except four statements
-fakesnow lacks, stood in for by `FakesnowWarehouse` (see fakesnow_warehouse.py): ALTER STAGE
-... REFRESH and DIRECTORY(@stage) (a table holding the stage's listing replaces the relation
-in the otherwise unchanged statements), GET_PRESIGNED_URL (local paths) and the QUERY_TAG.
+Under fakesnow, the production SQL of `clothing_assets/sql/snowflake/` runs for real except four
+statements fakesnow lacks, stood in for by `FakesnowWarehouse` (see fakesnow_warehouse.py):
+ALTER STAGE ... REFRESH and DIRECTORY(@stage) (a table holding the stage's listing replaces the
+relation in the otherwise unchanged statements), GET_PRESIGNED_URL (local paths) and the
+QUERY_TAG.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 A stage is a Snowflake external stage with a directory table (`DIRECTORY = (ENABLE = TRUE)`)
 over the images' bucket; a storage integration holds the cloud credentials, so none ever
-appear in SQL, code, logs or metadata. Every statement is a file in `sql/snowflake/`.
+appear in SQL, code, logs or metadata. Every statement is a file in
+`clothing_assets/sql/snowflake/`.
 
 Names. Table names are fixed; temporary tables and other bound names go through
 `IDENTIFIER(%(...)s)`. A stage reference (`@stage` in `DIRECTORY(@stage)`, `GET_PRESIGNED_URL`,
@@ -67,8 +68,9 @@ class WriteBackError(RuntimeError):
 
 
 def render(name: str, *, stage: str | None = None, storage_integration: str | None = None) -> str:
-    """The statement `sql/snowflake/<name>.sql`, without its comment lines, with its name
-    tokens replaced by validated identifiers; a token left without a name is an error."""
+    """The statement `clothing_assets/sql/snowflake/<name>.sql`, without its comment lines,
+    with its name tokens replaced by validated identifiers; a token left without a name is an
+    error."""
     # whole-line comments document the files and are not sent
     text = "\n".join(
         line for line in load_sql(DIALECT, name).splitlines() if not line.lstrip().startswith("--")
