@@ -17,6 +17,7 @@ from clothing_assets.sensors import build_sensors
 from clothing_assets.stage import StageLocationError, list_stage, listing_digest
 from clothing_assets_tests.conftest import COLOURS, materialize, read_table, write_image
 from clothing_assets_tests.s3_server import (
+    BUCKET,
     FAKE_ACCESS_KEY,
     FAKE_SECRET,
     s3,
@@ -139,3 +140,24 @@ def test_s3_stages_sync_score_and_follow_changes(local_env, s3_endpoint, monkeyp
         assert _records_holding(instance, FAKE_ACCESS_KEY) == []
         runs = json.dumps([dg.serialize_value(r) for r in instance.get_runs()])
         assert FAKE_SECRET not in runs and FAKE_ACCESS_KEY not in runs
+
+
+def test_the_model_store_on_s3_keeps_versions_immutable_and_checked(s3_endpoint, tmp_path):  # noqa: F811
+    """CLOTHING_MODELS_DIR may be an s3:// URL: versions are stored once, read back checked
+    against their hash, and deleted only on request (retention)."""
+    from clothing_assets.resources.model_store import ModelStoreError, ModelStoreResource
+
+    store = ModelStoreResource(
+        directory=f"s3://{BUCKET}/models", cache_directory=str(tmp_path / "cache")
+    )
+    version = store.put(b"model bytes")
+    assert store.uri(version) == f"s3://{BUCKET}/models/versions/{version}.pt"
+    assert store.exists(version) and store.get(version) == b"model bytes"
+    assert store.put(b"model bytes") == version  # the same bytes: nothing rewritten
+    s3().pipe(f"{BUCKET}/models/versions/{version}.pt", b"tampered")
+    with pytest.raises(ModelStoreError, match="does not match its version"):
+        store.get(version)
+    store.delete(version)
+    assert not store.exists(version)
+    with pytest.raises(ModelStoreError, match="not in the model store"):
+        store.get(version)
