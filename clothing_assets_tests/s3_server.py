@@ -3,6 +3,7 @@ through the standard AWS variables and nothing else."""
 
 from __future__ import annotations
 
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +29,9 @@ def s3_endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", FAKE_ACCESS_KEY)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", FAKE_SECRET)
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    # moto keeps its buckets per process, across servers: start every test from nothing
+    reset = urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")
+    urllib.request.urlopen(reset, timeout=30).close()
     fsspec.filesystem("s3").clear_instance_cache()  # no client made before the variables
     s3().mkdir(BUCKET)
     try:
