@@ -21,6 +21,24 @@ def catalog_matches(listing: pd.DataFrame, catalog: pd.DataFrame) -> bool:
     return len(listing) == len(catalog) and _file_keys(listing) == _file_keys(catalog)
 
 
+MAX_SENSOR_RETRIES = 3
+
+
+def _retry_of_failed_run(
+    context: dg.SensorEvaluationContext, previous: dict
+) -> tuple[str, str] | None:
+    """(run key, change) to request the last change's sync again when the run requested for it
+    failed (the cursor moved on when it was requested), at most MAX_SENSOR_RETRIES times."""
+    key, attempt = previous.get("run_key"), previous.get("attempt", 0)
+    if not key or attempt >= MAX_SENSOR_RETRIES:
+        return None
+    runs = context.instance.get_runs(filters=dg.RunsFilter(tags={"dagster/run_key": key}), limit=1)
+    if not runs or runs[0].status != dg.DagsterRunStatus.FAILURE:
+        return None
+    base = key.split("#", 1)[0]
+    return f"{base}#retry{attempt + 1}", f"retry {attempt + 1} of a failed sync"
+
+
 def _describe(previous: dict | None, files: int) -> str:
     if previous is None:
         return f"first look: {files} files"
@@ -44,10 +62,18 @@ def evaluate_stage(
         return dg.SkipReason(str(exc))
     digest = listing_digest(listing)
     previous = json.loads(context.cursor) if context.cursor else None
+    run_key = f"{stage.name}:{(previous or {}).get('digest', '')[:16]}>{digest[:16]}"
     if previous is not None and previous["digest"] == digest:
-        return dg.SkipReason(f"no change in stage {stage.name} ({len(listing)} files)")
-    change = _describe(previous, len(listing))
-    context.update_cursor(json.dumps({"digest": digest, "files": len(listing)}))
+        retry = _retry_of_failed_run(context, previous)
+        if retry is None:
+            return dg.SkipReason(f"no change in stage {stage.name} ({len(listing)} files)")
+        run_key, change = retry
+    else:
+        change = _describe(previous, len(listing))
+    context.update_cursor(
+        json.dumps({"digest": digest, "files": len(listing), "run_key": run_key,
+                    "attempt": (previous or {}).get("attempt", 0) + 1 if "retry" in change else 0})
+    )  # fmt: skip
     table = sync_assets[-1]
     if previous is None and catalog_matches(listing, warehouse.read_catalog(table)):
         # a fresh instance (or a reset sensor): nothing to do if the catalog is current
@@ -56,7 +82,7 @@ def evaluate_stage(
     context.log.info(f"stage {stage.name}: {change}; requesting {', '.join(assets)}")
     return dg.RunRequest(
         # keyed by the transition, so a retried tick never launches the same run twice
-        run_key=f"{stage.name}:{(previous or {}).get('digest', '')[:16]}>{digest[:16]}",
+        run_key=run_key,
         asset_selection=[dg.AssetKey(a) for a in assets],
         tags={"clothing/stage": stage.name, "clothing/change": change},
     )

@@ -76,6 +76,32 @@ def test_a_fresh_sensor_launches_no_run_when_the_catalog_already_matches(local_e
         assert isinstance(changed, dg.RunRequest)
 
 
+def test_a_change_whose_run_failed_is_requested_again(local_env, monkeypatch):
+    """The cursor moves on when a run is requested; if that run fails, the next ticks request
+    the same change again (a bounded number of times) instead of skipping it for ever."""
+    train_sensor, _ = build_sensors()
+    with dg.instance_for_test() as instance:
+        request, cursor = _tick(train_sensor, None, instance)
+        assert isinstance(request, dg.RunRequest)
+        monkeypatch.setenv("CLOTHING_DUCKDB_PATH", str(local_env.root))  # a folder: fails
+        failed = dg.materialize(
+            all_assets(), resources=resources_for(), selection=request.asset_selection,
+            instance=instance, tags={"dagster/run_key": request.run_key}, raise_on_error=False,
+        )  # fmt: skip
+        assert not failed.success
+        again, cursor = _tick(train_sensor, cursor, instance)
+        assert isinstance(again, dg.RunRequest) and "retry 1" in again.tags["clothing/change"]
+        assert again.run_key != request.run_key
+        monkeypatch.setenv("CLOTHING_DUCKDB_PATH", str(local_env.duckdb))
+        done = dg.materialize(
+            all_assets(), resources=resources_for(), selection=again.asset_selection,
+            instance=instance, tags={"dagster/run_key": again.run_key},
+        )  # fmt: skip
+        assert done.success
+        quiet, _ = _tick(train_sensor, cursor, instance)
+        assert isinstance(quiet, dg.SkipReason) and "no change" in quiet.skip_message
+
+
 def test_sensor_skips_with_the_reason_when_the_stage_is_missing(local_env, monkeypatch):
     monkeypatch.setenv("CLOTHING_TEST_STAGE_URL", str(local_env.root / "gone"))
     _, test_sensor = build_sensors()
