@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Callable, Sequence
+
 import dagster as dg
 import pandas as pd
 
@@ -44,3 +47,54 @@ def registry_table(models: pd.DataFrame) -> dg.TableMetadataValue:
         columns=[dg.TableColumn(name, kind) for name, kind, _ in REGISTRY_COLUMNS]
     )
     return dg.MetadataValue.table(records=records, schema=schema)
+
+
+def scoring_metadata(
+    table: pd.DataFrame,
+    classes: list[str],
+    version: str,
+    results: list[dict],
+    *,
+    written: int,
+    seconds: float,
+    shipped_to: int,
+    load_seconds: dict[str, float],
+    dashboard: str | None,
+    gallery_urls: Callable[[Sequence[str]], Sequence[str | None]],
+) -> dict:
+    """What `clothing_predictions` shows: this run's figures, and the table's state under the
+    champion (accuracy against the folder labels, confusion matrix, confident mistakes)."""
+    from clothing_assets.ml.cluster import accuracy_against_folders, misclassified_gallery
+    from clothing_assets.plots import confusion_matrix_png, png_markdown
+
+    quality = accuracy_against_folders(table, classes, version)
+    metadata = {
+        "rows_scored": dg.MetadataValue.int(written),
+        "rows_with_error": dg.MetadataValue.int(sum(1 for r in results if r["ERROR"])),
+        "model_version": dg.MetadataValue.text(version),
+        "accuracy": dg.MetadataValue.float(quality["accuracy"]),
+        "labelled_rows": dg.MetadataValue.int(quality["labelled"]),
+        "rows_in_table": dg.MetadataValue.int(len(table)),
+        "table_rows_with_error": dg.MetadataValue.int(int(table["ERROR"].notna().sum())),
+    }
+    if results:  # a run that scored nothing adds no zeros to the UI's plots of these
+        metadata.update({
+            "images_per_second": dg.MetadataValue.float(
+                round(len(results) / seconds, 1) if seconds > 0 else 0.0
+            ),
+            "per_worker": dg.MetadataValue.json(dict(Counter(r["WORKER"] for r in results))),
+            "worker_devices": dg.MetadataValue.json({r["WORKER"]: r["DEVICE"] for r in results}),
+            "model_shipped_to_workers": dg.MetadataValue.int(shipped_to),
+            "model_load_seconds": dg.MetadataValue.json(
+                {a: round(t, 2) for a, t in load_seconds.items()}
+            ),
+        })  # fmt: skip
+    if dashboard:
+        metadata["dask_dashboard"] = dg.MetadataValue.url(dashboard)
+    gallery = misclassified_gallery(table, classes, version, gallery_urls)
+    if gallery is not None:
+        metadata["misclassified"] = dg.MetadataValue.md(png_markdown(gallery, "misclassified"))
+    if quality["counts"] is not None:
+        png = confusion_matrix_png(quality["counts"], classes, "test stage vs folder labels")
+        metadata["confusion_matrix"] = dg.MetadataValue.md(png_markdown(png, "confusion matrix"))
+    return metadata

@@ -133,6 +133,19 @@ def register_model(
     return version
 
 
+def sensor_tick(sensor: dg.SensorDefinition, cursor: str | None, instance: dg.DagsterInstance):
+    """One evaluation of `sensor` on this environment's resources: (result, new cursor)."""
+    from clothing_assets.environment import resources_for
+
+    resources = resources_for()
+    with dg.build_sensor_context(
+        instance=instance,
+        cursor=cursor,
+        resources={k: resources[k] for k in sensor.required_resource_keys},
+    ) as context:
+        return sensor(context), context.cursor
+
+
 def step_failure(result: dg.ExecuteInProcessResult) -> dg.SerializableErrorInfo:
     """The error of the run's one failed step."""
     [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]

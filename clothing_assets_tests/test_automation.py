@@ -17,18 +17,11 @@ from clothing_assets_tests.conftest import (
     materialize,
     read_table,
     register_model,
+    sensor_tick,
     write_image,
 )
 
-
-def _tick(sensor: dg.SensorDefinition, cursor: str | None, instance: dg.DagsterInstance):
-    resources = resources_for()
-    with dg.build_sensor_context(
-        instance=instance,
-        cursor=cursor,
-        resources={k: resources[k] for k in sensor.required_resource_keys},
-    ) as context:
-        return sensor(context), context.cursor
+_tick = sensor_tick
 
 
 def _keys(request: dg.RunRequest) -> set[str]:

@@ -12,10 +12,15 @@ import dagster as dg
 import pytest
 from PIL import Image
 
-from clothing_assets.environment import resources_for
 from clothing_assets.sensors import build_sensors
 from clothing_assets.stage import StageLocationError, list_stage, listing_digest
-from clothing_assets_tests.conftest import COLOURS, materialize, read_table, write_image
+from clothing_assets_tests.conftest import (
+    COLOURS,
+    materialize,
+    read_table,
+    sensor_tick,
+    write_image,
+)
 from clothing_assets_tests.s3_server import (
     BUCKET,
     FAKE_ACCESS_KEY,
@@ -64,14 +69,7 @@ def _jpeg(colour: tuple[int, int, int], tmp_path, seed: int) -> bytes:
     return data
 
 
-def _tick(sensor: dg.SensorDefinition, cursor: str | None, instance: dg.DagsterInstance):
-    resources = resources_for()
-    with dg.build_sensor_context(
-        instance=instance,
-        cursor=cursor,
-        resources={k: resources[k] for k in sensor.required_resource_keys},
-    ) as context:
-        return sensor(context), context.cursor
+_tick = sensor_tick
 
 
 def _records_holding(instance: dg.DagsterInstance, needle: str) -> list[str]:

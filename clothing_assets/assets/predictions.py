@@ -1,7 +1,6 @@
 """Predictions: every unscored clothing_test row classified on Dask and written back."""
 
 import time
-from collections import Counter
 
 import dagster as dg
 import pandas as pd
@@ -38,12 +37,6 @@ class ScoreConfig(dg.Config):
     )
 
 
-RUN_FIGURES = (
-    "images_per_second", "per_worker", "worker_devices", "model_shipped_to_workers",
-    "model_load_seconds",
-)  # fmt: skip
-
-
 @dg.asset(
     group_name="predictions",
     deps=[clothing_test, champion_model],
@@ -61,40 +54,17 @@ def clothing_predictions(
     """TYPE, CONFIDENCE, PRED_TIMESTAMP and MODEL_VERSION for every clothing_test row the
     champion has not scored, computed on the Dask cluster and written back."""
     # torch and the cluster code load here, in the step that scores, not with the location
-    from clothing_assets.ml.cluster import (
-        accuracy_against_folders,
-        choose_gpu,
-        gpu_workers,
-        misclassified_gallery,
-        score_on_cluster,
-    )  # fmt: skip
-    from clothing_assets.ml.train import load_model
-    from clothing_assets.plots import confusion_matrix_png, png_markdown
+    from clothing_assets.ml.cluster import choose_gpu, gpu_workers, score_on_cluster
+    from clothing_assets.reports import scoring_metadata
 
-    try:
-        champion, model_bytes = model_registry.load_champion()
-    except RegistryError as exc:
-        raise dg.Failure(description=exc.message) from exc
-    version = champion["VERSION"]
-    try:  # fails here, not on every worker, if the file is bad
-        _, payload = load_model(model_bytes)
-    except Exception as exc:  # noqa: BLE001 - any unreadable or unsafe file is refused
-        raise dg.Failure(
-            f"refused the champion's model file ({version}): {str(exc).splitlines()[0][:300]}. "
-            "Only files written by trained_model load (torch.load with weights_only=True); "
-            "promote another version (`clothing-assets models list`)."
-        ) from exc
-    classes = payload["classes"]
+    version, model_bytes, classes = _load_champion(model_registry)
     todo = warehouse.unscored_rows(version)
     context.log.info(f"model {version}: {len(todo)} clothing_test rows to score")
-
     client = dask.client
-    dashboard = getattr(client, "dashboard_link", None)
     gpu_addresses = gpu_workers(client)
     use_gpu = choose_gpu(config.device, gpu_addresses)
     started = time.perf_counter()
-    results: list[dict] = []
-    written, shipped_to, load_seconds = 0, 0, {}
+    results, written, shipped_to, load_seconds = [], 0, 0, {}
 
     def write(rows: list[dict]) -> int:
         return warehouse.write_predictions(pd.DataFrame(rows)[PREDICTION_COLUMNS])
@@ -108,59 +78,51 @@ def clothing_predictions(
         except RuntimeError as exc:
             raise dg.Failure(description=f"{exc}; chunks written so far are kept") from exc
     seconds = time.perf_counter() - started
-    per_worker: Counter[str] = Counter()
-    devices: dict[str, str] = {}
-    if results:
-        frame = pd.DataFrame(results)
-        per_worker.update(frame["WORKER"])
-        devices = dict(zip(frame["WORKER"], frame["DEVICE"], strict=True))
-        on_cpu = sorted(w for w, d in devices.items() if d != "cuda")
-        if use_gpu and on_cpu:
-            context.log.warning(
-                f"workers {', '.join(on_cpu)} advertise a GPU resource but torch finds no CUDA "
-                "device there: they scored on their CPUs"
-            )
-        if written != len(frame):
-            context.log.warning(
-                f"{len(frame) - written} rows changed while being scored (or a newer model "
-                "scored them first) and were left for the next run"
-            )
-    errors = sum(1 for r in results if r["ERROR"])
+    _warn_about_the_run(context, results, written, use_gpu=use_gpu)
     table = warehouse.read_catalog("clothing_test")
-    quality = accuracy_against_folders(table, classes, version)
-    metadata = {
-        "rows_scored": dg.MetadataValue.int(written),
-        "rows_with_error": dg.MetadataValue.int(errors),
-        "images_per_second": dg.MetadataValue.float(
-            round(len(results) / seconds, 1) if results and seconds > 0 else 0.0
-        ),
-        "model_version": dg.MetadataValue.text(version),
-        "accuracy": dg.MetadataValue.float(quality["accuracy"]),
-        "labelled_rows": dg.MetadataValue.int(quality["labelled"]),
-        "rows_in_table": dg.MetadataValue.int(len(table)),
-        "table_rows_with_error": dg.MetadataValue.int(int(table["ERROR"].notna().sum())),
-        "per_worker": dg.MetadataValue.json(dict(per_worker)),
-        "worker_devices": dg.MetadataValue.json(devices),
-        "model_shipped_to_workers": dg.MetadataValue.int(shipped_to),
-        "model_load_seconds": dg.MetadataValue.json(
-            {a: round(t, 2) for a, t in load_seconds.items()}
-        ),
-    }
-    if not results:
-        # nothing was scored: no per-run throughput, so the UI's plots of those figures keep
-        # their last informative point instead of dropping to zero
-        for key in RUN_FIGURES:
-            metadata.pop(key)
-    if dashboard:
-        metadata["dask_dashboard"] = dg.MetadataValue.url(dashboard)
-    gallery = misclassified_gallery(table, classes, version, warehouse, test_stage.name)
-    if gallery is not None:
-        metadata["misclassified"] = dg.MetadataValue.md(png_markdown(gallery, "misclassified"))
-    if quality["counts"] is not None:
-        png = confusion_matrix_png(quality["counts"], classes, "test stage vs folder labels")
-        metadata["confusion_matrix"] = dg.MetadataValue.md(png_markdown(png, "confusion matrix"))
+    metadata = scoring_metadata(
+        table, classes, version, results, written=written, seconds=seconds,
+        shipped_to=shipped_to, load_seconds=load_seconds,
+        dashboard=getattr(client, "dashboard_link", None),
+        gallery_urls=lambda paths: warehouse.file_urls(test_stage.name, paths),
+    )  # fmt: skip
     context.log.info(
-        f"wrote {written} predictions ({errors} unreadable) in {seconds:.1f}s; "
-        f"accuracy vs folders {quality['accuracy']:.3f} over {quality['labelled']} rows"
+        f"wrote {written} predictions in {seconds:.1f}s; accuracy vs folders "
+        f"{metadata['accuracy'].value:.3f} over {metadata['labelled_rows'].value} rows"
     )
     return dg.MaterializeResult(metadata=metadata)
+
+
+def _load_champion(registry: ModelRegistry) -> tuple[str, bytes, list[str]]:
+    """(version, file bytes, classes) of the champion, or a Failure that says what to do."""
+    from clothing_assets.ml.train import load_model
+
+    try:
+        champion, model_bytes = registry.load_champion()
+    except RegistryError as exc:
+        raise dg.Failure(description=exc.message) from exc
+    version = champion["VERSION"]
+    try:  # fails here, not on every worker, if the file is bad
+        _, payload = load_model(model_bytes)
+    except Exception as exc:  # noqa: BLE001 - any unreadable or unsafe file is refused
+        raise dg.Failure(
+            f"refused the champion's model file ({version}): {str(exc).splitlines()[0][:300]}. "
+            "Only files written by trained_model load (torch.load with weights_only=True); "
+            "promote another version (`clothing-assets models list`)."
+        ) from exc
+    return version, model_bytes, payload["classes"]
+
+
+def _warn_about_the_run(context, results: list[dict], written: int, *, use_gpu: bool) -> None:
+    devices = {r["WORKER"]: r["DEVICE"] for r in results}
+    on_cpu = sorted(w for w, d in devices.items() if d != "cuda")
+    if use_gpu and on_cpu:
+        context.log.warning(
+            f"workers {', '.join(on_cpu)} advertise a GPU resource but torch finds no CUDA "
+            "device there: they scored on their CPUs"
+        )
+    if written != len(results):
+        context.log.warning(
+            f"{len(results) - written} rows changed while being scored (or a newer model "
+            "scored them first) and were left for the next run"
+        )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -87,9 +87,13 @@ def accuracy_against_folders(frame: pd.DataFrame, classes: list[str], version: s
 
 
 def misclassified_gallery(
-    table: pd.DataFrame, classes: list[str], version: str, warehouse: Warehouse, stage: str
+    table: pd.DataFrame,
+    classes: list[str],
+    version: str,
+    file_urls: Callable[[Sequence[str]], Sequence[str | None]],
 ) -> bytes | None:
-    """A PNG grid of up to 12 of the most confident mistakes of the current model."""
+    """A PNG grid of up to 12 of the most confident mistakes of `version`; `file_urls` mints
+    the URLs the images are read from (the warehouse's, for the test stage)."""
     scored = table[(table["MODEL_VERSION"] == version) & table["TYPE"].notna()].copy()
     scored["LABEL"] = scored["RELATIVE_PATH"].map(class_of)
     wrong = scored[scored["LABEL"].isin(classes) & (scored["LABEL"] != scored["TYPE"])]
@@ -98,7 +102,7 @@ def misclassified_gallery(
         return None
     tiles = []
     for row, url in zip(
-        wrong.itertuples(), warehouse.file_urls(stage, wrong["RELATIVE_PATH"].tolist()), strict=True
+        wrong.itertuples(), file_urls(wrong["RELATIVE_PATH"].tolist()), strict=True
     ):
         try:
             image = resize_square(decode_image(read_bytes(url)), 128)
