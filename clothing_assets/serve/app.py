@@ -20,7 +20,7 @@ from clothing_assets.ml.images import ImageDecodeError
 from clothing_assets.serve.batcher import Batcher, InferenceError
 from clothing_assets.serve.model import LoadedModel
 from clothing_assets.serve.source import ModelSource, default_source
-from clothing_assets.settings import setting
+from clothing_assets.settings import VARIABLES, setting
 
 # uvicorn configures this logger's handler; the app's messages go out beside its own.
 log = logging.getLogger("uvicorn.error")
@@ -38,11 +38,12 @@ NO_MODEL = (
 class ServeConfig:
     """The server's knobs; `from_settings()` reads the CLOTHING_SERVE_* variables."""
 
-    max_bytes: int = 20_000_000
-    poll_seconds: float = 5.0
-    max_batch_size: int = 16
-    max_wait_ms: float = 5.0
-    workers: int = 1
+    # the defaults are the settings' own (settings.VARIABLES), stated there once
+    max_bytes: int = VARIABLES["CLOTHING_SERVE_MAX_BYTES"].default
+    poll_seconds: float = VARIABLES["CLOTHING_SERVE_POLL_SECONDS"].default
+    max_batch_size: int = VARIABLES["CLOTHING_SERVE_MAX_BATCH_SIZE"].default
+    max_wait_ms: float = VARIABLES["CLOTHING_SERVE_MAX_WAIT_MS"].default
+    workers: int = VARIABLES["CLOTHING_SERVE_WORKERS"].default
 
     @classmethod
     def from_settings(cls) -> ServeConfig:

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from clothing_assets.settings import setting
+from clothing_assets.settings import VARIABLES, setting
 from clothing_assets.stage.listing import inside, unsafe_reason
 
 REFUSED_READ = "refused: the path leads outside the stage or is not a regular file; not read"
@@ -71,9 +71,9 @@ def url_refused(error: str | None) -> bool:
 class ReadLimits:
     """Bounds on one file read; passed to Dask workers with each batch."""
 
-    timeout_s: float = 30.0
-    deadline_s: float = 120.0
-    max_bytes: int = 50_000_000
+    timeout_s: float = VARIABLES["CLOTHING_HTTP_TIMEOUT_SECONDS"].default
+    deadline_s: float = VARIABLES["CLOTHING_HTTP_DEADLINE_SECONDS"].default
+    max_bytes: int = VARIABLES["CLOTHING_MAX_FILE_BYTES"].default
 
     @classmethod
     def from_settings(cls) -> ReadLimits:
