@@ -9,14 +9,14 @@ DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 # only the commands that keep run history use it; the tests make their own instances
 run dev: export DAGSTER_HOME := $(DAGSTER_HOME)
 
-.PHONY: setup data run dev test lint
+.PHONY: setup data run dev test lint lock
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml setup.cfg
+$(VENV)/.installed: pyproject.toml setup.cfg constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
 	touch $@
 
 data: setup
@@ -37,3 +37,10 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+# after changing dependencies in pyproject.toml: resolve once, run the tests, commit both files
+lock: setup
+	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip freeze --exclude-editable | grep -v '^clothing' > constraints.body
+	{ sed -n '/^#/p' constraints.txt; cat constraints.body; } > constraints.new
+	mv constraints.new constraints.txt && rm constraints.body
