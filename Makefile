@@ -8,8 +8,10 @@ BIN := $(VENV)/bin
 DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 # only the commands that keep run history use it; the tests make their own instances
 run dev: export DAGSTER_HOME := $(DAGSTER_HOME)
+# dg compares the active venv with the project's and warns when none is active
+dev check: export VIRTUAL_ENV := $(abspath $(VENV))
 
-.PHONY: setup data run dev test lint lock
+.PHONY: setup data run dev check test lint lock
 
 setup: $(VENV)/.installed
 
@@ -30,7 +32,10 @@ run: data $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster asset materialize -m clothing_assets.definitions --select '*'
 
 dev: data $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/dagster dev -w workspace.yaml
+	$(BIN)/dg dev
+
+check: setup
+	$(BIN)/dg check defs
 
 test: setup
 	$(BIN)/python -m pytest

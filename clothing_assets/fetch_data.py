@@ -5,6 +5,7 @@ python -m clothing_assets.fetch_data --from ../shared/clothing-dataset-small   #
 """
 
 import argparse
+import hashlib
 import shutil
 import sys
 import tempfile
@@ -19,9 +20,14 @@ from clothing_assets.settings import VARIABLES
 DEFAULT_TRAIN_STAGE_URL = VARIABLES["CLOTHING_TRAIN_STAGE_URL"].default
 DEFAULT_TEST_STAGE_URL = VARIABLES["CLOTHING_TEST_STAGE_URL"].default
 
+# upstream's last commit (2020-11-05): a branch could move under a user, a commit cannot
+DATASET_COMMIT = "11961516512414bf9f6c150a832cfd21b54a6b54"
 DATASET_URL = (
-    "https://github.com/alexeygrigorev/clothing-dataset-small/archive/refs/heads/master.zip"
+    f"https://github.com/alexeygrigorev/clothing-dataset-small/archive/{DATASET_COMMIT}.zip"
 )
+# content_digest of that commit's train/ and validation/ (3,409 images); GitHub may re-pack an
+# archive, so the digest covers the unpacked files, not the zip's bytes
+DATASET_DIGEST = "4bf9374ca73b22007d6d75271f009f993d604cb9cf575238205f44fa79d8f3ce"
 # upstream folder -> our stage; upstream's own test split stays out for independent evaluation
 SPLITS = {"train": "train", "validation": "test"}
 
@@ -32,6 +38,18 @@ class FetchError(RuntimeError):
 
 def _has_splits(folder: Path) -> bool:
     return all((folder / split).is_dir() for split in SPLITS.values())
+
+
+def content_digest(root: Path, splits: dict[str, str] = SPLITS) -> str:
+    """SHA-256 over the sorted lines `<our split>/<class>/<file> <sha256 of the file>` of every
+    file under `root`'s split folders: the same for a copy of the same images wherever it lies."""
+    lines = []
+    for folder, ours in splits.items():
+        for path in sorted((root / folder).rglob("*")):
+            if path.is_file():
+                relative = path.relative_to(root / folder).as_posix()
+                lines.append(f"{ours}/{relative} {hashlib.sha256(path.read_bytes()).hexdigest()}")
+    return hashlib.sha256("\n".join(sorted(lines)).encode()).hexdigest()
 
 
 def link_existing(source: Path, target: Path) -> None:
@@ -48,8 +66,9 @@ def link_existing(source: Path, target: Path) -> None:
     target.symlink_to(source, target_is_directory=True)
 
 
-def download(target: Path, url: str = DATASET_URL) -> None:
-    """Download the public dataset zip and unpack its train and validation splits."""
+def download(target: Path, url: str = DATASET_URL, digest: str | None = DATASET_DIGEST) -> None:
+    """Download the pinned dataset zip, check its images against `digest` and only then move
+    its train and validation splits into `target`."""
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         archive = Path(tmp) / "dataset.zip"
@@ -78,6 +97,11 @@ def download(target: Path, url: str = DATASET_URL) -> None:
         missing = [u for u in SPLITS if not (root / u).is_dir()]
         if missing:
             raise FetchError(f"{url} lacks the folders {missing}; is it clothing-dataset-small?")
+        if digest is not None and (found := content_digest(root)) != digest:
+            raise FetchError(
+                f"{url} unpacked to images whose digest is {found}, not the pinned {digest}: "
+                "the download is corrupt or upstream changed; nothing was put in place"
+            )
         target.mkdir(parents=True, exist_ok=True)
         for upstream, ours in SPLITS.items():
             shutil.move(str(root / upstream), str(target / ours))
@@ -95,6 +119,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.source:
             link_existing(args.source, args.target)
             print(f"{args.target} -> {args.source.resolve()}")
+            same = content_digest(args.target, {"train": "train", "test": "test"})
+            print(
+                "the copy matches the pinned dataset"
+                if same == DATASET_DIGEST
+                else "the copy differs from the pinned dataset (fine for your own images)"
+            )
         elif _has_splits(args.target):
             print(f"{args.target} already holds train/ and test/")
         else:

@@ -6,10 +6,19 @@ import functools
 import threading
 import zipfile
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
-from clothing_assets.fetch_data import FetchError, download, link_existing, main
+from clothing_assets.fetch_data import (
+    DATASET_DIGEST,
+    DATASET_URL,
+    FetchError,
+    content_digest,
+    download,
+    link_existing,
+    main,
+)
 from clothing_assets_tests.conftest import make_stage
 
 
@@ -28,22 +37,36 @@ def served(tmp_path):
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
+    yield f"http://127.0.0.1:{server.server_address[1]}", content_digest(src)
     server.shutdown()
     server.server_close()
 
 
 def test_download_unpacks_train_and_validation_as_test(served, tmp_path):
+    url, digest = served
     target = tmp_path / "data" / "clothing-dataset-small"
-    download(target, url=f"{served}/master.zip")
+    download(target, url=f"{url}/master.zip", digest=digest)
     assert sorted(p.name for p in target.iterdir()) == ["test", "train"]
     assert len(list((target / "train").rglob("*.jpg"))) == 3
     assert len(list((target / "test").rglob("*.jpg"))) == 3
 
 
+def test_a_download_whose_images_differ_from_the_pinned_digest_is_refused(served, tmp_path):
+    url, _ = served
+    target = tmp_path / "data" / "clothing-dataset-small"
+    with pytest.raises(FetchError, match="not the pinned"):
+        download(target, url=f"{url}/master.zip", digest="0" * 64)
+    assert not target.exists()  # nothing half put in place
+
+
+def test_the_download_is_pinned_to_a_commit_and_a_digest():
+    assert DATASET_URL.endswith(".zip") and "/heads/" not in DATASET_URL
+    assert len(DATASET_DIGEST) == 64
+
+
 def test_unreachable_download_says_how_to_use_a_local_copy(served, tmp_path):
     with pytest.raises(FetchError, match="make run DATA="):
-        download(tmp_path / "d", url=f"{served}/missing.zip")
+        download(tmp_path / "d", url=f"{served[0]}/missing.zip")
 
 
 def test_link_existing_copy_and_refuse_a_wrong_folder(tmp_path, capsys):
@@ -57,3 +80,13 @@ def test_link_existing_copy_and_refuse_a_wrong_folder(tmp_path, capsys):
         link_existing(tmp_path / "copy" / "train", target)
     assert main(["--target", str(target)]) == 0  # already in place: nothing downloaded
     assert "already holds" in capsys.readouterr().out
+
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "clothing-dataset-small"
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="needs ../shared/clothing-dataset-small")
+def test_the_shared_copy_matches_the_pinned_digest(tmp_path, capsys):
+    # the shared copy was checked file by file against the pinned commit's git blobs
+    assert main(["--from", str(SHARED), "--target", str(tmp_path / "data")]) == 0
+    assert "matches the pinned dataset" in capsys.readouterr().out
