@@ -6,7 +6,8 @@ For resnet18 at 128 px and resnet50 at 224 px (untrained model files: speed does
 the weights), with dynamic batching on (--max-batch-size 16) and off (1), posts real JPEGs
 from 1, 4 and 16 concurrent clients (each a keep-alive connection posting one image after
 another) and prints throughput and p50/p95/p99 latency, plus the in-process decode + forward
-time of one image for comparison. Every line names the CPU kind.
+time of one image for comparison and the in-process forward time per image at batch 1 and 16
+(the ceiling of what batching can gain on this CPU). Every line names the CPU kind.
 """
 
 from __future__ import annotations
@@ -70,6 +71,26 @@ def in_process_ms(data: bytes, jpegs: list[bytes], repeats: int) -> float:
             loaded.probabilities([loaded.decode(jpegs[i % len(jpegs)])])
             if i >= 3:  # the first passes warm the allocator and oneDNN's kernels
                 times.append((time.perf_counter() - started) * 1000)
+        return statistics.median(times)
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(run).result()
+
+
+def forward_ms_per_image(data: bytes, jpegs: list[bytes], batch: int, repeats: int) -> float:
+    """Median ms per image of the forward pass alone (images decoded beforehand) at `batch`
+    images per pass, on one worker thread as the server runs it: the most batching can gain
+    is this figure at batch 1 over it at the server's largest batch."""
+    loaded = LoadedModel.from_bytes("bench", data)
+    images = [loaded.decode(jpegs[i % len(jpegs)]) for i in range(batch)]
+
+    def run() -> float:
+        times = []
+        for i in range(repeats + 2):
+            started = time.perf_counter()
+            loaded.probabilities(images)
+            if i >= 2:
+                times.append((time.perf_counter() - started) * 1000 / batch)
         return statistics.median(times)
 
     with ThreadPoolExecutor(1) as pool:
@@ -146,6 +167,11 @@ def bench_model(arch: str, size: int, jpegs: list[bytes], args: argparse.Namespa
     requests = args.requests if arch == "resnet18" else max(16, args.requests // 3)
     local = in_process_ms(data, jpegs, repeats=20)
     print(f"{cpu} | {arch} {size} px | in-process decode + forward of one image: {local:.1f} ms")
+    one, sixteen = (forward_ms_per_image(data, jpegs, b, repeats=max(4, 64 // b)) for b in (1, 16))
+    print(
+        f"{cpu} | {arch} {size} px | in-process forward per image: batch 1 {one:.1f} ms, "
+        f"batch 16 {sixteen:.1f} ms: batching can gain at most {one / sixteen:.2f}x here"
+    )
     out = {"in_process_ms": local}
     for batch in (16, 1):
         with socket.socket() as s:
