@@ -15,7 +15,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from clothing_assets_tests.support import REPO_ROOT
+
+ROOT = REPO_ROOT
 WEBSERVER = Path(sys.executable).parent / "dagster-webserver"
 
 OVERVIEW = """

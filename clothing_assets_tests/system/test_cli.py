@@ -6,13 +6,12 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import duckdb
 
-from clothing_assets_tests.conftest import CLASSES, TINY_TRAINING
+from clothing_assets_tests.support import CLASSES, REPO_ROOT, TINY_TRAINING
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO_ROOT
 
 
 def test_cli_materializes_everything_with_run_config(local_env, tmp_path):

@@ -10,7 +10,7 @@ import pytest
 
 from clothing_assets.definitions import all_assets, all_checks
 from clothing_assets.environment import resources_for
-from clothing_assets_tests.conftest import TINY_TRAINING
+from clothing_assets_tests.support import TINY_TRAINING
 
 REQUIRED = (
     "SNOWFLAKE_ACCOUNT",

@@ -17,6 +17,7 @@ import torch
 
 from clothing_assets.ml.data import load_decode_cache, save_decode_cache
 from clothing_assets.ml.train import TrainSettings, fit, save_atomic
+from clothing_assets_tests.support import REPO_ROOT
 
 SETTINGS = TrainSettings(
     architecture="resnet18", image_size=32, n_epochs=1, batch_size=8, checkpoint_every=1, seed=3
@@ -26,7 +27,7 @@ PROCESS_SETTINGS = TrainSettings(
     architecture="mobilenet_v3_small", image_size=32, n_epochs=2, batch_size=8,
     checkpoint_every=0, seed=3,
 )  # fmt: skip
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 
 
 def _data() -> tuple[torch.Tensor, torch.Tensor]:
@@ -119,7 +120,7 @@ _RUN = textwrap.dedent(
     from pathlib import Path
     from clothing_assets.ml.durable import checkpoint_file
     from clothing_assets.ml.train import fit
-    from clothing_assets_tests.test_durability import PROCESS_SETTINGS, _data
+    from clothing_assets_tests.graph.test_durability import PROCESS_SETTINGS, _data
     folder, fp, hold = Path(sys.argv[1]), sys.argv[2], float(sys.argv[3])
     images, labels = _data()
     def slow(stats, eta):

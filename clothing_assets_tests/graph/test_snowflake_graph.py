@@ -20,9 +20,13 @@ import fakesnow
 from clothing_assets.definitions import all_assets, all_checks
 from clothing_assets.environment import TEST_STAGE, TRAIN_STAGE, resources_with
 from clothing_assets.stage import unsafe_reason
-from clothing_assets_tests.conftest import CLASSES, TINY_RUN_CONFIG
-from clothing_assets_tests.fakesnow_warehouse import NOP_REGEXES, FakesnowWarehouse, fake_connection
-from clothing_assets_tests.presign_server import PresignServer, serve
+from clothing_assets_tests.support import CLASSES, TINY_RUN_CONFIG
+from clothing_assets_tests.support.fakesnow_warehouse import (
+    NOP_REGEXES,
+    FakesnowWarehouse,
+    fake_connection,
+)
+from clothing_assets_tests.support.presign_server import PresignServer, serve
 
 _SERVERS: dict[int, PresignServer] = {}
 _MINTS: dict[tuple[int, str], int] = {}

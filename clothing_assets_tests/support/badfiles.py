@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from clothing_assets_tests.conftest import CLASSES, COLOURS, write_image
+from clothing_assets_tests.support import CLASSES, COLOURS, write_image
 
 
 def pixels(colour, size=24, seed=0) -> np.ndarray:

@@ -14,14 +14,14 @@ from PIL import Image
 
 from clothing_assets.sensors import build_sensors
 from clothing_assets.stage import StageLocationError, list_stage, listing_digest
-from clothing_assets_tests.conftest import (
+from clothing_assets_tests.support import (
     COLOURS,
     materialize,
     read_table,
     sensor_tick,
     write_image,
 )
-from clothing_assets_tests.s3_server import (
+from clothing_assets_tests.support.s3_server import (
     BUCKET,
     FAKE_ACCESS_KEY,
     FAKE_SECRET,

@@ -25,8 +25,8 @@ from clothing_assets.resources.warehouse import (
     InvalidIdentifierError,
     Warehouse,
 )
-from clothing_assets_tests.conftest import COLOURS, make_stage, write_image
-from clothing_assets_tests.fakesnow_warehouse import (
+from clothing_assets_tests.support import COLOURS, make_stage, write_image
+from clothing_assets_tests.support.fakesnow_warehouse import (
     NOP_REGEXES,
     FakesnowWarehouse,
     fake_connection,
@@ -223,7 +223,7 @@ def test_both_implementations_hold_the_same_catalogs(tmp_path):
     write_image(root / "loose.jpg", COLOURS["hat"], seed=3)
     stamp = datetime(2024, 5, 1, tzinfo=UTC)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("clothing_assets_tests.test_warehouse_contract.datetime", _Frozen(stamp))
+        mp.setattr("clothing_assets_tests.contract.test_warehouse_contract.datetime", _Frozen(stamp))
         from_duckdb = history(duck)
         with fakesnow.patch(nop_regexes=NOP_REGEXES):
             fake = FakesnowWarehouse(snowflake=fake_connection(), storage_integration="TEST_INT")

@@ -13,7 +13,7 @@ import dagster as dg
 import duckdb
 import pytest
 
-from clothing_assets_tests.conftest import materialize, metadata_of
+from clothing_assets_tests.support import materialize, metadata_of
 
 SECRET_USER, SECRET_TOKEN = "stageuser", "s3cr3t-t0ken"
 

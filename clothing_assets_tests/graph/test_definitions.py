@@ -5,15 +5,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import dagster as dg
 import pytest
 
 from clothing_assets.definitions import defs
 from clothing_assets.environment import resources_for
+from clothing_assets_tests.support import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO_ROOT
 ASSETS = {
     "clothing_dataset_train",
     "clothing_dataset",

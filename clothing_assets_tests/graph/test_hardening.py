@@ -15,14 +15,14 @@ from clothing_assets.ml.scoring import score_batch
 from clothing_assets.ml.train import TrainSettings, build_model, model_payload
 from clothing_assets.stage import ReadLimits, list_stage, read_bytes, stage_file_url
 from clothing_assets.stage.reading import HTTP_ATTEMPTS
-from clothing_assets_tests.conftest import (
+from clothing_assets_tests.support import (
     COLOURS,
     materialize,
     metadata_of,
     read_table,
     write_image,
 )
-from clothing_assets_tests.presign_server import PresignServer, serve
+from clothing_assets_tests.support.presign_server import PresignServer, serve
 
 # --- 1. fsspec URL chaining must not lead out of a local stage -----------------------------
 

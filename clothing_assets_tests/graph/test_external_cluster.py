@@ -16,16 +16,17 @@ from distributed import Client
 
 from clothing_assets.definitions import all_assets
 from clothing_assets.environment import resources_for
-from clothing_assets_tests.conftest import (
+from clothing_assets_tests.support import (
     CLASSES,
     COLOURS,
+    REPO_ROOT,
     TINY_TRAINING,
     metadata_of,
     write_image,
 )
 
 DASK = Path(sys.executable).parent / "dask"
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO_ROOT
 
 
 @pytest.fixture

@@ -20,10 +20,10 @@ from distributed.security import Security
 from clothing_assets.definitions import all_assets
 from clothing_assets.environment import resources_for
 from clothing_assets.resources.dask_cluster import DaskClusterResource
-from clothing_assets_tests.conftest import CLASSES, TINY_TRAINING, metadata_of
+from clothing_assets_tests.support import CLASSES, REPO_ROOT, TINY_TRAINING, metadata_of
 
 DASK = Path(sys.executable).parent / "dask"
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO_ROOT
 
 
 @pytest.fixture

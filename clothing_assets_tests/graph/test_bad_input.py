@@ -13,8 +13,7 @@ import pytest
 from PIL import Image
 
 from clothing_assets.ml.images import ImageDecodeError, decode_image
-from clothing_assets_tests.badfiles import encode, pixels, spoil_stage
-from clothing_assets_tests.conftest import (
+from clothing_assets_tests.support import (
     CLASSES,
     COLOURS,
     make_stage,
@@ -24,6 +23,7 @@ from clothing_assets_tests.conftest import (
     step_failure,
     write_image,
 )
+from clothing_assets_tests.support.badfiles import encode, pixels, spoil_stage
 
 TRAIN_ONLY = ["clothing_dataset_train", "clothing_train", "trained_model", "champion_model"]
 
@@ -33,7 +33,7 @@ TRAIN_ONLY = ["clothing_dataset_train", "clothing_train", "trained_model", "cham
 _BOMB_CHILD = """
 import json, resource, sys
 from clothing_assets.ml.images import ImageDecodeError, decode_image
-from clothing_assets_tests.badfiles import bomb_jpeg, bomb_png
+from clothing_assets_tests.support.badfiles import bomb_jpeg, bomb_png
 def peak_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 out = {"peak_before_mib": peak_mib()}

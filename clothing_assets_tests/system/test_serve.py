@@ -32,9 +32,9 @@ from clothing_assets.resources.model_store import file_version
 from clothing_assets.serve.batcher import Batcher
 from clothing_assets.serve.cli import main
 from clothing_assets.serve.model import LoadedModel
-from clothing_assets_tests.conftest import COLOURS, register_model, write_image
+from clothing_assets_tests.support import COLOURS, REPO_ROOT, register_model, write_image
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = REPO_ROOT
 MAX_BYTES = 1_000_000
 CHROMIUM_ARGS = [
     "--headless",

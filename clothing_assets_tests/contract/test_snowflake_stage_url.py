@@ -8,8 +8,8 @@ import dagster as dg
 import fakesnow
 import pytest
 
-from clothing_assets_tests.conftest import make_stage
-from clothing_assets_tests.fakesnow_warehouse import (
+from clothing_assets_tests.support import make_stage
+from clothing_assets_tests.support.fakesnow_warehouse import (
     NOP_REGEXES,
     FakesnowWarehouse,
     fake_connection,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from clothing_assets_tests.conftest import (
+from clothing_assets_tests.support import (
     CLASSES,
     COLOURS,
     TINY_RUN_CONFIG,

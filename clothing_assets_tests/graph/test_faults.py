@@ -12,7 +12,6 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import dagster as dg
 import pandas as pd
@@ -23,9 +22,10 @@ from distributed import Client, LocalCluster
 
 from clothing_assets.resources.duckdb_warehouse import DuckDBWarehouse, WarehouseUnavailableError
 from clothing_assets.resources.warehouse import PREDICTION_COLUMNS
-from clothing_assets_tests.conftest import (
+from clothing_assets_tests.support import (
     CLASSES,
     COLOURS,
+    REPO_ROOT,
     TINY_RUN_CONFIG,
     TINY_TRAINING,
     champion_version,
@@ -35,13 +35,13 @@ from clothing_assets_tests.conftest import (
     read_table,
     write_image,
 )
-from clothing_assets_tests.faults import (
+from clothing_assets_tests.support.faults import (
     ForgetModelOnce,
     KillWorkerOnceWhileScoring,
     StallWhileMarker,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO_ROOT
 TRAIN = ["clothing_dataset_train", "clothing_train", "trained_model", "champion_model"]
 SCORE = ["clothing_dataset", "clothing_test", "clothing_predictions"]
 

@@ -16,9 +16,9 @@ import duckdb
 import pytest
 
 from clothing_assets.sql import sql_names
-from clothing_assets_tests.conftest import CLASSES, TINY_TRAINING
+from clothing_assets_tests.support import CLASSES, REPO_ROOT, TINY_TRAINING
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO_ROOT
 # what a build needs from the checkout; everything else (data, models, .venv, .git) stays out
 SOURCES = ("pyproject.toml", "setup.cfg", "README.md", "clothing_assets")
 

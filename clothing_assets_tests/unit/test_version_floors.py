@@ -4,12 +4,13 @@ code-execution or memory-corruption holes."""
 from __future__ import annotations
 
 import tomllib
-from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
 
-PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
+from clothing_assets_tests.support import REPO_ROOT
+
+PYPROJECT = REPO_ROOT / "pyproject.toml"
 
 # (package, newest vulnerable release, why)
 VULNERABLE = [

@@ -6,7 +6,6 @@ import functools
 import threading
 import zipfile
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 
@@ -19,7 +18,7 @@ from clothing_assets.fetch_data import (
     link_existing,
     main,
 )
-from clothing_assets_tests.conftest import make_stage
+from clothing_assets_tests.support import SHARED_DATASET, make_stage
 
 
 @pytest.fixture
@@ -82,7 +81,7 @@ def test_link_existing_copy_and_refuse_a_wrong_folder(tmp_path, capsys):
     assert "already holds" in capsys.readouterr().out
 
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "clothing-dataset-small"
+SHARED = SHARED_DATASET
 
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason="needs ../shared/clothing-dataset-small")

@@ -10,7 +10,7 @@ from clothing_assets.definitions import all_assets, all_checks, defs
 from clothing_assets.environment import resources_for
 from clothing_assets.schedules import DEFAULT_RETRAIN_CRON
 from clothing_assets.sensors import build_sensors
-from clothing_assets_tests.conftest import (
+from clothing_assets_tests.support import (
     COLOURS,
     TINY_RUN_CONFIG,
     champion_version,

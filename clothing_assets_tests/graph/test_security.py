@@ -34,7 +34,7 @@ from clothing_assets.stage import (
     read_bytes,
     stage_file_url,
 )
-from clothing_assets_tests.conftest import (
+from clothing_assets_tests.support import (
     COLOURS,
     TINY_RUN_CONFIG,
     TINY_TRAINING,
