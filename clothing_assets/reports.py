@@ -22,6 +22,35 @@ REGISTRY_COLUMNS = [
 ]
 
 
+_FILE_COLUMNS = [
+    ("FILE_URL", "VARCHAR", "the stage URL the file is read from (credentials redacted)"),
+    ("RELATIVE_PATH", "VARCHAR", "the key: <class>/<file> inside the stage"),
+    ("SIZE", "BIGINT", "bytes, from the stage listing"),
+    ("LAST_MODIFIED", "TIMESTAMPTZ", "from the stage listing"),
+    ("ETAG", "VARCHAR", "the object store's ETag; NULL for local files, which have none"),
+]
+_PREDICTION_COLUMNS = [
+    ("PRED_TIMESTAMP", "TIMESTAMPTZ", "when the prediction was written"),
+    ("TYPE", "VARCHAR", "the predicted class"),
+    ("CONFIDENCE", "DOUBLE", "the softmax probability of TYPE"),
+    ("MODEL_VERSION", "VARCHAR", "the registry version that made it (clothing_models)"),
+]
+_ERROR_COLUMN = (
+    "ERROR",
+    "VARCHAR",
+    "why the file is not used (unreadable, unsafe, ...); NULL if fine",
+)
+
+
+def catalog_column_schema(table: str) -> dg.TableSchema:
+    """The columns of a catalog table, for `dagster/column_schema` (the UI's Columns tab)."""
+    columns = _FILE_COLUMNS + (_PREDICTION_COLUMNS if table == "clothing_test" else [])
+    return dg.TableSchema(
+        columns=[dg.TableColumn(name, kind, description) for name, kind, description in columns]
+        + [dg.TableColumn(*_ERROR_COLUMN)]
+    )
+
+
 def _cell(kind: str, column: str, value):
     if column == "DELETED_AT":
         return bool(pd.isna(value))

@@ -4,6 +4,7 @@ import dagster as dg
 import pandas as pd
 
 from clothing_assets.assets.stages import clothing_dataset, clothing_dataset_train
+from clothing_assets.reports import catalog_column_schema
 from clothing_assets.resources.warehouse import CatalogTable, Warehouse
 from clothing_assets.stage import StageResource, class_of
 
@@ -35,6 +36,7 @@ def sync(
             "deleted": dg.MetadataValue.int(result.deleted),
             "rows_with_error": dg.MetadataValue.int(result.errors),
             "images_per_class": dg.MetadataValue.md(class_counts_markdown(frame)),
+            "dagster/column_schema": catalog_column_schema(table),
         }
     )
 
@@ -44,6 +46,7 @@ def sync(
     deps=[clothing_dataset_train],
     kinds={"duckdb", "snowflake"},
     pool="clothing_warehouse",
+    metadata={"dagster/column_schema": catalog_column_schema("clothing_train")},
 )
 def clothing_train(
     context: dg.AssetExecutionContext, warehouse: Warehouse, train_stage: StageResource
@@ -57,6 +60,7 @@ def clothing_train(
     deps=[clothing_dataset],
     kinds={"duckdb", "snowflake"},
     pool="clothing_warehouse",
+    metadata={"dagster/column_schema": catalog_column_schema("clothing_test")},
 )
 def clothing_test(
     context: dg.AssetExecutionContext, warehouse: Warehouse, test_stage: StageResource

@@ -19,6 +19,7 @@ from clothing_assets.resources import snowflake_warehouse as sw
 from clothing_assets.resources.warehouse import InvalidIdentifierError
 from clothing_assets.sql import load_sql, sql_names
 from clothing_assets.stage import reading as stage_fs
+from clothing_assets_tests.contract.test_warehouse_contract import predictions
 from clothing_assets_tests.support import COLOURS, make_stage, write_image
 from clothing_assets_tests.support.fakesnow_warehouse import (
     NOP_REGEXES,
@@ -27,7 +28,6 @@ from clothing_assets_tests.support.fakesnow_warehouse import (
     fake_connection,
 )
 from clothing_assets_tests.support.presign_server import PresignServer, serve
-from clothing_assets_tests.contract.test_warehouse_contract import predictions
 
 SNOWFLAKE_SQL = sql_names("snowflake")
 # statements the snowflake dialect of sqlglot keeps as an opaque command (still one statement)

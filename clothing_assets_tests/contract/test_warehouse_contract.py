@@ -223,7 +223,9 @@ def test_both_implementations_hold_the_same_catalogs(tmp_path):
     write_image(root / "loose.jpg", COLOURS["hat"], seed=3)
     stamp = datetime(2024, 5, 1, tzinfo=UTC)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("clothing_assets_tests.contract.test_warehouse_contract.datetime", _Frozen(stamp))
+        mp.setattr(
+            "clothing_assets_tests.contract.test_warehouse_contract.datetime", _Frozen(stamp)
+        )
         from_duckdb = history(duck)
         with fakesnow.patch(nop_regexes=NOP_REGEXES):
             fake = FakesnowWarehouse(snowflake=fake_connection(), storage_integration="TEST_INT")

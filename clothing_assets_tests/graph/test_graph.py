@@ -50,6 +50,9 @@ def test_whole_graph_catalogs_trains_and_scores(local_env):
     assert pred_meta["rows_scored"] == len(test)
     assert 0.0 <= pred_meta["accuracy"] <= 1.0
     assert sum(pred_meta["per_worker"].values()) == len(test)
+    for name, frame in (("clothing_train", train), ("clothing_test", test)):
+        schema = metadata_of(result, name)["dagster/column_schema"]
+        assert [c.name for c in schema.columns] == list(frame.columns)  # the UI's Columns tab
     stage_meta = metadata_of(result, "clothing_dataset_train")
     assert stage_meta["file_count"] == 6 * len(CLASSES)
 

@@ -31,13 +31,13 @@ from clothing_assets.resources.model_registry import (
 from clothing_assets.resources.model_store import ModelStoreResource
 from clothing_assets.resources.warehouse import ModelRecord, Warehouse
 from clothing_assets.sensors import build_sensors
+from clothing_assets_tests.contract.test_warehouse_contract import predictions
 from clothing_assets_tests.support import COLOURS, TINY_TRAINING, write_image
 from clothing_assets_tests.support.fakesnow_warehouse import (
     NOP_REGEXES,
     FakesnowWarehouse,
     fake_connection,
 )
-from clothing_assets_tests.contract.test_warehouse_contract import predictions
 
 # --- the promotion rule, as a pure function ---------------------------------------------------
 
