@@ -11,7 +11,7 @@ run dev: export DAGSTER_HOME := $(DAGSTER_HOME)
 # dg compares the active venv with the project's and warns when none is active
 dev check: export VIRTUAL_ENV := $(abspath $(VENV))
 
-.PHONY: setup data run dev check test lint lock
+.PHONY: setup data run dev check test test-fast lint lock
 
 setup: $(VENV)/.installed
 
@@ -39,6 +39,9 @@ check: setup
 
 test: setup
 	$(BIN)/python -m pytest
+
+test-fast: setup
+	$(BIN)/python -m pytest clothing_assets_tests/unit -m "not slow"
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
