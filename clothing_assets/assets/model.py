@@ -4,10 +4,11 @@ version serves (the promotion rule, or a person's choice) and shows the registry
 import sys
 import time
 from dataclasses import asdict, fields
+from typing import get_type_hints
 
 import dagster as dg
 import pandas as pd
-from pydantic import Field
+from pydantic import Field, create_model
 from tqdm import tqdm
 
 from clothing_assets.assets.catalog import clothing_train
@@ -20,56 +21,9 @@ from clothing_assets.stage import StageResource
 DECODE_CACHE_FILE = "decoded_train.pt"
 
 
-_DEFAULTS = TrainSettings()
+class _TrainConfigBase(dg.Config):
+    """What `trained_model` takes beyond the `TrainSettings` fields."""
 
-
-class TrainConfig(dg.Config):
-    """Hyperparameters of `trained_model`. The defaults train a resnet18 at 128 px that fits
-    the main job's 15-minute CPU budget; `configs/resnet50_gpu.yaml` is the 25-epoch ResNet50
-    recipe for GPU machines."""
-
-    architecture: str = Field(
-        default=_DEFAULTS.architecture, description="Any torchvision classification model name."
-    )
-    image_size: int = Field(default=_DEFAULTS.image_size, description="Training crop side (px).")
-    n_epochs: int = Field(default=_DEFAULTS.n_epochs)
-    batch_size: int = Field(default=_DEFAULTS.batch_size)
-    base_lr: float = Field(default=_DEFAULTS.base_lr, description="AdamW peak learning rate.")
-    weight_decay: float = Field(default=_DEFAULTS.weight_decay)
-    label_smoothing: float = Field(default=_DEFAULTS.label_smoothing)
-    warmup_epochs: float = Field(default=_DEFAULTS.warmup_epochs)
-    downsample_to: float = Field(
-        default=_DEFAULTS.downsample_to, description="Fraction of the training data used."
-    )
-    val_fraction: float = Field(
-        default=_DEFAULTS.val_fraction, description="Stratified validation split of the catalog."
-    )
-    checkpoint_every: int = Field(
-        default=_DEFAULTS.checkpoint_every, description="Checkpoint every N iterations (0: off)."
-    )
-    seed: int = Field(default=_DEFAULTS.seed)
-    weights: str = Field(
-        default=_DEFAULTS.weights,
-        description="'none' (random init) or 'imagenet' (downloads torchvision's weights).",
-    )
-    device: str = Field(default=_DEFAULTS.device, description="'auto', 'cpu' or 'cuda'.")
-    bf16: str = Field(default=_DEFAULTS.bf16, description="'auto', 'on' or 'off'.")
-    compile: bool = Field(
-        default=_DEFAULTS.compile,
-        description="torch.compile the training forward pass (worth it on GPUs; minutes of "
-        "compilation first).",
-    )
-    ema_decay: float = Field(
-        default=_DEFAULTS.ema_decay,
-        description="Keep and validate an exponential moving average of the weights with this "
-        "per-step decay (e.g. 0.998); 0: off.",
-    )
-    mixup_alpha: float = Field(
-        default=_DEFAULTS.mixup_alpha, description="MixUp Beta(a, a); 0: off."
-    )
-    cutmix_alpha: float = Field(
-        default=_DEFAULTS.cutmix_alpha, description="CutMix Beta(a, a); 0: off."
-    )
     decode_cache: bool = Field(
         default=True,
         description="Keep the decoded uint8 images in models/cache/, tied to the catalog rows "
@@ -79,6 +33,19 @@ class TrainConfig(dg.Config):
     def settings(self) -> TrainSettings:
         """The `TrainSettings` that `fit` takes, field by field."""
         return TrainSettings(**{f.name: getattr(self, f.name) for f in fields(TrainSettings)})
+
+
+_HINTS = get_type_hints(TrainSettings)
+# generated, not restated: every TrainSettings field with its default and description
+TrainConfig = create_model(
+    "TrainConfig",
+    __base__=_TrainConfigBase,
+    __doc__=f"Hyperparameters of `trained_model`. {TrainSettings.__doc__}",
+    **{
+        f.name: (_HINTS[f.name], Field(default=f.default, description=f.metadata["doc"] or None))
+        for f in fields(TrainSettings)
+    },
+)
 
 
 def _record_decode_errors(context, warehouse: Warehouse, rows: pd.DataFrame, decoded) -> None:
