@@ -3,6 +3,7 @@
 import dagster as dg
 import pandas as pd
 
+from clothing_assets.assets.retries import TRANSIENT_FAILURES
 from clothing_assets.assets.stages import clothing_dataset, clothing_dataset_train
 from clothing_assets.resources.warehouse import CatalogTable, Warehouse
 from clothing_assets.stage import StageResource, class_of
@@ -44,6 +45,7 @@ def sync(
     deps=[clothing_dataset_train],
     kinds={"duckdb", "snowflake"},
     pool="clothing_warehouse",
+    retry_policy=TRANSIENT_FAILURES,
 )
 def clothing_train(
     context: dg.AssetExecutionContext, warehouse: Warehouse, train_stage: StageResource
@@ -57,6 +59,7 @@ def clothing_train(
     deps=[clothing_dataset],
     kinds={"duckdb", "snowflake"},
     pool="clothing_warehouse",
+    retry_policy=TRANSIENT_FAILURES,
 )
 def clothing_test(
     context: dg.AssetExecutionContext, warehouse: Warehouse, test_stage: StageResource
