@@ -106,7 +106,9 @@ def _jpeg_tensor(data: bytes) -> torch.Tensor:
 
 def decode_image(data: bytes, *, side: int | None = None) -> torch.Tensor:
     """Decode `data` into a 3xHxW uint8 RGB tensor, or with `side` a 3 x side x side one
-    that never exists at full size when it is twice `side` or more (see `_decode_with_pillow`).
+    reduced as it is decoded: a JPEG twice `side` or more at a smaller DCT scale, any other
+    format by a whole factor right after decoding, its full-size pixels freed before this
+    returns (see `_decode_with_pillow`).
 
     Plain JPEGs go through torchvision's libjpeg-turbo decoder; other formats, unusual JPEG
     modes (CMYK, 16-bit) and large JPEGs to reduce through Pillow. Only SUPPORTED_FORMATS'
