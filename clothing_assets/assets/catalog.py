@@ -3,6 +3,7 @@
 import dagster as dg
 import pandas as pd
 
+from clothing_assets.assets.retries import TRANSIENT_FAILURES
 from clothing_assets.assets.stages import clothing_dataset, clothing_dataset_train
 from clothing_assets.reports import catalog_column_schema
 from clothing_assets.resources.warehouse import CatalogTable, Warehouse
@@ -47,6 +48,7 @@ def sync(
     kinds={"duckdb", "snowflake"},
     pool="clothing_warehouse",
     metadata={"dagster/column_schema": catalog_column_schema("clothing_train")},
+    retry_policy=TRANSIENT_FAILURES,
 )
 def clothing_train(
     context: dg.AssetExecutionContext, warehouse: Warehouse, train_stage: StageResource
@@ -61,6 +63,7 @@ def clothing_train(
     kinds={"duckdb", "snowflake"},
     pool="clothing_warehouse",
     metadata={"dagster/column_schema": catalog_column_schema("clothing_test")},
+    retry_policy=TRANSIENT_FAILURES,
 )
 def clothing_test(
     context: dg.AssetExecutionContext, warehouse: Warehouse, test_stage: StageResource

@@ -8,6 +8,7 @@ from pydantic import Field
 
 from clothing_assets.assets.catalog import clothing_test
 from clothing_assets.assets.model import champion_model
+from clothing_assets.assets.retries import TRANSIENT_FAILURES
 from clothing_assets.resources.dask_cluster import DaskClusterResource
 from clothing_assets.resources.model_registry import ModelRegistry, RegistryError
 from clothing_assets.resources.warehouse import PREDICTION_COLUMNS, Warehouse
@@ -42,6 +43,7 @@ class ScoreConfig(dg.Config):
     deps=[clothing_test, champion_model],
     kinds={"dask"},
     pool="clothing_scoring",
+    retry_policy=TRANSIENT_FAILURES,
 )
 def clothing_predictions(
     context: dg.AssetExecutionContext,
@@ -100,7 +102,7 @@ def _load_champion(registry: ModelRegistry) -> tuple[str, bytes, list[str]]:
     try:
         champion, model_bytes = registry.load_champion()
     except RegistryError as exc:
-        raise dg.Failure(description=exc.message) from exc
+        raise dg.Failure(description=exc.message, allow_retries=False) from exc
     version = champion["VERSION"]
     try:  # fails here, not on every worker, if the file is bad
         _, payload = load_model(model_bytes)
@@ -108,13 +110,14 @@ def _load_champion(registry: ModelRegistry) -> tuple[str, bytes, list[str]]:
         raise dg.Failure(
             f"refused the champion's model file ({version}): {str(exc).splitlines()[0][:300]}. "
             "Only files written by trained_model load (torch.load with weights_only=True); "
-            "promote another version (`clothing-assets models list`)."
+            "promote another version (`clothing-assets models list`).",
+            allow_retries=False,
         ) from exc
     return version, model_bytes, payload["classes"]
 
 
 def _warn_about_the_run(context, results: list[dict], written: int, *, use_gpu: bool) -> None:
-    devices = {r["WORKER"]: r["DEVICE"] for r in results}
+    devices = {r["WORKER"]: r["DEVICE"] for r in results if r["DEVICE"]}  # None: it died
     on_cpu = sorted(w for w, d in devices.items() if d != "cuda")
     if use_gpu and on_cpu:
         context.log.warning(

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from clothing_assets.assets.retries import TRANSIENT_FAILURES
 from clothing_assets.resources.warehouse import Warehouse
 from clothing_assets.stage import StageLocationError, StageResource, redact_url
 
@@ -32,7 +33,12 @@ def refresh_stage(
     )
 
 
-@dg.asset(group_name="stages", kinds={"storage"}, pool="clothing_warehouse")
+@dg.asset(
+    group_name="stages",
+    kinds={"storage"},
+    pool="clothing_warehouse",
+    retry_policy=TRANSIENT_FAILURES,
+)
 def clothing_dataset_train(
     context: dg.AssetExecutionContext, warehouse: Warehouse, train_stage: StageResource
 ) -> dg.MaterializeResult:
@@ -40,7 +46,12 @@ def clothing_dataset_train(
     return refresh_stage(context, warehouse, train_stage)
 
 
-@dg.asset(group_name="stages", kinds={"storage"}, pool="clothing_warehouse")
+@dg.asset(
+    group_name="stages",
+    kinds={"storage"},
+    pool="clothing_warehouse",
+    retry_policy=TRANSIENT_FAILURES,
+)
 def clothing_dataset(
     context: dg.AssetExecutionContext, warehouse: Warehouse, test_stage: StageResource
 ) -> dg.MaterializeResult:

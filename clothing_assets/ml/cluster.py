@@ -1,6 +1,7 @@
 """Scoring on the Dask cluster, from the client's side: which workers score (GPU or not),
 the model shipped once per version, a bounded window of batches whose URLs are minted just
-before they are sent, batches resent when a worker lost the model, refused URLs retried once.
+before they are sent, batches resent when a worker lost the model, a batch that kills its
+workers split into single rows, refused URLs retried once.
 The worker's side is `ml.scoring`. This is the one place to change how images are scored on
 the cluster.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -17,6 +19,7 @@ import dagster as dg
 import pandas as pd
 from distributed import Client, as_completed
 from distributed.client import FutureCancelledError
+from distributed.scheduler import KilledWorker
 
 from clothing_assets.ml.images import ImageDecodeError, decode_image, resize_square
 from clothing_assets.ml.scoring import (
@@ -27,6 +30,7 @@ from clothing_assets.ml.scoring import (
 )
 from clothing_assets.plots import confusion_matrix, gallery_png
 from clothing_assets.resources.warehouse import Warehouse
+from clothing_assets.settings import setting
 from clothing_assets.stage import class_of, read_bytes, url_refused
 
 
@@ -34,12 +38,16 @@ def choose_gpu(device: str, gpu_addresses: list[str]) -> bool:
     """Whether scoring tasks ask for a GPU worker, from ScoreConfig.device and the workers that
     advertise one."""
     if device not in ("auto", "cpu", "cuda"):
-        raise dg.Failure(f"ScoreConfig.device must be 'auto', 'cpu' or 'cuda', got {device!r}")
+        raise dg.Failure(
+            f"ScoreConfig.device must be 'auto', 'cpu' or 'cuda', got {device!r}",
+            allow_retries=False,
+        )
     if device == "cuda" and not gpu_addresses:
         raise dg.Failure(
             "device 'cuda' was asked for but no Dask worker advertises a GPU resource: start "
             "workers with `dask worker ... --resources GPU=1` (or set CLOTHING_DASK_WORKER_GPUS "
-            "for the local cluster), or score with device 'auto' or 'cpu'"
+            "for the local cluster), or score with device 'auto' or 'cpu'",
+            allow_retries=False,
         )
     return device != "cpu" and bool(gpu_addresses)
 
@@ -176,7 +184,13 @@ def score_on_cluster(
         dying worker took the last copy with it."""
         nonlocal shipped_to
         if shipped["future"] is None or shipped["future"].status != "finished":
-            shipped["future"] = client.scatter(model_bytes, broadcast=True)
+            # all workers may be restarting (a file killed them): wait for one as long as a
+            # task would, not Dask's 30 s connect timeout
+            shipped["future"] = client.scatter(
+                model_bytes,
+                broadcast=True,
+                timeout=setting("CLOTHING_DASK_NO_WORKERS_TIMEOUT_SECONDS"),
+            )
             shipped_to = len(client.scheduler_info(n_workers=-1)["workers"])  # as of now
         return shipped["future"]
 
@@ -252,10 +266,28 @@ def score_on_cluster(
             written += write(list(chunk))
             chunk.clear()
 
+    alone: set[str] = set()  # batches of one row cut from a batch whose workers died
     for future in pending:
         key, rows = rows_of.pop(future.key)
         try:
             part = future.result()
+        except KilledWorker as exc:
+            if key in alone:  # this row killed its workers on its own: it gets the ERROR
+                part = [worker_died_result(rows[0], version, exc)]
+            else:
+                context.log.warning(
+                    f"the Dask worker(s) scoring batch {key} died ({exc.allowed_failures + 1} "
+                    f"time(s)); scoring its {len(rows)} rows one by one"
+                )
+                n_batches += len(rows) - 1
+                for j, row in enumerate(rows):
+                    alone.add(f"{key}-alone-{j}")
+                    # without the model: every worker may be restarting now, with none to
+                    # scatter it to; one that lacks it raises ModelNotLoaded and gets it then
+                    again = submit([row], f"{key}-alone-{j}")
+                    rows_of[again.key] = (f"{key}-alone-{j}", [row])
+                    pending.add(again)
+                continue
         except (ModelNotLoaded, FutureCancelledError):
             # a worker that restarted or joined after the check lacks the model, or a batch
             # sent with it lost the bytes with a dying worker: send it again, with the model
@@ -283,6 +315,25 @@ def score_on_cluster(
     chunk.extend(r for r in results if r["RELATIVE_PATH"] in refused)
     flush(force=True)
     return results, written, shipped_to, load_seconds
+
+
+def worker_died_result(row: dict, version: str, exc: KilledWorker) -> dict:
+    """The result of a row whose task, scoring it alone, killed every worker that ran it
+    (the nanny kills a worker over its memory limit, or the decoder crashed the process):
+    no prediction, and an ERROR that says so. With the model's version it is not scored
+    again until the file or the champion changes."""
+    worker = getattr(exc.last_worker, "address", str(exc.last_worker))
+    return {
+        "RELATIVE_PATH": row["RELATIVE_PATH"], "SIZE": row["SIZE"],
+        "LAST_MODIFIED": row["LAST_MODIFIED"], "TYPE": None, "CONFIDENCE": None,
+        "MODEL_VERSION": version, "WORKER": worker, "DEVICE": None,
+        "PRED_TIMESTAMP": datetime.now(UTC),
+        "ERROR": (
+            "the Dask worker died while scoring this file (KilledWorker: "
+            f"{exc.allowed_failures + 1} worker(s) died scoring it alone, the last {worker}); "
+            "it may need more memory than a worker has"
+        ),
+    }  # fmt: skip
 
 
 def check_batch(sent: list[dict], returned: list[dict]) -> None:

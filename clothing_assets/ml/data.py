@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from clothing_assets.ml.durable import write_atomic
-from clothing_assets.ml.images import ImageDecodeError, decode_image, resize_square
+from clothing_assets.ml.images import ImageDecodeError, decode_image
 from clothing_assets.stage import (
     FileTooLargeError,
     UnsafePathError,
@@ -91,9 +91,10 @@ def load_images(
 
 
 def _read_one(url: str | None, side: int) -> torch.Tensor | str:
-    """One file decoded and resized, or the one-line reason it could not be."""
+    """One file decoded and reduced to side x side as it is decoded (`decode_image`), or the
+    one-line reason it could not be."""
     try:
-        return resize_square(decode_image(read_bytes(url)), side)
+        return decode_image(read_bytes(url), side=side)
     except (ImageDecodeError, UnsafePathError, FileTooLargeError) as exc:
         return str(exc)
     except OSError as exc:

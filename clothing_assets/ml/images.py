@@ -7,6 +7,7 @@ import io
 import math
 import warnings
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import torchvision.transforms.v2.functional as TF
@@ -33,14 +34,21 @@ class ImageDecodeError(ValueError):
     """A file that is not a usable image; the message is the one-line ERROR recorded for it."""
 
 
-def _inspect(data: bytes) -> tuple[str, str]:
-    """(format, mode) from the file's header, after the format whitelist and the
+class _Header(NamedTuple):
+    fmt: str
+    mode: str
+    width: int
+    height: int
+
+
+def _inspect(data: bytes) -> _Header:
+    """The file's format, mode and size from its header, after the format whitelist and the
     decompression-bomb limit; no pixel is decoded. Raises ImageDecodeError."""
     if not data:
         raise ImageDecodeError("empty file (0 bytes)")
     try:
         with Image.open(io.BytesIO(data), formats=_OPEN_FORMATS) as im:
-            fmt, mode, width, height = im.format, im.mode, im.width, im.height
+            header = _Header(im.format, im.mode, im.width, im.height)
     except Image.DecompressionBombError as exc:
         raise ImageDecodeError(f"decompression bomb refused: {exc}") from exc
     except UnidentifiedImageError as exc:
@@ -49,100 +57,129 @@ def _inspect(data: bytes) -> tuple[str, str]:
         ) from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageDecodeError(f"corrupt image: {str(exc).splitlines()[0][:200]}") from exc
-    if fmt not in SUPPORTED_FORMATS:
-        raise ImageDecodeError(f"unsupported image format {fmt}")
+    if header.fmt not in SUPPORTED_FORMATS:
+        raise ImageDecodeError(f"unsupported image format {header.fmt}")
     limit = Image.MAX_IMAGE_PIXELS
-    if limit and width * height > limit:
+    if limit and header.width * header.height > limit:
         raise ImageDecodeError(
-            f"decompression bomb refused: {width}x{height} pixels exceeds the limit of "
-            f"{limit} pixels"
+            f"decompression bomb refused: {header.width}x{header.height} pixels exceeds the "
+            f"limit of {limit} pixels"
         )
-    return fmt, mode
+    return header
 
 
-def _is_plain_jpeg(fmt: str, mode: str) -> bool:
+def _is_plain_jpeg(header: _Header) -> bool:
     """JPEGs libjpeg-turbo and nvJPEG decode straight to RGB (not CMYK or 16-bit ones)."""
-    return fmt in ("JPEG", "MPO") and mode in ("RGB", "L")
+    return header.fmt in ("JPEG", "MPO") and header.mode in ("RGB", "L")
 
 
-def _decode_with_pillow(data: bytes) -> torch.Tensor:
+def _reducible(header: _Header, side: int | None) -> bool:
+    """Whether the image is at least twice `side` each way: then it is reduced as it is
+    decoded (see `_decode_with_pillow`) rather than decoded in full and resized."""
+    return side is not None and min(header.width // side, header.height // side) >= 2
+
+
+def _decode_with_pillow(data: bytes, side: int | None = None) -> torch.Tensor:
+    """Pillow's decode to RGB. With `side`, a JPEG is decoded at the smallest DCT scale
+    (1/2, 1/4, 1/8) still at least `side` each way (Pillow's draft), and any image still
+    twice `side` or more is box-reduced by a whole factor at once, so the full-size pixels are
+    dropped before the next image is touched."""
     try:
         with Image.open(io.BytesIO(data), formats=_OPEN_FORMATS) as im:
-            rgb = im.convert("RGB")
-            rgb.load()
+            if side is not None:
+                im.draft(None, (side, side))  # JPEG only; other formats ignore it
+            im.load()
+            rgb = im if im.mode == "RGB" else im.convert("RGB")
+            factor = min(rgb.width // side, rgb.height // side) if side else 1
+            if factor >= 2:
+                rgb = rgb.reduce(factor)
+            return TF.pil_to_tensor(rgb)
     except Image.DecompressionBombError as exc:
         raise ImageDecodeError(f"decompression bomb refused: {exc}") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageDecodeError(f"corrupt image: {str(exc).splitlines()[0][:200]}") from exc
-    return TF.pil_to_tensor(rgb)
 
 
 def _jpeg_tensor(data: bytes) -> torch.Tensor:
     return torch.frombuffer(bytearray(data), dtype=torch.uint8)
 
 
-def decode_image(data: bytes) -> torch.Tensor:
-    """Decode `data` into a 3xHxW uint8 RGB tensor.
+def decode_image(data: bytes, *, side: int | None = None) -> torch.Tensor:
+    """Decode `data` into a 3xHxW uint8 RGB tensor, or with `side` a 3 x side x side one
+    reduced as it is decoded: a JPEG twice `side` or more at a smaller DCT scale, any other
+    format by a whole factor right after decoding, its full-size pixels freed before this
+    returns (see `_decode_with_pillow`).
 
-    JPEGs go through torchvision's libjpeg-turbo decoder; other formats and unusual JPEG modes
-    (CMYK, 16-bit) through Pillow. Only SUPPORTED_FORMATS' parsers ever see the bytes. Raises
-    ImageDecodeError with a one-line reason.
+    Plain JPEGs go through torchvision's libjpeg-turbo decoder; other formats, unusual JPEG
+    modes (CMYK, 16-bit) and large JPEGs to reduce through Pillow. Only SUPPORTED_FORMATS'
+    parsers ever see the bytes. Raises ImageDecodeError with a one-line reason.
     """
-    return _decode_inspected(data, *_inspect(data))
+    return _decode_inspected(data, _inspect(data), side)
 
 
-def _decode_inspected(data: bytes, fmt: str, mode: str) -> torch.Tensor:
+def _decode_inspected(data: bytes, header: _Header, side: int | None) -> torch.Tensor:
     """`decode_image` for a file whose header `_inspect` has already passed."""
-    if _is_plain_jpeg(fmt, mode):
-        try:
-            return decode_jpeg(_jpeg_tensor(data), mode=ImageReadMode.RGB)
-        except RuntimeError:
-            pass  # libjpeg-turbo refuses some files Pillow can still read
-    return _decode_with_pillow(data)
+    image = None
+    if _is_plain_jpeg(header) and not _reducible(header, side):
+        with contextlib.suppress(RuntimeError):  # libjpeg-turbo refuses some files Pillow reads
+            image = decode_jpeg(_jpeg_tensor(data), mode=ImageReadMode.RGB)
+    if image is None:
+        image = _decode_with_pillow(data, side)
+    return image if side is None else resize_square(image, side)
 
 
 def decode_images(
-    blobs: Sequence[bytes], *, device: torch.device | str = "cpu"
+    blobs: Sequence[bytes], *, device: torch.device | str = "cpu", side: int | None = None
 ) -> list[torch.Tensor | ImageDecodeError]:
-    """Decode many files at once into 3xHxW uint8 RGB tensors on `device`, each entry the image
-    or the ImageDecodeError that names why not.
+    """Decode many files into 3xHxW uint8 RGB tensors on `device`, each entry the image or
+    the ImageDecodeError that names why not; with `side`, each image is reduced to
+    side x side as it is decoded (as `decode_image` does), one file at a time, so a batch
+    never holds more than one image at full size.
 
-    On CUDA the plain JPEGs are decoded together by torchvision's GPU (nvJPEG) decoder; a
-    batch it refuses is decoded file by file, and whatever it cannot do goes through
-    `decode_image` on the CPU. Every file passes the same header checks as `decode_image`.
+    On CUDA the plain JPEGs are decoded together by torchvision's GPU (nvJPEG) decoder (with
+    `side`, only those under twice `side`: larger ones are reduced on the CPU); a batch it
+    refuses is decoded file by file, and whatever it cannot do goes through `decode_image` on
+    the CPU. Every file passes the same header checks as `decode_image`.
     """
     device = torch.device(device)
     out: list[torch.Tensor | ImageDecodeError | None] = [None] * len(blobs)
-    headers: dict[int, tuple[str, str]] = {}
-    jpegs: list[int] = []
+    headers: dict[int, _Header] = {}
     for i, data in enumerate(blobs):
         try:
             headers[i] = _inspect(data)
         except ImageDecodeError as exc:
             out[i] = exc
-            continue
-        if device.type == "cuda" and _is_plain_jpeg(*headers[i]):
-            jpegs.append(i)
-    if jpegs:
-        try:
-            decoded = decode_jpeg(
-                [_jpeg_tensor(blobs[i]) for i in jpegs], mode=ImageReadMode.RGB, device=device
-            )
-            for i, image in zip(jpegs, decoded, strict=True):
-                out[i] = image
-        except RuntimeError:
-            for i in jpegs:  # one bad file fails the whole GPU batch: go one by one
-                with contextlib.suppress(RuntimeError):  # a refused one is left for the CPU
-                    out[i] = decode_jpeg(
-                        _jpeg_tensor(blobs[i]), mode=ImageReadMode.RGB, device=device
-                    )
+    if device.type == "cuda":
+        jpegs = [i for i, h in headers.items() if _is_plain_jpeg(h) and not _reducible(h, side)]
+        for i, image in _decode_jpegs_on_gpu([blobs[i] for i in jpegs], device, jpegs):
+            out[i] = image if side is None else resize_square(image, side)
     for i, data in enumerate(blobs):
         if out[i] is None:  # headers already checked: decode without parsing them again
             try:
-                out[i] = _decode_inspected(data, *headers[i]).to(device)
+                out[i] = _decode_inspected(data, headers[i], side).to(device)
             except ImageDecodeError as exc:
                 out[i] = exc
     return out  # type: ignore[return-value]
+
+
+def _decode_jpegs_on_gpu(
+    blobs: Sequence[bytes], device: torch.device, indices: Sequence[int]
+) -> list[tuple[int, torch.Tensor]]:
+    """(index, image) of the JPEGs nvJPEG decodes; those it refuses are left out."""
+    if not blobs:
+        return []
+    try:
+        decoded = decode_jpeg(
+            [_jpeg_tensor(b) for b in blobs], mode=ImageReadMode.RGB, device=device
+        )
+        return list(zip(indices, decoded, strict=True))
+    except RuntimeError:
+        out = []
+        for i, data in zip(indices, blobs, strict=True):  # one bad file fails the whole batch
+            with contextlib.suppress(RuntimeError):  # a refused one is left for the CPU
+                image = decode_jpeg(_jpeg_tensor(data), mode=ImageReadMode.RGB, device=device)
+                out.append((i, image))
+        return out
 
 
 def cache_size(image_size: int) -> int:

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from clothing_assets.ml.images import ImageDecodeError, decode_images, resize_square
+from clothing_assets.ml.images import ImageDecodeError, decode_image, decode_images
 from clothing_assets.ml.presets import ClassificationPresetEval
 from clothing_assets.ml.train import amp_dtype_for, load_model
 from clothing_assets.stage import FileTooLargeError, ReadLimits, UnsafePathError, read_bytes
@@ -108,10 +108,11 @@ def _read(row: dict[str, Any], limits: ReadLimits | None = None) -> bytes | str:
         return f"unreadable file: {exc}"
 
 
-def prepare(image: torch.Tensor, payload: dict[str, Any]) -> torch.Tensor:
-    """A decoded 3xHxW uint8 image resized to the side the model's images are stored at
-    (`payload["cache_size"]`), ready for `classify`; cheap to run in many threads at once."""
-    return resize_square(image, payload["cache_size"])
+def prepare(data: bytes, payload: dict[str, Any]) -> torch.Tensor:
+    """One file decoded and reduced to the side the model's images are stored at
+    (`payload["cache_size"]`) as it is decoded, ready for `classify`, as `score_batch` does
+    for each file of a batch; raises ImageDecodeError. Safe in many threads at once."""
+    return decode_image(data, side=payload["cache_size"])
 
 
 def classify(
@@ -182,12 +183,14 @@ def score_batch(
         if isinstance(blob, str):
             out[i]["ERROR"] = blob
     images, good = [], []
-    decoded = decode_images([blobs[i] for i in readable], device=device)
+    # each image is reduced as it is decoded: a batch of large files never sits in memory
+    # at full size all at once
+    decoded = decode_images([blobs[i] for i in readable], device=device, side=payload["cache_size"])
     for i, image in zip(readable, decoded, strict=True):
         if isinstance(image, ImageDecodeError):
             out[i]["ERROR"] = str(image)
         else:
-            images.append(prepare(image, payload))
+            images.append(image)
             good.append(out[i])
     if images:
         confidence, index = classify(model, payload, images, device, amp_dtype).max(dim=1)

@@ -56,6 +56,14 @@ class DaskClusterResource(dg.ConfigurableResource):
         "waiting for ever (distributed.scheduler.no-workers-timeout; "
         "CLOTHING_DASK_NO_WORKERS_TIMEOUT_SECONDS).",
     )
+    allowed_failures: int = Field(
+        default=1,
+        description="A LocalCluster task whose worker died is run again on another worker this "
+        "many times, then fails with KilledWorker (distributed.scheduler.allowed-failures; "
+        "Dask's default is 3). Scoring then scores that batch's rows one by one, so a file that "
+        "kills workers costs few restarts and only its own row; 1 spares a row whose worker "
+        "died of something else.",
+    )
     connect_timeout_s: float = Field(default=30.0)
 
     _client: Client | None = PrivateAttr(default=None)
@@ -88,9 +96,15 @@ class DaskClusterResource(dg.ConfigurableResource):
             return
         resources = {"resources": {"GPU": self.worker_gpus}} if self.worker_gpus else {}
         # read by the scheduler LocalCluster starts in this process
-        timeout = f"{self.no_workers_timeout_s}s"
+        scheduler = {
+            "distributed.scheduler.no-workers-timeout": f"{self.no_workers_timeout_s}s",
+            "distributed.scheduler.allowed-failures": self.allowed_failures,
+            # a worker holds only the tasks it runs (Dask's 1.1 queues one more on it): when
+            # it dies, only those count against allowed-failures, not an innocent queued one
+            "distributed.scheduler.worker-saturation": 1.0,
+        }
         with (
-            dask.config.set({"distributed.scheduler.no-workers-timeout": timeout}),
+            dask.config.set(scheduler),
             LocalCluster(
                 n_workers=self.n_workers,
                 threads_per_worker=self.threads_per_worker,

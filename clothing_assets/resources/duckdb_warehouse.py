@@ -44,8 +44,12 @@ _DDL = (
 _PARAM = re.compile(r"\$([a-z_][a-z0-9_]*)")
 
 
-class WarehouseUnavailableError(RuntimeError):
-    """The DuckDB file cannot be opened."""
+class WarehouseUnavailableError(dg.Failure):
+    """The DuckDB file cannot be opened. Only a lock another process held past the wait may
+    pass, so only that failure is retried by the steps' retry policy."""
+
+    def __init__(self, message: str, *, locked: bool = False):
+        super().__init__(message, allow_retries=locked)
 
 
 class DuckDBWarehouse(Warehouse):
@@ -85,7 +89,8 @@ class DuckDBWarehouse(Warehouse):
                     )
                     raise WarehouseUnavailableError(
                         f"cannot open the DuckDB warehouse {database!r}: {why}. "
-                        f"{str(exc).splitlines()[0]} Set {self.env_var} to a writable DuckDB file."
+                        f"{str(exc).splitlines()[0]} Set {self.env_var} to a writable DuckDB file.",
+                        locked=locked,
                     ) from exc
             time.sleep(min(remaining, delay * random.uniform(0.5, 1.5)))
             delay = min(delay * 2, 1.0)

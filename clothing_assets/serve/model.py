@@ -8,7 +8,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from clothing_assets.ml.images import decode_image
 from clothing_assets.ml.scoring import classify, prepare
 from clothing_assets.ml.train import amp_dtype_for, load_model, select_device
 
@@ -50,7 +49,7 @@ class LoadedModel:
 
     def decode(self, data: bytes) -> torch.Tensor:
         """Decode one file and resize it as the batch scorer does; raises ImageDecodeError."""
-        return prepare(decode_image(data), self.payload)
+        return prepare(data, self.payload)
 
     def probabilities(self, images: list[torch.Tensor]) -> torch.Tensor:
         """Softmax probabilities of decoded images, in one forward pass."""

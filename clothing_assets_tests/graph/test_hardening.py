@@ -4,22 +4,32 @@ a real HTTP server that truncates and trickles, real DuckDB and Dask."""
 from __future__ import annotations
 
 import io
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
+import dagster as dg
+import dask
+import numpy as np
 import pandas as pd
 import pytest
 import torch
+from PIL import Image
 
 from clothing_assets.ml.scoring import score_batch
 from clothing_assets.ml.train import TrainSettings, build_model, model_payload
 from clothing_assets.stage import ReadLimits, list_stage, read_bytes, stage_file_url
 from clothing_assets.stage.reading import HTTP_ATTEMPTS
 from clothing_assets_tests.support import (
+    CLASSES,
     COLOURS,
+    faults,
     materialize,
     metadata_of,
     read_table,
+    register_model,
     write_image,
 )
 from clothing_assets_tests.support.presign_server import PresignServer, serve
@@ -173,3 +183,146 @@ def test_a_scoring_batch_records_bad_reads_per_row_and_scores_the_rest(http_stag
         error = out[f"hat/{name}.jpg"]["ERROR"]
         assert error.startswith("unreadable file: HTTP read failed"), error
         assert out[f"hat/{name}.jpg"]["TYPE"] is None
+
+
+# --- 4. one bad batch cannot sink or hang a run ---------------------------------------------
+
+_BIG = (4000, 3000)  # 12 Mpx: 34 MiB decoded as RGB
+_BIG_MIB = _BIG[0] * _BIG[1] * 3 / 2**20
+
+_SCORE_BIG_CHILD = """
+import json, resource, sys
+from pathlib import Path
+from clothing_assets.ml.scoring import score_batch
+from clothing_assets.stage import stage_file_url
+stage, model = Path(sys.argv[1]), Path(sys.argv[2]).read_bytes()
+def rows(names):
+    return [{"RELATIVE_PATH": n, "SIZE": 0, "LAST_MODIFIED": None,
+             "URL": stage_file_url(str(stage), n)} for n in names]
+def peak_mib():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def now_mib():
+    return int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize() / 2**20
+score_batch(model, "tiny", rows(["small.jpg"]))  # the model loaded, the read threads started
+before = now_mib()
+out = score_batch(model, "tiny", rows(sys.argv[3:]))
+print(json.dumps({"grew_mib": peak_mib() - before,
+                  "scored": [r["TYPE"] is not None and r["ERROR"] is None for r in out]}))
+"""
+
+
+def _big_photo(seed: int) -> Image.Image:
+    """A 12 Mpx image of gradients (cheap to make and encode) that differs per seed."""
+    x = np.arange(_BIG[0], dtype=np.uint16)[None, :]
+    y = np.arange(_BIG[1], dtype=np.uint16)[:, None]
+    rgb = np.empty((_BIG[1], _BIG[0], 3), np.uint8)
+    rgb[..., 0], rgb[..., 1] = (x * (seed + 1)) % 256, (y * (seed + 2)) % 256
+    rgb[..., 2] = ((x + y) // 16) % 256
+    return Image.fromarray(rgb)
+
+
+@pytest.mark.timeout(120)
+def test_a_batch_of_large_images_never_holds_them_all_at_full_size(tmp_path):
+    # Six 12 Mpx files (PNG and JPEG) in one scoring batch: decoded in full before any
+    # resize, the batch alone would need 6 x 34 MiB. Each one reduced as it is decoded (a JPEG
+    # at a smaller DCT scale), the worker's peak grows by about one of them.
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    write_image(stage / "small.jpg", COLOURS["hat"], seed=1)
+    names = []
+    for i in range(6):
+        fmt, options = (("PNG", {"compress_level": 1}), ("JPEG", {}))[i % 2]
+        name = f"big_{i}.{fmt.lower()}"
+        _big_photo(i).save(stage / name, format=fmt, **options)
+        names.append(name)
+    model, _ = _tiny_model()
+    (tmp_path / "model.pt").write_bytes(model)
+    child = subprocess.run(
+        [sys.executable, "-c", _SCORE_BIG_CHILD, str(stage), str(tmp_path / "model.pt"), *names],
+        capture_output=True, text=True, timeout=110,
+    )  # fmt: skip
+    assert child.returncode == 0, child.stderr[-3000:]
+    out = json.loads(child.stdout.strip().splitlines()[-1])
+    assert out["scored"] == [True] * 6
+    assert out["grew_mib"] < 3 * _BIG_MIB, out  # 325 MiB before each image was reduced at once
+
+
+@pytest.mark.timeout(600)
+def test_a_file_that_kills_its_workers_gets_an_error_and_every_other_row_is_scored(
+    local_env, monkeypatch
+):
+    # The run's own LocalCluster (2 worker processes under nannies); whichever worker starts
+    # to read the poison file dies on the spot, as one the OOM killer ends mid-decode.
+    version = register_model(local_env, _tiny_model()[0])
+    poison, deaths = "pants/pants_1.jpg", local_env.root / "deaths"
+    monkeypatch.setenv(faults.EXIT_WHEN_SCORING, poison)
+    monkeypatch.setenv(faults.EXIT_MARKER, str(deaths))
+    with dask.config.set({"distributed.worker.preload": ["clothing_assets_tests.support.faults"]}):
+        result = materialize(
+            ["clothing_dataset", "clothing_test", "clothing_predictions"],
+            dg.RunConfig(ops={"clothing_predictions": {"config": {"batch_size": 4}}}),
+        )
+    assert result.success, [e.message for e in result.all_events if e.is_failure]
+    # allowed-failures 1: two workers died on its batch of 4, two more on the file alone
+    assert len(deaths.read_text().splitlines()) == 4
+
+    table = read_table(local_env, "clothing_test").set_index("RELATIVE_PATH")
+    error = table.loc[poison, "ERROR"]
+    assert error.startswith("the Dask worker died while scoring this file (KilledWorker"), error
+    assert pd.isna(table.loc[poison, "TYPE"]) and table.loc[poison, "MODEL_VERSION"] == version
+    others = table.drop(index=poison)
+    assert len(others) == 8 and others["ERROR"].isna().all()
+    assert others["TYPE"].isin(CLASSES).all() and (others["MODEL_VERSION"] == version).all()
+    meta = metadata_of(result, "clothing_predictions")
+    assert meta["rows_scored"] == 9 and meta["rows_with_error"] == 1
+
+
+# --- 6. runs are retried where a retry is safe ---------------------------------------------
+
+_HOLD_LOCK = """
+import sys, time, duckdb
+conn = duckdb.connect(sys.argv[1])
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+@pytest.mark.timeout(120)
+def test_a_catalog_sync_that_meets_a_locked_warehouse_is_retried_and_succeeds(local_env):
+    from dagster_duckdb import DuckDBResource
+
+    from clothing_assets.environment import resources_for
+    from clothing_assets.resources.duckdb_warehouse import DuckDBWarehouse
+
+    first = materialize(["clothing_dataset_train"], None)
+    assert first.success, [e.message for e in first.all_events if e.is_failure]
+    # another process holds the file for 4 s; this warehouse gives up waiting after 1 s
+    impatient = DuckDBWarehouse(
+        duckdb=DuckDBResource(database=str(local_env.duckdb)), lock_timeout_s=1.0
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK, str(local_env.duckdb), "4"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        result = materialize(
+            ["clothing_train"], None, resources={**resources_for(), "warehouse": impatient}
+        )
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    assert result.success, [e.message for e in result.all_events if e.is_failure]
+    retried = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert retried and all(e.step_key == "clothing_train" for e in retried)
+    assert "locked by another process" in str(retried[0].event_specific_data.error)
+    assert len(read_table(local_env, "clothing_train")) == 18
+
+
+def test_an_unusable_warehouse_file_is_not_retried(local_env):
+    local_env.duckdb.parent.mkdir(parents=True)
+    local_env.duckdb.write_bytes(b"not a database" * 100)
+    result = materialize(["clothing_dataset_train"], None)
+    assert not result.success
+    kinds = [e.event_type_value for e in result.all_events]
+    assert "STEP_FAILURE" in kinds and "STEP_UP_FOR_RETRY" not in kinds

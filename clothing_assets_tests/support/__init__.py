@@ -68,15 +68,17 @@ def materialize(
     run_config: dg.RunConfig | None = TINY_RUN_CONFIG,
     *,
     checks: bool = False,
+    resources: dict | None = None,
     **kwargs,
 ) -> dg.ExecuteInProcessResult:
-    """Materialize `selection` of the real assets (and checks) on the environment's resources."""
+    """Materialize `selection` of the real assets (and checks) on the environment's resources
+    (or on `resources`)."""
     from clothing_assets.definitions import all_assets, all_checks
     from clothing_assets.environment import resources_for
 
     return dg.materialize(
         [*all_assets(), *(all_checks() if checks else [])],
-        resources=resources_for(),
+        resources=resources_for() if resources is None else resources,
         selection=selection,
         run_config=run_config,
         raise_on_error=False,

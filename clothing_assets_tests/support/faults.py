@@ -88,3 +88,31 @@ class StallWhileMarker(WorkerPlugin):
             return real_read(row, limits)
 
         scoring._read = read
+
+
+# Preload (dask config `distributed.worker.preload`: ["clothing_assets_tests.support.faults"]) for the
+# workers of a LocalCluster a run starts itself, where no plugin can be registered beforehand.
+EXIT_WHEN_SCORING = "CLOTHING_TEST_EXIT_WHEN_SCORING"
+EXIT_MARKER = "CLOTHING_TEST_EXIT_MARKER"
+
+
+def dask_setup(worker) -> None:
+    """The worker process ends at once, as the kernel's OOM killer would end it, whenever it
+    starts to read the stage file named by $CLOTHING_TEST_EXIT_WHEN_SCORING, after appending
+    its pid to the file $CLOTHING_TEST_EXIT_MARKER. (In the task's thread, like a decoder
+    that runs out of memory.)"""
+    poison, marker = os.environ.get(EXIT_WHEN_SCORING), os.environ.get(EXIT_MARKER)
+    if not (poison and marker):
+        return
+    from clothing_assets.ml import scoring
+
+    real_read = scoring._read
+
+    def read(row, limits=None):
+        if row["RELATIVE_PATH"] == poison:
+            with open(marker, "a") as out:
+                out.write(f"{os.getpid()} {poison}\n")
+            os._exit(137)
+        return real_read(row, limits)
+
+    scoring._read = read
