@@ -19,6 +19,7 @@ import torchvision
 import torchvision.transforms.v2.functional as TF
 from torch import nn
 
+from clothing_assets.ml.cpu import bf16_native
 from clothing_assets.ml.durable import training_lock, write_bytes_atomic
 from clothing_assets.ml.images import cache_size
 from clothing_assets.ml.presets import (
@@ -81,16 +82,23 @@ def select_device(name: str = "auto") -> torch.device:
 
 
 def amp_dtype_for(device: torch.device, bf16: str = "auto") -> torch.dtype | None:
-    """bf16 autocast where the hardware runs it natively (CUDA with bf16, AVX-512 BF16 CPUs)."""
+    """bf16 autocast where the hardware runs it natively (CUDA with bf16; CPUs whose
+    `cpu.cpu_kind()` is AVX512-BF16 or AMX-BF16), else None: plain fp32, the fastest path on
+    other CPUs. `on` insists (oneDNN's emulated bf16 on an AVX-512 CPU without BF16 is
+    accepted then); `off` never uses it."""
     if bf16 == "off":
         return None
     if device.type == "cuda":
-        supported = torch.cuda.is_bf16_supported()
+        possible = native = torch.cuda.is_bf16_supported()
     else:
-        supported = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    if bf16 == "on" and not supported:
-        raise ValueError(f"bf16 was asked for but {device} does not support it")
-    return torch.bfloat16 if supported else None
+        # torch's own check is true on any AVX-512 CPU, where bf16 is emulated and slower
+        possible = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        native = possible and bf16_native()
+    if bf16 == "on":
+        if not possible:
+            raise ValueError(f"bf16 was asked for but {device} does not support it")
+        return torch.bfloat16
+    return torch.bfloat16 if native else None
 
 
 def _replace_head(model: nn.Module, num_classes: int) -> None:
