@@ -16,6 +16,9 @@ class TrainSettings:
     architecture: str = "resnet18"
     image_size: int = 128
     n_epochs: int = 20
+    # wall-clock minutes for `fit` (the epochs that fit, measured, at most n_epochs); 0: none.
+    # 10 leaves the default main job a few minutes for its other steps within 15 on 2 cores.
+    max_train_minutes: float = 10.0
     batch_size: int = 64
     base_lr: float = 0.003
     weight_decay: float = 0.05
