@@ -23,6 +23,7 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", category=DeprecationWarning, module="torchvision.io")
     from torchvision.io import ImageReadMode, decode_jpeg
 
+from clothing_assets.ml.cpu import tagged
 from clothing_assets.ml.images import decode_image, resize_square
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,9 +73,11 @@ def main() -> None:
         ("ours (decode_image)", decode_image),
     ):
         results[name] = rate(fn, blobs, args.side, args.repeats)
-        print(f"{name}: {results[name]:.1f} img/s", flush=True)
+        print(tagged(f"{name}: {results[name]:.1f} img/s"), flush=True)
     a, b = results["pillow"], results["torchvision"]
-    print(f"decode_bench: pillow {a:.1f} img/s, torchvision {b:.1f} img/s, ratio {b / a:.2f}")
+    print(
+        tagged(f"decode_bench: pillow {a:.1f} img/s, torchvision {b:.1f} img/s, ratio {b / a:.2f}")
+    )
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ import torch
 import torchvision
 from distributed import Client, LocalCluster, wait
 
+from clothing_assets.ml.cpu import tagged
 from clothing_assets.ml.scoring import score_batch, warm_model
 from clothing_assets.ml.train import TrainSettings, model_payload
 from clothing_assets.resources.model_store import file_version
@@ -162,26 +163,29 @@ def main() -> None:
         with cluster(workers, gpu) as c, Client(c) as client:
             warm_up(client)
             rates[f"ours-{workers}w"] = ours(client, data, paths, args.batch_size, gpu)
-            print(f"ours-{workers}w: {rates[f'ours-{workers}w']:.1f} img/s, "
-                  f"peak worker RSS MiB {peak_rss_mib(client)}", flush=True)  # fmt: skip
+            print(tagged(f"ours-{workers}w: {rates[f'ours-{workers}w']:.1f} img/s, "
+                  f"peak worker RSS MiB {peak_rss_mib(client)}"), flush=True)  # fmt: skip
     with cluster(2) as c, Client(c) as client:
         warm_up(client)
         rates["seed"] = seed_style(client, data, paths, args.arch, args.image_size)
-        print(f"seed-style-2w: {rates['seed']:.1f} img/s, "
-              f"peak worker RSS MiB {peak_rss_mib(client)}", flush=True)  # fmt: skip
+        print(tagged(f"seed-style-2w: {rates['seed']:.1f} img/s, "
+              f"peak worker RSS MiB {peak_rss_mib(client)}"), flush=True)  # fmt: skip
     if args.memory_check:
         big = list(itertools.islice(itertools.cycle(files), args.memory_check))
         with cluster(2, gpu) as c, Client(c) as client:
             warm_up(client)
             rate = ours(client, data, big, args.batch_size, gpu)
-            print(f"ours-2w on {len(big)} images: {rate:.1f} img/s, "
-                  f"peak worker RSS MiB {peak_rss_mib(client)}", flush=True)  # fmt: skip
+            print(tagged(f"ours-2w on {len(big)} images: {rate:.1f} img/s, "
+                  f"peak worker RSS MiB {peak_rss_mib(client)}"), flush=True)  # fmt: skip
 
     ratio = rates["ours-2w"] / rates["seed"]
     scaling = rates["ours-2w"] / (2 * rates["ours-1w"])
     print(
-        f"inference_bench: ours-1w {rates['ours-1w']:.1f} img/s, ours-2w {rates['ours-2w']:.1f} "
-        f"img/s, seed-style {rates['seed']:.1f} img/s, ratio {ratio:.2f}, scaling {scaling:.2f}"
+        tagged(
+            f"inference_bench: ours-1w {rates['ours-1w']:.1f} img/s, "
+            f"ours-2w {rates['ours-2w']:.1f} img/s, seed-style {rates['seed']:.1f} img/s, "
+            f"ratio {ratio:.2f}, scaling {scaling:.2f}"
+        )
     )
 
 

@@ -14,6 +14,8 @@ import time
 import torch
 import torchvision
 
+from clothing_assets.ml.cpu import tagged
+
 
 def step_rate(
     arch: str, size: int, batch: int, steps: int, bf16: bool, repeats: int, compile: bool = False
@@ -67,7 +69,7 @@ def main() -> None:
                     arch, size, args.batch_size, args.steps, True, args.repeats, compile=True
                 )
                 line += f", bf16+compile {compiled:.1f} img/s"
-            print(line)
+            print(tagged(line))
 
 
 if __name__ == "__main__":

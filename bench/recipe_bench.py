@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from clothing_assets.ml.cpu import tagged
 from clothing_assets.ml.data import load_images, stratified_split
 from clothing_assets.ml.images import cache_size
 from clothing_assets.ml.presets import ClassificationPresetEval
@@ -53,7 +54,11 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown variants {sorted(unknown)}; known: {sorted(VARIANTS)}")
 
-    base = TrainSettings(architecture=args.arch, image_size=args.image_size, n_epochs=args.epochs)
+    # every variant trains all --epochs: the comparison is per epoch, not per minute
+    base = TrainSettings(
+        architecture=args.arch, image_size=args.image_size, n_epochs=args.epochs,
+        max_train_minutes=0,
+    )  # fmt: skip
     side = cache_size(base.image_size)
     files, labels, classes = _stage(args.data / "train")
     test_files, test_labels, _ = _stage(args.data / "test", classes)
@@ -85,12 +90,14 @@ def main() -> None:
         )  # fmt: skip
         best = max(h.val_acc or 0.0 for h in result.history)
         print(
-            f"{name}: best val {best:.3f} (epoch {result.best_epoch}), test {test_acc:.3f}, "
-            f"{seconds:.0f}s",
+            tagged(
+                f"{name}: best val {best:.3f} (epoch {result.best_epoch}), "
+                f"test {test_acc:.3f}, {seconds:.0f}s"
+            ),
             flush=True,
         )
         results.append(f"{name} val {best:.3f} test {test_acc:.3f}")
-    print("recipe_bench: " + ", ".join(results))
+    print(tagged("recipe_bench: " + ", ".join(results)))
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from clothing_assets.ml.cpu import cpu_kind  # noqa: E402
 from clothing_assets.ml.train import TrainSettings, build_model, model_payload  # noqa: E402
 from clothing_assets.serve.model import LoadedModel  # noqa: E402
 
@@ -38,15 +39,6 @@ CLASSES = ["dress", "hat", "longsleeve", "outwear", "pants", "shirt", "shoes", "
            "t-shirt"]  # fmt: skip
 MODELS = [("resnet18", 128), ("resnet50", 224)]
 CLIENTS = (1, 4, 16)
-
-
-def cpu_kind() -> str:
-    """`AVX-512 BF16` when lscpu lists avx512_bf16, else `AVX2`."""
-    try:
-        flags = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        flags = ""
-    return "AVX-512 BF16" if "avx512_bf16" in flags else "AVX2"
 
 
 def model_file(architecture: str, size: int) -> bytes:

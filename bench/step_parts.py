@@ -12,6 +12,7 @@ import time
 
 import torch
 
+from clothing_assets.ml.cpu import tagged
 from clothing_assets.ml.images import cache_size
 from clothing_assets.ml.presets import ClassificationPresetTrain
 from clothing_assets.ml.train import build_model
@@ -41,13 +42,19 @@ def main() -> None:
     for name, kwargs in (("for-loop", {"foreach": False}), ("foreach", {"foreach": True}),
                          ("fused", {"fused": True})):  # fmt: skip
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05, **kwargs)
-        print(f"AdamW {name}: {per_call_ms(opt.step, args.repeats):.1f} ms/step", flush=True)
+        print(
+            tagged(f"AdamW {name}: {per_call_ms(opt.step, args.repeats):.1f} ms/step"), flush=True
+        )
     side = cache_size(args.image_size)
     batch = torch.randint(0, 256, (args.batch_size, 3, side, side), dtype=torch.uint8)
     preset = ClassificationPresetTrain(crop_size=args.image_size)
     gen = torch.Generator().manual_seed(0)
     ms = per_call_ms(lambda: preset(batch, gen), args.repeats)
-    print(f"augmentation ({args.batch_size} images, {side} -> {args.image_size} px): {ms:.1f} ms")
+    print(
+        tagged(
+            f"augmentation ({args.batch_size} images, {side} -> {args.image_size} px): {ms:.1f} ms"
+        )
+    )
 
 
 if __name__ == "__main__":

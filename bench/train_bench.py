@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from clothing_assets.ml.cpu import tagged
 from clothing_assets.ml.data import load_images
 from clothing_assets.ml.images import cache_size
 from clothing_assets.ml.presets import IMAGENET_MEAN, IMAGENET_STD, ClassificationPresetTrain
@@ -164,14 +165,16 @@ def main() -> None:
         f"{args.steps} timed steps on {device}, torch threads {torch.get_num_threads()}, "
         f"compile {args.compile}"
     )
+    amp = amp_dtype_for(device, "auto")
+    amp = str(amp).replace("torch.", "") if amp else "float32"
     ours_rates, seed_rates = [], []
     for _ in range(args.repeats):  # alternated, so drifts in the machine hit both alike
         ours_rates.append(ours(files, labels, args, device))
-        print(f"ours: {ours_rates[-1]:.1f} img/s", flush=True)
+        print(tagged(f"ours: {ours_rates[-1]:.1f} img/s ({amp})"), flush=True)
         seed_rates.append(seed_style(files, labels, args, device))
-        print(f"seed-style: {seed_rates[-1]:.1f} img/s", flush=True)
+        print(tagged(f"seed-style: {seed_rates[-1]:.1f} img/s (float32)"), flush=True)
     a, b = statistics.median(ours_rates), statistics.median(seed_rates)
-    print(f"train_bench: ours {a:.1f} img/s, seed-style {b:.1f} img/s, ratio {a / b:.2f}")
+    print(tagged(f"train_bench: ours {a:.1f} img/s, seed-style {b:.1f} img/s, ratio {a / b:.2f}"))
 
 
 if __name__ == "__main__":

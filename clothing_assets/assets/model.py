@@ -130,7 +130,7 @@ def trained_model(
     tr, va = torch.tensor(train_idx, dtype=torch.long), torch.tensor(val_idx, dtype=torch.long)
     context.log.info(
         f"{len(tr)} train / {len(va)} validation images, {len(classes)} classes, "
-        f"{settings.architecture} at {settings.image_size}px, {settings.n_epochs} epochs"
+        f"{settings.architecture} at {settings.image_size}px, at most {settings.n_epochs} epochs"
     )
     result = _fit(context, fit, settings, decoded.images, labels, tr, va, classes, model_store,
                   job_fingerprint(settings, rows))  # fmt: skip
@@ -168,10 +168,17 @@ def trained_model(
 def _fit(context, fit, settings, images, labels, tr, va, classes, model_store, fingerprint):
     """Run `fit` with per-epoch logs and a terminal progress bar."""
 
+    planned = {"epochs": settings.n_epochs}
+
+    def on_plan(plan) -> None:
+        planned["epochs"] = plan.epochs
+        bar.reset(total=plan.epochs * max(1, len(tr) // settings.batch_size))
+        context.log.info(plan.describe())
+
     def on_epoch(stats, eta: float) -> None:
         val = f"{stats.val_acc:.3f}" if stats.val_acc is not None else "n/a"
         context.log.info(
-            f"epoch {stats.epoch}/{settings.n_epochs}: loss {stats.train_loss:.4f}, "
+            f"epoch {stats.epoch}/{planned['epochs']}: loss {stats.train_loss:.4f}, "
             f"train acc {stats.train_acc:.3f}, val acc {val}, "
             f"{stats.images_per_second:.1f} img/s, ETA {eta:.0f}s"
         )
@@ -186,7 +193,7 @@ def _fit(context, fit, settings, images, labels, tr, va, classes, model_store, f
         result = fit(
             images[tr], labels[tr], images[va], labels[va], classes, settings,
             checkpoint_path=checkpoint, fingerprint=fingerprint, on_warning=context.log.warning,
-            on_epoch=on_epoch, progress=lambda _n: bar.update(1),
+            on_epoch=on_epoch, progress=lambda _n: bar.update(1), on_plan=on_plan,
         )  # fmt: skip
     checkpoint.unlink(missing_ok=True)
     if result.resumed_from_step:
@@ -346,6 +353,8 @@ def _metadata(settings, result, classes, val_labels, version, model_store, n_tra
         "resumed_from_step": dg.MetadataValue.int(result.resumed_from_step),
         "training_steps": dg.MetadataValue.int(result.steps),
         "config": dg.MetadataValue.json(asdict(settings)),
+        "cpu_kind": dg.MetadataValue.text(result.cpu_kind),
+        **result.plan.metadata(),
     }
     if result.val_predictions is not None and len(val_labels):
         counts = confusion_matrix(

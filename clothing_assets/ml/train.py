@@ -19,6 +19,8 @@ import torchvision
 import torchvision.transforms.v2.functional as TF
 from torch import nn
 
+from clothing_assets.ml.budget import EpochPlan
+from clothing_assets.ml.cpu import bf16_native, cpu_kind
 from clothing_assets.ml.durable import training_lock, write_bytes_atomic
 from clothing_assets.ml.images import cache_size
 from clothing_assets.ml.presets import (
@@ -65,6 +67,8 @@ class FitResult:
     resumed_from_step: int = 0
     val_predictions: torch.Tensor | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    plan: EpochPlan | None = None
+    cpu_kind: str = ""
 
     @property
     def best_val_accuracy(self) -> float | None:
@@ -81,16 +85,23 @@ def select_device(name: str = "auto") -> torch.device:
 
 
 def amp_dtype_for(device: torch.device, bf16: str = "auto") -> torch.dtype | None:
-    """bf16 autocast where the hardware runs it natively (CUDA with bf16, AVX-512 BF16 CPUs)."""
+    """bf16 autocast where the hardware runs it natively (CUDA with bf16; CPUs whose
+    `cpu.cpu_kind()` is AVX512-BF16 or AMX-BF16), else None: plain fp32, the fastest path on
+    other CPUs. `on` insists (oneDNN's emulated bf16 on an AVX-512 CPU without BF16 is
+    accepted then); `off` never uses it."""
     if bf16 == "off":
         return None
     if device.type == "cuda":
-        supported = torch.cuda.is_bf16_supported()
+        possible = native = torch.cuda.is_bf16_supported()
     else:
-        supported = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    if bf16 == "on" and not supported:
-        raise ValueError(f"bf16 was asked for but {device} does not support it")
-    return torch.bfloat16 if supported else None
+        # torch's own check is true on any AVX-512 CPU, where bf16 is emulated and slower
+        possible = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        native = possible and bf16_native()
+    if bf16 == "on":
+        if not possible:
+            raise ValueError(f"bf16 was asked for but {device} does not support it")
+        return torch.bfloat16
+    return torch.bfloat16 if native else None
 
 
 def _replace_head(model: nn.Module, num_classes: int) -> None:
@@ -334,8 +345,14 @@ def fit(
     on_epoch: Callable[[EpochStats, float], None] | None = None,
     progress: Callable[[int], None] | None = None,
     on_warning: Callable[[str], None] | None = None,
+    on_plan: Callable[[EpochPlan], None] | None = None,
 ) -> FitResult:
     """Train a fresh (or resumed) model and return the best validation epoch's weights.
+
+    With `max_train_minutes`, a few steps are timed first (on a copy: the run is unchanged)
+    and the epochs that fit, at most `n_epochs`, are planned once; the learning-rate schedule
+    is sized to them, the checkpoint keeps the plan and a resumed run reuses it. `on_plan`
+    gets the plan before the first epoch.
 
     A checkpoint is written every `checkpoint_every` steps and at every epoch end; if
     `checkpoint_path` holds one with the same `fingerprint`, training resumes from it and ends
@@ -348,8 +365,42 @@ def fit(
         return _fit(
             train_images, train_labels, val_images, val_labels, classes, settings,
             checkpoint_path=checkpoint_path, fingerprint=fingerprint, on_epoch=on_epoch,
-            progress=progress, on_warning=on_warning or log.warning,
+            progress=progress, on_warning=on_warning or log.warning, on_plan=on_plan,
         )  # fmt: skip
+
+
+def _plan_and_schedule(
+    ckpt: dict[str, Any] | None,
+    settings: TrainSettings,
+    model: nn.Module,
+    criterion: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    train: tuple[torch.Tensor, torch.Tensor],
+    val: tuple[torch.Tensor, torch.Tensor],
+    *,
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
+    on_plan: Callable[[EpochPlan], None] | None,
+) -> tuple[EpochPlan, torch.optim.lr_scheduler.LambdaLR]:
+    """The run's epoch plan (the checkpoint's verbatim, else measured against the budget on a
+    copy of `model`) and the warmup-cosine schedule sized to the planned epochs."""
+    from clothing_assets.ml.throughput import measure_throughput, plan_training
+
+    steps_per_epoch = len(epoch_batches(len(train[0]), settings.batch_size, seed=0, epoch=0))
+    plan = plan_training(
+        ckpt.get("plan") if ckpt is not None else None, settings,
+        steps_per_epoch=steps_per_epoch, n_val=len(val[0]),
+        measure=lambda: measure_throughput(
+            model, criterion, train, val, settings=settings, device=device, amp_dtype=amp_dtype
+        ),
+    )  # fmt: skip
+    log.info(plan.describe())
+    if on_plan is not None:
+        on_plan(plan)
+    total_steps = max(1, steps_per_epoch * plan.epochs)
+    warmup = min(total_steps // 2, int(settings.warmup_epochs * steps_per_epoch))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, warmup))
+    return plan, scheduler
 
 
 def _fit(
@@ -365,6 +416,7 @@ def _fit(
     on_epoch: Callable[[EpochStats, float], None] | None,
     progress: Callable[[int], None] | None,
     on_warning: Callable[[str], None],
+    on_plan: Callable[[EpochPlan], None] | None = None,
 ) -> FitResult:
     """`fit`'s body, run while the checkpoint folder's training lock is held."""
     device = select_device(settings.device)
@@ -376,10 +428,6 @@ def _fit(
     optimizer = make_optimizer(model, settings.base_lr, settings.weight_decay)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
-    steps_per_epoch = len(epoch_batches(len(train_images), settings.batch_size, seed=0, epoch=0))
-    total_steps = max(1, steps_per_epoch * settings.n_epochs)
-    warmup = min(total_steps // 2, int(settings.warmup_epochs * steps_per_epoch))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, warmup))
     train_preset = ClassificationPresetTrain(crop_size=settings.image_size)
     eval_preset = ClassificationPresetEval(crop_size=settings.image_size)
     ema = None
@@ -398,11 +446,15 @@ def _fit(
         # a GPU-resident dataset: uint8 images cross the bus once, batches never do
         train_images, train_labels = train_images.to(device), train_labels.to(device)
         val_images, val_labels = val_images.to(device), val_labels.to(device)
+    ckpt = load_checkpoint(checkpoint_path, fingerprint) if checkpoint_path else None
+    plan, scheduler = _plan_and_schedule(
+        ckpt, settings, model, criterion, optimizer, (train_images, train_labels),
+        (val_images, val_labels), device=device, amp_dtype=amp_dtype, on_plan=on_plan,
+    )  # fmt: skip
 
     history: list[EpochStats] = []
     best = {"acc": -1.0, "epoch": -1, "state": None}
     start_epoch, start_batch, step = 0, 0, 0
-    ckpt = load_checkpoint(checkpoint_path, fingerprint) if checkpoint_path else None
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         if ema is not None:
@@ -439,6 +491,7 @@ def _fit(
                 "std": list(IMAGENET_STD),
                 "config": asdict(settings),
                 "fingerprint": fingerprint,
+                "plan": plan.as_dict(),
                 "history": [asdict(h) for h in history],
                 "best_acc": best["acc"],
                 "best_epoch": best["epoch"],
@@ -448,7 +501,7 @@ def _fit(
         )
 
     started = time.perf_counter()
-    for epoch in range(start_epoch, settings.n_epochs):
+    for epoch in range(start_epoch, plan.epochs):
         t0 = time.perf_counter()
 
         def on_step(b: int, n: int, epoch: int = epoch) -> None:
@@ -495,7 +548,7 @@ def _fit(
         if on_epoch is not None:
             elapsed = time.perf_counter() - started
             done = epoch + 1 - start_epoch
-            eta = elapsed / max(1, done) * (settings.n_epochs - epoch - 1)
+            eta = elapsed / max(1, done) * (plan.epochs - epoch - 1)
             on_epoch(stats, eta)
 
     state = best["state"] if best["state"] is not None else kept_model.state_dict()
@@ -516,6 +569,8 @@ def _fit(
         steps=step,
         resumed_from_step=resumed_from,
         val_predictions=val_preds,
+        plan=plan,
+        cpu_kind=cpu_kind(),
     )
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from clothing_assets.ml.cpu import KINDS
+from clothing_assets.ml.settings import TrainSettings
 from clothing_assets_tests.support import (
     CLASSES,
     COLOURS,
@@ -46,6 +48,12 @@ def test_whole_graph_catalogs_trains_and_scores(local_env):
     assert (local_env.models / "versions" / f"{model_meta['version']}.pt").is_file()
     assert champion_version(local_env) == model_meta["version"]
     assert not list(local_env.cache.glob("checkpoint*.pt"))
+    # issue 17: the default budget, the epochs it chose and the CPU kind it measured on
+    assert model_meta["train_budget_minutes"] == TrainSettings().max_train_minutes
+    assert model_meta["planned_epochs"] == model_meta["epochs"] == 1  # the tiny config's n_epochs
+    assert "fits all n_epochs" in model_meta["epoch_plan"]
+    assert model_meta["measured_train_images_per_second"] > 0
+    assert model_meta["cpu_kind"] in KINDS
     pred_meta = metadata_of(result, "clothing_predictions")
     assert pred_meta["rows_scored"] == len(test)
     assert 0.0 <= pred_meta["accuracy"] <= 1.0

@@ -198,3 +198,55 @@ def test_a_model_file_that_would_run_code_is_refused(tmp_path):
     with pytest.raises(pickle.UnpicklingError):
         load_model(buffer.getvalue())
     assert not os.path.exists(marker)
+
+
+def test_a_budget_that_fits_every_epoch_trains_exactly_as_no_budget():
+    """The measurement runs on a copy with its random streams restored: for the same plan the
+    run is bit for bit the unbudgeted one."""
+    images, labels = _data()
+    val = (images[:6], labels[:6])
+    unbudgeted = fit(images, labels, *val, ["a", "b", "c"], replace(SETTINGS, max_train_minutes=0))
+    budgeted = fit(images, labels, *val, ["a", "b", "c"], replace(SETTINGS, max_train_minutes=1e4))
+    assert unbudgeted.plan.budget_seconds is None and unbudgeted.plan.epochs == 2
+    assert budgeted.plan.epochs == 2 and "fits all n_epochs" in budgeted.plan.reason
+    assert budgeted.plan.images_per_second > 0
+    assert [h.epoch for h in budgeted.history] == [1, 2]
+    for key, tensor in unbudgeted.state_dict.items():
+        assert torch.equal(budgeted.state_dict[key], tensor), key
+
+
+def test_a_tiny_budget_trains_one_epoch_with_the_schedule_sized_to_it():
+    images, labels = _data()
+    settings = replace(SETTINGS, n_epochs=3, max_train_minutes=1e-6)
+    planned = []
+    result = fit(
+        images, labels, images[:6], labels[:6], ["a", "b", "c"], settings, on_plan=planned.append
+    )
+    assert planned == [result.plan] and result.plan.epochs == 1
+    assert "too small for one epoch" in result.plan.reason
+    assert [h.epoch for h in result.history] == [1]
+    assert result.history[-1].lr == pytest.approx(0.0, abs=1e-12)  # the cosine ran to its end
+    assert result.cpu_kind
+
+
+def test_a_resumed_run_keeps_the_plan_of_its_checkpoint(tmp_path):
+    """Interrupted under a plan of 2 epochs, resumed under a budget that would now plan 1: the
+    checkpoint's plan wins, so the schedule it resumes and the epoch count stay as planned."""
+    images, labels = _data()
+    val = (images[:6], labels[:6])
+    ckpt = tmp_path / "checkpoint.pt"
+
+    def stop(stats, eta):
+        raise Interrupted
+
+    first = replace(SETTINGS, checkpoint_every=2, max_train_minutes=0)
+    with pytest.raises(Interrupted):
+        fit(images, labels, *val, ["a", "b", "c"], first, checkpoint_path=ckpt, fingerprint="f",
+            on_epoch=stop)  # fmt: skip
+    tiny = replace(first, max_train_minutes=1e-6)
+    resumed = fit(
+        images, labels, *val, ["a", "b", "c"], tiny, checkpoint_path=ckpt, fingerprint="f"
+    )
+    assert resumed.resumed_from_step > 0
+    assert resumed.plan.epochs == 2 and resumed.plan.budget_seconds is None
+    assert [h.epoch for h in resumed.history] == [1, 2]

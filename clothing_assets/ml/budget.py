@@ -1,0 +1,117 @@
+"""The training time budget: how many epochs fit in `max_train_minutes`, decided once per run
+from a throughput measurement and then fixed (the learning-rate schedule is sized to it, the
+checkpoint keeps it, a resumed run reuses it).
+
+Pure and torch-free: the measurement itself is `throughput.measure_throughput`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class EpochPlan:
+    """How many epochs a run trains, and why."""
+
+    epochs: int
+    max_epochs: int
+    budget_seconds: float | None = None
+    seconds_per_epoch: float | None = None
+    images_per_second: float | None = None
+    spent_seconds: float = 0.0
+    reason: str = "no budget: n_epochs"
+
+    def describe(self) -> str:
+        """One log line: the choice and the figures behind it."""
+        if self.budget_seconds is None:
+            return f"training {self.epochs} epochs ({self.reason})"
+        rate = f"{self.images_per_second:.1f} img/s, " if self.images_per_second else ""
+        per_epoch = f"~{self.seconds_per_epoch:.0f}s/epoch" if self.seconds_per_epoch else ""
+        return (
+            f"training {self.epochs} of at most {self.max_epochs} epochs in a "
+            f"{self.budget_seconds / 60:g}-minute budget ({rate}{per_epoch}, "
+            f"{self.spent_seconds:.0f}s measuring): {self.reason}"
+        )
+
+    def metadata(self) -> dict[str, float | int | str]:
+        """Plain values for the asset's metadata (NaN where there was no measurement)."""
+        nan = float("nan")
+        return {
+            "train_budget_minutes": round(self.budget_seconds / 60, 2)
+            if self.budget_seconds
+            else 0.0,
+            "planned_epochs": self.epochs,
+            "epoch_plan": self.describe(),
+            "measured_train_images_per_second": round(self.images_per_second, 1)
+            if self.images_per_second
+            else nan,
+            "estimated_seconds_per_epoch": round(self.seconds_per_epoch, 1)
+            if self.seconds_per_epoch
+            else nan,
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain values, for the checkpoint (loadable with `weights_only=True`)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EpochPlan:
+        """The plan a checkpoint stored, as it was."""
+        return cls(**data)
+
+
+def plan_epochs(
+    *,
+    budget_seconds: float | None,
+    seconds_per_epoch_estimate: float | None,
+    max_epochs: int,
+    spent_seconds: float = 0.0,
+    final_seconds: float = 0.0,
+    images_per_second: float | None = None,
+) -> EpochPlan:
+    """The whole epochs that fit in `budget_seconds` after `spent_seconds` (the measurement)
+    and `final_seconds` (the last validation pass), at `seconds_per_epoch_estimate` each
+    (training and validation), between 1 and `max_epochs` (`n_epochs`: an upper bound).
+
+    No budget (None or <= 0) or no estimate: `max_epochs`. A budget too small for one epoch
+    still trains one, and the plan says so.
+    """
+    if max_epochs < 1:
+        raise ValueError(f"n_epochs must be at least 1, got {max_epochs}")
+    if not budget_seconds or budget_seconds <= 0:
+        return EpochPlan(epochs=max_epochs, max_epochs=max_epochs)
+    if not seconds_per_epoch_estimate or seconds_per_epoch_estimate <= 0:
+        return EpochPlan(
+            max_epochs, max_epochs, budget_seconds, spent_seconds=spent_seconds,
+            reason="no throughput measured (too few training images): n_epochs",
+        )  # fmt: skip
+    left = budget_seconds - spent_seconds - final_seconds
+    fit = math.floor(max(0.0, left) / seconds_per_epoch_estimate)
+    if fit < 1:
+        epochs, reason = 1, "the budget is too small for one epoch; training one anyway"
+    elif fit >= max_epochs:
+        epochs, reason = max_epochs, "the budget fits all n_epochs"
+    else:
+        epochs, reason = fit, f"the budget fits {fit} of the {max_epochs} n_epochs"
+    return EpochPlan(
+        epochs=epochs, max_epochs=max_epochs, budget_seconds=budget_seconds,
+        seconds_per_epoch=seconds_per_epoch_estimate, images_per_second=images_per_second,
+        spent_seconds=spent_seconds, reason=reason,
+    )  # fmt: skip
+
+
+def resume_or_plan(stored: dict[str, Any] | None, make_plan: Callable[[], EpochPlan]) -> EpochPlan:
+    """A resumed run's plan is the one its checkpoint stored, verbatim (never re-measured:
+    the schedule it resumes was sized to it); otherwise `make_plan()` measures and plans."""
+    if stored is not None:
+        return EpochPlan.from_dict(stored)
+    return make_plan()
+
+
+def budget_seconds(max_train_minutes: float | None) -> float | None:
+    """`max_train_minutes` in seconds; 0 or None: no budget."""
+    return max_train_minutes * 60.0 if max_train_minutes and max_train_minutes > 0 else None

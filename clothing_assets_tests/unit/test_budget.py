@@ -1,0 +1,64 @@
+"""The training budget's planner: a pure function, nothing timed."""
+
+from __future__ import annotations
+
+import pytest
+
+from clothing_assets.ml.budget import EpochPlan, budget_seconds, plan_epochs, resume_or_plan
+
+
+@pytest.mark.parametrize(
+    ("budget", "per_epoch", "spent", "final", "epochs", "reason"),
+    [
+        (None, 100.0, 0.0, 0.0, 20, "no budget"),  # max_train_minutes 0/None: n_epochs
+        (600.0, None, 5.0, 0.0, 20, "no throughput"),  # nothing could be timed
+        (1.0, 100.0, 0.0, 0.0, 1, "too small for one epoch"),  # tiny: one epoch anyway
+        (600.0, 100.0, 700.0, 0.0, 1, "too small for one epoch"),  # measuring ate it all
+        (10_000.0, 100.0, 0.0, 0.0, 20, "fits all n_epochs"),  # huge: n_epochs, not more
+        (600.0, 110.0, 10.0, 4.0, 5, "fits 5 of the 20"),  # (600 - 10 - 4) / 110 = 5.3
+        (600.0, 100.0, 0.0, 0.0, 6, "fits 6 of the 20"),  # exactly 6 fit
+    ],
+)
+def test_plan_epochs(budget, per_epoch, spent, final, epochs, reason):
+    plan = plan_epochs(
+        budget_seconds=budget, seconds_per_epoch_estimate=per_epoch, max_epochs=20,
+        spent_seconds=spent, final_seconds=final, images_per_second=25.0,
+    )  # fmt: skip
+    assert plan.epochs == epochs
+    assert plan.max_epochs == 20
+    assert reason in plan.reason and reason in plan.describe()
+    metadata = plan.metadata()
+    assert metadata["planned_epochs"] == epochs
+    assert metadata["train_budget_minutes"] == (round(budget / 60, 2) if budget else 0.0)
+
+
+def test_a_plan_needs_at_least_one_epoch_to_choose_from():
+    with pytest.raises(ValueError, match="n_epochs"):
+        plan_epochs(budget_seconds=60.0, seconds_per_epoch_estimate=1.0, max_epochs=0)
+
+
+@pytest.mark.parametrize(("minutes", "seconds"), [(0, None), (None, None), (-1, None), (10, 600)])
+def test_budget_seconds(minutes, seconds):
+    assert budget_seconds(minutes) == seconds
+
+
+def test_resume_reuses_the_stored_plan_verbatim_and_measures_nothing():
+    stored = plan_epochs(
+        budget_seconds=600.0, seconds_per_epoch_estimate=110.0, max_epochs=20,
+        spent_seconds=9.5, images_per_second=26.0,
+    ).as_dict()  # fmt: skip
+
+    def measure_again() -> EpochPlan:
+        raise AssertionError("a resumed run must not re-plan")
+
+    assert resume_or_plan(stored, measure_again) == EpochPlan.from_dict(stored)
+    assert resume_or_plan(stored, measure_again).epochs == 5
+    fresh = EpochPlan(epochs=3, max_epochs=20)
+    assert resume_or_plan(None, lambda: fresh) is fresh
+
+
+def test_a_plan_round_trips_through_plain_values():
+    plan = plan_epochs(budget_seconds=60.0, seconds_per_epoch_estimate=7.0, max_epochs=20)
+    data = plan.as_dict()
+    assert all(isinstance(v, (int, float, str, type(None))) for v in data.values())
+    assert EpochPlan.from_dict(data) == plan
