@@ -91,7 +91,8 @@ class StallWhileMarker(WorkerPlugin):
 
 
 # Preload (dask config `distributed.worker.preload`: ["clothing_assets_tests.support.faults"])
-# for the workers of a LocalCluster a run starts itself, where no plugin can be registered beforehand.
+# for the workers of a LocalCluster a run starts itself, where no plugin can be registered
+# beforehand.
 EXIT_WHEN_SCORING = "CLOTHING_TEST_EXIT_WHEN_SCORING"
 EXIT_MARKER = "CLOTHING_TEST_EXIT_MARKER"
 
