@@ -50,6 +50,8 @@ DIRECTORY_TOKEN = f"DIRECTORY(@{STAGE_TOKEN})"
 _DDL = (
     "create_clothing_train",
     "create_clothing_test",
+    "alter_clothing_train_add_etag",
+    "alter_clothing_test_add_etag",
     "create_clothing_models",
     "create_clothing_model_events",
 )
@@ -339,7 +341,7 @@ class SnowflakeWarehouse(Warehouse):
         frame["CONFIDENCE"] = pd.to_numeric(frame["CONFIDENCE"], errors="raise").astype("float64")
         for column in ("LAST_MODIFIED", "PRED_TIMESTAMP"):
             frame[column] = pd.to_datetime(frame[column], utc=True)
-        for column in ("RELATIVE_PATH", "TYPE", "MODEL_VERSION", "ERROR"):
+        for column in ("RELATIVE_PATH", "ETAG", "TYPE", "MODEL_VERSION", "ERROR"):
             frame[column] = frame[column].astype("string")  # typed even when all NULL
         return self._apply_batch(
             "create_temp_predictions", "update_clothing_test_predictions", frame

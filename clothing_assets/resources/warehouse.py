@@ -14,11 +14,13 @@ import pandas as pd
 CatalogTable = Literal["clothing_train", "clothing_test"]
 CATALOG_TABLES: tuple[CatalogTable, ...] = ("clothing_train", "clothing_test")
 
-# Columns of the frame handed to `write_predictions`.
+# Columns of the frame handed to `write_predictions`: SIZE, LAST_MODIFIED and ETAG are the
+# file's as it was read for scoring, so that a prediction of a since-changed file is refused.
 PREDICTION_COLUMNS = [
     "RELATIVE_PATH",
     "SIZE",
     "LAST_MODIFIED",
+    "ETAG",
     "TYPE",
     "CONFIDENCE",
     "PRED_TIMESTAMP",
