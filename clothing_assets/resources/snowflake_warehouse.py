@@ -19,6 +19,7 @@ that the summary and the catalog MERGEs read from) and `_presign` (GET_PRESIGNED
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from collections.abc import Iterator, Sequence
@@ -34,6 +35,7 @@ from snowflake.connector import pandas_tools
 from clothing_assets.resources.warehouse import (
     PREDICTION_COLUMNS,
     CatalogTable,
+    StageState,
     StageSummary,
     SyncResult,
     Warehouse,
@@ -41,7 +43,7 @@ from clothing_assets.resources.warehouse import (
     validate_table,
 )
 from clothing_assets.sql import load_sql
-from clothing_assets.stage import redact_url, unsafe_reason
+from clothing_assets.stage import StageResource, redact_url, unsafe_reason
 
 DIALECT = "snowflake"
 STAGE_TOKEN = "__STAGE__"
@@ -104,6 +106,16 @@ def _frame(cursor: Any) -> pd.DataFrame:
         if column in frame:
             frame[column] = frame[column].astype("float64")
     return frame
+
+
+def _state(row: Sequence[Any]) -> tuple[int, str]:
+    """(file count, change key) of one summarize_*_state row, normalised so that the directory
+    and a catalog table give equal keys for equal files (the count and bytes as integers, the
+    newest time in UTC)."""
+    count, total, newest, files_hash = row
+    newest = "" if newest is None else pd.Timestamp(newest).tz_convert("UTC").isoformat()
+    summary = f"{int(count)}|{int(total or 0)}|{newest}|{files_hash}"
+    return int(count), hashlib.sha256(summary.encode()).hexdigest()
 
 
 def _counts(cursor: Any) -> dict[str, int]:
@@ -237,6 +249,31 @@ class SnowflakeWarehouse(Warehouse):
             self._refresh_directory(cursor, name, url)
             count, total = self._summary(cursor, name)
         return StageSummary(name=name, url=url, file_count=count, total_bytes=total)
+
+    def stage_state(self, stage: StageResource) -> StageState:
+        """The stage's directory table, refreshed, summarised in one query: the sensor asks the
+        warehouse, never the bucket. A stage not created yet is reported absent (its sync
+        creates it)."""
+        name = validate_identifier(stage.name)
+        with self._connect() as conn:
+            cursor = conn.cursor()
+            try:
+                url = self._stage_url(cursor, name)
+            except dg.Failure:
+                return StageState(files=0, key=f"absent:{name}", exists=False)
+            self._refresh_directory(cursor, name, url)
+            cursor.execute(self._reads_directory("summarize_stage_directory_state", name))
+            files, key = _state(cursor.fetchone())
+        return StageState(files=files, key=key)
+
+    def catalog_holds(self, table: CatalogTable, state: StageState) -> bool:
+        if not state.exists:
+            return False
+        validate_table(table)  # one of the two catalogs, so the name is a SQL file
+        with self._connect() as conn:
+            cursor = conn.cursor()
+            cursor.execute(render(f"summarize_{table}_state"))
+            return _state(cursor.fetchone())[1] == state.key
 
     def stage_file_count(self, name: str) -> int:
         with self._connect() as conn:

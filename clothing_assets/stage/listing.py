@@ -226,6 +226,19 @@ def class_of(relative_path: str) -> str | None:
     return posixpath.basename(parent) if parent else None
 
 
+def _file_keys(frame: pd.DataFrame) -> set[tuple[str, int, str, str]]:
+    times = pd.to_datetime(frame["LAST_MODIFIED"], utc=True).astype(str)
+    etags = frame["ETAG"].fillna("").astype(str)
+    sizes = frame["SIZE"].astype("int64")
+    return set(zip(frame["RELATIVE_PATH"], sizes, times, etags, strict=True))
+
+
+def catalog_matches(listing: pd.DataFrame, catalog: pd.DataFrame) -> bool:
+    """Whether a catalog table holds exactly the listed files (path, size, last-modified,
+    ETag)."""
+    return len(listing) == len(catalog) and _file_keys(listing) == _file_keys(catalog)
+
+
 def listing_digest(listing: pd.DataFrame) -> str:
     """A digest of a listing that changes when a file is added, removed or modified."""
     lines = (
