@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -57,6 +58,8 @@ _DDL = (
     "create_clothing_models",
     "create_clothing_model_events",
 )
+# paths per GET_PRESIGNED_URL statement (bound as one JSON array; far below Snowflake's limits)
+PRESIGN_BATCH = 1000
 _TIMESTAMPS = (
     "LAST_MODIFIED",
     "PRED_TIMESTAMP",
@@ -146,6 +149,9 @@ class SnowflakeWarehouse(Warehouse):
 
     _run_id: str | None = PrivateAttr(default=None)
     _tables_ready: bool = PrivateAttr(default=False)
+    # stage name -> (cursor, stage URL) of an open `url_session`, and the lock its cursor needs
+    _minting: dict[str, tuple[Any, str]] = PrivateAttr(default_factory=dict)
+    _minting_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         self._run_id = context.run.run_id if context.run else None
@@ -315,17 +321,45 @@ class SnowflakeWarehouse(Warehouse):
             cursor.execute(render("select_unscored_test_rows"), {"model_version": model_version})
             return _frame(cursor)
 
+    @contextmanager
+    def url_session(self, stage: str) -> Iterator[None]:
+        """Within it, `file_urls(stage, ...)` mints on one connection, opened here, with the
+        stage's URL looked up once: a scoring step mints a batch's URLs per statement without
+        a login and a SHOW STAGES per batch."""
+        validate_identifier(stage)
+        if stage in self._minting:  # nested: the outer session serves
+            yield
+            return
+        with self._connect() as conn:
+            cursor = conn.cursor()
+            self._minting[stage] = (cursor, self._stage_url(cursor, stage))
+            try:
+                yield
+            finally:
+                del self._minting[stage]
+
     def file_urls(self, stage: str, relative_paths: Sequence[str]) -> list[str | None]:
         validate_identifier(stage)
         paths = list(relative_paths)
         safe = [p for p in paths if unsafe_reason(p) is None]
         minted: dict[str, str] = {}
-        if safe:
+        if safe and stage in self._minting:
+            cursor, url = self._minting[stage]
+            with self._minting_lock:  # one statement at a time on the session's cursor
+                minted = self._mint(cursor, stage, url, safe)
+        elif safe:
             with self._connect() as conn:
                 cursor = conn.cursor()
-                url = self._stage_url(cursor, stage)
-                minted = dict(zip(safe, self._presign(cursor, stage, url, safe), strict=True))
+                minted = self._mint(cursor, stage, self._stage_url(cursor, stage), safe)
         return [minted.get(p) for p in paths]
+
+    def _mint(self, cursor: Any, stage: str, url: str, paths: list[str]) -> dict[str, str]:
+        """`paths` -> presigned URL, PRESIGN_BATCH paths per GET_PRESIGNED_URL statement."""
+        minted: dict[str, str] = {}
+        for start in range(0, len(paths), PRESIGN_BATCH):
+            part = paths[start : start + PRESIGN_BATCH]
+            minted.update(zip(part, self._presign(cursor, stage, url, part), strict=True))
+        return minted
 
     def _apply_batch(self, create: str, apply: str, frame: pd.DataFrame) -> int:
         """Load `frame` into a fresh TEMPORARY table with write_pandas (its return value

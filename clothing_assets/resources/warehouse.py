@@ -3,7 +3,8 @@
 import json
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -169,6 +170,13 @@ class Warehouse(dg.ConfigurableResource, ABC):
     def describe(self) -> str:
         """Where the warehouse is, for metadata and error messages (no secrets)."""
         return type(self).__name__
+
+    @contextmanager
+    def url_session(self, stage: str) -> Iterator[None]:
+        """A scope (a scoring step) within which `file_urls(stage, ...)` may share one
+        connection; a warehouse whose URLs cost no round trip has nothing to share."""
+        validate_identifier(stage)
+        yield
 
     # -- what a stage sensor reads on each tick ------------------------------------------
 
