@@ -36,6 +36,8 @@ class StageLocationError(RuntimeError):
 
 def redact_url(url: str) -> str:
     """`url` with any user:password@ removed, for logs, metadata and tables."""
+    if "@" not in url:  # no userinfo to remove (and no parse: listings call this per file)
+        return url
     try:
         parts = urllib.parse.urlsplit(url)
     except ValueError:
@@ -134,8 +136,13 @@ def _printable(text: str) -> tuple[str, str | None]:
 def _list_local(fs: LocalFileSystem, root: str) -> list[dict[str, Any]]:
     """Walk a local folder without following symbolic links; see the module docstring."""
     real_root = os.path.realpath(root)
+    # relative paths and URLs are built by joining strings: per file, os.path.relpath and
+    # fsspec's unstrip_protocol cost 3x the lstat itself on a 100,000-file stage
+    prefix = root if root.endswith(os.sep) else root + os.sep
+    root_url = _printable(fs.unstrip_protocol(root))[0].rstrip("/")
     rows = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        rel_dir = "" if dirpath == root else dirpath[len(prefix) :]
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         names = [f for f in filenames if not f.startswith(".")]
         # os.walk reports a link to a folder among dirnames and does not descend into it
@@ -143,8 +150,10 @@ def _list_local(fs: LocalFileSystem, root: str) -> list[dict[str, Any]]:
         dirnames[:] = [d for d in dirnames if d not in linked_dirs]
         for name in sorted(names + linked_dirs):
             path = os.path.join(dirpath, name)
-            rel, error = _printable(os.path.relpath(path, root).replace(os.sep, "/"))
-            url, _ = _printable(fs.unstrip_protocol(path))
+            rel, error = _printable(
+                (f"{rel_dir}{os.sep}{name}" if rel_dir else name).replace(os.sep, "/")
+            )
+            url = f"{root_url}/{rel}"
             try:
                 own = os.lstat(path)
             except OSError as exc:  # vanished while listing
