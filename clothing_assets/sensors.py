@@ -1,25 +1,15 @@
-"""One sensor per stage: a cheap listing (names, sizes, timestamps; never image bytes) compared
-with the last one through a cursor; a change requests a sync (and, for the test stage, scoring)."""
+"""One sensor per stage: a cheap look at the stage (names, sizes, timestamps, ETags; never image
+bytes) compared with the last one through a cursor; a change requests a sync (and, for the test
+stage, scoring). The look is the warehouse's (`Warehouse.stage_state`): DuckDB mode lists the
+stage's location with fsspec; Snowflake mode refreshes the stage's directory table and reads a
+summary of it, never the bucket."""
 
 import json
 
 import dagster as dg
-import pandas as pd
 
 from clothing_assets.resources.warehouse import Warehouse
-from clothing_assets.stage import StageLocationError, StageResource, list_stage, listing_digest
-
-
-def _file_keys(frame) -> set[tuple[str, int, str]]:
-    times = pd.to_datetime(frame["LAST_MODIFIED"], utc=True)
-    return set(zip(frame["RELATIVE_PATH"], frame["SIZE"].astype("int64"), times.astype(str),
-                   strict=True))  # fmt: skip
-
-
-def catalog_matches(listing: pd.DataFrame, catalog: pd.DataFrame) -> bool:
-    """Whether the catalog holds exactly the listed files (path, size, last-modified)."""
-    return len(listing) == len(catalog) and _file_keys(listing) == _file_keys(catalog)
-
+from clothing_assets.stage import StageLocationError, StageResource
 
 MAX_SENSOR_RETRIES = 3
 
@@ -54,30 +44,30 @@ def evaluate_stage(
     sync_assets: list[str],
     score_assets: list[str],
 ) -> dg.RunRequest | dg.SkipReason:
-    """One tick: list the stage, compare with the cursor, request `sync_assets` (plus
-    `score_assets` once there is a champion model) when anything changed."""
+    """One tick: look at the stage through the warehouse, compare with the cursor, request
+    `sync_assets` (plus `score_assets` once there is a champion model) when anything changed."""
     try:
-        listing = list_stage(stage.url, env_var=stage.env_var)
+        state = warehouse.stage_state(stage)
     except StageLocationError as exc:
         return dg.SkipReason(str(exc))
-    digest = listing_digest(listing)
+    digest, files = state.key, state.files
     previous = json.loads(context.cursor) if context.cursor else None
     run_key = f"{stage.name}:{(previous or {}).get('digest', '')[:16]}>{digest[:16]}"
     if previous is not None and previous["digest"] == digest:
         retry = _retry_of_failed_run(context, previous)
         if retry is None:
-            return dg.SkipReason(f"no change in stage {stage.name} ({len(listing)} files)")
+            return dg.SkipReason(f"no change in stage {stage.name} ({files} files)")
         run_key, change = retry
     else:
-        change = _describe(previous, len(listing))
+        change = _describe(previous, files)
     context.update_cursor(
-        json.dumps({"digest": digest, "files": len(listing), "run_key": run_key,
+        json.dumps({"digest": digest, "files": files, "run_key": run_key,
                     "attempt": (previous or {}).get("attempt", 0) + 1 if "retry" in change else 0})
     )  # fmt: skip
     table = sync_assets[-1]
-    if previous is None and catalog_matches(listing, warehouse.read_catalog(table)):
+    if previous is None and warehouse.catalog_holds(table, state):
         # a fresh instance (or a reset sensor): nothing to do if the catalog is current
-        return dg.SkipReason(f"first look: {len(listing)} files, all already in {table}")
+        return dg.SkipReason(f"first look: {files} files, all already in {table}")
     assets = sync_assets + (score_assets if score_assets and warehouse.champion() else [])
     context.log.info(f"stage {stage.name}: {change}; requesting {', '.join(assets)}")
     return dg.RunRequest(

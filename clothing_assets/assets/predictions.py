@@ -73,10 +73,12 @@ def clothing_predictions(
 
     if len(todo):
         try:
-            results, written, shipped_to, load_seconds = score_on_cluster(
-                context, client, config, warehouse, test_stage.name, todo, model_bytes,
-                version, use_gpu=use_gpu, gpu_addresses=gpu_addresses, write=write,
-            )  # fmt: skip
+            # every batch's URLs are minted on one warehouse connection for the whole step
+            with warehouse.url_session(test_stage.name):
+                results, written, shipped_to, load_seconds = score_on_cluster(
+                    context, client, config, warehouse, test_stage.name, todo, model_bytes,
+                    version, use_gpu=use_gpu, gpu_addresses=gpu_addresses, write=write,
+                )  # fmt: skip
         except RuntimeError as exc:
             raise dg.Failure(description=f"{exc}; chunks written so far are kept") from exc
     seconds = time.perf_counter() - started

@@ -151,7 +151,7 @@ def score_batch(
     gpu: bool = False,
     limits: ReadLimits | None = None,
 ) -> list[dict[str, Any]]:
-    """Read, decode and classify `rows` (each with URL, RELATIVE_PATH, SIZE, LAST_MODIFIED;
+    """Read, decode and classify `rows` (each with URL, RELATIVE_PATH, SIZE, LAST_MODIFIED, ETAG;
     a None URL is a path the stage refused, recorded and never read).
 
     Files are read in parallel threads, decoded together (on the GPU when `gpu` and this worker
@@ -168,6 +168,7 @@ def score_batch(
             "RELATIVE_PATH": row["RELATIVE_PATH"],
             "SIZE": row["SIZE"],
             "LAST_MODIFIED": row["LAST_MODIFIED"],
+            "ETAG": row.get("ETAG"),  # as read: the write-back refuses a since-changed file
             "TYPE": None,
             "CONFIDENCE": None,
             "MODEL_VERSION": version,

@@ -38,6 +38,8 @@ _DDL = (
     "alter_stage_directory_add_error",
     "create_clothing_train",
     "create_clothing_test",
+    "alter_clothing_train_add_etag",
+    "alter_clothing_test_add_etag",
     "create_clothing_models",
     "create_clothing_model_events",
 )

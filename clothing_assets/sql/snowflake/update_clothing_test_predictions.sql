@@ -1,10 +1,11 @@
 -- One statement, in the caller's transaction, writes every prediction back. A row is left
--- alone when its file changed since it was read for scoring (size or last-modified differ: the
--- prediction would be stale), when the predicting version's file was deleted from the model
--- store, or when the row already holds a prediction of the champion or of a newer version and
--- this one is not the champion's: a late run with an older model never overwrites a newer
--- model's predictions. (UPDATE ... FROM rather than MERGE: the same effect, and the form
--- fakesnow runs inside a transaction.)
+-- alone when its file changed since it was read for scoring (size, last-modified or ETag
+-- differ: the prediction would be stale, even for an object overwritten with the same size and
+-- time), when the predicting version's file was deleted from the model store, or when the row
+-- already holds a prediction of the champion or of a newer version and this one is not the
+-- champion's: a late run with an older model never overwrites a newer model's predictions.
+-- (UPDATE ... FROM rather than MERGE: the same effect, and the form fakesnow runs inside a
+-- transaction.)
 UPDATE clothing_test AS t
 SET TYPE = p.TYPE,
     CONFIDENCE = p.CONFIDENCE,
@@ -12,13 +13,14 @@ SET TYPE = p.TYPE,
     MODEL_VERSION = p.MODEL_VERSION,
     ERROR = p.ERROR
 FROM (
-    SELECT RELATIVE_PATH, SIZE, LAST_MODIFIED, TYPE, CONFIDENCE, PRED_TIMESTAMP, MODEL_VERSION,
-        ERROR
+    SELECT RELATIVE_PATH, SIZE, LAST_MODIFIED, ETAG, TYPE, CONFIDENCE, PRED_TIMESTAMP,
+        MODEL_VERSION, ERROR
     FROM IDENTIFIER(%(batch)s)
 ) AS p
 WHERE t.RELATIVE_PATH = p.RELATIVE_PATH
     AND t.SIZE = p.SIZE
     AND EQUAL_NULL(t.LAST_MODIFIED, p.LAST_MODIFIED)
+    AND EQUAL_NULL(t.ETAG, p.ETAG)
     AND NOT EXISTS (
         SELECT 1 FROM clothing_models AS d
         WHERE d.VERSION = p.MODEL_VERSION AND d.DELETED_AT IS NOT NULL
