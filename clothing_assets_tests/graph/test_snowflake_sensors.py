@@ -18,8 +18,12 @@ import pytest
 from clothing_assets.environment import TEST_STAGE, TRAIN_STAGE
 from clothing_assets.sensors import build_sensors
 from clothing_assets.stage import StageResource
-from clothing_assets_tests.conftest import COLOURS, make_stage, write_image
-from clothing_assets_tests.fakesnow_warehouse import NOP_REGEXES, FakesnowWarehouse, fake_connection
+from clothing_assets_tests.support import COLOURS, make_stage, write_image
+from clothing_assets_tests.support.fakesnow_warehouse import (
+    NOP_REGEXES,
+    FakesnowWarehouse,
+    fake_connection,
+)
 
 
 @pytest.fixture
