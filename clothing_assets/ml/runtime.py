@@ -13,9 +13,10 @@ from __future__ import annotations
 import importlib.util
 import io
 import logging
+import os
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -185,3 +186,33 @@ def load_int8_model(data: bytes, threads: int = 1) -> tuple[OnnxClassifier, dict
         )
     onnx_model = payload.pop("onnx").numpy().tobytes()
     return OnnxClassifier(onnx_model, threads), payload
+
+
+def scoring_model_bytes(
+    model_bytes: bytes,
+    version: str,
+    runtime: str,
+    calibration: Callable[[], Sequence[bytes]],
+    cache_dir: Path,
+) -> bytes:
+    """What the workers load for `runtime`: the model file itself for torch; for int8 its
+    `int8_model_bytes`, made once per model version and ONNX Runtime release and kept under
+    `cache_dir/runtimes/` (`calibration` is only called, and its images read, on a miss)."""
+    if runtime == TORCH:
+        return model_bytes
+    import onnxruntime
+
+    path = cache_dir / "runtimes" / f"{version}-{runtime}-ort{onnxruntime.__version__}.pt"
+    if path.exists():
+        return path.read_bytes()
+    data = int8_model_bytes(model_bytes, calibration())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(f".{os.getpid()}.partial")
+    partial.write_bytes(data)
+    partial.replace(path)  # atomic: a concurrent run reads a whole file or none
+    return data
+
+
+def workers_lacking_runtime(client: Any) -> list[str]:
+    """Addresses of the Dask workers where the int8 runtime's packages are missing."""
+    return sorted(a for a, missing in client.run(missing_packages).items() if missing)
