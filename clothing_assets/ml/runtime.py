@@ -5,7 +5,8 @@ The int8 model is made once per model version on the client (`int8_model_bytes`:
 ONNX, calibrate activation ranges on training images, quantize weights per channel and
 activations per tensor, QDQ format) and shipped to every worker once, like the torch model;
 `load_int8_model` rebuilds it on a worker. Measured on a 2-core AVX2 AMD EPYC,
-ResNet50 at 250 px, one thread: 2.4-2.7x the torch fp32 forward (BENCHMARKS.md).
+ResNet50 at 250 px, one thread: 2.9x the torch fp32 forward, test accuracy within 0.5 points
+(BENCHMARKS.md, issue 17).
 """
 
 from __future__ import annotations
