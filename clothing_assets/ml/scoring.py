@@ -61,7 +61,7 @@ class ModelNotLoaded(RuntimeError):
 def loaded_versions() -> list[str]:
     """The model versions this process holds (`version@runtime` when not run by torch); the
     client runs it on every worker to decide whether the model's bytes need to travel at all."""
-    with _LOCK:  # `version`, or `version@runtime` for a model not run by torch
+    with _LOCK:
         return ["@".join(key.split("@")[::2]) for key in _MODELS]
 
 
