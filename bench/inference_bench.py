@@ -10,6 +10,12 @@ last line reads `inference_bench: ours-1w A img/s, ours-2w B img/s, seed-style C
 ratio R, scaling S` with R = B/C and S = B/(2A). Peak worker memory (max RSS) is printed
 per path; --memory-check N repeats our 2-worker path on N images to show it stays flat.
 
+--runtime picks our path's scoring runtime as CLOTHING_SCORING_RUNTIME does (`auto`, the default:
+ONNX Runtime int8 on CPUs without native bf16 when the `int8` extra is installed; `torch`;
+`onnxruntime-int8`). The int8 model is made once on the client, before any clock starts,
+calibrated on --calibration images of the train stage, and shipped once per worker. Every line
+names the runtime and the CPU kind (flags capped by ONEDNN_MAX_CPU_ISA / ATEN_CPU_CAPABILITY).
+
 With --device cuda (the default when torch sees a GPU) our workers advertise the Dask resource
 `GPU`, decode JPEGs with nvJPEG and score on the GPU, as `clothing_predictions` does on GPU
 workers; use a larger --batch-size there (256). The seed-style path stays as the seed wrote it.
@@ -27,13 +33,21 @@ import torch
 import torchvision
 from distributed import Client, LocalCluster, wait
 
-from clothing_assets.ml.cpu import tagged
+from clothing_assets.ml.cpu import cpu_kind
+from clothing_assets.ml.runtime import ORT_INT8, RUNTIMES, int8_model_bytes, resolve_runtime
 from clothing_assets.ml.scoring import score_batch, warm_model
 from clothing_assets.ml.train import TrainSettings, model_payload
 from clothing_assets.resources.model_store import file_version
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_STAGE = ROOT.parent / "shared" / "clothing-dataset-small" / "test"
+TRAIN_STAGE = DEFAULT_STAGE.parent / "train"
+
+
+def calibration_blobs(stage: Path, count: int) -> list[bytes]:
+    """`count` training images, evenly spread over the sorted stage (every class)."""
+    files = sorted(stage.rglob("*.jpg"))
+    return [f.read_bytes() for f in files[:: max(1, len(files) // count)][:count]]
 
 
 def model_bytes(arch: str, image_size: int, classes: list[str]) -> bytes:
@@ -63,13 +77,17 @@ def warm_up(client: Client) -> None:
     client.run(lambda: __import__("torchvision.models") and None)
 
 
-def ours(client: Client, data: bytes, paths: list[str], batch_size: int, gpu: bool) -> float:
+def ours(
+    client: Client, data: bytes, paths: list[str], batch_size: int, gpu: bool, runtime: str
+) -> float:
     """Our path: model bytes broadcast once and loaded on every worker before the clock
-    starts, then batches of paths, read and decoded on the workers."""
+    starts, then batches of paths, read and decoded on the workers. `data` is the torch model
+    file, or its `int8_model_bytes` with `runtime` onnxruntime-int8."""
     version = file_version(data)
     model = client.scatter(data, broadcast=True)
     rows = [{"RELATIVE_PATH": p, "URL": p, "SIZE": 0, "LAST_MODIFIED": None} for p in paths]
-    wait([client.submit(warm_model, model, version, gpu=gpu, workers=[w], pure=False)
+    wait([client.submit(warm_model, model, version, gpu=gpu, runtime=runtime, workers=[w],
+                        pure=False)
           for w in client.scheduler_info()["workers"]])  # fmt: skip
     resources = {"GPU": 1} if gpu else None
     start = time.perf_counter()
@@ -80,6 +98,7 @@ def ours(client: Client, data: bytes, paths: list[str], batch_size: int, gpu: bo
             version,
             rows[i : i + batch_size],
             gpu=gpu,
+            runtime=runtime,
             pure=False,
             resources=resources,
         )  # fmt: skip
@@ -136,7 +155,7 @@ def seed_style(client: Client, data: bytes, paths: list[str], arch: str, size: i
     return len(paths) / elapsed
 
 
-def main() -> None:
+def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=341)
     parser.add_argument("--arch", default="resnet50")
@@ -145,8 +164,27 @@ def main() -> None:
     parser.add_argument("--stage", type=Path, default=DEFAULT_STAGE)
     parser.add_argument("--memory-check", type=int, default=0, help="also run ours-2w on N images")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    args = parser.parse_args()
+    parser.add_argument("--runtime", choices=RUNTIMES, default="auto", help="our path's runtime")
+    parser.add_argument("--calibration", type=int, default=100, help="int8 calibration images")
+    parser.add_argument("--calibration-stage", type=Path, default=TRAIN_STAGE)
+    return parser.parse_args()
+
+
+def scoring_model(args: argparse.Namespace, data: bytes, runtime: str) -> bytes:
+    """The bytes our workers load: the torch model file, or its int8 model made here once."""
+    if runtime != ORT_INT8:
+        return data
+    started = time.perf_counter()
+    out = int8_model_bytes(data, calibration_blobs(args.calibration_stage, args.calibration))
+    print(f"{runtime} model made on the client in {time.perf_counter() - started:.1f}s "
+          f"({len(out) / 2**20:.0f} MiB, {args.calibration} calibration images)")  # fmt: skip
+    return out
+
+
+def main() -> None:
+    args = arguments()
     gpu = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+    runtime, kind = resolve_runtime(args.runtime, gpu=gpu), cpu_kind()
 
     files = sorted(str(p) for p in args.stage.rglob("*.jpg"))
     if not files:
@@ -155,37 +193,38 @@ def main() -> None:
     classes = sorted({Path(f).parent.name for f in files})
     data = model_bytes(args.arch, args.image_size, classes)
     print(f"{args.images} images from {args.stage}, {args.arch} at {args.image_size}px, "
-          f"model {len(data) / 2**20:.0f} MiB, ours on {'cuda' if gpu else 'cpu'}, "
-          f"batch {args.batch_size}")  # fmt: skip
+          f"model {len(data) / 2**20:.0f} MiB, ours on {'cuda' if gpu else 'cpu'} with "
+          f"{runtime}, batch {args.batch_size}, CPU {kind}")  # fmt: skip
+    ours_data = scoring_model(args, data, runtime)
 
     rates = {}
     for workers in (1, 2):
         with cluster(workers, gpu) as c, Client(c) as client:
             warm_up(client)
-            rates[f"ours-{workers}w"] = ours(client, data, paths, args.batch_size, gpu)
-            print(tagged(f"ours-{workers}w: {rates[f'ours-{workers}w']:.1f} img/s, "
-                  f"peak worker RSS MiB {peak_rss_mib(client)}"), flush=True)  # fmt: skip
+            rates[f"ours-{workers}w"] = ours(
+                client, ours_data, paths, args.batch_size, gpu, runtime
+            )
+            print(f"ours-{workers}w [{runtime}, {kind}]: {rates[f'ours-{workers}w']:.1f} img/s, "
+                  f"peak worker RSS MiB {peak_rss_mib(client)}", flush=True)  # fmt: skip
     with cluster(2) as c, Client(c) as client:
         warm_up(client)
         rates["seed"] = seed_style(client, data, paths, args.arch, args.image_size)
-        print(tagged(f"seed-style-2w: {rates['seed']:.1f} img/s, "
-              f"peak worker RSS MiB {peak_rss_mib(client)}"), flush=True)  # fmt: skip
+        print(f"seed-style-2w [torch fp32, {kind}]: {rates['seed']:.1f} img/s, "
+              f"peak worker RSS MiB {peak_rss_mib(client)}", flush=True)  # fmt: skip
     if args.memory_check:
         big = list(itertools.islice(itertools.cycle(files), args.memory_check))
         with cluster(2, gpu) as c, Client(c) as client:
             warm_up(client)
-            rate = ours(client, data, big, args.batch_size, gpu)
-            print(tagged(f"ours-2w on {len(big)} images: {rate:.1f} img/s, "
-                  f"peak worker RSS MiB {peak_rss_mib(client)}"), flush=True)  # fmt: skip
+            rate = ours(client, ours_data, big, args.batch_size, gpu, runtime)
+            print(f"ours-2w on {len(big)} images [{runtime}, {kind}]: {rate:.1f} img/s, "
+                  f"peak worker RSS MiB {peak_rss_mib(client)}", flush=True)  # fmt: skip
 
     ratio = rates["ours-2w"] / rates["seed"]
     scaling = rates["ours-2w"] / (2 * rates["ours-1w"])
     print(
-        tagged(
-            f"inference_bench: ours-1w {rates['ours-1w']:.1f} img/s, "
-            f"ours-2w {rates['ours-2w']:.1f} img/s, seed-style {rates['seed']:.1f} img/s, "
-            f"ratio {ratio:.2f}, scaling {scaling:.2f}"
-        )
+        f"inference_bench: ours-1w {rates['ours-1w']:.1f} img/s, ours-2w {rates['ours-2w']:.1f} "
+        f"img/s, seed-style {rates['seed']:.1f} img/s, ratio {ratio:.2f}, scaling {scaling:.2f}, "
+        f"runtime {runtime}, CPU {kind}"
     )
 
 

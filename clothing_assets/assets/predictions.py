@@ -50,6 +50,7 @@ def clothing_predictions(
     config: ScoreConfig,
     warehouse: Warehouse,
     test_stage: StageResource,
+    train_stage: StageResource,
     model_registry: ModelRegistry,
     dask: DaskClusterResource,
 ) -> dg.MaterializeResult:
@@ -65,6 +66,9 @@ def clothing_predictions(
     client = dask.client
     gpu_addresses = gpu_workers(client)
     use_gpu = choose_gpu(config.device, gpu_addresses)
+    runtime, model_bytes = _runtime_model(
+        context, client, use_gpu, version, model_bytes, warehouse, train_stage, model_registry
+    )
     started = time.perf_counter()
     results, written, shipped_to, load_seconds = [], 0, 0, {}
 
@@ -78,6 +82,7 @@ def clothing_predictions(
                 results, written, shipped_to, load_seconds = score_on_cluster(
                     context, client, config, warehouse, test_stage.name, todo, model_bytes,
                     version, use_gpu=use_gpu, gpu_addresses=gpu_addresses, write=write,
+                    runtime=runtime,
                 )  # fmt: skip
         except RuntimeError as exc:
             raise dg.Failure(description=f"{exc}; chunks written so far are kept") from exc
@@ -95,6 +100,57 @@ def clothing_predictions(
         f"{metadata['accuracy'].value:.3f} over {metadata['labelled_rows'].value} rows"
     )
     return dg.MaterializeResult(metadata=metadata)
+
+
+def _runtime_model(
+    context, client, use_gpu, version, model_bytes, warehouse, train_stage, model_registry
+) -> tuple[str, bytes]:
+    """(runtime, bytes the workers load) for CLOTHING_SCORING_RUNTIME: the int8 model is made
+    once per version, calibrated on 100 training images, and cached with the model store's
+    scratch; `auto` scores with torch when a worker lacks ONNX Runtime."""
+    from clothing_assets.ml.runtime import (
+        TORCH,
+        RuntimeUnavailable,
+        resolve_runtime,
+        scoring_model_bytes,
+        workers_lacking_runtime,
+    )
+    from clothing_assets.settings import setting
+
+    asked = setting("CLOTHING_SCORING_RUNTIME")
+    try:
+        runtime = resolve_runtime(asked, gpu=use_gpu)
+    except RuntimeUnavailable as exc:
+        raise dg.Failure(description=str(exc)) from exc
+    lacking = workers_lacking_runtime(client) if runtime != TORCH else []
+    if lacking and asked == "auto":
+        context.log.info(f"scoring with torch: workers {lacking} lack the `int8` extra")
+        return TORCH, model_bytes
+    if lacking:
+        raise dg.Failure(
+            f"CLOTHING_SCORING_RUNTIME={asked} but workers {lacking} lack the `int8` extra "
+            "(onnxruntime, onnx): install it there, or score with torch"
+        )
+    context.log.info(f"scoring runtime: {runtime}")
+    return runtime, scoring_model_bytes(
+        model_bytes, version, runtime, lambda: _calibration_images(warehouse, train_stage),
+        model_registry.store.cache_root,
+    )  # fmt: skip
+
+
+def _calibration_images(warehouse: Warehouse, train_stage: StageResource) -> list[bytes]:
+    """100 training images spread over the catalog (every class), for int8 calibration."""
+    from clothing_assets.stage import read_bytes
+
+    paths = sorted(warehouse.read_catalog("clothing_train")["RELATIVE_PATH"])
+    chosen = paths[:: max(1, len(paths) // 100)][:100]
+    blobs = []
+    for url in warehouse.file_urls(train_stage.name, chosen):
+        try:
+            blobs.append(read_bytes(url))
+        except (OSError, ValueError):
+            continue  # a missing or refused file: calibrate on the others
+    return blobs
 
 
 def _load_champion(registry: ModelRegistry) -> tuple[str, bytes, list[str]]:

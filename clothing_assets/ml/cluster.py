@@ -161,11 +161,13 @@ def score_on_cluster(
     use_gpu: bool,
     gpu_addresses: list[str],
     write: Callable[[list[dict]], int],
+    runtime: str = "torch",
 ) -> tuple[list[dict], int, int, dict[str, float]]:
     """Score `todo` on the cluster (on `gpu_addresses` when `use_gpu`), handing results to
     `write` in chunks of at least `config.write_every` rows as batches complete, so that a run
     killed part way keeps every chunk it wrote; return (one result per row, rows written,
-    workers the model was shipped to, per-worker model load seconds).
+    workers the model was shipped to, per-worker model load seconds). With `runtime`
+    "onnxruntime-int8", `model_bytes` are `runtime.scoring_model_bytes`' int8 model.
 
     (Over 60 lines: the submission window, resends and chunked writes share the loop's state;
     split apart they would pass it all around.)"""
@@ -176,7 +178,7 @@ def score_on_cluster(
     threads = torch_threads_per_task(client)
     # The model travels only to workers that do not hold this version yet: a long-lived
     # cluster keeps it loaded across runs, a fresh LocalCluster gets it once per worker.
-    missing = workers_missing_model(client, version)
+    missing = workers_missing_model(client, version + ("" if runtime == "torch" else f"@{runtime}"))
     shipped = {"future": None}
 
     def model_future():
@@ -206,6 +208,7 @@ def score_on_cluster(
                 version,
                 torch_threads=threads,
                 gpu=use_gpu,
+                runtime=runtime,
                 workers=[a],
                 allow_other_workers=True,  # elsewhere if this worker just died
                 pure=False,
@@ -227,7 +230,8 @@ def score_on_cluster(
         # scattered data once nothing waits on it, and that replica can die with its worker).
         return client.submit(
             score_batch, model_future() if with_model else None, version, rows,
-            torch_threads=threads, gpu=use_gpu, resources={"GPU": 1} if use_gpu else None,
+            torch_threads=threads, gpu=use_gpu, runtime=runtime,
+            resources={"GPU": 1} if use_gpu else None,
             key=f"clothing-score-{run}-{key}",  # unique per run: concurrent runs never share
             pure=False,
         )  # fmt: skip

@@ -16,6 +16,7 @@ from torch import nn
 
 from clothing_assets.ml.images import ImageDecodeError, decode_image, decode_images
 from clothing_assets.ml.presets import ClassificationPresetEval
+from clothing_assets.ml.runtime import load_int8_model
 from clothing_assets.ml.train import amp_dtype_for, load_model
 from clothing_assets.stage import FileTooLargeError, ReadLimits, UnsafePathError, read_bytes
 
@@ -58,10 +59,10 @@ class ModelNotLoaded(RuntimeError):
 
 
 def loaded_versions() -> list[str]:
-    """The model versions this process holds; the client runs it on every worker to decide
-    whether the model's bytes need to travel at all."""
+    """The model versions this process holds (`version@runtime` when not run by torch); the
+    client runs it on every worker to decide whether the model's bytes need to travel at all."""
     with _LOCK:
-        return [key.split("@")[0] for key in _MODELS]
+        return ["@".join(key.split("@")[::2]) for key in _MODELS]
 
 
 def scoring_device(gpu: bool) -> torch.device:
@@ -70,18 +71,27 @@ def scoring_device(gpu: bool) -> torch.device:
 
 
 def cached_model(
-    model_bytes: bytes | None, version: str, torch_threads: int, device: torch.device
+    model_bytes: bytes | None,
+    version: str,
+    torch_threads: int,
+    device: torch.device,
+    runtime: str = "torch",
 ) -> tuple[nn.Module, dict[str, Any], torch.dtype | None]:
     """The model of `version` on `device`, loaded once per process whatever device it was
     saved from, and kept across batches and runs. Raises ModelNotLoaded when it is not here
-    and `model_bytes` is None."""
-    key = f"{version}@{device}"
+    and `model_bytes` is None. With `runtime` "onnxruntime-int8", `model_bytes` are
+    `runtime.int8_model_bytes` and the model is an ONNX Runtime session (CPU, no autocast)."""
+    key = f"{version}@{device}" + ("" if runtime == "torch" else f"@{runtime}")
     with _LOCK:
         if key not in _MODELS:
             if model_bytes is None:
                 raise ModelNotLoaded(f"model {version} is not loaded on {_worker_name()}")
             tune_allocator()
             torch.set_num_threads(max(1, torch_threads))
+            if runtime != "torch":
+                _MODELS.clear()
+                _MODELS[key] = (*load_int8_model(model_bytes, torch_threads), None)
+                return _MODELS[key]
             model, payload = load_model(model_bytes, map_location="cpu")
             model = model.to(device, memory_format=torch.channels_last)
             _MODELS.clear()  # an older version is no longer needed
@@ -90,11 +100,16 @@ def cached_model(
 
 
 def warm_model(
-    model_bytes: bytes, version: str, *, torch_threads: int = 1, gpu: bool = False
+    model_bytes: bytes,
+    version: str,
+    *,
+    torch_threads: int = 1,
+    gpu: bool = False,
+    runtime: str = "torch",
 ) -> float:
     """Load `version` into this worker before any batch arrives; return the seconds it took."""
     started = time.perf_counter()
-    cached_model(model_bytes, version, torch_threads, scoring_device(gpu))
+    cached_model(model_bytes, version, torch_threads, scoring_device(gpu), runtime)
     return time.perf_counter() - started
 
 
@@ -150,6 +165,7 @@ def score_batch(
     torch_threads: int = 1,
     gpu: bool = False,
     limits: ReadLimits | None = None,
+    runtime: str = "torch",
 ) -> list[dict[str, Any]]:
     """Read, decode and classify `rows` (each with URL, RELATIVE_PATH, SIZE, LAST_MODIFIED, ETAG;
     a None URL is a path the stage refused, recorded and never read).
@@ -158,10 +174,11 @@ def score_batch(
     has one) and classified in one forward pass. Returns one dict per row with TYPE,
     CONFIDENCE (the row's own softmax probability of its predicted class), PRED_TIMESTAMP,
     MODEL_VERSION, ERROR (one line, for unusable files), WORKER and DEVICE. A bad file never
-    fails the batch. `model_bytes` may be None when the worker already holds `version`.
+    fails the batch. `model_bytes` may be None when the worker already holds `version`; with
+    `runtime` "onnxruntime-int8" they are `runtime.int8_model_bytes` (CPU only).
     """
     device = scoring_device(gpu)
-    model, payload, amp_dtype = cached_model(model_bytes, version, torch_threads, device)
+    model, payload, amp_dtype = cached_model(model_bytes, version, torch_threads, device, runtime)
     worker = _worker_name()
     out = [
         {

@@ -1,0 +1,219 @@
+"""Scoring runtimes: the torch model as trained, or the same model as a static int8 ONNX graph
+run by ONNX Runtime (the `int8` extra), for CPUs without native bf16.
+
+The int8 model is made once per model version on the client (`int8_model_bytes`: export to
+ONNX, calibrate activation ranges on training images, quantize weights per channel and
+activations per tensor, QDQ format) and shipped to every worker once, like the torch model;
+`load_int8_model` rebuilds it on a worker. Measured on a 2-core AVX2 AMD EPYC,
+ResNet50 at 250 px, one thread: 2.9x the torch fp32 forward, test accuracy within 0.5 points
+(BENCHMARKS.md, issue 17).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import logging
+import os
+import tempfile
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+log = logging.getLogger(__name__)
+
+TORCH, ORT_INT8 = "torch", "onnxruntime-int8"
+RUNTIMES = ("auto", TORCH, ORT_INT8)
+INT8_FORMAT = "clothing-assets-onnx-int8/1"
+# payload entries the scorer needs besides the network (see train.model_payload)
+_META = ("architecture", "classes", "image_size", "cache_size", "mean", "std", "val_accuracy")
+
+
+class RuntimeUnavailable(RuntimeError):
+    """The runtime asked for by name is not installed here; the message says how to get it."""
+
+
+def missing_packages() -> list[str]:
+    """The packages the int8 runtime needs that this environment lacks."""
+    return [p for p in ("onnxruntime", "onnx") if importlib.util.find_spec(p) is None]
+
+
+def native_bf16() -> bool:
+    """Whether this CPU runs bf16 natively (AVX-512 BF16 / AMX): the torch bf16 path is used."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def resolve_runtime(name: str, *, gpu: bool = False) -> str:
+    """The runtime to score with for the setting `name` (`auto`, `torch`, `onnxruntime-int8`).
+
+    `auto` is int8 on CPUs without native bf16 when ONNX Runtime is installed, else torch (with
+    a log line saying why); a GPU always scores with torch. Asking for `onnxruntime-int8` by
+    name where it is not installed raises RuntimeUnavailable.
+    """
+    if name not in RUNTIMES:
+        raise ValueError(f"unknown scoring runtime {name!r}; one of {', '.join(RUNTIMES)}")
+    if name == TORCH or gpu:
+        return TORCH
+    missing = missing_packages()
+    if name == ORT_INT8:
+        if missing:
+            raise RuntimeUnavailable(
+                f"scoring runtime {ORT_INT8} needs {', '.join(missing)}: install the `int8` "
+                "extra (pip install 'clothing-assets[int8]') or set CLOTHING_SCORING_RUNTIME=torch"
+            )
+        return ORT_INT8
+    if native_bf16():
+        return TORCH  # bf16 autocast: as fast, and no conversion
+    if missing:
+        log.info(
+            "scoring with torch fp32: %s not installed (the `int8` extra scores about 2.5x "
+            "faster on this CPU)",
+            ", ".join(missing),
+        )
+        return TORCH
+    return ORT_INT8
+
+
+def export_onnx(model: torch.nn.Module, side: int) -> bytes:
+    """`model` as an ONNX graph taking a normalised N x 3 x side x side float batch.
+
+    TorchScript-based exporter: 3x quicker than the dynamo one here and needs no onnxscript.
+    """
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's deprecation notice, once per export
+        torch.onnx.export(
+            model.eval(), (torch.zeros(1, 3, side, side),), buffer, dynamo=False,
+            input_names=["input"], output_names=["logits"], opset_version=17,
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+        )  # fmt: skip
+    return buffer.getvalue()
+
+
+def quantize_int8(onnx_model: bytes, calibration: torch.Tensor, batch_size: int = 16) -> bytes:
+    """Static int8 (QDQ) quantization of `onnx_model`: weights int8 per output channel,
+    activations uint8 per tensor with min-max ranges from the `calibration` batch."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    batches = iter(calibration[i : i + batch_size].contiguous().numpy()
+                   for i in range(0, len(calibration), batch_size))  # fmt: skip
+
+    class Reader(CalibrationDataReader):
+        def get_next(self) -> dict[str, Any] | None:
+            batch = next(batches, None)
+            return None if batch is None else {"input": batch}
+
+    with tempfile.TemporaryDirectory(prefix="clothing-int8-") as tmp:
+        fp32, pre, out = (Path(tmp) / n for n in ("fp32.onnx", "pre.onnx", "int8.onnx"))
+        fp32.write_bytes(onnx_model)
+        quant_pre_process(str(fp32), str(pre))
+        quantize_static(
+            str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+        )  # fmt: skip
+        return out.read_bytes()
+
+
+def calibration_batch(blobs: Sequence[bytes], payload: dict[str, Any]) -> torch.Tensor:
+    """Image files decoded and preprocessed exactly as `scoring.classify` feeds the model."""
+    from clothing_assets.ml.images import ImageDecodeError, decode_images
+    from clothing_assets.ml.presets import ClassificationPresetEval
+    from clothing_assets.ml.scoring import prepare
+
+    images = [
+        prepare(i, payload) for i in decode_images(blobs) if not isinstance(i, ImageDecodeError)
+    ]
+    if not images:
+        raise ValueError("no decodable calibration image")
+    preset = ClassificationPresetEval(
+        crop_size=payload["image_size"], mean=payload["mean"], std=payload["std"]
+    )
+    return preset(torch.stack(images)).contiguous()
+
+
+def int8_model_bytes(model_bytes: bytes, calibration_blobs: Sequence[bytes]) -> bytes:
+    """The int8 ONNX Runtime model of the torch model file `model_bytes`, calibrated on the
+    image files `calibration_blobs` (~100 training images); loadable with `torch.load(...,
+    weights_only=True)` like the model file, and by `load_scoring_model`."""
+    from clothing_assets.ml.train import load_model
+
+    model, payload = load_model(model_bytes)
+    onnx_model = export_onnx(model, payload["image_size"])
+    int8 = quantize_int8(onnx_model, calibration_batch(calibration_blobs, payload))
+    out = {k: payload.get(k) for k in _META}
+    out |= {"format": INT8_FORMAT, "onnx": torch.frombuffer(bytearray(int8), dtype=torch.uint8)}
+    buffer = io.BytesIO()
+    torch.save(out, buffer)
+    return buffer.getvalue()
+
+
+class OnnxClassifier:
+    """An ONNX Runtime session called like the torch model: float batch in, logits out."""
+
+    def __init__(self, onnx_model: bytes, threads: int = 1) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = max(1, threads)
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(onnx_model, options, providers=["CPUExecutionProvider"])
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        (logits,) = self.session.run(["logits"], {"input": batch.float().contiguous().numpy()})
+        return torch.from_numpy(logits)
+
+
+def load_int8_model(data: bytes, threads: int = 1) -> tuple[OnnxClassifier, dict[str, Any]]:
+    """(model, payload) from `int8_model_bytes`' bytes, on this worker; RuntimeUnavailable
+    when ONNX Runtime is not installed here."""
+    payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    if not isinstance(payload, dict) or payload.get("format") != INT8_FORMAT:
+        raise ValueError(f"not a {ORT_INT8} model file (make it with int8_model_bytes)")
+    missing = missing_packages()
+    if missing:
+        raise RuntimeUnavailable(
+            f"this worker cannot run the {ORT_INT8} model: {', '.join(missing)} not "
+            "installed (install the `int8` extra on the workers, or score with "
+            "CLOTHING_SCORING_RUNTIME=torch)"
+        )
+    onnx_model = payload.pop("onnx").numpy().tobytes()
+    return OnnxClassifier(onnx_model, threads), payload
+
+
+def scoring_model_bytes(
+    model_bytes: bytes,
+    version: str,
+    runtime: str,
+    calibration: Callable[[], Sequence[bytes]],
+    cache_dir: Path,
+) -> bytes:
+    """What the workers load for `runtime`: the model file itself for torch; for int8 its
+    `int8_model_bytes`, made once per model version and ONNX Runtime release and kept under
+    `cache_dir/runtimes/` (`calibration` is only called, and its images read, on a miss)."""
+    if runtime == TORCH:
+        return model_bytes
+    import onnxruntime
+
+    path = cache_dir / "runtimes" / f"{version}-{runtime}-ort{onnxruntime.__version__}.pt"
+    if path.exists():
+        return path.read_bytes()
+    data = int8_model_bytes(model_bytes, calibration())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(f".{os.getpid()}.partial")
+    partial.write_bytes(data)
+    partial.replace(path)  # atomic: a concurrent run reads a whole file or none
+    return data
+
+
+def workers_lacking_runtime(client: Any) -> list[str]:
+    """Addresses of the Dask workers where the int8 runtime's packages are missing."""
+    return sorted(a for a, missing in client.run(missing_packages).items() if missing)

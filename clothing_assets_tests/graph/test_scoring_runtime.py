@@ -1,0 +1,150 @@
+"""The int8 scoring runtime (ml/runtime.py): same labels as torch within int8's tolerance, made
+once per model version and loaded once per worker, and a clear message where ONNX Runtime is
+missing. The first two need the `int8` extra (in `dev`, so CI has it)."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+
+from clothing_assets.ml import runtime
+from clothing_assets.ml.scoring import loaded_versions, score_batch, warm_model
+from clothing_assets.ml.train import TrainSettings, model_payload
+from clothing_assets.resources.model_store import file_version
+from clothing_assets_tests.support import CLASSES, make_stage
+
+needs_ort = pytest.mark.skipif(
+    importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnx") is None,
+    reason="the int8 runtime needs the `int8` extra (onnxruntime, onnx)",
+)
+
+
+def small_model() -> bytes:
+    """A resnet18 model file at 32 px; random weights, seeded (int8 error does not need a
+    trained model to show, only non-trivial activations)."""
+    torch.manual_seed(0)
+    model = torchvision.models.get_model("resnet18", weights=None, num_classes=len(CLASSES))
+    buffer = io.BytesIO()
+    settings = TrainSettings(architecture="resnet18", image_size=32)
+    torch.save(model_payload(model.state_dict(), list(CLASSES), settings), buffer)
+    return buffer.getvalue()
+
+
+def rows_of(files: list[Path]) -> list[dict]:
+    return [{"RELATIVE_PATH": str(f), "URL": str(f), "SIZE": 0, "LAST_MODIFIED": None}
+            for f in files]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def int8_model(tmp_path_factory) -> tuple[bytes, bytes, list[Path]]:
+    """(torch model file, its int8 model, 30 test images), calibrated on 24 other images."""
+    root = tmp_path_factory.mktemp("images")
+    calibration = make_stage(root / "train", per_class=8, seed=1)
+    data = small_model()
+    int8 = runtime.int8_model_bytes(data, [f.read_bytes() for f in calibration])
+    return data, int8, make_stage(root / "test", per_class=10, seed=2)
+
+
+@needs_ort
+def test_int8_labels_agree_with_torch(int8_model):
+    """Static int8 moves probabilities by a few hundredths: at least 90% of the labels and
+    every probability within 0.05 of torch fp32 (measured here: all labels, < 0.02)."""
+    data, int8, files = int8_model
+    version = file_version(data)
+    fp32 = score_batch(data, version, rows_of(files))
+    q = score_batch(int8, version, rows_of(files), runtime=runtime.ORT_INT8)
+    assert not any(r["ERROR"] for r in fp32 + q)
+    agree = sum(a["TYPE"] == b["TYPE"] for a, b in zip(fp32, q, strict=True)) / len(files)
+    assert agree >= 0.9, agree
+    same = [(a, b) for a, b in zip(fp32, q, strict=True) if a["TYPE"] == b["TYPE"]]
+    assert max(abs(a["CONFIDENCE"] - b["CONFIDENCE"]) for a, b in same) <= 0.05
+
+
+@needs_ort
+def test_int8_model_made_once_and_loaded_once_per_worker(int8_model, tmp_path):
+    from distributed import Client, LocalCluster
+
+    data, int8, files = int8_model
+    version, calls = file_version(data), []
+
+    def calibration() -> list[bytes]:
+        calls.append(1)
+        return [f.read_bytes() for f in files[:8]]
+
+    made = [runtime.scoring_model_bytes(data, version, runtime.ORT_INT8, calibration, tmp_path)
+            for _ in range(2)]  # fmt: skip
+    assert calls == [1] and made[0] == made[1]  # the second comes from the cache
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
+                     dashboard_address=None) as local,
+        Client(local) as client,
+    ):  # fmt: skip
+        shipped = client.scatter(made[0], broadcast=True)
+        client.submit(warm_model, shipped, version, runtime=runtime.ORT_INT8, pure=False).result()
+        session = client.run(
+            lambda: id(
+                __import__("clothing_assets.ml.scoring").ml.scoring._MODELS[
+                    f"{version}@cpu@{runtime.ORT_INT8}"
+                ][0]
+            )
+        )
+        batches = [
+            client.submit(
+                score_batch,
+                None,
+                version,
+                rows_of(files[i : i + 5]),
+                runtime=runtime.ORT_INT8,
+                pure=False,
+            )
+            for i in range(0, 30, 5)
+        ]
+        results = [r for b in client.gather(batches) for r in b]
+        assert len(results) == 30 and all(r["TYPE"] in CLASSES for r in results)
+        # the same session scored every batch, and the worker says which runtime it holds
+        assert (
+            client.run(
+                lambda: id(
+                    __import__("clothing_assets.ml.scoring").ml.scoring._MODELS[
+                        f"{version}@cpu@{runtime.ORT_INT8}"
+                    ][0]
+                )
+            )
+            == session
+        )
+        assert list(client.run(loaded_versions).values()) == [[f"{version}@{runtime.ORT_INT8}"]]
+
+
+def test_missing_onnxruntime_falls_back_or_says_what_to_install(monkeypatch, caplog):
+    monkeypatch.setattr(runtime, "missing_packages", lambda: ["onnxruntime"])
+    monkeypatch.setattr(runtime, "native_bf16", lambda: False)
+    with caplog.at_level(logging.INFO, logger=runtime.__name__):
+        assert runtime.resolve_runtime("auto") == runtime.TORCH
+    assert "onnxruntime not installed" in caplog.text and "int8" in caplog.text
+    with pytest.raises(runtime.RuntimeUnavailable, match=r"clothing-assets\[int8\]"):
+        runtime.resolve_runtime(runtime.ORT_INT8)
+    fake = io.BytesIO()
+    torch.save({"format": runtime.INT8_FORMAT, "onnx": torch.zeros(1, dtype=torch.uint8)}, fake)
+    with pytest.raises(runtime.RuntimeUnavailable, match="install the `int8` extra"):
+        runtime.load_int8_model(fake.getvalue())
+    # a GPU and a native-bf16 CPU score with torch whatever is installed
+    assert runtime.resolve_runtime("auto", gpu=True) == runtime.TORCH
+    monkeypatch.setattr(runtime, "native_bf16", lambda: True)
+    monkeypatch.setattr(runtime, "missing_packages", lambda: [])
+    assert runtime.resolve_runtime("auto") == runtime.TORCH
+
+
+def test_the_setting_refuses_an_unknown_runtime(monkeypatch):
+    from clothing_assets.settings import SettingsError, setting
+
+    monkeypatch.setenv("CLOTHING_SCORING_RUNTIME", "tensorrt")
+    with pytest.raises(SettingsError, match="CLOTHING_SCORING_RUNTIME"):
+        setting("CLOTHING_SCORING_RUNTIME")
+    monkeypatch.setenv("CLOTHING_SCORING_RUNTIME", "ONNXRuntime-INT8")
+    assert setting("CLOTHING_SCORING_RUNTIME") == runtime.ORT_INT8
