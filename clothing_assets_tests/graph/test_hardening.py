@@ -251,8 +251,11 @@ def test_a_batch_of_large_images_never_holds_them_all_at_full_size(tmp_path):
 def test_a_file_that_kills_its_workers_gets_an_error_and_every_other_row_is_scored(
     local_env, monkeypatch
 ):
-    # The run's own LocalCluster (2 worker processes under nannies); whichever worker starts
-    # to read the poison file dies on the spot, as one the OOM killer ends mid-decode.
+    # The run's own LocalCluster (worker processes under nannies); whichever worker starts
+    # to read the poison file dies on the spot, as one the OOM killer ends mid-decode. Five
+    # workers outnumber the four deaths: on a loaded 2-core machine a nanny's restart can take
+    # minutes or not come at all, and the rows must not wait for one.
+    monkeypatch.setenv("CLOTHING_DASK_WORKERS", "5")
     version = register_model(local_env, _tiny_model()[0])
     poison, deaths = "pants/pants_1.jpg", local_env.root / "deaths"
     monkeypatch.setenv(faults.EXIT_WHEN_SCORING, poison)
