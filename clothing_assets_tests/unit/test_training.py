@@ -40,6 +40,7 @@ class Interrupted(Exception):
     pass
 
 
+@pytest.mark.slow  # trains: not in make test-fast
 def test_fit_learns_and_reports_every_epoch():
     images, labels = _data()
     result = fit(images, labels, images[:6], labels[:6], ["a", "b", "c"], SETTINGS)
@@ -58,6 +59,7 @@ RECIPES = {
 
 @pytest.mark.parametrize("recipe", sorted(RECIPES))
 @pytest.mark.parametrize("interrupt", ["epoch", "mid-epoch"])
+@pytest.mark.slow  # trains: not in make test-fast
 def test_resumed_training_equals_uninterrupted_training(tmp_path, interrupt, recipe):
     images, labels = _data()
     val = (images[:6], labels[:6])
@@ -120,6 +122,7 @@ def test_mix_batch_mixes_pixels_and_targets_alike(mixup, cutmix):
         torch.testing.assert_close(targets[i], expected, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow  # trains: not in make test-fast
 def test_ema_with_no_memory_keeps_the_live_weights_and_with_long_memory_the_early_ones():
     images, labels = _data()
     val = (images[:6], labels[:6])
@@ -134,6 +137,7 @@ def test_ema_with_no_memory_keeps_the_live_weights_and_with_long_memory_the_earl
 
 
 @pytest.mark.slow
+@pytest.mark.slow  # trains: not in make test-fast
 def test_compiled_training_matches_eager_training():
     """torch.compile (inductor, on this CPU) trains the same model as eager mode."""
     images, labels = _data()
@@ -154,6 +158,7 @@ def test_compiled_training_matches_eager_training():
             assert apart <= 0.1 * moved + 1e-7, key
 
 
+@pytest.mark.slow  # trains: not in make test-fast
 def test_checkpoint_of_other_config_is_not_resumed(tmp_path):
     images, labels = _data()
     ckpt = tmp_path / "checkpoint.pt"
@@ -170,6 +175,7 @@ def test_checkpoint_of_other_config_is_not_resumed(tmp_path):
     assert other.resumed_from_step == 0
 
 
+@pytest.mark.slow  # trains: not in make test-fast
 def test_model_file_round_trips_with_weights_only(tmp_path):
     images, labels = _data()
     result = fit(
@@ -200,6 +206,7 @@ def test_a_model_file_that_would_run_code_is_refused(tmp_path):
     assert not os.path.exists(marker)
 
 
+@pytest.mark.slow  # trains: not in make test-fast
 def test_a_budget_that_fits_every_epoch_trains_exactly_as_no_budget():
     """The measurement runs on a copy with its random streams restored: for the same plan the
     run is bit for bit the unbudgeted one."""
@@ -215,6 +222,7 @@ def test_a_budget_that_fits_every_epoch_trains_exactly_as_no_budget():
         assert torch.equal(budgeted.state_dict[key], tensor), key
 
 
+@pytest.mark.slow  # trains: not in make test-fast
 def test_a_tiny_budget_trains_one_epoch_with_the_schedule_sized_to_it():
     images, labels = _data()
     settings = replace(SETTINGS, n_epochs=3, max_train_minutes=1e-6)
@@ -229,6 +237,7 @@ def test_a_tiny_budget_trains_one_epoch_with_the_schedule_sized_to_it():
     assert result.cpu_kind
 
 
+@pytest.mark.slow  # trains: not in make test-fast
 def test_a_resumed_run_keeps_the_plan_of_its_checkpoint(tmp_path):
     """Interrupted under a plan of 2 epochs, resumed under a budget that would now plan 1: the
     checkpoint's plan wins, so the schedule it resumes and the epoch count stay as planned."""
