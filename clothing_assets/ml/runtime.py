@@ -125,13 +125,16 @@ def quantize_int8(onnx_model: bytes, calibration: torch.Tensor, batch_size: int 
 
 def calibration_batch(blobs: Sequence[bytes], payload: dict[str, Any]) -> torch.Tensor:
     """Image files decoded and preprocessed exactly as `scoring.classify` feeds the model."""
-    from clothing_assets.ml.images import ImageDecodeError, decode_images
+    from clothing_assets.ml.images import ImageDecodeError
     from clothing_assets.ml.presets import ClassificationPresetEval
     from clothing_assets.ml.scoring import prepare
 
-    images = [
-        prepare(i, payload) for i in decode_images(blobs) if not isinstance(i, ImageDecodeError)
-    ]
+    images = []
+    for blob in blobs:
+        try:
+            images.append(prepare(blob, payload))
+        except ImageDecodeError:
+            continue  # a bad calibration file is skipped, as scoring records it
     if not images:
         raise ValueError("no decodable calibration image")
     preset = ClassificationPresetEval(
