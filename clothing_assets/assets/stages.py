@@ -15,7 +15,8 @@ def refresh_stage(
     try:
         summary = warehouse.refresh_stage(stage.name, env_var=stage.env_var)
     except StageLocationError as exc:
-        raise dg.Failure(description=str(exc)) from exc
+        # a location that does not exist is configuration: retrying cannot make it appear
+        raise dg.Failure(description=str(exc), allow_retries=False) from exc
     shown = redact_url(summary.url)
     context.log.info(
         f"stage {summary.name}: {summary.file_count} files, {summary.total_bytes:,} bytes "
