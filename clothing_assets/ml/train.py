@@ -403,6 +403,190 @@ def _plan_and_schedule(
     return plan, scheduler
 
 
+def _make_ema(model: nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel | None:
+    """An exponential moving average of `model`'s weights and buffers; None when `decay` is 0."""
+    if decay <= 0:
+        return None
+    if not 0.0 < decay < 1.0:
+        raise ValueError(f"ema_decay must be in (0, 1), got {decay}")
+    return torch.optim.swa_utils.AveragedModel(
+        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(decay), use_buffers=True
+    )
+
+
+class _Trainer:
+    """One run of `fit`: the model, its optimizer and EMA, and where training stands (what a
+    checkpoint saves and a resume restores)."""
+
+    plan: EpochPlan
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+
+    def __init__(
+        self,
+        settings: TrainSettings,
+        classes: list[str],
+        device: torch.device,
+        *,
+        checkpoint_path: Path | None,
+        fingerprint: str,
+        on_warning: Callable[[str], None],
+    ) -> None:
+        self.settings, self.classes, self.device = settings, classes, device
+        self.amp_dtype = amp_dtype_for(device, settings.bf16)
+        self.checkpoint_path, self.fingerprint, self.on_warning = (
+            checkpoint_path, fingerprint, on_warning
+        )  # fmt: skip
+        torch.manual_seed(settings.seed)
+        model = build_model(settings.architecture, len(classes), weights=settings.weights)
+        self.model = model.to(device, memory_format=torch.channels_last)
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
+        self.optimizer = make_optimizer(self.model, settings.base_lr, settings.weight_decay)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = (
+                True  # fixed shapes: let cuDNN pick its fastest kernels
+            )
+        self.train_preset = ClassificationPresetTrain(crop_size=settings.image_size)
+        self.eval_preset = ClassificationPresetEval(crop_size=settings.image_size)
+        self.ema = _make_ema(self.model, settings.ema_decay)
+        # the model that is validated and kept: the weight average when there is one
+        self.kept_model = self.ema.module if self.ema is not None else self.model
+        self.forward = torch.compile(self.model) if settings.compile else self.model
+        self.start_epoch, self.start_batch, self.step = 0, 0, 0
+        self.history: list[EpochStats] = []
+        self.best: dict[str, Any] = {"acc": -1.0, "epoch": -1, "state": None}
+
+    def restore(self, ckpt: dict[str, Any]) -> None:
+        """Take up the run where `ckpt` left it, RNG state included."""
+        self.model.load_state_dict(ckpt["model"])
+        if self.ema is not None:
+            self.ema.load_state_dict(ckpt["ema"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        self.start_epoch, self.start_batch, self.step = ckpt["epoch"], ckpt["batch"], ckpt["step"]
+        self.history = [EpochStats(**h) for h in ckpt["history"]]
+        self.best = {
+            "acc": ckpt["best_acc"],
+            "epoch": ckpt["best_epoch"],
+            "state": ckpt["best_model"],
+        }
+
+    def checkpoint(self, epoch: int, batch: int) -> None:
+        """Save the run to resume before batch `batch` of epoch `epoch`; a failure only warns."""
+        if self.checkpoint_path is None:
+            return
+        try:
+            save_atomic(self._checkpoint_dict(epoch, batch), self.checkpoint_path)
+        except OSError as exc:  # a lost checkpoint costs a resume, not the run
+            self.on_warning(f"checkpoint at step {self.step} not written, training goes on: {exc}")
+
+    def _checkpoint_dict(self, epoch: int, batch: int) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "epoch": epoch,
+            "batch": batch,
+            "step": self.step,
+            "rng": {"torch": torch.get_rng_state()},
+            "classes": list(self.classes),
+            "mean": list(IMAGENET_MEAN),
+            "std": list(IMAGENET_STD),
+            "config": asdict(self.settings),
+            "fingerprint": self.fingerprint,
+            "plan": self.plan.as_dict(),
+            "history": [asdict(h) for h in self.history],
+            "best_acc": self.best["acc"],
+            "best_epoch": self.best["epoch"],
+            "best_model": self.best["state"],
+        }
+
+    def evaluate(self, val: tuple[torch.Tensor, torch.Tensor]) -> tuple[float, float, torch.Tensor]:
+        """`evaluate` of the kept model on the validation split."""
+        return evaluate(
+            self.kept_model, self.criterion, *val, preset=self.eval_preset,
+            batch_size=max(self.settings.batch_size, 128), device=self.device,
+            amp_dtype=self.amp_dtype,
+        )  # fmt: skip
+
+    def run_epoch(
+        self,
+        epoch: int,
+        train: tuple[torch.Tensor, torch.Tensor],
+        val: tuple[torch.Tensor, torch.Tensor],
+        progress: Callable[[int], None] | None,
+    ) -> EpochStats:
+        """Train epoch `epoch`, validate, keep the weights if best, checkpoint; its stats."""
+        settings, t0 = self.settings, time.perf_counter()
+
+        def on_step(b: int, n: int) -> None:
+            self.step += 1
+            if progress is not None:
+                progress(n)
+            if settings.checkpoint_every > 0 and self.step % settings.checkpoint_every == 0:
+                self.checkpoint(epoch, b + 1)
+
+        loss, acc, seen = train_one_epoch(
+            self.model, self.criterion, self.optimizer, self.scheduler, *train,
+            preset=self.train_preset, batch_size=settings.batch_size, epoch=epoch,
+            seed=settings.seed, device=self.device, amp_dtype=self.amp_dtype,
+            start_batch=self.start_batch, on_step=on_step, forward=self.forward, ema=self.ema,
+            num_classes=len(self.classes), mixup_alpha=settings.mixup_alpha,
+            cutmix_alpha=settings.cutmix_alpha,
+        )  # fmt: skip
+        self.start_batch = 0
+        val_loss, val_acc, _ = self.evaluate(val)
+        stats = EpochStats(
+            epoch=epoch + 1,
+            train_loss=loss,
+            train_acc=acc,
+            val_loss=None if math.isnan(val_loss) else val_loss,
+            val_acc=None if math.isnan(val_acc) else val_acc,
+            lr=self.optimizer.param_groups[0]["lr"],
+            images=seen,
+            seconds=time.perf_counter() - t0,
+        )
+        self.history.append(stats)
+        self._keep_if_best(stats, epoch)
+        self.checkpoint(epoch + 1, 0)
+        return stats
+
+    def _keep_if_best(self, stats: EpochStats, epoch: int) -> None:
+        # with no validation images the last epoch is the one kept
+        score = stats.val_acc if stats.val_acc is not None else float(epoch)
+        if score >= self.best["acc"]:
+            state = self.kept_model.state_dict()
+            self.best = {
+                "acc": score,
+                "epoch": epoch + 1,
+                "state": {k: v.detach().cpu().clone() for k, v in state.items()},
+            }
+
+    def result(
+        self, val: tuple[torch.Tensor, torch.Tensor], *, resumed_from: int, started: float
+    ) -> FitResult:
+        """Load the best weights into the kept model and hand them back with the history."""
+        best_state = self.best["state"]
+        state = best_state if best_state is not None else self.kept_model.state_dict()
+        self.kept_model.load_state_dict(state)
+        val_preds = self.evaluate(val)[2] if len(val[0]) else None
+        amp_dtype = self.amp_dtype
+        return FitResult(
+            state_dict={k: v.detach().cpu() for k, v in state.items()},
+            history=self.history,
+            best_epoch=self.best["epoch"],
+            device=str(self.device),
+            amp_dtype=str(amp_dtype).replace("torch.", "") if amp_dtype else "float32",
+            train_seconds=time.perf_counter() - started,
+            steps=self.step,
+            resumed_from_step=resumed_from,
+            val_predictions=val_preds,
+            plan=self.plan,
+            cpu_kind=cpu_kind(),
+        )
+
+
 def _fit(
     train_images: torch.Tensor,
     train_labels: torch.Tensor,
@@ -420,158 +604,30 @@ def _fit(
 ) -> FitResult:
     """`fit`'s body, run while the checkpoint folder's training lock is held."""
     device = select_device(settings.device)
-    amp_dtype = amp_dtype_for(device, settings.bf16)
-    torch.manual_seed(settings.seed)
-    model = build_model(settings.architecture, len(classes), weights=settings.weights)
-    model = model.to(device, memory_format=torch.channels_last)
-    criterion = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
-    optimizer = make_optimizer(model, settings.base_lr, settings.weight_decay)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
-    train_preset = ClassificationPresetTrain(crop_size=settings.image_size)
-    eval_preset = ClassificationPresetEval(crop_size=settings.image_size)
-    ema = None
-    if settings.ema_decay > 0:
-        if not 0.0 < settings.ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in (0, 1), got {settings.ema_decay}")
-        ema = torch.optim.swa_utils.AveragedModel(
-            model,
-            multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(settings.ema_decay),
-            use_buffers=True,
-        )
-    # the model that is validated and kept: the weight average when there is one
-    kept_model = ema.module if ema is not None else model
-    forward = torch.compile(model) if settings.compile else model
+    run = _Trainer(
+        settings, classes, device,
+        checkpoint_path=checkpoint_path, fingerprint=fingerprint, on_warning=on_warning,
+    )  # fmt: skip
+    train, val = (train_images, train_labels), (val_images, val_labels)
     if device.type == "cuda":
         # a GPU-resident dataset: uint8 images cross the bus once, batches never do
-        train_images, train_labels = train_images.to(device), train_labels.to(device)
-        val_images, val_labels = val_images.to(device), val_labels.to(device)
+        train, val = tuple(t.to(device) for t in train), tuple(t.to(device) for t in val)
     ckpt = load_checkpoint(checkpoint_path, fingerprint) if checkpoint_path else None
-    plan, scheduler = _plan_and_schedule(
-        ckpt, settings, model, criterion, optimizer, (train_images, train_labels),
-        (val_images, val_labels), device=device, amp_dtype=amp_dtype, on_plan=on_plan,
+    run.plan, run.scheduler = _plan_and_schedule(
+        ckpt, settings, run.model, run.criterion, run.optimizer, train, val,
+        device=device, amp_dtype=run.amp_dtype, on_plan=on_plan,
     )  # fmt: skip
-
-    history: list[EpochStats] = []
-    best = {"acc": -1.0, "epoch": -1, "state": None}
-    start_epoch, start_batch, step = 0, 0, 0
     if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        if ema is not None:
-            ema.load_state_dict(ckpt["ema"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        start_epoch, start_batch, step = ckpt["epoch"], ckpt["batch"], ckpt["step"]
-        history = [EpochStats(**h) for h in ckpt["history"]]
-        best = {"acc": ckpt["best_acc"], "epoch": ckpt["best_epoch"], "state": ckpt["best_model"]}
-    resumed_from = step
-
-    def checkpoint(epoch: int, batch: int) -> None:
-        if checkpoint_path is None:
-            return
-        try:
-            _save_checkpoint(epoch, batch)
-        except OSError as exc:  # a lost checkpoint costs a resume, not the run
-            on_warning(f"checkpoint at step {step} not written, training goes on: {exc}")
-
-    def _save_checkpoint(epoch: int, batch: int) -> None:
-        save_atomic(
-            {
-                "model": model.state_dict(),
-                "ema": ema.state_dict() if ema is not None else None,
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "epoch": epoch,
-                "batch": batch,
-                "step": step,
-                "rng": {"torch": torch.get_rng_state()},
-                "classes": list(classes),
-                "mean": list(IMAGENET_MEAN),
-                "std": list(IMAGENET_STD),
-                "config": asdict(settings),
-                "fingerprint": fingerprint,
-                "plan": plan.as_dict(),
-                "history": [asdict(h) for h in history],
-                "best_acc": best["acc"],
-                "best_epoch": best["epoch"],
-                "best_model": best["state"],
-            },
-            checkpoint_path,
-        )
-
+        run.restore(ckpt)
+    resumed_from, start_epoch = run.step, run.start_epoch
     started = time.perf_counter()
-    for epoch in range(start_epoch, plan.epochs):
-        t0 = time.perf_counter()
-
-        def on_step(b: int, n: int, epoch: int = epoch) -> None:
-            nonlocal step
-            step += 1
-            if progress is not None:
-                progress(n)
-            if settings.checkpoint_every > 0 and step % settings.checkpoint_every == 0:
-                checkpoint(epoch, b + 1)
-
-        loss, acc, seen = train_one_epoch(
-            model, criterion, optimizer, scheduler, train_images, train_labels,
-            preset=train_preset, batch_size=settings.batch_size, epoch=epoch,
-            seed=settings.seed, device=device, amp_dtype=amp_dtype,
-            start_batch=start_batch, on_step=on_step, forward=forward, ema=ema,
-            num_classes=len(classes), mixup_alpha=settings.mixup_alpha,
-            cutmix_alpha=settings.cutmix_alpha,
-        )  # fmt: skip
-        start_batch = 0
-        val_loss, val_acc, _ = evaluate(
-            kept_model, criterion, val_images, val_labels, preset=eval_preset,
-            batch_size=max(settings.batch_size, 128), device=device, amp_dtype=amp_dtype,
-        )  # fmt: skip
-        stats = EpochStats(
-            epoch=epoch + 1,
-            train_loss=loss,
-            train_acc=acc,
-            val_loss=None if math.isnan(val_loss) else val_loss,
-            val_acc=None if math.isnan(val_acc) else val_acc,
-            lr=optimizer.param_groups[0]["lr"],
-            images=seen,
-            seconds=time.perf_counter() - t0,
-        )
-        history.append(stats)
-        # with no validation images the last epoch is the one kept
-        score = stats.val_acc if stats.val_acc is not None else float(epoch)
-        if score >= best["acc"]:
-            best = {
-                "acc": score,
-                "epoch": epoch + 1,
-                "state": {k: v.detach().cpu().clone() for k, v in kept_model.state_dict().items()},
-            }
-        checkpoint(epoch + 1, 0)
+    for epoch in range(start_epoch, run.plan.epochs):
+        stats = run.run_epoch(epoch, train, val, progress)
         if on_epoch is not None:
             elapsed = time.perf_counter() - started
-            done = epoch + 1 - start_epoch
-            eta = elapsed / max(1, done) * (plan.epochs - epoch - 1)
+            eta = elapsed / max(1, epoch + 1 - start_epoch) * (run.plan.epochs - epoch - 1)
             on_epoch(stats, eta)
-
-    state = best["state"] if best["state"] is not None else kept_model.state_dict()
-    kept_model.load_state_dict(state)
-    val_preds = None
-    if len(val_images):
-        _, _, val_preds = evaluate(
-            kept_model, criterion, val_images, val_labels, preset=eval_preset,
-            batch_size=max(settings.batch_size, 128), device=device, amp_dtype=amp_dtype,
-        )  # fmt: skip
-    return FitResult(
-        state_dict={k: v.detach().cpu() for k, v in state.items()},
-        history=history,
-        best_epoch=best["epoch"],
-        device=str(device),
-        amp_dtype=str(amp_dtype).replace("torch.", "") if amp_dtype else "float32",
-        train_seconds=time.perf_counter() - started,
-        steps=step,
-        resumed_from_step=resumed_from,
-        val_predictions=val_preds,
-        plan=plan,
-        cpu_kind=cpu_kind(),
-    )
+    return run.result(val, resumed_from=resumed_from, started=started)
 
 
 def model_payload(
