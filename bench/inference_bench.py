@@ -24,7 +24,6 @@ workers; use a larger --batch-size there (256). The seed-style path stays as the
 import argparse
 import io
 import itertools
-import resource
 import time
 from pathlib import Path
 
@@ -60,8 +59,15 @@ def model_bytes(arch: str, image_size: int, classes: list[str]) -> bytes:
 
 
 def peak_rss_mib(client: Client) -> dict[str, float]:
-    usage = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    """Each worker's own peak resident size (VmHWM; ru_maxrss would report the peak of the
+    process that spawned it, as it carries through exec)."""
+    usage = client.run(_vm_hwm_kib)
     return {w: round(kib / 1024, 1) for w, kib in usage.items()}
+
+
+def _vm_hwm_kib() -> int:
+    status = Path("/proc/self/status").read_text().splitlines()
+    return int(next(line for line in status if line.startswith("VmHWM:")).split()[1])
 
 
 def cluster(workers: int, gpu: bool = False) -> LocalCluster:

@@ -31,11 +31,14 @@ TRAIN_ONLY = ["clothing_dataset_train", "clothing_train", "trained_model", "cham
 # --- decoding -------------------------------------------------------------------------------
 
 _BOMB_CHILD = """
-import json, resource, sys
+import json, sys
+from pathlib import Path
 from clothing_assets.ml.images import ImageDecodeError, decode_image
 from clothing_assets_tests.support.badfiles import bomb_jpeg, bomb_png
-def peak_mib():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def peak_mib():  # VmHWM: this process's own peak (ru_maxrss inherits the parent's)
+    line = next(l for l in Path("/proc/self/status").read_text().splitlines()
+                if l.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
 out = {"peak_before_mib": peak_mib()}
 for name, data in [("png", bomb_png()), ("jpeg", bomb_jpeg()),
                    ("png-just-over-the-limit", bomb_png(10_000, 10_000))]:
