@@ -1,37 +1,47 @@
-"""Accuracy of training-recipe variants on the shared data, side by side in one run.
+"""Accuracy of training recipes at an equal wall-clock budget, over repeated stratified splits.
 
-Each variant trains with `fit` (the code `trained_model` runs) on the train stage's stratified
-90 % (the same split as the asset), keeps its best validation epoch, and is scored on the
-test stage against the folder labels.
+For each of `--splits` seeds, every class of the train stage is shuffled and `--holdout` of
+it set aside as unseen images. Each recipe trains with `fit` (the code `trained_model` runs,
+with its own stratified validation split and best-epoch choice) on the rest, within
+`--minutes` of training, and the kept model is scored on the unseen images and on the test
+stage, once per way of evaluating (`EVALS`: the stored image center-cropped to the training
+size, as the scorer does today, or whole; each with and without a horizontally flipped second
+view). Every evaluation of one split scores the same trained model, so they compare paired.
 
-    python bench/recipe_bench.py --variants default ema mix --epochs 16
+    python bench/recipe_bench.py --recipes default lowres --splits 3 --minutes 8
 
-Its last line reads `recipe_bench: <variant> val V test T, ...`.
+Prints one line per split and recipe, then a table of mean and spread (sample standard
+deviation over splits) per recipe and evaluation; its last line reads
+`recipe_bench: <recipe>/<eval> unseen M±S test M±S, ...`.
 """
 
 import argparse
+import statistics
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from clothing_assets.ml.cpu import tagged
 from clothing_assets.ml.data import load_images, stratified_split
 from clothing_assets.ml.images import cache_size
 from clothing_assets.ml.presets import ClassificationPresetEval
-from clothing_assets.ml.train import TrainSettings, amp_dtype_for, build_model, evaluate, fit
+from clothing_assets.ml.train import TrainSettings, amp_dtype_for, build_model, fit
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = ROOT.parent / "shared" / "clothing-dataset-small"
-VARIANTS = {
+RECIPES = {
     "default": {},
+    # smaller crops cost (112/128)^2 = 0.77 of a step: more epochs fit in the same budget
+    "lowres": {"image_size": 112},
     "ema": {"ema_decay": 0.99},
     "mix": {"mixup_alpha": 0.2, "cutmix_alpha": 1.0},
-    "ema+mix": {"ema_decay": 0.99, "mixup_alpha": 0.2, "cutmix_alpha": 1.0},
     "no-smoothing": {"label_smoothing": 0.0},
 }
+# name -> (evaluate the whole stored image rather than the center crop, add a flipped view)
+EVALS = {"crop": (False, False), "crop+flip": (False, True), "full": (True, False),
+         "full+flip": (True, True)}  # fmt: skip
 
 
 def _stage(root: Path, classes: list[str] | None = None):
@@ -42,62 +52,112 @@ def _stage(root: Path, classes: list[str] | None = None):
     return files, labels, classes
 
 
+def holdout_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[list, list]:
+    """(kept, unseen) indices: per class, a seeded shuffle and its first `fraction` unseen."""
+    generator = torch.Generator().manual_seed(seed)
+    kept, unseen = [], []
+    for label in labels.unique().tolist():
+        members = (labels == label).nonzero().flatten()
+        members = members[torch.randperm(len(members), generator=generator)].tolist()
+        cut = round(fraction * len(members))
+        unseen += members[:cut]
+        kept += members[cut:]
+    return sorted(kept), sorted(unseen)
+
+
+@torch.inference_mode()
+def accuracy(model, images, labels, *, crop: int | None, flip: bool) -> float:
+    """Top-1 accuracy; `crop`: center-crop side (None: the whole image); `flip`: mean of the
+    softmax over the image and its mirror."""
+    preset = ClassificationPresetEval(crop_size=crop or images.shape[-1])
+    device = torch.device("cpu")
+    hits = 0
+    for start in range(0, len(images), 128):
+        x = preset(images[start : start + 128])
+        with torch.autocast("cpu", dtype=amp_dtype_for(device) or torch.float32,
+                            enabled=amp_dtype_for(device) is not None):  # fmt: skip
+            probs = model(x).float().softmax(1)
+            if flip:
+                probs += model(x.flip(3)).float().softmax(1)
+        hits += int((probs.argmax(1) == labels[start : start + 128]).sum())
+    return hits / len(images)
+
+
+def _spread(values: list[float]) -> str:
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{100 * statistics.mean(values):.1f}±{100 * sd:.1f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variants", nargs="+", default=["default", "ema", "mix"])
-    parser.add_argument("--epochs", type=int, default=TrainSettings.n_epochs)
-    parser.add_argument("--arch", default=TrainSettings.architecture)
-    parser.add_argument("--image-size", type=int, default=TrainSettings.image_size)
+    parser.add_argument("--recipes", nargs="+", default=["default", "lowres"])
+    parser.add_argument("--splits", type=int, default=3)
+    parser.add_argument("--holdout", type=float, default=0.2)
+    parser.add_argument("--minutes", type=float, default=TrainSettings.max_train_minutes)
+    parser.add_argument("--epochs", type=int, default=TrainSettings.n_epochs, help="at most")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     args = parser.parse_args()
-    unknown = set(args.variants) - set(VARIANTS)
+    unknown = set(args.recipes) - set(RECIPES)
     if unknown:
-        raise SystemExit(f"unknown variants {sorted(unknown)}; known: {sorted(VARIANTS)}")
+        raise SystemExit(f"unknown recipes {sorted(unknown)}; known: {sorted(RECIPES)}")
 
-    # every variant trains all --epochs: the comparison is per epoch, not per minute
-    base = TrainSettings(
-        architecture=args.arch, image_size=args.image_size, n_epochs=args.epochs,
-        max_train_minutes=0,
-    )  # fmt: skip
-    side = cache_size(base.image_size)
+    base = TrainSettings(n_epochs=args.epochs, max_train_minutes=args.minutes)
+    recipes = {name: replace(base, **RECIPES[name]) for name in args.recipes}
     files, labels, classes = _stage(args.data / "train")
     test_files, test_labels, _ = _stage(args.data / "test", classes)
-    train = load_images([str(f) for f in files], side)
-    test = load_images([str(f) for f in test_files], side)
-    labels, test_labels = labels[train.kept], test_labels[test.kept]
-    rel = [str(files[i].relative_to(args.data / "train")) for i in train.kept]
-    tr, va = stratified_split(rel, labels.tolist(), val_fraction=base.val_fraction)
-    tr, va = torch.tensor(tr), torch.tensor(va)
-    print(
-        f"{len(tr)} train / {len(va)} val / {len(test_labels)} test images, {args.arch} at "
-        f"{args.image_size}px, {args.epochs} epochs, torch threads {torch.get_num_threads()}",
-        flush=True,
-    )
-    results = []
-    for name in args.variants:
-        settings = replace(base, **VARIANTS[name])
-        started = time.perf_counter()
-        result = fit(train.images[tr], labels[tr], train.images[va], labels[va], classes, settings)
-        seconds = time.perf_counter() - started
-        model = build_model(settings.architecture, len(classes))
-        model.load_state_dict(result.state_dict)
-        model = model.to(memory_format=torch.channels_last)
-        device = torch.device("cpu")
-        _, test_acc, _ = evaluate(
-            model, nn.CrossEntropyLoss(), test.images, test_labels,
-            preset=ClassificationPresetEval(crop_size=settings.image_size), batch_size=128,
-            device=device, amp_dtype=amp_dtype_for(device),
-        )  # fmt: skip
-        best = max(h.val_acc or 0.0 for h in result.history)
-        print(
-            tagged(
-                f"{name}: best val {best:.3f} (epoch {result.best_epoch}), "
-                f"test {test_acc:.3f}, {seconds:.0f}s"
-            ),
-            flush=True,
+    decoded, test_decoded = {}, {}
+    for side in sorted({cache_size(s.image_size) for s in recipes.values()}):
+        decoded[side] = load_images([str(f) for f in files], side)
+        test_decoded[side] = load_images([str(f) for f in test_files], side)
+    some = next(iter(decoded.values()))
+    labels, test_labels = labels[some.kept], test_labels[next(iter(test_decoded.values())).kept]
+    rel = [str(files[i].relative_to(args.data / "train")) for i in some.kept]
+    print(tagged(
+        f"{len(labels)} train-stage images ({args.holdout:.0%} unseen per split), "
+        f"{len(test_labels)} test, {args.splits} splits, {args.minutes:g}-minute budget "
+        f"(at most {args.epochs} epochs), torch threads {torch.get_num_threads()}"
+    ), flush=True)  # fmt: skip
+
+    scores: dict[tuple[str, str], dict[str, list[float]]] = {}
+    for seed in range(args.splits):
+        kept, unseen = holdout_split(labels, args.holdout, seed)
+        tr, va = stratified_split(
+            [rel[i] for i in kept], labels[kept].tolist(), val_fraction=base.val_fraction
         )
-        results.append(f"{name} val {best:.3f} test {test_acc:.3f}")
-    print(tagged("recipe_bench: " + ", ".join(results)))
+        tr, va = torch.tensor(kept)[tr], torch.tensor(kept)[va]
+        for name, settings in recipes.items():
+            images = decoded[cache_size(settings.image_size)].images
+            test_images = test_decoded[cache_size(settings.image_size)].images
+            started = time.perf_counter()
+            plans = []
+            result = fit(images[tr], labels[tr], images[va], labels[va], classes, settings,
+                         on_plan=plans.append)  # fmt: skip
+            seconds = time.perf_counter() - started
+            model = build_model(settings.architecture, len(classes))
+            model.load_state_dict(result.state_dict)
+            model = model.to(memory_format=torch.channels_last).eval()
+            line = []
+            for ev, (whole, flip) in EVALS.items():
+                crop = None if whole else settings.image_size
+                got = scores.setdefault((name, ev), {"unseen": [], "test": []})
+                got["unseen"].append(accuracy(model, images[unseen], labels[unseen],
+                                              crop=crop, flip=flip))  # fmt: skip
+                got["test"].append(accuracy(model, test_images, test_labels, crop=crop,
+                                            flip=flip))  # fmt: skip
+                line.append(f"{ev} {got['unseen'][-1]:.3f}/{got['test'][-1]:.3f}")
+            epochs = plans[0].epochs if plans else settings.n_epochs
+            print(tagged(
+                f"split {seed} {name}: {epochs} epochs in {seconds:.0f}s, best epoch "
+                f"{result.best_epoch}; unseen/test " + ", ".join(line)
+            ), flush=True)  # fmt: skip
+
+    print("\n| recipe | eval | unseen (mean±sd, %) | test stage (mean±sd, %) |")
+    print("|---|---|---:|---:|")
+    summary = []
+    for (name, ev), got in scores.items():
+        print(f"| {name} | {ev} | {_spread(got['unseen'])} | {_spread(got['test'])} |")
+        summary.append(f"{name}/{ev} unseen {_spread(got['unseen'])} test {_spread(got['test'])}")
+    print(tagged("recipe_bench: " + ", ".join(summary)), flush=True)
 
 
 if __name__ == "__main__":
