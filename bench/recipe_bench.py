@@ -10,6 +10,10 @@ view). Every evaluation of one split scores the same trained model, so they comp
 
     python bench/recipe_bench.py --recipes default lowres --splits 3 --minutes 8
 
+With `--minutes 0` the runs are compared at equal compute instead, which a shared machine
+cannot disturb: each recipe trains `--epochs` scaled by its pixels per crop against the
+default's ((128 / side)^2 epochs at `side` px, rounded).
+
 Prints one line per split and recipe, then a table of mean and spread (sample standard
 deviation over splits) per recipe and evaluation; its last line reads
 `recipe_bench: <recipe>/<eval> unseen M±S test M±S, ...`.
@@ -35,6 +39,7 @@ RECIPES = {
     "default": {},
     # smaller crops cost (112/128)^2 = 0.77 of a step: more epochs fit in the same budget
     "lowres": {"image_size": 112},
+    "96px": {"image_size": 96},
     "ema": {"ema_decay": 0.99},
     "mix": {"mixup_alpha": 0.2, "cutmix_alpha": 1.0},
     "no-smoothing": {"label_smoothing": 0.0},
@@ -103,10 +108,16 @@ def main() -> None:
 
     base = TrainSettings(n_epochs=args.epochs, max_train_minutes=args.minutes)
     recipes = {name: replace(base, **RECIPES[name]) for name in args.recipes}
+    if not args.minutes:  # equal compute: epochs in proportion to the crop's pixels
+        recipes = {
+            name: replace(s, n_epochs=round(args.epochs * (base.image_size / s.image_size) ** 2))
+            for name, s in recipes.items()
+        }
     files, labels, classes = _stage(args.data / "train")
     test_files, test_labels, _ = _stage(args.data / "test", classes)
     decoded, test_decoded = {}, {}
-    for side in sorted({cache_size(s.image_size) for s in recipes.values()}):
+    sides = {cache_size(s.image_size) for s in [base, *recipes.values()]}
+    for side in sorted(sides):
         decoded[side] = load_images([str(f) for f in files], side)
         test_decoded[side] = load_images([str(f) for f in test_files], side)
     some = next(iter(decoded.values()))
@@ -114,8 +125,11 @@ def main() -> None:
     rel = [str(files[i].relative_to(args.data / "train")) for i in some.kept]
     print(tagged(
         f"{len(labels)} train-stage images ({args.holdout:.0%} unseen per split), "
-        f"{len(test_labels)} test, {args.splits} splits, {args.minutes:g}-minute budget "
-        f"(at most {args.epochs} epochs), torch threads {torch.get_num_threads()}"
+        f"{len(test_labels)} test, {args.splits} splits, "
+        + (f"{args.minutes:g}-minute budget (at most {args.epochs} epochs)" if args.minutes
+           else "equal compute: " + ", ".join(f"{n} {s.n_epochs} epochs"
+                                              for n, s in recipes.items()))
+        + f", torch threads {torch.get_num_threads()}"
     ), flush=True)  # fmt: skip
 
     scores: dict[tuple[str, str], dict[str, list[float]]] = {}
@@ -137,12 +151,16 @@ def main() -> None:
             model.load_state_dict(result.state_dict)
             model = model.to(memory_format=torch.channels_last).eval()
             line = []
-            for ev, (whole, flip) in EVALS.items():
+            views = {ev: (images, test_images, whole, flip) for ev, (whole, flip) in EVALS.items()}
+            if settings.image_size < base.image_size:  # also at the default's larger images
+                up = cache_size(base.image_size)
+                views["up-full+flip"] = (decoded[up].images, test_decoded[up].images, True, True)
+            for ev, (stored, test_stored, whole, flip) in views.items():
                 crop = None if whole else settings.image_size
                 got = scores.setdefault((name, ev), {"unseen": [], "test": []})
-                got["unseen"].append(accuracy(model, images[unseen], labels[unseen],
+                got["unseen"].append(accuracy(model, stored[unseen], labels[unseen],
                                               crop=crop, flip=flip))  # fmt: skip
-                got["test"].append(accuracy(model, test_images, test_labels, crop=crop,
+                got["test"].append(accuracy(model, test_stored, test_labels, crop=crop,
                                             flip=flip))  # fmt: skip
                 line.append(f"{ev} {got['unseen'][-1]:.3f}/{got['test'][-1]:.3f}")
             epochs = plans[0].epochs if plans else settings.n_epochs
