@@ -31,4 +31,8 @@ def defs() -> dg.Definitions:
         sensors=build_sensors(setting("CLOTHING_SENSOR_INTERVAL_SECONDS")),
         schedules=[build_retrain_schedule(setting("CLOTHING_RETRAIN_CRON"))],
         resources=resources_for(),
+        # Every step in the run's own process: a step process would import Dagster and the
+        # code location again (seconds each, more than a no-change sync's work at 100,000
+        # files); the steps are a chain, so there is little parallelism to lose.
+        executor=dg.in_process_executor,
     )
