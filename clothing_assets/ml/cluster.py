@@ -168,14 +168,14 @@ def score_on_cluster(
     killed part way keeps every chunk it wrote; return (one result per row, rows written,
     workers the model was shipped to, per-worker model load seconds). With `runtime`
     "onnxruntime-int8", `model_bytes` are `runtime.scoring_model_bytes`' int8 model."""
-    scoring = ClusterScoring(
+    scoring = _ClusterScoring(
         context, client, config, warehouse, stage, todo, model_bytes, version,
         use_gpu=use_gpu, gpu_addresses=gpu_addresses, write=write, runtime=runtime,
     )  # fmt: skip
     return scoring.run()
 
 
-class ClusterScoring:
+class _ClusterScoring:
     """One `score_on_cluster` run: the model shipped once, a bounded window of batches in
     flight, batches resent or split when workers fail, results written back in chunks."""
 
