@@ -102,8 +102,9 @@ def _score(
     runtime: str,
 ) -> tuple[list[dict], int, int, dict[str, float], float]:
     """`score_on_cluster`'s (results, rows written, workers shipped to, load seconds) for
-    `todo`, writing predictions back as they come, and the seconds it took; a batch that
-    broke the exactly-once rule fails the step, keeping what was written."""
+    `todo`, writing predictions back as they come, and the seconds it took. A RuntimeError
+    from scoring (a batch that broke the exactly-once rule, a model resent too often) fails
+    the step; the chunks written so far stay."""
     from clothing_assets.ml.cluster import score_on_cluster
 
     started = time.perf_counter()
