@@ -1,12 +1,23 @@
-"""Metadata builders for the Dagster UI: tables from warehouse frames (figures: `plots`)."""
+"""Metadata builders for the Dagster UI: tables from warehouse frames, and what the training
+and scoring steps show (figures: `plots`)."""
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 import pandas as pd
+
+if TYPE_CHECKING:  # torch loads with the step that trains, not with the code location
+    import torch
+
+    from clothing_assets.ml.data import LabelledImages
+    from clothing_assets.ml.settings import TrainSettings
+    from clothing_assets.ml.train import EpochStats, FitResult
 
 REGISTRY_COLUMNS = [
     ("version", "text", "VERSION"),
@@ -127,3 +138,143 @@ def scoring_metadata(
         png = confusion_matrix_png(quality["counts"], classes, "test stage vs folder labels")
         metadata["confusion_matrix"] = dg.MetadataValue.md(png_markdown(png, "confusion matrix"))
     return metadata
+
+
+def training_metadata(
+    settings: TrainSettings,
+    result: FitResult,
+    data: LabelledImages,
+    version: str,
+    plots_dir: Path,
+) -> dict[str, Any]:
+    """What `trained_model` shows of training on `data`: the model, its history (table and
+    curves), speed, the epoch plan and the validation confusion matrix; the figures are also
+    written to `plots_dir`."""
+    from clothing_assets.plots import png_markdown
+
+    history, classes, val_labels = result.history, data.classes, data.labels[data.val]
+    curves = _training_curves(history, plots_dir)
+    best = next((h for h in history if h.epoch == result.best_epoch), None)
+    total_images = sum(h.images for h in history)
+    total_seconds = sum(h.seconds for h in history)
+    return {
+        "version": dg.MetadataValue.text(version),
+        "architecture": dg.MetadataValue.text(settings.architecture),
+        "image_size": dg.MetadataValue.int(settings.image_size),
+        "classes": dg.MetadataValue.json(list(classes)),
+        "epochs": dg.MetadataValue.int(len(history)),
+        "best_epoch": dg.MetadataValue.int(result.best_epoch),
+        "val_accuracy": dg.MetadataValue.float(
+            float(best.val_acc) if best and best.val_acc is not None else float("nan")
+        ),
+        "train_images": dg.MetadataValue.int(len(data.train)),
+        "val_images": dg.MetadataValue.int(len(val_labels)),
+        "history": history_table(history),
+        "training_curves": dg.MetadataValue.md(png_markdown(curves, "training curves")),
+        "training_seconds": dg.MetadataValue.float(round(result.train_seconds, 1)),
+        "train_images_per_second": dg.MetadataValue.float(
+            round(total_images / total_seconds, 1) if total_seconds else 0.0
+        ),
+        "device": dg.MetadataValue.text(f"{result.device} ({result.amp_dtype})"),
+        "resumed_from_step": dg.MetadataValue.int(result.resumed_from_step),
+        "training_steps": dg.MetadataValue.int(result.steps),
+        "config": dg.MetadataValue.json(asdict(settings)),
+        "cpu_kind": dg.MetadataValue.text(result.cpu_kind),
+        **result.plan.metadata(),
+        **_validation_report(classes, val_labels, result.val_predictions, plots_dir),
+    }
+
+
+_HISTORY_COLUMNS = [
+    ("epoch", "int"),
+    ("train_loss", "float"),
+    ("train_acc", "float"),
+    ("val_loss", "float"),
+    ("val_acc", "float"),
+    ("lr", "float"),
+    ("images_per_s", "float"),
+]
+
+
+def history_table(history: Sequence[EpochStats]) -> dg.TableMetadataValue:
+    """One row per epoch: losses, accuracies, learning rate and speed."""
+    records = [
+        dg.TableRecord(
+            {
+                "epoch": h.epoch,
+                "train_loss": round(h.train_loss, 4),
+                "train_acc": round(h.train_acc, 4),
+                "val_loss": None if h.val_loss is None else round(h.val_loss, 4),
+                "val_acc": None if h.val_acc is None else round(h.val_acc, 4),
+                "lr": float(f"{h.lr:.3g}"),
+                "images_per_s": round(h.images_per_second, 1),
+            }
+        )
+        for h in history
+    ]
+    schema = dg.TableSchema(columns=[dg.TableColumn(name, kind) for name, kind in _HISTORY_COLUMNS])
+    return dg.TableMetadataValue(records=records, schema=schema)
+
+
+def _training_curves(history: Sequence[EpochStats], plots_dir: Path) -> bytes:
+    """The loss and accuracy curves as a PNG, also written to `plots_dir`."""
+    from clothing_assets.plots import training_curves_png
+
+    curves = training_curves_png(
+        [h.epoch for h in history], [h.train_loss for h in history],
+        [h.val_loss for h in history], [h.train_acc for h in history],
+        [h.val_acc for h in history],
+    )  # fmt: skip
+    (plots_dir / "training_curves.png").write_bytes(curves)
+    return curves
+
+
+def _validation_report(
+    classes: Sequence[str],
+    val_labels: torch.Tensor,
+    val_predictions: torch.Tensor | None,
+    plots_dir: Path,
+) -> dict[str, Any]:
+    """The validation confusion matrix (also written to `plots_dir`) and per-class precision
+    and recall; nothing without validation predictions."""
+    from clothing_assets.plots import (
+        confusion_matrix,
+        confusion_matrix_png,
+        per_class_scores,
+        png_markdown,
+    )  # fmt: skip
+
+    if val_predictions is None or not len(val_labels):
+        return {}
+    counts = confusion_matrix(val_labels.tolist(), val_predictions.tolist(), len(classes))
+    png = confusion_matrix_png(counts, classes, "validation confusion matrix")
+    (plots_dir / "confusion_matrix_val.png").write_bytes(png)
+    precision, recall = per_class_scores(counts)
+    rows = ["| class | precision | recall | images |", "|---|---:|---:|---:|"]
+    for name, p, r, n in zip(classes, precision, recall, counts.sum(axis=1), strict=True):
+        rows.append(f"| {name} | {p:.2f} | {r:.2f} | {n} |")
+    return {
+        "confusion_matrix": dg.MetadataValue.md(png_markdown(png, "confusion matrix")),
+        "per_class": dg.MetadataValue.md("\n".join(rows)),
+    }
+
+
+def challenger_inputs_metadata(
+    *,
+    decode_seconds: float,
+    decode_cache: str,
+    rows_with_error: int,
+    compared_with: str | None,
+    champion_accuracy: float | None,
+) -> dict[str, Any]:
+    """What `trained_model` shows beside its training: decoding, unusable rows, and the
+    champion measured on the same validation rows."""
+    return {
+        "decode_seconds": dg.MetadataValue.float(round(decode_seconds, 1)),
+        "decode_cache": dg.MetadataValue.text(decode_cache),
+        "rows_with_error": dg.MetadataValue.int(rows_with_error),
+        "compared_with_champion": dg.MetadataValue.text(compared_with or "none"),
+        "champion_val_accuracy_same_rows": dg.MetadataValue.float(
+            float("nan") if champion_accuracy is None else round(champion_accuracy, 4)
+        ),
+    }

@@ -3,8 +3,8 @@ version serves (the promotion rule, or a person's choice) and shows the registry
 
 import sys
 import time
-from dataclasses import asdict, fields
-from typing import get_type_hints
+from dataclasses import fields
+from typing import TYPE_CHECKING, get_type_hints
 
 import dagster as dg
 import pandas as pd
@@ -17,6 +17,10 @@ from clothing_assets.resources.model_registry import Decision, ModelRegistry, Re
 from clothing_assets.resources.model_store import ModelStoreResource
 from clothing_assets.resources.warehouse import Warehouse
 from clothing_assets.stage import StageResource
+
+if TYPE_CHECKING:  # torch loads with the step that trains, not with the code location
+    from clothing_assets.ml.data import DecodedImages, LabelledImages
+    from clothing_assets.ml.train import FitResult
 
 DECODE_CACHE_FILE = "decoded_train.pt"
 
@@ -61,13 +65,17 @@ def _record_decode_errors(context, warehouse: Warehouse, rows: pd.DataFrame, dec
     context.log.warning(f"{recorded} training files could not be used; see clothing_train.ERROR")
 
 
-def _compare_with_champion(context, registry: ModelRegistry, images, labels: list[str]):
-    """(champion version, its accuracy on these validation rows), or (None, None)."""
+def _compare_with_champion(
+    context: dg.AssetExecutionContext, registry: ModelRegistry, data: "LabelledImages"
+) -> tuple[str | None, float | None]:
+    """(champion version, its accuracy on `data`'s validation rows), or (None, None)."""
     from clothing_assets.ml.train import accuracy_of_model_file
 
+    labels = data.val_class_names()
     champion = registry.champion()
     if champion is None or not labels:
         return None, None
+    images = data.images[data.val]
     try:
         accuracy = accuracy_of_model_file(registry.load(champion["VERSION"]), images, labels)
     except (RegistryError, ValueError, RuntimeError) as exc:
@@ -90,18 +98,8 @@ def trained_model(
 ) -> dg.MaterializeResult:
     """A challenger: a torchvision classifier trained on clothing_train, stored under its
     version in the model store and registered; champion_model decides whether it serves."""
-    import torch
-
-    from clothing_assets.ml.data import (
-        TrainingDataError,
-        catalog_fingerprint,
-        decode_training_images,
-        job_fingerprint,
-        stratified_split,
-        training_rows,
-    )  # fmt: skip
-    from clothing_assets.ml.images import cache_size
-    from clothing_assets.ml.train import fit, model_bytes
+    from clothing_assets.ml.data import TrainingDataError, labelled_split, training_rows
+    from clothing_assets.reports import challenger_inputs_metadata, training_metadata
 
     settings = config.settings()
     catalog = warehouse.read_catalog("clothing_train")
@@ -109,7 +107,41 @@ def trained_model(
         rows = training_rows(catalog, settings.downsample_to, env_var=train_stage.env_var)
     except TrainingDataError as exc:
         raise dg.Failure(str(exc)) from exc
-    side, started = cache_size(settings.image_size), time.perf_counter()
+    decoded, cache, decode_seconds = _decode(
+        context, config, warehouse, train_stage, model_store, rows
+    )
+    _record_decode_errors(context, warehouse, rows, decoded)
+    rows = rows.iloc[decoded.kept].reset_index(drop=True)
+    if rows["CLASS"].nunique() < 2:
+        raise dg.Failure("fewer than two classes have decodable images; see clothing_train.ERROR")
+    data = labelled_split(rows, decoded.images, val_fraction=settings.val_fraction)
+    result = _fit(context, settings, data, model_store, rows)
+    compared_with, champion_accuracy = _compare_with_champion(context, model_registry, data)
+    version = _register(
+        context, model_registry, settings, result, data, rows, compared_with, champion_accuracy
+    )
+    metadata = training_metadata(settings, result, data, version, model_store.plots_dir)
+    metadata.update(challenger_inputs_metadata(
+        decode_seconds=decode_seconds, decode_cache=cache,
+        rows_with_error=int(catalog["ERROR"].notna().sum()) + len(decoded.errors),
+        compared_with=compared_with, champion_accuracy=champion_accuracy,
+    ))  # fmt: skip
+    return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(version))
+
+
+def _decode(
+    context: dg.AssetExecutionContext,
+    config: TrainConfig,
+    warehouse: Warehouse,
+    train_stage: StageResource,
+    model_store: ModelStoreResource,
+    rows: pd.DataFrame,
+) -> tuple["DecodedImages", str, float]:
+    """(decoded images, cache outcome, seconds) of `rows`, with a terminal progress bar."""
+    from clothing_assets.ml.data import decode_training_images
+    from clothing_assets.ml.images import cache_size
+
+    side, started = cache_size(config.image_size), time.perf_counter()
     with tqdm(total=len(rows), desc="decode", unit="img", disable=not sys.stderr.isatty()) as bar:
         decoded, cache = decode_training_images(
             rows, lambda batch: warehouse.file_urls(train_stage.name, batch), side,
@@ -118,61 +150,55 @@ def trained_model(
         )  # fmt: skip
     decode_seconds = time.perf_counter() - started
     context.log.info(f"{len(decoded.kept)} images ready in {decode_seconds:.1f}s (cache {cache})")
-    _record_decode_errors(context, warehouse, rows, decoded)
-    rows = rows.iloc[decoded.kept].reset_index(drop=True)
-    classes = sorted(rows["CLASS"].unique())
-    if len(classes) < 2:
-        raise dg.Failure("fewer than two classes have decodable images; see clothing_train.ERROR")
-    labels = torch.tensor([classes.index(c) for c in rows["CLASS"]], dtype=torch.long)
-    train_idx, val_idx = stratified_split(
-        rows["RELATIVE_PATH"].tolist(), labels.tolist(), val_fraction=settings.val_fraction
-    )
-    tr, va = torch.tensor(train_idx, dtype=torch.long), torch.tensor(val_idx, dtype=torch.long)
-    context.log.info(
-        f"{len(tr)} train / {len(va)} validation images, {len(classes)} classes, "
-        f"{settings.architecture} at {settings.image_size}px, at most {settings.n_epochs} epochs"
-    )
-    result = _fit(context, fit, settings, decoded.images, labels, tr, va, classes, model_store,
-                  job_fingerprint(settings, rows))  # fmt: skip
+    return decoded, cache, decode_seconds
+
+
+def _register(
+    context: dg.AssetExecutionContext,
+    registry: ModelRegistry,
+    settings: TrainSettings,
+    result: "FitResult",
+    data: "LabelledImages",
+    rows: pd.DataFrame,
+    compared_with: str | None,
+    champion_accuracy: float | None,
+) -> str:
+    """Store and register the trained weights as a challenger; its version."""
+    from clothing_assets.ml.data import catalog_fingerprint
+    from clothing_assets.ml.train import model_bytes
+
     val_accuracy = result.best_val_accuracy
-    compared_with, champion_accuracy = _compare_with_champion(
-        context, model_registry, decoded.images[va], [classes[i] for i in labels[va].tolist()]
-    )
-    version = model_registry.register(
-        model_bytes(result.state_dict, classes, settings, val_accuracy=val_accuracy),
+    version = registry.register(
+        model_bytes(result.state_dict, data.classes, settings, val_accuracy=val_accuracy),
         {
             "created_at": pd.Timestamp.now(tz="UTC").to_pydatetime(),
             "architecture": settings.architecture, "image_size": settings.image_size,
-            "classes": classes, "val_accuracy": val_accuracy, "val_rows": len(va),
-            "train_rows": len(tr), "catalog_fingerprint": catalog_fingerprint(rows),
+            "classes": data.classes, "val_accuracy": val_accuracy, "val_rows": len(data.val),
+            "train_rows": len(data.train), "catalog_fingerprint": catalog_fingerprint(rows),
             "compared_with": compared_with, "champion_val_accuracy": champion_accuracy,
         },
         run_id=context.run.run_id,
     )  # fmt: skip
-    context.log.info(f"challenger {version} stored at {model_registry.store.uri(version)}")
-    metadata = _metadata(settings, result, classes, labels[va], version, model_store, len(tr))
-    metadata.update({
-        "decode_seconds": dg.MetadataValue.float(round(decode_seconds, 1)),
-        "decode_cache": dg.MetadataValue.text(cache),
-        "rows_with_error": dg.MetadataValue.int(
-            int(catalog["ERROR"].notna().sum()) + len(decoded.errors)
-        ),
-        "compared_with_champion": dg.MetadataValue.text(compared_with or "none"),
-        "champion_val_accuracy_same_rows": dg.MetadataValue.float(
-            float("nan") if champion_accuracy is None else round(champion_accuracy, 4)
-        ),
-    })  # fmt: skip
-    return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(version))
+    context.log.info(f"challenger {version} stored at {registry.store.uri(version)}")
+    return version
 
 
-def _fit(context, fit, settings, images, labels, tr, va, classes, model_store, fingerprint):
-    """Run `fit` with per-epoch logs and a terminal progress bar."""
+def _fit(context, settings, data: "LabelledImages", model_store, rows) -> "FitResult":
+    """Run `fit` on `data` with per-epoch logs and a terminal progress bar."""
+    from clothing_assets.ml.data import job_fingerprint
+    from clothing_assets.ml.durable import checkpoint_file
+    from clothing_assets.ml.train import fit
 
-    planned = {"epochs": settings.n_epochs}
+    images, labels, tr, va = data.images, data.labels, data.train, data.val
+    context.log.info(
+        f"{len(tr)} train / {len(va)} validation images, {len(data.classes)} classes, "
+        f"{settings.architecture} at {settings.image_size}px, at most {settings.n_epochs} epochs"
+    )
+    planned, per_epoch = {"epochs": settings.n_epochs}, max(1, len(tr) // settings.batch_size)
 
     def on_plan(plan) -> None:
         planned["epochs"] = plan.epochs
-        bar.reset(total=plan.epochs * max(1, len(tr) // settings.batch_size))
+        bar.reset(total=plan.epochs * per_epoch)
         context.log.info(plan.describe())
 
     def on_epoch(stats, eta: float) -> None:
@@ -183,15 +209,13 @@ def _fit(context, fit, settings, images, labels, tr, va, classes, model_store, f
             f"{stats.images_per_second:.1f} img/s, ETA {eta:.0f}s"
         )
 
-    from clothing_assets.ml.durable import checkpoint_file
-
-    steps = settings.n_epochs * max(1, len(tr) // settings.batch_size)
+    fingerprint, steps = job_fingerprint(settings, rows), settings.n_epochs * per_epoch
     # one checkpoint per job, under the cache folder's training lock (taken by fit): a
     # concurrent run's checkpoint is neither resumed nor deleted
     checkpoint = checkpoint_file(model_store.cache_root, fingerprint)
     with tqdm(total=steps, desc="train", unit="step", disable=not sys.stderr.isatty()) as bar:
         result = fit(
-            images[tr], labels[tr], images[va], labels[va], classes, settings,
+            images[tr], labels[tr], images[va], labels[va], data.classes, settings,
             checkpoint_path=checkpoint, fingerprint=fingerprint, on_warning=context.log.warning,
             on_epoch=on_epoch, progress=lambda _n: bar.update(1), on_plan=on_plan,
         )  # fmt: skip
@@ -283,89 +307,3 @@ def champion_model(
             )
         ],
     )
-
-
-def _metadata(settings, result, classes, val_labels, version, model_store, n_train) -> dict:
-    from clothing_assets.plots import (
-        confusion_matrix,
-        confusion_matrix_png,
-        per_class_scores,
-        png_markdown,
-        training_curves_png,
-    )  # fmt: skip
-
-    history = result.history
-    table = dg.TableMetadataValue(
-        records=[
-            dg.TableRecord(
-                {
-                    "epoch": h.epoch,
-                    "train_loss": round(h.train_loss, 4),
-                    "train_acc": round(h.train_acc, 4),
-                    "val_loss": None if h.val_loss is None else round(h.val_loss, 4),
-                    "val_acc": None if h.val_acc is None else round(h.val_acc, 4),
-                    "lr": float(f"{h.lr:.3g}"),
-                    "images_per_s": round(h.images_per_second, 1),
-                }
-            )
-            for h in history
-        ],
-        schema=dg.TableSchema(
-            columns=[
-                dg.TableColumn("epoch", "int"),
-                dg.TableColumn("train_loss", "float"),
-                dg.TableColumn("train_acc", "float"),
-                dg.TableColumn("val_loss", "float"),
-                dg.TableColumn("val_acc", "float"),
-                dg.TableColumn("lr", "float"),
-                dg.TableColumn("images_per_s", "float"),
-            ]
-        ),
-    )
-    curves = training_curves_png(
-        [h.epoch for h in history], [h.train_loss for h in history],
-        [h.val_loss for h in history], [h.train_acc for h in history],
-        [h.val_acc for h in history],
-    )  # fmt: skip
-    (model_store.plots_dir / "training_curves.png").write_bytes(curves)
-    total_images = sum(h.images for h in history)
-    total_seconds = sum(h.seconds for h in history)
-    best = next((h for h in history if h.epoch == result.best_epoch), None)
-    metadata = {
-        "version": dg.MetadataValue.text(version),
-        "architecture": dg.MetadataValue.text(settings.architecture),
-        "image_size": dg.MetadataValue.int(settings.image_size),
-        "classes": dg.MetadataValue.json(list(classes)),
-        "epochs": dg.MetadataValue.int(len(history)),
-        "best_epoch": dg.MetadataValue.int(result.best_epoch),
-        "val_accuracy": dg.MetadataValue.float(
-            float(best.val_acc) if best and best.val_acc is not None else float("nan")
-        ),
-        "train_images": dg.MetadataValue.int(n_train),
-        "val_images": dg.MetadataValue.int(len(val_labels)),
-        "history": table,
-        "training_curves": dg.MetadataValue.md(png_markdown(curves, "training curves")),
-        "training_seconds": dg.MetadataValue.float(round(result.train_seconds, 1)),
-        "train_images_per_second": dg.MetadataValue.float(
-            round(total_images / total_seconds, 1) if total_seconds else 0.0
-        ),
-        "device": dg.MetadataValue.text(f"{result.device} ({result.amp_dtype})"),
-        "resumed_from_step": dg.MetadataValue.int(result.resumed_from_step),
-        "training_steps": dg.MetadataValue.int(result.steps),
-        "config": dg.MetadataValue.json(asdict(settings)),
-        "cpu_kind": dg.MetadataValue.text(result.cpu_kind),
-        **result.plan.metadata(),
-    }
-    if result.val_predictions is not None and len(val_labels):
-        counts = confusion_matrix(
-            val_labels.tolist(), result.val_predictions.tolist(), len(classes)
-        )
-        png = confusion_matrix_png(counts, classes, "validation confusion matrix")
-        (model_store.plots_dir / "confusion_matrix_val.png").write_bytes(png)
-        precision, recall = per_class_scores(counts)
-        rows = ["| class | precision | recall | images |", "|---|---:|---:|---:|"]
-        for name, p, r, n in zip(classes, precision, recall, counts.sum(axis=1), strict=True):
-            rows.append(f"| {name} | {p:.2f} | {r:.2f} | {n} |")
-        metadata["confusion_matrix"] = dg.MetadataValue.md(png_markdown(png, "confusion matrix"))
-        metadata["per_class"] = dg.MetadataValue.md("\n".join(rows))
-    return metadata

@@ -11,7 +11,7 @@ from clothing_assets.assets.model import champion_model
 from clothing_assets.assets.retries import TRANSIENT_FAILURES
 from clothing_assets.resources.dask_cluster import DaskClusterResource
 from clothing_assets.resources.model_registry import ModelRegistry, RegistryError
-from clothing_assets.resources.warehouse import PREDICTION_COLUMNS, Warehouse
+from clothing_assets.resources.warehouse import Warehouse
 from clothing_assets.stage import StageResource
 
 
@@ -57,7 +57,7 @@ def clothing_predictions(
     """TYPE, CONFIDENCE, PRED_TIMESTAMP and MODEL_VERSION for every clothing_test row the
     champion has not scored, computed on the Dask cluster and written back."""
     # torch and the cluster code load here, in the step that scores, not with the location
-    from clothing_assets.ml.cluster import choose_gpu, gpu_workers, score_on_cluster
+    from clothing_assets.ml.cluster import choose_gpu, gpu_workers
     from clothing_assets.reports import scoring_metadata
 
     version, model_bytes, classes = _load_champion(model_registry)
@@ -69,29 +69,14 @@ def clothing_predictions(
     runtime, model_bytes = _runtime_model(
         context, client, use_gpu, version, model_bytes, warehouse, train_stage, model_registry
     )
-    started = time.perf_counter()
-    results, written, shipped_to, load_seconds = [], 0, 0, {}
-
-    def write(rows: list[dict]) -> int:
-        return warehouse.write_predictions(pd.DataFrame(rows)[PREDICTION_COLUMNS])
-
-    if len(todo):
-        try:
-            # every batch's URLs are minted on one warehouse connection for the whole step
-            with warehouse.url_session(test_stage.name):
-                results, written, shipped_to, load_seconds = score_on_cluster(
-                    context, client, config, warehouse, test_stage.name, todo, model_bytes,
-                    version, use_gpu=use_gpu, gpu_addresses=gpu_addresses, write=write,
-                    runtime=runtime,
-                )  # fmt: skip
-        except RuntimeError as exc:
-            raise dg.Failure(description=f"{exc}; chunks written so far are kept") from exc
-    seconds = time.perf_counter() - started
+    results, written, shipped_to, load_seconds, seconds = _score(
+        context, client, config, warehouse, test_stage, todo, model_bytes, version,
+        use_gpu=use_gpu, gpu_addresses=gpu_addresses, runtime=runtime,
+    )  # fmt: skip
     _warn_about_the_run(context, results, written, use_gpu=use_gpu)
-    table = warehouse.read_catalog("clothing_test")
     metadata = scoring_metadata(
-        table, classes, version, results, written=written, seconds=seconds,
-        shipped_to=shipped_to, load_seconds=load_seconds,
+        warehouse.read_catalog("clothing_test"), classes, version, results, written=written,
+        seconds=seconds, shipped_to=shipped_to, load_seconds=load_seconds,
         dashboard=getattr(client, "dashboard_link", None),
         gallery_urls=lambda paths: warehouse.file_urls(test_stage.name, paths),
     )  # fmt: skip
@@ -100,6 +85,42 @@ def clothing_predictions(
         f"{metadata['accuracy'].value:.3f} over {metadata['labelled_rows'].value} rows"
     )
     return dg.MaterializeResult(metadata=metadata)
+
+
+def _score(
+    context,
+    client,
+    config: ScoreConfig,
+    warehouse: Warehouse,
+    test_stage: StageResource,
+    todo: pd.DataFrame,
+    model_bytes: bytes,
+    version: str,
+    *,
+    use_gpu: bool,
+    gpu_addresses: list[str],
+    runtime: str,
+) -> tuple[list[dict], int, int, dict[str, float], float]:
+    """`score_on_cluster`'s (results, rows written, workers shipped to, load seconds) for
+    `todo`, writing predictions back as they come, and the seconds it took. A RuntimeError
+    from scoring (a batch that broke the exactly-once rule, a model resent too often) fails
+    the step; the chunks written so far stay."""
+    from clothing_assets.ml.cluster import score_on_cluster
+
+    started = time.perf_counter()
+    if not len(todo):
+        return [], 0, 0, {}, time.perf_counter() - started
+    try:
+        # every batch's URLs are minted on one warehouse connection for the whole step
+        with warehouse.url_session(test_stage.name):
+            scored = score_on_cluster(
+                context, client, config, warehouse, test_stage.name, todo, model_bytes, version,
+                use_gpu=use_gpu, gpu_addresses=gpu_addresses,
+                write=warehouse.write_prediction_rows, runtime=runtime,
+            )  # fmt: skip
+    except RuntimeError as exc:
+        raise dg.Failure(description=f"{exc}; chunks written so far are kept") from exc
+    return (*scored, time.perf_counter() - started)
 
 
 def _runtime_model(

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 import dagster as dg
 import pandas as pd
-from distributed import Client, as_completed
+from distributed import Client, Future, as_completed
 from distributed.client import FutureCancelledError
 from distributed.scheduler import KilledWorker
 
@@ -167,158 +167,217 @@ def score_on_cluster(
     `write` in chunks of at least `config.write_every` rows as batches complete, so that a run
     killed part way keeps every chunk it wrote; return (one result per row, rows written,
     workers the model was shipped to, per-worker model load seconds). With `runtime`
-    "onnxruntime-int8", `model_bytes` are `runtime.scoring_model_bytes`' int8 model.
+    "onnxruntime-int8", `model_bytes` are `runtime.scoring_model_bytes`' int8 model."""
+    scoring = _ClusterScoring(
+        context, client, config, warehouse, stage, todo, model_bytes, version,
+        use_gpu=use_gpu, gpu_addresses=gpu_addresses, write=write, runtime=runtime,
+    )  # fmt: skip
+    return scoring.run()
 
-    (Over 60 lines: the submission window, resends and chunked writes share the loop's state;
-    split apart they would pass it all around.)"""
-    results: list[dict] = []
-    shipped_to = 0
-    load_seconds: dict[str, float] = {}
-    workers = client.scheduler_info(n_workers=-1)["workers"]
-    threads = torch_threads_per_task(client)
-    # The model travels only to workers that do not hold this version yet: a long-lived
-    # cluster keeps it loaded across runs, a fresh LocalCluster gets it once per worker.
-    missing = workers_missing_model(client, version + ("" if runtime == "torch" else f"@{runtime}"))
-    shipped = {"future": None}
 
-    def model_future():
+class _ClusterScoring:
+    """One `score_on_cluster` run: the model shipped once, a bounded window of batches in
+    flight, batches resent or split when workers fail, results written back in chunks."""
+
+    def __init__(
+        self,
+        context: Any,
+        client: Client,
+        config: Any,
+        warehouse: Warehouse,
+        stage: str,
+        todo: pd.DataFrame,
+        model_bytes: bytes,
+        version: str,
+        *,
+        use_gpu: bool,
+        gpu_addresses: list[str],
+        write: Callable[[list[dict]], int],
+        runtime: str = "torch",
+    ) -> None:
+        """Hold the run's inputs and its empty state; nothing is sent yet."""
+        self.context, self.client, self.config = context, client, config
+        self.warehouse, self.stage, self.todo = warehouse, stage, todo
+        self.model_bytes, self.version, self.runtime = model_bytes, version, runtime
+        self.use_gpu, self.gpu_addresses, self.write = use_gpu, gpu_addresses, write
+        self.run_id: str = context.run.run_id
+        self.results: list[dict] = []
+        self.written = 0
+        self.shipped_to = 0
+        self.load_seconds: dict[str, float] = {}
+        self.shipped: Future | None = None  # the scattered model bytes
+        self.threads = 1
+        self.rows_of: dict[str, tuple[str, list[dict]]] = {}  # future key -> (batch key, rows)
+        self.resent: Counter[str] = Counter()
+        self.alone: set[str] = set()  # batches of one row cut from a batch whose workers died
+        self.chunk: list[dict] = []  # results not yet written
+        self.done = 0
+        self.n_batches = -(-len(todo) // config.batch_size)
+        self.step = max(1, self.n_batches // 10)  # log progress every tenth of the batches
+        self.batches: Iterator[tuple[str, pd.DataFrame]] = (
+            (str(i), todo.iloc[start : start + config.batch_size])
+            for i, start in enumerate(range(0, len(todo), config.batch_size))
+        )
+        self.pending = as_completed(loop=client.loop)  # not the default client's loop
+
+    def run(self) -> tuple[list[dict], int, int, dict[str, float]]:
+        """Ship the model, score every batch, retry refused URLs; the result of the run."""
+        workers = self.client.scheduler_info(n_workers=-1)["workers"]
+        self.threads = torch_threads_per_task(self.client)
+        self.ship_model()
+        window = self.config.max_batches_in_flight or max(
+            2, 2 * sum(w["nthreads"] for w in workers.values())
+        )
+        for _ in range(window):
+            self.submit_next()
+        self.collect()
+        self.flush(force=True)
+        self.retry_refused()
+        return self.results, self.written, self.shipped_to, self.load_seconds
+
+    def model_future(self) -> Future:
         """The model's bytes in the cluster, broadcast afresh if they were never sent or a
         dying worker took the last copy with it."""
-        nonlocal shipped_to
-        if shipped["future"] is None or shipped["future"].status != "finished":
+        if self.shipped is None or self.shipped.status != "finished":
             # all workers may be restarting (a file killed them): wait for one as long as a
             # task would, not Dask's 30 s connect timeout
-            shipped["future"] = client.scatter(
-                model_bytes,
+            self.shipped = self.client.scatter(
+                self.model_bytes,
                 broadcast=True,
                 timeout=setting("CLOTHING_DASK_NO_WORKERS_TIMEOUT_SECONDS"),
             )
-            shipped_to = len(client.scheduler_info(n_workers=-1)["workers"])  # as of now
-        return shipped["future"]
+            self.shipped_to = len(self.client.scheduler_info(n_workers=-1)["workers"])  # now
+        return self.shipped
 
-    run = context.run.run_id
-    if missing:
-        # Load it on every worker before the first batch: a worker still loading would
-        # otherwise see its queued batches stolen and sit idle for the rest of the run.
-        eligible = [a for a in missing if not use_gpu or a in gpu_addresses]
-        warm = [
-            client.submit(
-                warm_model,
-                model_future(),
-                version,
-                torch_threads=threads,
-                gpu=use_gpu,
-                runtime=runtime,
-                workers=[a],
-                allow_other_workers=True,  # elsewhere if this worker just died
-                pure=False,
-                key=f"clothing-load-{run}-{a}",
-            )  # fmt: skip
-            for a in eligible
-        ]
-        load_seconds = dict(zip(eligible, client.gather(warm), strict=True))
-    context.log.info(
-        f"model {version} shipped to {shipped_to} workers "
-        f"({len(missing)} did not hold it; loaded in "
-        f"{max(load_seconds.values(), default=0.0):.1f}s); "
-        f"scoring on {'GPU' if use_gpu else 'CPU'}"
-    )
+    def ship_model(self) -> None:
+        """Load the model on the workers that do not hold this version yet, and log it."""
+        # The model travels only to workers that do not hold this version yet: a long-lived
+        # cluster keeps it loaded across runs, a fresh LocalCluster gets it once per worker.
+        suffix = "" if self.runtime == "torch" else f"@{self.runtime}"
+        missing = workers_missing_model(self.client, self.version + suffix)
+        if missing:
+            # Load it on every worker before the first batch: a worker still loading would
+            # otherwise see its queued batches stolen and sit idle for the rest of the run.
+            eligible = [a for a in missing if not self.use_gpu or a in self.gpu_addresses]
+            warm = [
+                self.client.submit(
+                    warm_model,
+                    self.model_future(),
+                    self.version,
+                    torch_threads=self.threads,
+                    gpu=self.use_gpu,
+                    runtime=self.runtime,
+                    workers=[a],
+                    allow_other_workers=True,  # elsewhere if this worker just died
+                    pure=False,
+                    key=f"clothing-load-{self.run_id}-{a}",
+                )  # fmt: skip
+                for a in eligible
+            ]
+            self.load_seconds = dict(zip(eligible, self.client.gather(warm), strict=True))
+        self.context.log.info(
+            f"model {self.version} shipped to {self.shipped_to} workers "
+            f"({len(missing)} did not hold it; loaded in "
+            f"{max(self.load_seconds.values(), default=0.0):.1f}s); "
+            f"scoring on {'GPU' if self.use_gpu else 'CPU'}"
+        )
 
-    def submit(rows: list[dict], key: str, *, with_model: bool = False):
+    def submit(self, rows: list[dict], key: str, *, with_model: bool = False) -> Future:
+        """One scoring task for `rows`, its Dask key unique to this run and `key`."""
         # Batches carry no model: every worker holds it by now. Depending on the scattered
         # bytes would let one lost worker cancel every batch (Dask keeps one replica of
         # scattered data once nothing waits on it, and that replica can die with its worker).
-        return client.submit(
-            score_batch, model_future() if with_model else None, version, rows,
-            torch_threads=threads, gpu=use_gpu, runtime=runtime,
-            resources={"GPU": 1} if use_gpu else None,
-            key=f"clothing-score-{run}-{key}",  # unique per run: concurrent runs never share
+        return self.client.submit(
+            score_batch, self.model_future() if with_model else None, self.version, rows,
+            torch_threads=self.threads, gpu=self.use_gpu, runtime=self.runtime,
+            resources={"GPU": 1} if self.use_gpu else None,
+            key=f"clothing-score-{self.run_id}-{key}",  # unique per run: never shared
             pure=False,
         )  # fmt: skip
 
-    window = config.max_batches_in_flight or max(
-        2, 2 * sum(w["nthreads"] for w in workers.values())
-    )
-    batches = (
-        (str(i), todo.iloc[start : start + config.batch_size])
-        for i, start in enumerate(range(0, len(todo), config.batch_size))
-    )
-    n_batches = -(-len(todo) // config.batch_size)
-    pending = as_completed(loop=client.loop)  # not the default client's loop
-    rows_of: dict[str, tuple[str, list[dict]]] = {}
+    def track(self, future: Future, key: str, rows: list[dict]) -> None:
+        """Wait for `future` among the pending ones, remembering the batch it scores."""
+        self.rows_of[future.key] = (key, rows)
+        self.pending.add(future)
 
-    def submit_next() -> None:
-        key, batch = next(batches, (None, None))
+    def submit_next(self) -> None:
+        """Send the next batch of `todo`, if any is left, with URLs minted for it now."""
+        key, batch = next(self.batches, (None, None))
         if batch is None:
             return
         # minted just before use: a presigned URL's clock starts now, not at the run start
-        urls = warehouse.file_urls(stage, batch["RELATIVE_PATH"].tolist())
+        urls = self.warehouse.file_urls(self.stage, batch["RELATIVE_PATH"].tolist())
         rows = batch.assign(URL=urls).to_dict("records")
-        future = submit(rows, key)
-        rows_of[future.key] = (key, rows)
-        pending.add(future)
+        self.track(self.submit(rows, key), key, rows)
 
-    for _ in range(window):
-        submit_next()
-    step, done, written = max(1, n_batches // 10), 0, 0
-    resent: Counter[str] = Counter()
-    chunk: list[dict] = []
-
-    def flush(*, force: bool = False) -> None:
-        nonlocal written
-        if chunk and (force or len(chunk) >= max(1, config.write_every)):
-            written += write(list(chunk))
-            chunk.clear()
-
-    alone: set[str] = set()  # batches of one row cut from a batch whose workers died
-    for future in pending:
-        key, rows = rows_of.pop(future.key)
-        try:
-            part = future.result()
-        except KilledWorker as exc:
-            if key in alone:  # this row killed its workers on its own: it gets the ERROR
-                part = [worker_died_result(rows[0], version, exc)]
-            else:
-                context.log.warning(
-                    f"the Dask worker(s) scoring batch {key} died ({exc.allowed_failures + 1} "
-                    f"time(s)); scoring its {len(rows)} rows one by one"
-                )
-                n_batches += len(rows) - 1
-                for j, row in enumerate(rows):
-                    alone.add(f"{key}-alone-{j}")
-                    # without the model: every worker may be restarting now, with none to
-                    # scatter it to; one that lacks it raises ModelNotLoaded and gets it then
-                    again = submit([row], f"{key}-alone-{j}")
-                    rows_of[again.key] = (f"{key}-alone-{j}", [row])
-                    pending.add(again)
+    def collect(self) -> None:
+        """Take batches as they finish, until none is pending: accept, split or resend each."""
+        for future in self.pending:
+            key, rows = self.rows_of.pop(future.key)
+            try:
+                part = future.result()
+            except KilledWorker as exc:
+                if key not in self.alone:
+                    self.split(key, rows, exc)
+                    continue
+                # this row killed its workers on its own: it gets the ERROR
+                part = [worker_died_result(rows[0], self.version, exc)]
+            except (ModelNotLoaded, FutureCancelledError):
+                if not self.resend_with_model(key, rows):
+                    raise
                 continue
-        except (ModelNotLoaded, FutureCancelledError):
-            # a worker that restarted or joined after the check lacks the model, or a batch
-            # sent with it lost the bytes with a dying worker: send it again, with the model
-            resent[key] += 1
-            if resent[key] > 3:
-                raise
-            again = submit(rows, f"{key}-model-{resent[key]}", with_model=True)
-            rows_of[again.key] = (key, rows)
-            pending.add(again)
-            continue
+            self.accept(rows, part)
+
+    def split(self, key: str, rows: list[dict], exc: KilledWorker) -> None:
+        """Score a batch whose workers died again row by row, to find the row that kills."""
+        self.context.log.warning(
+            f"the Dask worker(s) scoring batch {key} died ({exc.allowed_failures + 1} "
+            f"time(s)); scoring its {len(rows)} rows one by one"
+        )
+        self.n_batches += len(rows) - 1
+        for j, row in enumerate(rows):
+            self.alone.add(f"{key}-alone-{j}")
+            # without the model: every worker may be restarting now, with none to
+            # scatter it to; one that lacks it raises ModelNotLoaded and gets it then
+            self.track(self.submit([row], f"{key}-alone-{j}"), f"{key}-alone-{j}", [row])
+
+    def resend_with_model(self, key: str, rows: list[dict]) -> bool:
+        """Send a batch again with the model; False once it was resent three times."""
+        # a worker that restarted or joined after the check lacks the model, or a batch
+        # sent with it lost the bytes with a dying worker
+        self.resent[key] += 1
+        if self.resent[key] > 3:
+            return False
+        self.track(self.submit(rows, f"{key}-model-{self.resent[key]}", with_model=True), key, rows)
+        return True
+
+    def accept(self, rows: list[dict], part: list[dict]) -> None:
+        """Keep a finished batch's results, write them when a chunk is full, send the next."""
         check_batch(rows, part)
-        results.extend(part)
-        chunk.extend(r for r in part if not url_refused(r["ERROR"]))  # those are retried
-        flush()
-        done += 1
-        submit_next()
-        if done % step == 0 or done == n_batches:
-            context.log.info(f"scored {len(results)}/{len(todo)} images")
-    flush(force=True)
-    refused = {r["RELATIVE_PATH"] for r in results if url_refused(r["ERROR"])}
-    results = rescore_refused(
-        context, results, todo, warehouse, stage, config.batch_size,
-        submit=lambda rows, i: submit(rows, f"retry-{i}", with_model=True),
-    )  # fmt: skip
-    chunk.extend(r for r in results if r["RELATIVE_PATH"] in refused)
-    flush(force=True)
-    return results, written, shipped_to, load_seconds
+        self.results.extend(part)
+        self.chunk.extend(r for r in part if not url_refused(r["ERROR"]))  # those are retried
+        self.flush()
+        self.done += 1
+        self.submit_next()
+        if self.done % self.step == 0 or self.done == self.n_batches:
+            self.context.log.info(f"scored {len(self.results)}/{len(self.todo)} images")
+
+    def flush(self, *, force: bool = False) -> None:
+        """Write the pending chunk once it holds `config.write_every` rows (or when forced)."""
+        if self.chunk and (force or len(self.chunk) >= max(1, self.config.write_every)):
+            self.written += self.write(list(self.chunk))
+            self.chunk.clear()
+
+    def retry_refused(self) -> None:
+        """Score rows whose URL was refused once more with fresh URLs, and write them."""
+        refused = {r["RELATIVE_PATH"] for r in self.results if url_refused(r["ERROR"])}
+        self.results = rescore_refused(
+            self.context, self.results, self.todo, self.warehouse, self.stage,
+            self.config.batch_size,
+            submit=lambda rows, i: self.submit(rows, f"retry-{i}", with_model=True),
+        )  # fmt: skip
+        self.chunk.extend(r for r in self.results if r["RELATIVE_PATH"] in refused)
+        self.flush(force=True)
 
 
 def worker_died_result(row: dict, version: str, exc: KilledWorker) -> dict:

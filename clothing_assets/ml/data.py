@@ -224,6 +224,40 @@ def training_rows(catalog: pd.DataFrame, fraction: float, *, env_var: str) -> pd
     return usable
 
 
+@dataclass
+class LabelledImages:
+    """Decoded training images with their class indices, split into train and validation."""
+
+    images: torch.Tensor
+    labels: torch.Tensor  # index into `classes`, one per image
+    classes: list[str]
+    train: torch.Tensor  # indices of the training images
+    val: torch.Tensor  # indices of the validation images
+
+    def val_class_names(self) -> list[str]:
+        """The class name of each validation image, in order."""
+        return [self.classes[i] for i in self.labels[self.val].tolist()]
+
+
+def labelled_split(
+    rows: pd.DataFrame, images: torch.Tensor, *, val_fraction: float
+) -> LabelledImages:
+    """`images` (one per row of `rows`, with its CLASS) labelled by their sorted class names
+    and split as `stratified_split` does."""
+    classes = sorted(rows["CLASS"].unique())
+    labels = torch.tensor([classes.index(c) for c in rows["CLASS"]], dtype=torch.long)
+    train_idx, val_idx = stratified_split(
+        rows["RELATIVE_PATH"].tolist(), labels.tolist(), val_fraction=val_fraction
+    )
+    return LabelledImages(
+        images=images,
+        labels=labels,
+        classes=classes,
+        train=torch.tensor(train_idx, dtype=torch.long),
+        val=torch.tensor(val_idx, dtype=torch.long),
+    )
+
+
 def job_fingerprint(settings: Any, frame: pd.DataFrame) -> str:
     """Identifies a training job: the config and the exact files; a checkpoint resumes only
     a job with the same fingerprint."""

@@ -179,37 +179,8 @@ def score_batch(
     """
     device = scoring_device(gpu)
     model, payload, amp_dtype = cached_model(model_bytes, version, torch_threads, device, runtime)
-    worker = _worker_name()
-    out = [
-        {
-            "RELATIVE_PATH": row["RELATIVE_PATH"],
-            "SIZE": row["SIZE"],
-            "LAST_MODIFIED": row["LAST_MODIFIED"],
-            "ETAG": row.get("ETAG"),  # as read: the write-back refuses a since-changed file
-            "TYPE": None,
-            "CONFIDENCE": None,
-            "MODEL_VERSION": version,
-            "ERROR": None,
-            "WORKER": worker,
-            "DEVICE": device.type,
-        }
-        for row in rows
-    ]
-    blobs = list(_read_pool().map(lambda row: _read(row, limits), rows))
-    readable = [i for i, b in enumerate(blobs) if isinstance(b, bytes)]
-    for i, blob in enumerate(blobs):
-        if isinstance(blob, str):
-            out[i]["ERROR"] = blob
-    images, good = [], []
-    # each image is reduced as it is decoded: a batch of large files never sits in memory
-    # at full size all at once
-    decoded = decode_images([blobs[i] for i in readable], device=device, side=payload["cache_size"])
-    for i, image in zip(readable, decoded, strict=True):
-        if isinstance(image, ImageDecodeError):
-            out[i]["ERROR"] = str(image)
-        else:
-            images.append(image)
-            good.append(out[i])
+    out = _blank_results(rows, version, _worker_name(), device.type)
+    images, good = _read_and_decode(rows, out, limits, device, payload["cache_size"])
     if images:
         confidence, index = classify(model, payload, images, device, amp_dtype).max(dim=1)
         classes = payload["classes"]
@@ -220,6 +191,54 @@ def score_batch(
     for result in out:
         result["PRED_TIMESTAMP"] = now
     return out
+
+
+def _blank_results(
+    rows: Sequence[dict[str, Any]], version: str, worker: str, device: str
+) -> list[dict[str, Any]]:
+    """One result per row, not yet classified: no TYPE, CONFIDENCE or ERROR."""
+    return [
+        {
+            "RELATIVE_PATH": row["RELATIVE_PATH"],
+            "SIZE": row["SIZE"],
+            "LAST_MODIFIED": row["LAST_MODIFIED"],
+            "ETAG": row.get("ETAG"),  # as read: the write-back refuses a since-changed file
+            "TYPE": None,
+            "CONFIDENCE": None,
+            "MODEL_VERSION": version,
+            "ERROR": None,
+            "WORKER": worker,
+            "DEVICE": device,
+        }
+        for row in rows
+    ]
+
+
+def _read_and_decode(
+    rows: Sequence[dict[str, Any]],
+    out: list[dict[str, Any]],
+    limits: ReadLimits | None,
+    device: torch.device,
+    side: int,
+) -> tuple[list[torch.Tensor], list[dict[str, Any]]]:
+    """Read and decode `rows`' files in parallel, setting the ERROR in `out` of each unusable
+    one; return the decoded images and, in the same order, the results they belong to."""
+    blobs = list(_read_pool().map(lambda row: _read(row, limits), rows))
+    readable = [i for i, b in enumerate(blobs) if isinstance(b, bytes)]
+    for i, blob in enumerate(blobs):
+        if isinstance(blob, str):
+            out[i]["ERROR"] = blob
+    images, good = [], []
+    # each image is reduced as it is decoded: a batch of large files never sits in memory
+    # at full size all at once
+    decoded = decode_images([blobs[i] for i in readable], device=device, side=side)
+    for i, image in zip(readable, decoded, strict=True):
+        if isinstance(image, ImageDecodeError):
+            out[i]["ERROR"] = str(image)
+        else:
+            images.append(image)
+            good.append(out[i])
+    return images, good
 
 
 _POOL: list[ThreadPoolExecutor] = []

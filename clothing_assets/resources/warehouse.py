@@ -163,6 +163,11 @@ class Warehouse(dg.ConfigurableResource, ABC):
     def write_predictions(self, predictions: pd.DataFrame) -> int:
         """Write PREDICTION_COLUMNS back into clothing_test atomically; return rows updated."""
 
+    def write_prediction_rows(self, rows: Sequence[dict[str, Any]]) -> int:
+        """`write_predictions` of scoring results (dicts as `ml.scoring.score_batch` returns
+        them, with PREDICTION_COLUMNS among their keys); return rows updated."""
+        return self.write_predictions(pd.DataFrame(rows)[PREDICTION_COLUMNS])
+
     @abstractmethod
     def record_errors(self, table: CatalogTable, errors: pd.DataFrame) -> int:
         """Set ERROR for the (RELATIVE_PATH, ERROR) rows given; return rows updated."""

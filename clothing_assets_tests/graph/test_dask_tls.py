@@ -4,9 +4,6 @@ no worker can run fails after the no-workers timeout instead of waiting for ever
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,10 +17,8 @@ from distributed.security import Security
 from clothing_assets.definitions import all_assets
 from clothing_assets.environment import resources_for
 from clothing_assets.resources.dask_cluster import DaskClusterResource
-from clothing_assets_tests.support import CLASSES, REPO_ROOT, TINY_TRAINING, metadata_of
-
-DASK = Path(sys.executable).parent / "dask"
-ROOT = REPO_ROOT
+from clothing_assets_tests.support import CLASSES, TINY_TRAINING, metadata_of
+from clothing_assets_tests.support.processes import dask_cluster
 
 
 @pytest.fixture
@@ -48,66 +43,14 @@ def _tls_flags(files: dict[str, str]) -> list[str]:
 @pytest.fixture
 def tls_cluster(tmp_path, tls_files):
     """A `dask scheduler --protocol tls` and one TLS worker on 127.0.0.1; yields the address."""
-    scheduler_file = tmp_path / "scheduler.json"
-    logs = (tmp_path / "cluster.log").open("w")
-    run = dict(stdout=logs, stderr=subprocess.STDOUT, cwd=ROOT)
-    procs = [
-        subprocess.Popen(
-            [
-                str(DASK),
-                "scheduler",
-                "--protocol",
-                "tls",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--dashboard-address",
-                "127.0.0.1:0",
-                "--scheduler-file",
-                str(scheduler_file),
-                *_tls_flags(tls_files),
-            ],
-            **run,
-        )  # fmt: skip
-    ]
-    try:
-        deadline = time.monotonic() + 60
-        while not scheduler_file.exists():
-            assert time.monotonic() < deadline and procs[0].poll() is None, "no scheduler"
-            time.sleep(0.2)
-        time.sleep(0.2)
-        address = json.loads(scheduler_file.read_text())["address"]
-        procs.append(
-            subprocess.Popen(
-                [
-                    str(DASK),
-                    "worker",
-                    address,
-                    "--nthreads",
-                    "1",
-                    "--host",
-                    "127.0.0.1",
-                    "--name",
-                    "tls-0",
-                    "--no-dashboard",
-                    "--memory-limit",
-                    "3GiB",
-                    *_tls_flags(tls_files),
-                ],
-                **run,
-            )  # fmt: skip
-        )
+    tls = _tls_flags(tls_files)
+    with dask_cluster(
+        tmp_path,
+        [["--name", "tls-0"]],
+        scheduler_flags=["--protocol", "tls", *tls],
+        worker_flags=tls,
+    ) as address:
         yield address
-    finally:
-        for proc in reversed(procs):
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        logs.close()
 
 
 @pytest.fixture

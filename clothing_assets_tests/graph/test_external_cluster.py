@@ -3,12 +3,6 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import time
-from pathlib import Path
-
 import dagster as dg
 import duckdb
 import pytest
@@ -19,14 +13,11 @@ from clothing_assets.environment import resources_for
 from clothing_assets_tests.support import (
     CLASSES,
     COLOURS,
-    REPO_ROOT,
     TINY_TRAINING,
     metadata_of,
     write_image,
 )
-
-DASK = Path(sys.executable).parent / "dask"
-ROOT = REPO_ROOT
+from clothing_assets_tests.support.processes import dask_cluster
 
 
 @pytest.fixture
@@ -34,69 +25,14 @@ def external_cluster(tmp_path, request):
     """The scheduler's address; `indirect` parametrization with {"gpu_worker": True} makes the
     first worker advertise a `GPU` resource (there is no CUDA here, so it scores on its CPU)."""
     gpu_worker = getattr(request, "param", {}).get("gpu_worker", False)
-    scheduler_file = tmp_path / "scheduler.json"
-    logs = (tmp_path / "cluster.log").open("w")
-    procs = [
-        subprocess.Popen(
-            [
-                str(DASK),
-                "scheduler",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--dashboard-address",
-                "127.0.0.1:0",
-                "--scheduler-file",
-                str(scheduler_file),
-            ],
-            stdout=logs,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )  # fmt: skip
+    workers = [
+        ["--name", f"external-{i}", *(["--resources", "GPU=1"] if gpu_worker and i == 0 else [])]
+        for i in range(2)
     ]
-    try:
-        deadline = time.monotonic() + 60
-        while not scheduler_file.exists():
-            assert time.monotonic() < deadline and procs[0].poll() is None, "no scheduler"
-            time.sleep(0.2)
-        time.sleep(0.2)  # the file is written in one go, but give it a moment
-        address = json.loads(scheduler_file.read_text())["address"]
-        for i in range(2):
-            procs.append(
-                subprocess.Popen(
-                    [
-                        str(DASK),
-                        "worker",
-                        address,
-                        "--nthreads",
-                        "1",
-                        "--host",
-                        "127.0.0.1",
-                        "--name",
-                        f"external-{i}",
-                        "--no-dashboard",
-                        "--memory-limit",
-                        "3GiB",
-                        *(["--resources", "GPU=1"] if gpu_worker and i == 0 else []),
-                    ],
-                    stdout=logs,
-                    stderr=subprocess.STDOUT,
-                    cwd=ROOT,
-                )  # fmt: skip
-            )
+    with dask_cluster(tmp_path, workers) as address:
         with Client(address, timeout=30) as client:
             client.wait_for_workers(2, timeout=60)
         yield address
-    finally:
-        for proc in reversed(procs):
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        logs.close()
 
 
 def test_predictions_run_on_an_existing_scheduler_and_its_workers(

@@ -33,6 +33,7 @@ from clothing_assets.serve.batcher import Batcher
 from clothing_assets.serve.cli import main
 from clothing_assets.serve.model import LoadedModel
 from clothing_assets_tests.support import COLOURS, REPO_ROOT, register_model, write_image
+from clothing_assets_tests.support.processes import free_port
 
 REPO = REPO_ROOT
 MAX_BYTES = 1_000_000
@@ -66,12 +67,6 @@ def write_model_atomically(models: Path, data: bytes) -> str:
     scratch.write_bytes(data)
     os.replace(scratch, models / "model_trained.pt")
     return file_version(data)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import duckdb
 import pytest
 
 from clothing_assets_tests.support import REPO_ROOT
+from clothing_assets_tests.support.processes import free_port, stop, wait_until_serving
 
 ROOT = REPO_ROOT
 WEBSERVER = Path(sys.executable).parent / "dagster-webserver"
@@ -45,12 +45,6 @@ mutation($params: ExecutionParams!) {
 STATUS = "query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _graphql(port: int, query: str, variables: dict | None = None) -> dict:
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/graphql",
@@ -72,7 +66,7 @@ def webserver(local_env, tmp_path):
         "run_coordinator:\n  module: dagster._core.run_coordinator\n"
         "  class: DefaultRunCoordinator\n"
     )
-    port = _free_port()
+    port = free_port()
     log = (tmp_path / "webserver.log").open("w")
     proc = subprocess.Popen(
         [str(WEBSERVER), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
@@ -80,22 +74,10 @@ def webserver(local_env, tmp_path):
         stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=5)
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError((tmp_path / "webserver.log").read_text()[-3000:]) from None
-                time.sleep(1)
+        wait_until_serving(port, proc, tmp_path / "webserver.log", timeout=180)
         yield port
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop([proc])
         log.close()
 
 
@@ -177,7 +159,7 @@ def test_dg_dev_stops_on_ctrl_c_and_leaves_no_process(local_env, tmp_path):
     daemon and the code servers must all end, none left running in the background."""
     home = tmp_path / "dagster_home"
     home.mkdir()
-    port = _free_port()
+    port = free_port()
     log = (tmp_path / "dg.log").open("w")
     proc = subprocess.Popen(
         [str(DG), "dev", "--host", "127.0.0.1", "--port", str(port)], cwd=ROOT,
@@ -186,15 +168,7 @@ def test_dg_dev_stops_on_ctrl_c_and_leaves_no_process(local_env, tmp_path):
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 240
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=5)
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError((tmp_path / "dg.log").read_text()[-3000:]) from None
-                time.sleep(1)
+        wait_until_serving(port, proc, tmp_path / "dg.log", timeout=240)
         assert len(_session_processes(proc.pid)) >= 3  # dg, the webserver, the daemon, ...
         os.killpg(proc.pid, signal.SIGINT)
         # about 9 s from SIGINT to the last process on this 2-core machine; the bound allows

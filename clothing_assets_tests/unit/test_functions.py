@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from clothing_assets.ml.cluster import choose_gpu
-from clothing_assets.ml.data import downsample, stable_hash, stratified_split
+from clothing_assets.ml.data import downsample, labelled_split, stable_hash, stratified_split
 from clothing_assets.ml.images import ImageDecodeError, cache_size, decode_image, decode_images
 from clothing_assets.ml.presets import (
     ClassificationPresetEval,
@@ -55,6 +55,56 @@ def test_stratified_split_is_stable_disjoint_and_per_class(n_per_class, fraction
         [paths[i] for i in order], [labels[i] for i in order], val_fraction=fraction
     )
     assert sorted(paths[order[i]] for i in val2) == sorted(paths[i] for i in val)
+
+
+def test_labelled_split_labels_by_sorted_class_and_splits_as_stratified_split():
+    rows = pd.DataFrame(
+        {
+            "RELATIVE_PATH": [f"{c}/{i}.jpg" for c in ("shoes", "hat") for i in range(5)],
+            "CLASS": ["shoes"] * 5 + ["hat"] * 5,
+        }
+    )
+    images = torch.arange(10)
+    data = labelled_split(rows, images, val_fraction=0.2)
+    assert data.classes == ["hat", "shoes"] and data.images is images
+    assert data.labels.tolist() == [1] * 5 + [0] * 5
+    train, val = stratified_split(
+        rows["RELATIVE_PATH"].tolist(), data.labels.tolist(), val_fraction=0.2
+    )
+    assert (data.train.tolist(), data.val.tolist()) == (train, val)
+    assert data.val_class_names() == [rows["CLASS"][i] for i in val]
+
+
+@pytest.mark.parametrize("with_predictions", [True, False])
+def test_training_metadata_writes_its_figures_and_a_validation_report_with_predictions(
+    tmp_path, with_predictions
+):
+    from clothing_assets.ml.budget import EpochPlan
+    from clothing_assets.ml.data import LabelledImages
+    from clothing_assets.ml.settings import TrainSettings
+    from clothing_assets.ml.train import EpochStats, FitResult
+    from clothing_assets.reports import training_metadata
+
+    history = [EpochStats(1, 1.2, 0.5, 1.1, 0.4, 1e-3, 100, 2.0)]
+    history.append(EpochStats(2, 0.9, 0.6, 0.8, 0.75, 5e-4, 120, 2.5))
+    data = LabelledImages(
+        images=torch.zeros(6, 3, 2, 2, dtype=torch.uint8), labels=torch.tensor([0, 1, 0, 1, 0, 1]),
+        classes=["hat", "shoes"], train=torch.tensor([0, 1]), val=torch.tensor([2, 3, 4, 5]),
+    )  # fmt: skip
+    result = FitResult(
+        state_dict={}, history=history, best_epoch=2, device="cpu", amp_dtype="None",
+        train_seconds=4.5, steps=8, plan=EpochPlan(epochs=2, max_epochs=2),
+        val_predictions=torch.tensor([0, 1, 1, 1]) if with_predictions else None,
+    )  # fmt: skip
+    meta = training_metadata(TrainSettings(), result, data, "v1", tmp_path)
+    assert meta["val_accuracy"].value == 0.75 and meta["train_images"].value == 2
+    assert meta["val_images"].value == 4 and len(meta["history"].records) == 2
+    assert meta["train_images_per_second"].value == round(220 / 4.5, 1)
+    assert (tmp_path / "training_curves.png").is_file()
+    assert ("per_class" in meta) == with_predictions
+    assert (tmp_path / "confusion_matrix_val.png").is_file() == with_predictions
+    if with_predictions:
+        assert "| hat | 1.00 | 0.50 | 2 |" in meta["per_class"].value
 
 
 def test_stable_hash_does_not_depend_on_the_process():
