@@ -143,9 +143,9 @@ class DuckDBWarehouse(Warehouse):
         with self._connect() as conn:
             conn.execute("BEGIN TRANSACTION")
             try:
-                conn.execute(load_sql("duckdb", "delete_stage_directory"), {"stage": name})
+                conn.execute(load_sql("duckdb", "delete_stale_stage_directory"), {"stage": name})
                 conn.register("stage_listing", stage_listing)
-                conn.execute(load_sql("duckdb", "insert_stage_directory"), {"stage": name})
+                conn.execute(load_sql("duckdb", "insert_new_stage_directory"), {"stage": name})
                 conn.unregister("stage_listing")
                 conn.execute(load_sql("duckdb", "update_stage_refreshed"), {"name": name})
                 conn.execute("COMMIT")

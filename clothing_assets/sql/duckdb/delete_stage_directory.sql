@@ -1,1 +1,0 @@
-DELETE FROM clothing_stage_directory WHERE STAGE = $stage;
