@@ -69,9 +69,8 @@ def link_files(root: Path, count: int, *, start: int = 0, prefix: str = "f") -> 
 
 class PeakMemory:
     """Samples the resident memory of a process tree until stopped: the peak of the run (the
-    CLI process and its step processes, summed) and of the Dask workers (summed). Step
-    processes and Dask workers are both started by multiprocessing's spawn; a worker is one
-    whose parent is a step process, not the CLI process itself."""
+    CLI process, where every step runs) and of the Dask workers (summed): the processes under
+    it that multiprocessing's spawn started."""
 
     def __init__(self, pid: int, interval: float = 0.2):
         self.pid, self.interval = pid, interval
@@ -107,15 +106,15 @@ class PeakMemory:
 
     def _sample(self) -> None:
         while not self._stop.is_set():
-            tree, todo, run, workers = self._children(), [(self.pid, 0)], 0, 0
+            tree, todo, run, workers = self._children(), [self.pid], 0, 0
             while todo:
-                pid, parent = todo.pop()
+                pid = todo.pop()
                 rss, spawned = self._rss_and_spawned(pid)
-                if spawned and parent not in (0, self.pid):
+                if spawned:
                     workers += rss
                 else:
                     run += rss
-                todo.extend((child, pid) for child in tree.get(pid, []))
+                todo.extend(tree.get(pid, []))
             self.run_peak = max(self.run_peak, run)
             self.workers_peak = max(self.workers_peak, workers)
             self._stop.wait(self.interval)
@@ -243,16 +242,15 @@ def champion_and_scored_baseline(env: dict[str, str]) -> str:
     return version
 
 
-def scoring_step_seconds(env: dict[str, str]) -> float:
-    """Duration of the last run's clothing_predictions step, from the instance's event log."""
+def step_seconds(env: dict[str, str]) -> dict[str, float]:
+    """Each step's duration in the last run (asset checks included), from the event log."""
     import dagster as dg
 
     os.environ["DAGSTER_HOME"] = env["DAGSTER_HOME"]
     with dg.DagsterInstance.get() as instance:
         [run] = instance.get_runs(limit=1)
         stats = instance.get_run_step_stats(run.run_id)
-    [step] = [s for s in stats if s.step_key == "clothing_predictions"]
-    return step.end_time - step.start_time
+    return {s.step_key: round(s.end_time - s.start_time, 2) for s in stats if s.end_time}
 
 
 def local_stage(files: int, workdir: Path) -> dict[str, float | str]:
@@ -264,7 +262,8 @@ def local_stage(files: int, workdir: Path) -> dict[str, float | str]:
     env = environment(workdir, str(stage))
     figures["first_sync_s"] = materialize(TEST_ASSETS, env)[0]
     seconds, memory, _ = materialize(TEST_ASSETS, env)
-    figures.update(nochange_sync_s=seconds, nochange_run_peak_mb=memory.run_peak / 2**20)
+    figures.update(nochange_sync_s=seconds, nochange_run_peak_mb=memory.run_peak / 2**20,
+                   nochange_steps_s=step_seconds(env))  # fmt: skip
     figures.update(sensor_ticks(env))
     champion_and_scored_baseline(env)
     added = max(1, files // 100)
@@ -273,7 +272,8 @@ def local_stage(files: int, workdir: Path) -> dict[str, float | str]:
     if "RUN_SUCCESS" not in output:
         sys.exit(f"the sync-and-score run did not succeed:\n{output[-4000:]}")
     figures.update(
-        added=added, score_run_s=seconds, scoring_step_s=scoring_step_seconds(env),
+        added=added, score_run_s=seconds, score_steps_s=step_seconds(env),
+        scoring_step_s=step_seconds(env)["clothing_predictions"],
         score_run_peak_mb=memory.run_peak / 2**20,
         score_workers_peak_mb=memory.workers_peak / 2**20,
     )  # fmt: skip

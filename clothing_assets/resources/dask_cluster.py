@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 import dagster as dg
 import dask
@@ -67,22 +67,28 @@ class DaskClusterResource(dg.ConfigurableResource):
     connect_timeout_s: float = Field(default=30.0)
 
     _client: Client | None = PrivateAttr(default=None)
+    _stack: ExitStack | None = PrivateAttr(default=None)
 
     @property
     def client(self) -> Client:
-        """The run's client; only inside a run (Dagster opens and closes it)."""
-        if self._client is None:
+        """The run's client, connected (or its LocalCluster started) on first use, so that
+        the start-up is the scoring step's time and a run that never scores pays none; only
+        inside a run (Dagster closes it when the run ends)."""
+        if self._stack is None:
             raise dg.DagsterInvariantViolationError("the Dask client exists only during a run")
+        if self._client is None:
+            self._client = self._stack.enter_context(self.connect())
         return self._client
 
     @contextmanager
     def yield_for_execution(self, context: dg.InitResourceContext) -> Iterator[DaskClusterResource]:
-        with self.connect() as client:
-            self._client = client
+        with ExitStack() as stack:
+            self._stack = stack
             try:
                 yield self
             finally:
                 self._client = None
+                self._stack = None
 
     @contextmanager
     def connect(self) -> Iterator[Client]:
