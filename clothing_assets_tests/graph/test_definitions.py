@@ -115,11 +115,16 @@ def test_every_setting_is_documented_in_the_readme():
     assert not missing, f"README does not document {missing}"
 
 
-def test_loading_the_code_location_imports_neither_torch_nor_torchvision(local_env):
+def test_loading_the_code_location_and_syncing_import_neither_torch_nor_torchvision(local_env):
     """The stage and catalog steps and the sensors use none of it; only training and scoring
     import torch, when they run."""
     code = (
-        "import sys; import clothing_assets.definitions as d; d.defs(); "
+        "import sys; import dagster as dg; import clothing_assets.definitions as d; "
+        "from clothing_assets.environment import resources_for; d.defs(); "
+        # then a sync of both stages and catalogs, in this process as a run executes it
+        "assert dg.materialize(d.all_assets(), resources=resources_for(), selection=["
+        "'clothing_dataset_train', 'clothing_train', 'clothing_dataset', 'clothing_test'"
+        "]).success; "
         "print(sorted(m for m in ('torch', 'torchvision', 'matplotlib') if m in sys.modules))"
     )
     done = subprocess.run(
