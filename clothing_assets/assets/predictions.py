@@ -1,6 +1,7 @@
 """Predictions: every unscored clothing_test row classified on Dask and written back."""
 
 import time
+from typing import NamedTuple
 
 import dagster as dg
 import pandas as pd
@@ -56,71 +57,82 @@ def clothing_predictions(
 ) -> dg.MaterializeResult:
     """TYPE, CONFIDENCE, PRED_TIMESTAMP and MODEL_VERSION for every clothing_test row the
     champion has not scored, computed on the Dask cluster and written back."""
-    # torch and the cluster code load here, in the step that scores, not with the location
-    from clothing_assets.ml.cluster import choose_gpu, gpu_workers
     from clothing_assets.reports import scoring_metadata
 
     version, model_bytes, classes = _load_champion(model_registry)
     todo = warehouse.unscored_rows(version)
     context.log.info(f"model {version}: {len(todo)} clothing_test rows to score")
+    run = (
+        _score(context, dask, config, warehouse, test_stage, train_stage, model_registry,
+               todo, model_bytes, version)
+        if len(todo)
+        else _ScoringRun()  # nothing to score: no cluster is started
+    )  # fmt: skip
+    metadata = scoring_metadata(
+        warehouse.read_catalog("clothing_test"), classes, version, run.results,
+        written=run.written, seconds=run.seconds, shipped_to=run.shipped_to,
+        load_seconds=run.load_seconds, dashboard=run.dashboard,
+        gallery_urls=lambda paths: warehouse.file_urls(test_stage.name, paths),
+    )  # fmt: skip
+    context.log.info(
+        f"wrote {run.written} predictions in {run.seconds:.1f}s; accuracy vs folders "
+        f"{metadata['accuracy'].value:.3f} over {metadata['labelled_rows'].value} rows"
+    )
+    return dg.MaterializeResult(metadata=metadata)
+
+
+class _ScoringRun(NamedTuple):
+    """What one step's scoring did (all empty when there was nothing to score)."""
+
+    results: list[dict] = []
+    written: int = 0
+    shipped_to: int = 0
+    load_seconds: dict[str, float] = {}
+    seconds: float = 0.0
+    dashboard: str | None = None
+
+
+def _score(
+    context,
+    dask: DaskClusterResource,
+    config: ScoreConfig,
+    warehouse: Warehouse,
+    test_stage: StageResource,
+    train_stage: StageResource,
+    model_registry: ModelRegistry,
+    todo: pd.DataFrame,
+    model_bytes: bytes,
+    version: str,
+) -> _ScoringRun:
+    """Score `todo` on the cluster (started here, at the first use of `dask.client`) with the
+    chosen device and runtime, writing predictions back as chunks complete. A RuntimeError
+    from scoring (a batch that broke the exactly-once rule, a model resent too often) fails
+    the step; the chunks written so far stay."""
+    # torch and the cluster code load here, in the step that scores, not with the location
+    from clothing_assets.ml.cluster import choose_gpu, gpu_workers, score_on_cluster
+
     client = dask.client
     gpu_addresses = gpu_workers(client)
     use_gpu = choose_gpu(config.device, gpu_addresses)
     runtime, model_bytes = _runtime_model(
         context, client, use_gpu, version, model_bytes, warehouse, train_stage, model_registry
     )
-    results, written, shipped_to, load_seconds, seconds = _score(
-        context, client, config, warehouse, test_stage, todo, model_bytes, version,
-        use_gpu=use_gpu, gpu_addresses=gpu_addresses, runtime=runtime,
-    )  # fmt: skip
-    _warn_about_the_run(context, results, written, use_gpu=use_gpu)
-    metadata = scoring_metadata(
-        warehouse.read_catalog("clothing_test"), classes, version, results, written=written,
-        seconds=seconds, shipped_to=shipped_to, load_seconds=load_seconds,
-        dashboard=getattr(client, "dashboard_link", None),
-        gallery_urls=lambda paths: warehouse.file_urls(test_stage.name, paths),
-    )  # fmt: skip
-    context.log.info(
-        f"wrote {written} predictions in {seconds:.1f}s; accuracy vs folders "
-        f"{metadata['accuracy'].value:.3f} over {metadata['labelled_rows'].value} rows"
-    )
-    return dg.MaterializeResult(metadata=metadata)
-
-
-def _score(
-    context,
-    client,
-    config: ScoreConfig,
-    warehouse: Warehouse,
-    test_stage: StageResource,
-    todo: pd.DataFrame,
-    model_bytes: bytes,
-    version: str,
-    *,
-    use_gpu: bool,
-    gpu_addresses: list[str],
-    runtime: str,
-) -> tuple[list[dict], int, int, dict[str, float], float]:
-    """`score_on_cluster`'s (results, rows written, workers shipped to, load seconds) for
-    `todo`, writing predictions back as they come, and the seconds it took. A RuntimeError
-    from scoring (a batch that broke the exactly-once rule, a model resent too often) fails
-    the step; the chunks written so far stay."""
-    from clothing_assets.ml.cluster import score_on_cluster
-
     started = time.perf_counter()
-    if not len(todo):
-        return [], 0, 0, {}, time.perf_counter() - started
     try:
         # every batch's URLs are minted on one warehouse connection for the whole step
         with warehouse.url_session(test_stage.name):
-            scored = score_on_cluster(
+            results, written, shipped_to, load_seconds = score_on_cluster(
                 context, client, config, warehouse, test_stage.name, todo, model_bytes, version,
                 use_gpu=use_gpu, gpu_addresses=gpu_addresses,
                 write=warehouse.write_prediction_rows, runtime=runtime,
             )  # fmt: skip
     except RuntimeError as exc:
         raise dg.Failure(description=f"{exc}; chunks written so far are kept") from exc
-    return (*scored, time.perf_counter() - started)
+    _warn_about_the_run(context, results, written, use_gpu=use_gpu)
+    return _ScoringRun(
+        results, written, shipped_to, load_seconds, time.perf_counter() - started,
+        getattr(client, "dashboard_link", None),
+    )  # fmt: skip
 
 
 def _runtime_model(

@@ -83,6 +83,7 @@ def test_rematerializing_duplicates_and_rescores_nothing(local_env):
     assert (after["PRED_TIMESTAMP"] == before["PRED_TIMESTAMP"]).all()
     idle = metadata_of(again, "clothing_predictions")
     assert idle["rows_scored"] == 0 and "images_per_second" not in idle  # no zeros plotted
+    assert "dask_dashboard" not in idle  # nothing to score: no cluster was started
     assert 0.0 <= idle["accuracy"] <= 1.0  # the table's state is still reported
     assert metadata_of(again, "clothing_test")["inserted"] == 0
 
