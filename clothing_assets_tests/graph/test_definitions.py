@@ -66,6 +66,17 @@ def test_gpu_recipe_config_file_is_valid(local_env):
     assert dg.validate_run_config(defs().resolve_job_def("everything"), recipe)
 
 
+def test_every_named_config_is_accepted_by_the_main_job(local_env):
+    import yaml
+
+    files = sorted((ROOT / "configs").glob("*.yaml"))
+    assert len(files) >= 2
+    for path in files:
+        assert dg.validate_run_config(
+            defs().resolve_job_def("everything"), yaml.safe_load(path.read_text())
+        ), path.name
+
+
 def test_environment_values_are_resolved_at_run_time_not_import(local_env, monkeypatch):
     from clothing_assets.assets.stages import clothing_dataset
 
