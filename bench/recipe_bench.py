@@ -40,6 +40,8 @@ RECIPES = {
     # smaller crops cost (112/128)^2 = 0.77 of a step: more epochs fit in the same budget
     "lowres": {"image_size": 112},
     "96px": {"image_size": 96},
+    "80px": {"image_size": 80},
+    "64px": {"image_size": 64},
     "ema": {"ema_decay": 0.99},
     "mix": {"mixup_alpha": 0.2, "cutmix_alpha": 1.0},
     "no-smoothing": {"label_smoothing": 0.0},
