@@ -39,6 +39,7 @@ RECIPES = {
     "default": {},
     # smaller crops cost (112/128)^2 = 0.77 of a step: more epochs fit in the same budget
     "lowres": {"image_size": 112},
+    "128px": {"image_size": 128},
     "96px": {"image_size": 96},
     "80px": {"image_size": 80},
     "64px": {"image_size": 64},

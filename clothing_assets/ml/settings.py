@@ -17,15 +17,18 @@ def _setting(default: Any, doc: str = "") -> Any:
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """Hyperparameters of a training run. The defaults train a resnet18 at 128 px for as many
-    of its 20 epochs as fit in 12 minutes, so the main job ends within 15 on a 2-core CPU;
+    """Hyperparameters of a training run. The defaults train a resnet18 at 64 px for as many
+    epochs (at most 100) as fit in 12 minutes, so the main job ends within 15 on a 2-core CPU
+    of either kind;
     `configs/resnet50_gpu.yaml` is the 25-epoch ResNet50 recipe for GPU machines."""
 
     architecture: str = _setting("resnet18", "Any torchvision classification model name.")
-    image_size: int = _setting(128, "Training crop side (px).")
-    n_epochs: int = _setting(20, "At most this many epochs.")
-    # 12: an AVX-512 BF16 CPU fits all 20 epochs (603 s measured), an AVX2 one 5 (about 130 s
-    # each); the job's other steps took about 1 minute of the 15 (10 min 16 s with 10 here)
+    # 64: in a fixed budget more epochs beat more pixels here. At equal compute, 64 px for 20
+    # epochs scored 20 points above 128 px for 5 (the AVX2 budget), and 64 px matched 128 px's
+    # 20 epochs at a quarter of the compute (BENCHMARKS.md, issue 17's recipe table)
+    image_size: int = _setting(64, "Training crop side (px).")
+    n_epochs: int = _setting(100, "At most this many epochs (the budget usually decides).")
+    # 12: the job's other steps took about 1 minute of the 15 (10 min 16 s with 10 here)
     max_train_minutes: float = _setting(
         12.0,
         "Wall-clock budget of training: the epochs that fit, from the throughput timed over "
@@ -38,7 +41,11 @@ class TrainSettings:
     warmup_epochs: float = _setting(1.0)
     downsample_to: float = _setting(1.0, "Fraction of the training data used.")
     val_fraction: float = _setting(0.1, "Stratified validation split of the catalog.")
-    checkpoint_every: int = _setting(50, "Checkpoint every N iterations (0: off).")
+    checkpoint_every: int = _setting(
+        200,
+        "Checkpoint every N iterations, and at an epoch end when N or more passed since the "
+        "last one (0: at every epoch end only).",
+    )
     seed: int = _setting(0)
     weights: str = _setting(
         "none", "'none' (random init) or 'imagenet' (downloads torchvision's weights)."

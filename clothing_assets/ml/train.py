@@ -470,6 +470,7 @@ class _Trainer:
         self.kept_model = self.ema.module if self.ema is not None else self.model
         self.forward = torch.compile(self.model) if settings.compile else self.model
         self.start_epoch, self.start_batch, self.step = 0, 0, 0
+        self.saved_step = 0  # the step of the last checkpoint written
         self.history: list[EpochStats] = []
         self.best: dict[str, Any] = {"acc": -1.0, "epoch": -1, "state": None}
 
@@ -482,6 +483,7 @@ class _Trainer:
         self.scheduler.load_state_dict(ckpt["scheduler"])
         torch.set_rng_state(ckpt["rng"]["torch"])
         self.start_epoch, self.start_batch, self.step = ckpt["epoch"], ckpt["batch"], ckpt["step"]
+        self.saved_step = self.step
         self.history = [EpochStats(**h) for h in ckpt["history"]]
         self.best = {
             "acc": ckpt["best_acc"],
@@ -495,6 +497,7 @@ class _Trainer:
             return
         try:
             save_atomic(self._checkpoint_dict(epoch, batch), self.checkpoint_path)
+            self.saved_step = self.step
         except OSError as exc:  # a lost checkpoint costs a resume, not the run
             self.on_warning(f"checkpoint at step {self.step} not written, training goes on: {exc}")
 
@@ -567,7 +570,12 @@ class _Trainer:
         )
         self.history.append(stats)
         self._keep_if_best(stats, epoch)
-        self.checkpoint(epoch + 1, 0)
+        # an epoch-end checkpoint too, unless one was written fewer than checkpoint_every steps
+        # ago: a resnet18 checkpoint is 179 MB, fsynced (0.6-1.5 s); one per short 64 px epoch
+        # would spend about a minute of a 12-minute budget
+        every = settings.checkpoint_every
+        if every <= 0 or self.step - self.saved_step >= every:
+            self.checkpoint(epoch + 1, 0)
         return stats
 
     def _keep_if_best(self, stats: EpochStats, epoch: int) -> None:
