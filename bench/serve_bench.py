@@ -43,7 +43,8 @@ CLIENTS = (1, 4, 16)
 
 def model_file(architecture: str, size: int) -> bytes:
     torch.manual_seed(0)
-    settings = TrainSettings(architecture=architecture, image_size=size)
+    # one view per image (eval_flip doubles the forward passes), as the recorded figures
+    settings = TrainSettings(architecture=architecture, image_size=size, eval_flip=False)
     payload = model_payload(build_model(architecture, len(CLASSES)).state_dict(), CLASSES, settings)
     buffer = io.BytesIO()
     torch.save(payload, buffer)

@@ -29,7 +29,8 @@ TORCH, ORT_INT8 = "torch", "onnxruntime-int8"
 RUNTIMES = ("auto", TORCH, ORT_INT8)
 INT8_FORMAT = "clothing-assets-onnx-int8/1"
 # payload entries the scorer needs besides the network (see train.model_payload)
-_META = ("architecture", "classes", "image_size", "cache_size", "mean", "std", "val_accuracy")
+_META = ("architecture", "classes", "image_size", "cache_size", "mean", "std", "val_accuracy",
+         "eval_flip")  # fmt: skip
 
 
 class RuntimeUnavailable(RuntimeError):

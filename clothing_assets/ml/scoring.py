@@ -138,7 +138,9 @@ def classify(
     amp_dtype: torch.dtype | None,
 ) -> torch.Tensor:
     """Softmax probabilities (N x classes, float32, on the CPU) of `prepare`d images, in one
-    forward pass: the eval preset (center crop, normalise) and autocast as in training.
+    forward pass: the eval preset (center crop, normalise) and autocast as in training. With
+    the model's `eval_flip` (the default since it was measured: +1 to +1.7 points on held-out
+    images), the mean of the image's and its mirror image's probabilities, in a second pass.
 
     The batch scorer and the model server both classify through here, so that the same model
     and image give the same answer on either path.
@@ -147,14 +149,17 @@ def classify(
         crop_size=payload["image_size"], mean=payload["mean"], std=payload["std"]
     )
     batch = torch.stack([image.to(device) for image in images])
+    views = [preset(batch)]
+    if payload.get("eval_flip"):  # model files from before the setting have none: one view
+        views.append(views[0].flip(3))
     with (
         torch.inference_mode(),
         torch.autocast(
             device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
         ),
     ):
-        logits = model(preset(batch))
-    return torch.softmax(logits.float(), dim=1).cpu()
+        probs = [torch.softmax(model(view).float(), dim=1) for view in views]
+    return (sum(probs) / len(probs)).cpu()
 
 
 def score_batch(

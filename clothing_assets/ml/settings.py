@@ -61,5 +61,10 @@ class TrainSettings:
         "Keep and validate an exponential moving average of the weights with this per-step "
         "decay (e.g. 0.998); 0: off.",
     )
+    eval_flip: bool = _setting(
+        True,
+        "Score and serve each image as the mean of its own and its mirror image's softmax "
+        "(two forward passes per image); validation during training uses one view.",
+    )
     mixup_alpha: float = _setting(0.0, "MixUp Beta(a, a); 0: off.")
     cutmix_alpha: float = _setting(0.0, "CutMix Beta(a, a); 0: off.")

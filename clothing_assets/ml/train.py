@@ -671,6 +671,7 @@ def model_payload(
         "classes": list(classes),
         "image_size": settings.image_size,
         "cache_size": cache_size(settings.image_size),
+        "eval_flip": settings.eval_flip,
         "mean": list(IMAGENET_MEAN),
         "std": list(IMAGENET_STD),
         "state_dict": state_dict,
