@@ -104,6 +104,23 @@ def plan_epochs(
     )  # fmt: skip
 
 
+# how far past the budget's training time the next epoch may be projected to end before the
+# run stops early: one AVX2 run (emulated, 2026-12-01) fell from 122 to 78 img/s after its
+# plan was measured, with nothing else running, and would have ended 2 minutes late
+OVERRUN = 1.1
+
+
+def over_budget(plan: EpochPlan, *, elapsed: float, last_epoch_seconds: float, done: int) -> bool:
+    """Whether a budgeted run should stop after its `done`-th epoch: another epoch at the pace
+    of the last one (`last_epoch_seconds`) would end more than OVERRUN past the training time
+    the plan allowed (the budget less its measurement), `elapsed` seconds having gone. Never
+    without a budget, nor once the planned epochs are done."""
+    if plan.budget_seconds is None or done >= plan.epochs:
+        return False
+    allowed = plan.budget_seconds - plan.spent_seconds
+    return elapsed + last_epoch_seconds > allowed * OVERRUN
+
+
 def resume_or_plan(stored: dict[str, Any] | None, make_plan: Callable[[], EpochPlan]) -> EpochPlan:
     """A resumed run's plan is the one its checkpoint stored, verbatim (never re-measured:
     the schedule it resumes was sized to it); otherwise `make_plan()` measures and plans."""

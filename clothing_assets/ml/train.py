@@ -19,7 +19,7 @@ import torchvision
 import torchvision.transforms.v2.functional as TF
 from torch import nn
 
-from clothing_assets.ml.budget import EpochPlan
+from clothing_assets.ml.budget import EpochPlan, over_budget
 from clothing_assets.ml.cpu import bf16_native, cpu_kind
 from clothing_assets.ml.durable import training_lock, write_bytes_atomic
 from clothing_assets.ml.images import cache_size
@@ -649,10 +649,17 @@ def _fit(
     started = time.perf_counter()
     for epoch in range(start_epoch, run.plan.epochs):
         stats = run.run_epoch(epoch, train, val, progress)
+        elapsed = time.perf_counter() - started
         if on_epoch is not None:
-            elapsed = time.perf_counter() - started
             eta = elapsed / max(1, epoch + 1 - start_epoch) * (run.plan.epochs - epoch - 1)
             on_epoch(stats, eta)
+        if over_budget(run.plan, elapsed=elapsed, last_epoch_seconds=stats.seconds, done=epoch + 1):
+            on_warning(
+                f"stopped after epoch {epoch + 1} of the {run.plan.epochs} planned: at the last "
+                f"epoch's pace ({stats.seconds:.0f}s) the next would end past the budget "
+                "(the machine slowed down after the plan was measured); the best epoch is kept"
+            )
+            break
     return run.result(val, resumed_from=resumed_from, started=started)
 
 

@@ -70,7 +70,7 @@ def test_every_named_config_is_accepted_by_the_main_job(local_env):
     import yaml
 
     files = sorted((ROOT / "configs").glob("*.yaml"))
-    assert len(files) >= 2
+    assert len(files) >= 1
     for path in files:
         assert dg.validate_run_config(
             defs().resolve_job_def("everything"), yaml.safe_load(path.read_text())

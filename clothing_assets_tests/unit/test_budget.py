@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from clothing_assets.ml.budget import EpochPlan, budget_seconds, plan_epochs, resume_or_plan
+from clothing_assets.ml.budget import (
+    EpochPlan,
+    budget_seconds,
+    over_budget,
+    plan_epochs,
+    resume_or_plan,
+)
 
 
 @pytest.mark.parametrize(
@@ -62,3 +68,24 @@ def test_a_plan_round_trips_through_plain_values():
     data = plan.as_dict()
     assert all(isinstance(v, (int, float, str, type(None))) for v in data.values())
     assert EpochPlan.from_dict(data) == plan
+
+
+@pytest.mark.parametrize(
+    ("elapsed", "last", "done", "stop"),
+    [
+        (300.0, 30.0, 10, False),  # on pace
+        (600.0, 30.0, 20, False),  # the next ends at 630 s, within 10 % of the 600 s allowed
+        (640.0, 30.0, 21, True),  # slowed down: the next would end at 670 s > 660 s
+        (700.0, 30.0, 25, False),  # the planned 25 are done: nothing left to stop
+    ],
+)
+def test_a_run_that_falls_behind_its_plan_stops_before_overrunning(elapsed, last, done, stop):
+    plan = plan_epochs(budget_seconds=610.0, seconds_per_epoch_estimate=24.0, max_epochs=100,
+                       spent_seconds=10.0)  # fmt: skip
+    assert plan.epochs == 25
+    assert over_budget(plan, elapsed=elapsed, last_epoch_seconds=last, done=done) is stop
+
+
+def test_a_run_without_a_budget_never_stops_early():
+    plan = plan_epochs(budget_seconds=None, seconds_per_epoch_estimate=None, max_epochs=5)
+    assert not over_budget(plan, elapsed=1e9, last_epoch_seconds=1e9, done=1)
