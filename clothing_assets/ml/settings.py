@@ -28,7 +28,7 @@ class TrainSettings:
     # 20 epochs at a quarter of the compute (BENCHMARKS.md, issue 17's recipe table)
     image_size: int = _setting(64, "Training crop side (px).")
     n_epochs: int = _setting(100, "At most this many epochs (the budget usually decides).")
-    # 12: the job's other steps took about 1 minute of the 15 (10 min 16 s with 10 here)
+    # 12: the whole default job took 11 min 42 s on AVX512-BF16 and 14 min 5 s on emulated AVX2
     max_train_minutes: float = _setting(
         12.0,
         "Wall-clock budget of training: the epochs that fit, from the throughput timed over "
