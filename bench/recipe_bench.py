@@ -12,7 +12,13 @@ view). Every evaluation of one split scores the same trained model, so they comp
 
 With `--minutes 0` the runs are compared at equal compute instead, which a shared machine
 cannot disturb: each recipe trains `--epochs` scaled by its pixels per crop against the
-default's ((128 / side)^2 epochs at `side` px, rounded).
+default's ((64 / side)^2 epochs at `side` px, rounded).
+
+With `--plan-first`, each recipe's epochs for `--minutes` are planned once, before any
+training, the way `trained_model` plans them (a few timed steps on a copy of the model, on the
+first split's data), and every split then trains that fixed number: an equal wall-clock budget
+across architectures, measured while the machine is quiet, and training that later load
+cannot skew. The plans are printed first.
 
 Prints one line per split and recipe, then a table of mean and spread (sample standard
 deviation over splits) per recipe and evaluation; its last line reads
@@ -23,6 +29,7 @@ import argparse
 import statistics
 import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -31,7 +38,14 @@ from clothing_assets.ml.cpu import tagged
 from clothing_assets.ml.data import load_images, stratified_split
 from clothing_assets.ml.images import cache_size
 from clothing_assets.ml.presets import ClassificationPresetEval
-from clothing_assets.ml.train import TrainSettings, amp_dtype_for, build_model, fit
+from clothing_assets.ml.throughput import measure_throughput, plan_training
+from clothing_assets.ml.train import (
+    TrainSettings,
+    amp_dtype_for,
+    build_model,
+    epoch_batches,
+    fit,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = ROOT.parent / "shared" / "clothing-dataset-small"
@@ -46,6 +60,12 @@ RECIPES = {
     "ema": {"ema_decay": 0.99},
     "mix": {"mixup_alpha": 0.2, "cutmix_alpha": 1.0},
     "no-smoothing": {"label_smoothing": 0.0},
+    # other torchvision families: 2.4x (64 px) and 1.7x (80 px) resnet18's training img/s at
+    # 64 px on a 2-core AVX2 EPYC (fp32), so a budget buys that many more epochs
+    "regnety400": {"architecture": "regnet_y_400mf"},
+    "regnety400-80": {"architecture": "regnet_y_400mf", "image_size": 80},
+    "regnety800-80": {"architecture": "regnet_y_800mf", "image_size": 80},
+    "regnetx800": {"architecture": "regnet_x_800mf"},
 }
 # name -> (evaluate the whole stored image rather than the center crop, add a flipped view)
 EVALS = {"crop": (False, False), "crop+flip": (False, True), "full": (True, False),
@@ -96,6 +116,35 @@ def _spread(values: list[float]) -> str:
     return f"{100 * statistics.mean(values):.1f}±{100 * sd:.1f}"
 
 
+def _split(labels: torch.Tensor, rel: list[str], holdout: float, seed: int, val_fraction: float):
+    """(train, validation, unseen) indices of one split seed."""
+    kept, unseen = holdout_split(labels, holdout, seed)
+    tr, va = stratified_split([rel[i] for i in kept], labels[kept].tolist(),
+                              val_fraction=val_fraction)  # fmt: skip
+    return torch.tensor(kept)[tr], torch.tensor(kept)[va], unseen
+
+
+def _plan_first(recipes, decoded, labels, rel, classes, holdout) -> dict[str, TrainSettings]:
+    """Each recipe with its budget turned into a fixed `n_epochs` (and no budget), planned as
+    `fit` plans, on split 0's data; one line per plan."""
+    device = torch.device("cpu")
+    planned = {}
+    for name, settings in recipes.items():
+        tr, va, _ = _split(labels, rel, holdout, 0, settings.val_fraction)
+        images = decoded[cache_size(settings.image_size)].images
+        model = build_model(settings.architecture, len(classes))
+        measure = partial(
+            measure_throughput, model.to(memory_format=torch.channels_last),
+            torch.nn.CrossEntropyLoss(), (images[tr], labels[tr]), (images[va], labels[va]),
+            settings=settings, device=device, amp_dtype=amp_dtype_for(device),
+        )  # fmt: skip
+        steps = len(epoch_batches(len(tr), settings.batch_size, seed=0, epoch=0))
+        plan = plan_training(None, settings, steps_per_epoch=steps, n_val=len(va), measure=measure)
+        print(tagged(f"plan {name}: {plan.describe()}"), flush=True)
+        planned[name] = replace(settings, n_epochs=plan.epochs, max_train_minutes=0.0)
+    return planned
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipes", nargs="+", default=["default", "lowres"])
@@ -103,6 +152,11 @@ def main() -> None:
     parser.add_argument("--holdout", type=float, default=0.2)
     parser.add_argument("--minutes", type=float, default=TrainSettings.max_train_minutes)
     parser.add_argument("--epochs", type=int, default=TrainSettings.n_epochs, help="at most")
+    parser.add_argument(
+        "--plan-first",
+        action="store_true",
+        help="plan each recipe's epochs for --minutes up front, then train them",
+    )
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     args = parser.parse_args()
     unknown = set(args.recipes) - set(RECIPES)
@@ -135,13 +189,12 @@ def main() -> None:
         + f", torch threads {torch.get_num_threads()}"
     ), flush=True)  # fmt: skip
 
+    if args.plan_first and args.minutes:
+        recipes = _plan_first(recipes, decoded, labels, rel, classes, args.holdout)
+
     scores: dict[tuple[str, str], dict[str, list[float]]] = {}
     for seed in range(args.splits):
-        kept, unseen = holdout_split(labels, args.holdout, seed)
-        tr, va = stratified_split(
-            [rel[i] for i in kept], labels[kept].tolist(), val_fraction=base.val_fraction
-        )
-        tr, va = torch.tensor(kept)[tr], torch.tensor(kept)[va]
+        tr, va, unseen = _split(labels, rel, args.holdout, seed, base.val_fraction)
         for name, settings in recipes.items():
             images = decoded[cache_size(settings.image_size)].images
             test_images = test_decoded[cache_size(settings.image_size)].images
