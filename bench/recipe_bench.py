@@ -60,8 +60,9 @@ RECIPES = {
     "ema": {"ema_decay": 0.99},
     "mix": {"mixup_alpha": 0.2, "cutmix_alpha": 1.0},
     "no-smoothing": {"label_smoothing": 0.0},
-    # other torchvision families: 2.4x (64 px) and 1.7x (80 px) resnet18's training img/s at
-    # 64 px on a 2-core AVX2 EPYC (fp32), so a budget buys that many more epochs
+    # other torchvision families: regnet_y_400mf planned at 2.3x (64 px) and 1.4x (80 px)
+    # resnet18's 64 px training img/s on a 2-core AVX2 EPYC (fp32, BENCHMARKS.md), so a budget
+    # buys that many more epochs; the 800mf ones are untried
     "regnety400": {"architecture": "regnet_y_400mf"},
     "regnety400-80": {"architecture": "regnet_y_400mf", "image_size": 80},
     "regnety800-80": {"architecture": "regnet_y_800mf", "image_size": 80},
@@ -160,6 +161,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     args = parser.parse_args()
     unknown = set(args.recipes) - set(RECIPES)
+    if args.plan_first and not args.minutes:
+        raise SystemExit("--plan-first plans a --minutes budget; give one above 0")
     if unknown:
         raise SystemExit(f"unknown recipes {sorted(unknown)}; known: {sorted(RECIPES)}")
 
