@@ -58,6 +58,7 @@ RECIPES = {
     "80px": {"image_size": 80},
     "64px": {"image_size": 64},
     "ema": {"ema_decay": 0.99},
+    "ema998": {"ema_decay": 0.998},
     "mix": {"mixup_alpha": 0.2, "cutmix_alpha": 1.0},
     "no-smoothing": {"label_smoothing": 0.0},
     # other torchvision families: regnet_y_400mf planned at 2.3x (64 px) and 1.4x (80 px)
@@ -158,6 +159,14 @@ def main() -> None:
         action="store_true",
         help="plan each recipe's epochs for --minutes up front, then train them",
     )
+    parser.add_argument(
+        "--eval-sizes",
+        type=int,
+        nargs="*",
+        default=[],
+        help="also score each model center-cropped at these sides (with the flip), from the "
+        "images stored for that side: evaluation above the training crop (FixRes)",
+    )
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     args = parser.parse_args()
     unknown = set(args.recipes) - set(RECIPES)
@@ -177,6 +186,7 @@ def main() -> None:
     test_files, test_labels, _ = _stage(args.data / "test", classes)
     decoded, test_decoded = {}, {}
     sides = {cache_size(s.image_size) for s in [base, *recipes.values()]}
+    sides |= {cache_size(side) for side in args.eval_sizes}
     for side in sorted(sides):
         decoded[side] = load_images([str(f) for f in files], side)
         test_decoded[side] = load_images([str(f) for f in test_files], side)
@@ -210,12 +220,16 @@ def main() -> None:
             model.load_state_dict(result.state_dict)
             model = model.to(memory_format=torch.channels_last).eval()
             line = []
-            views = {ev: (images, test_images, whole, flip) for ev, (whole, flip) in EVALS.items()}
+            views = {ev: (images, test_images, None if whole else settings.image_size, flip)
+                     for ev, (whole, flip) in EVALS.items()}  # fmt: skip
             if settings.image_size < base.image_size:  # also at the default's larger images
                 up = cache_size(base.image_size)
-                views["up-full+flip"] = (decoded[up].images, test_decoded[up].images, True, True)
-            for ev, (stored, test_stored, whole, flip) in views.items():
-                crop = None if whole else settings.image_size
+                views["up-full+flip"] = (decoded[up].images, test_decoded[up].images, None, True)
+            for side in args.eval_sizes:  # center crops at other sides than the training one
+                at = cache_size(side)  # the images stored for that side
+                stored, test_stored = decoded[at].images, test_decoded[at].images
+                views[f"crop{side}+flip"] = (stored, test_stored, side, True)
+            for ev, (stored, test_stored, crop, flip) in views.items():
                 got = scores.setdefault((name, ev), {"unseen": [], "test": []})
                 got["unseen"].append(accuracy(model, stored[unseen], labels[unseen],
                                               crop=crop, flip=flip))  # fmt: skip

@@ -196,9 +196,10 @@ def _fit(context, settings, data: "LabelledImages", model_store, rows) -> "FitRe
     )
     planned, per_epoch = {"epochs": settings.n_epochs}, max(1, len(tr) // settings.batch_size)
 
-    def on_plan(plan) -> None:
+    def on_plan(plan) -> None:  # before the first epoch, and after it if it re-planned
         planned["epochs"] = plan.epochs
-        bar.reset(total=plan.epochs * per_epoch)
+        bar.total = plan.epochs * per_epoch
+        bar.refresh()
         context.log.info(plan.describe())
 
     def on_epoch(stats, eta: float) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 
@@ -24,6 +24,9 @@ class EpochPlan:
     images_per_second: float | None = None
     spent_seconds: float = 0.0
     reason: str = "no budget: n_epochs"
+    final_seconds: float = 0.0
+    # the epochs the measurement planned, when the first epoch's time re-planned them
+    measured_epochs: int | None = None
 
     def describe(self) -> str:
         """One log line: the choice and the figures behind it."""
@@ -45,6 +48,8 @@ class EpochPlan:
             if self.budget_seconds
             else 0.0,
             "planned_epochs": self.epochs,
+            # what the timed steps alone planned, before the first epoch re-planned it
+            "measured_plan_epochs": self.measured_epochs or self.epochs,
             "epoch_plan": self.describe(),
             "measured_train_images_per_second": round(self.images_per_second, 1)
             if self.images_per_second
@@ -100,7 +105,40 @@ def plan_epochs(
     return EpochPlan(
         epochs=epochs, max_epochs=max_epochs, budget_seconds=budget_seconds,
         seconds_per_epoch=seconds_per_epoch_estimate, images_per_second=images_per_second,
-        spent_seconds=spent_seconds, reason=reason,
+        spent_seconds=spent_seconds, reason=reason, final_seconds=final_seconds,
+    )  # fmt: skip
+
+
+def replan_after_first_epoch(plan: EpochPlan, *, first_epoch_seconds: float) -> EpochPlan:
+    """The plan re-made from the first epoch's time (training and validation), which is a
+    better estimate than a few timed steps: those erred by 25 % either way on two machines
+    (BENCHMARKS.md). The first epoch counts as done; the rest of the budget, less the
+    measurement and the last validation pass, is divided by its time, between 1 and
+    `max_epochs` in all. Plans without a budget or a measurement, plans already re-made, and
+    plans whose epochs the first epoch confirms are returned as they are."""
+    if (
+        plan.budget_seconds is None
+        or plan.seconds_per_epoch is None
+        or plan.measured_epochs is not None
+        or first_epoch_seconds <= 0
+    ):
+        return plan
+    left = plan.budget_seconds - plan.spent_seconds - plan.final_seconds - first_epoch_seconds
+    epochs = min(plan.max_epochs, 1 + math.floor(max(0.0, left) / first_epoch_seconds))
+    if epochs == plan.epochs:  # the measurement was right enough: nothing changes
+        return plan
+    fits = "all" if epochs == plan.max_epochs else f"{epochs} of the {plan.max_epochs}"
+    reason = (
+        f"re-planned after epoch 1 ({first_epoch_seconds:.1f}s against "
+        f"{plan.seconds_per_epoch:.1f}s measured, which planned {plan.epochs}): the budget fits "
+        f"{fits} n_epochs"
+    )
+    images_per_second = plan.images_per_second
+    if images_per_second:  # the same images in the epoch's time
+        images_per_second *= plan.seconds_per_epoch / first_epoch_seconds
+    return replace(
+        plan, epochs=epochs, seconds_per_epoch=first_epoch_seconds,
+        images_per_second=images_per_second, reason=reason, measured_epochs=plan.epochs,
     )  # fmt: skip
 
 

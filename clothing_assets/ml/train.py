@@ -19,7 +19,7 @@ import torchvision
 import torchvision.transforms.v2.functional as TF
 from torch import nn
 
-from clothing_assets.ml.budget import EpochPlan, over_budget
+from clothing_assets.ml.budget import EpochPlan, over_budget, replan_after_first_epoch
 from clothing_assets.ml.cpu import bf16_native, cpu_kind
 from clothing_assets.ml.durable import training_lock, write_bytes_atomic
 from clothing_assets.ml.images import cache_size
@@ -368,9 +368,10 @@ def fit(
     """Train a fresh (or resumed) model and return the best validation epoch's weights.
 
     With `max_train_minutes`, a few steps are timed first (on a copy: the run is unchanged)
-    and the epochs that fit, at most `n_epochs`, are planned once; the learning-rate schedule
-    is sized to them, the checkpoint keeps the plan and a resumed run reuses it. `on_plan`
-    gets the plan before the first epoch.
+    and the epochs that fit, at most `n_epochs`, are planned; a fresh run re-plans once from
+    its first epoch's time (`budget.replan_after_first_epoch`), still within the warmup. The
+    learning-rate schedule is sized to the plan, the checkpoint keeps it and a resumed run
+    reuses it. `on_plan` gets the plan before the first epoch, and again if it is re-made.
 
     A checkpoint is written every `checkpoint_every` steps and at every epoch end; if
     `checkpoint_path` holds one with the same `fingerprint`, training resumes from it and ends
@@ -415,10 +416,17 @@ def _plan_and_schedule(
     log.info(plan.describe())
     if on_plan is not None:
         on_plan(plan)
+    schedule = planned_schedule(plan, settings, steps_per_epoch)
+    return plan, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+
+def planned_schedule(
+    plan: EpochPlan, settings: TrainSettings, steps_per_epoch: int
+) -> Callable[[int], float]:
+    """The warmup-cosine LR multiplier sized to the plan's epochs."""
     total_steps = max(1, steps_per_epoch * plan.epochs)
     warmup = min(total_steps // 2, int(settings.warmup_epochs * steps_per_epoch))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, warmup))
-    return plan, scheduler
+    return warmup_cosine(total_steps, warmup)
 
 
 def _make_ema(model: nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel | None:
@@ -490,6 +498,22 @@ class _Trainer:
             "epoch": ckpt["best_epoch"],
             "state": ckpt["best_model"],
         }
+
+    def replan(
+        self, plan: EpochPlan, n_train: int, on_plan: Callable[[EpochPlan], None] | None
+    ) -> None:
+        """Adopt a re-made plan: the LR schedule is re-sized to its epochs. Done at the end of
+        the first epoch, within the warmup (one epoch by default), the LR so far is the same
+        under either plan; the next checkpoint stores the new plan, which a resume keeps."""
+        if plan == self.plan:
+            return
+        self.plan = plan
+        steps = len(epoch_batches(n_train, self.settings.batch_size, seed=0, epoch=0))
+        schedule = planned_schedule(plan, self.settings, steps)
+        self.scheduler.lr_lambdas = [schedule] * len(self.optimizer.param_groups)
+        log.info(plan.describe())
+        if on_plan is not None:
+            on_plan(plan)
 
     def checkpoint(self, epoch: int, batch: int) -> None:
         """Save the run to resume before batch `batch` of epoch `epoch`; a failure only warns."""
@@ -646,10 +670,13 @@ def _fit(
     if ckpt is not None:
         run.restore(ckpt)
     resumed_from, start_epoch = run.step, run.start_epoch
-    started = time.perf_counter()
-    for epoch in range(start_epoch, run.plan.epochs):
+    started, epoch = time.perf_counter(), start_epoch
+    while epoch < run.plan.epochs:
         stats = run.run_epoch(epoch, train, val, progress)
         elapsed = time.perf_counter() - started
+        if epoch == 0 and resumed_from == 0:  # a fresh run's first epoch: re-plan from it
+            run.replan(replan_after_first_epoch(run.plan, first_epoch_seconds=stats.seconds),
+                       len(train[0]), on_plan)  # fmt: skip
         if on_epoch is not None:
             eta = elapsed / max(1, epoch + 1 - start_epoch) * (run.plan.epochs - epoch - 1)
             on_epoch(stats, eta)
@@ -660,6 +687,7 @@ def _fit(
                 "(the machine slowed down after the plan was measured); the best epoch is kept"
             )
             break
+        epoch += 1
     return run.result(val, resumed_from=resumed_from, started=started)
 
 

@@ -9,6 +9,7 @@ from clothing_assets.ml.budget import (
     budget_seconds,
     over_budget,
     plan_epochs,
+    replan_after_first_epoch,
     resume_or_plan,
 )
 
@@ -89,3 +90,57 @@ def test_a_run_that_falls_behind_its_plan_stops_before_overrunning(elapsed, last
 def test_a_run_without_a_budget_never_stops_early():
     plan = plan_epochs(budget_seconds=None, seconds_per_epoch_estimate=None, max_epochs=5)
     assert not over_budget(plan, elapsed=1e9, last_epoch_seconds=1e9, done=1)
+
+
+def _measured(epochs_fit: int = 5) -> EpochPlan:
+    # 610 s budget, 10 s measuring, 4 s last validation: (610 - 10 - 4) / 110 = 5.4 -> 5
+    return plan_epochs(
+        budget_seconds=610.0, seconds_per_epoch_estimate=596.0 / (epochs_fit + 0.4),
+        max_epochs=20, spent_seconds=10.0, final_seconds=4.0, images_per_second=50.0,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("first", "epochs", "why"),
+    [
+        (80.0, 7, "7 of the 20"),  # faster than measured: 1 + (596 - 80) / 80 = 7.45 -> 7
+        (150.0, 3, "3 of the 20"),  # slower: 1 + (596 - 150) / 150 = 3.97 -> 3
+        (5.0, 20, "all n_epochs"),  # much faster: n_epochs is still the bound
+        (900.0, 1, "1 of the 20"),  # the first epoch alone used the budget: stop after it
+    ],
+)
+def test_the_first_epoch_re_plans_a_measured_plan(first, epochs, why):
+    measured = _measured()
+    assert measured.epochs == 5
+    plan = replan_after_first_epoch(measured, first_epoch_seconds=first)
+    assert plan.epochs == epochs and plan.measured_epochs == 5
+    assert "re-planned after epoch 1" in plan.reason and why in plan.describe()
+    assert plan.seconds_per_epoch == first
+    assert plan.images_per_second == pytest.approx(50.0 * measured.seconds_per_epoch / first)
+    assert plan.metadata()["measured_plan_epochs"] == 5
+    assert plan.metadata()["planned_epochs"] == epochs
+    # once only: a re-made plan is final, and it round-trips through a checkpoint
+    assert replan_after_first_epoch(plan, first_epoch_seconds=1.0) is plan
+    assert EpochPlan.from_dict(plan.as_dict()) == plan
+
+
+@pytest.mark.parametrize(
+    "plan",
+    [
+        _measured(),  # the first epoch took what the measurement said: nothing changes
+        plan_epochs(budget_seconds=None, seconds_per_epoch_estimate=None, max_epochs=5),
+        plan_epochs(budget_seconds=60.0, seconds_per_epoch_estimate=None, max_epochs=5),
+    ],
+    ids=["confirmed", "no budget", "nothing measured"],
+)
+def test_plans_the_first_epoch_cannot_improve_stay_as_they_are(plan):
+    first = plan.seconds_per_epoch or 1.0
+    assert replan_after_first_epoch(plan, first_epoch_seconds=first) is plan
+    assert plan.metadata()["measured_plan_epochs"] == plan.epochs
+
+
+def test_a_checkpoint_plan_from_before_re_planning_still_loads():
+    """Checkpoints written before `final_seconds` and `measured_epochs` existed resume."""
+    old = {k: v for k, v in _measured().as_dict().items()
+           if k not in ("final_seconds", "measured_epochs")}  # fmt: skip
+    assert EpochPlan.from_dict(old).epochs == 5

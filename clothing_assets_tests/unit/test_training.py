@@ -259,3 +259,39 @@ def test_a_resumed_run_keeps_the_plan_of_its_checkpoint(tmp_path):
     assert resumed.resumed_from_step > 0
     assert resumed.plan.epochs == 2 and resumed.plan.budget_seconds is None
     assert [h.epoch for h in resumed.history] == [1, 2]
+
+
+def test_a_re_made_plan_resizes_the_schedule_and_keeps_the_lr_so_far():
+    """After the first epoch (the warmup), a re-plan from 3 to 6 epochs stretches the cosine to
+    end at 0 after 6 epochs; the warmup's LRs are the same under both plans."""
+    from clothing_assets.ml.budget import EpochPlan
+    from clothing_assets.ml.train import _Trainer, planned_schedule
+
+    settings = replace(SETTINGS, n_epochs=6, warmup_epochs=1.0)
+    run = _Trainer(settings, ["a", "b", "c"], torch.device("cpu"), checkpoint_path=None,
+                   fingerprint="", on_warning=print)  # fmt: skip
+    steps, n_train = 3, 24  # 24 images in batches of 8
+    run.plan = EpochPlan(epochs=3, max_epochs=6, budget_seconds=60.0, seconds_per_epoch=20.0)
+    run.scheduler = torch.optim.lr_scheduler.LambdaLR(
+        run.optimizer, planned_schedule(run.plan, settings, steps)
+    )
+    warmup = []
+    for _ in range(steps):  # the first epoch
+        warmup.append(run.optimizer.param_groups[0]["lr"])
+        run.optimizer.step()
+        run.scheduler.step()
+    seen = []
+    longer = replace(run.plan, epochs=6, measured_epochs=3, reason="re-planned after epoch 1")
+    run.replan(longer, n_train, seen.append)
+    assert run.plan is longer and seen == [longer]
+    lrs = []
+    for _ in range(5 * steps):  # the five epochs left
+        run.optimizer.step()
+        run.scheduler.step()
+        lrs.append(run.optimizer.param_groups[0]["lr"])
+    six = planned_schedule(longer, settings, steps)
+    assert warmup == pytest.approx([settings.base_lr * six(s) for s in range(steps)])
+    assert lrs[-1] == pytest.approx(0.0, abs=1e-12)  # the cosine ends with the 6th epoch
+    assert min(lrs[:-1]) > 0  # and not before (3 epochs would have reached 0 at step 9)
+    run.replan(longer, n_train, seen.append)  # the same plan again: nothing happens
+    assert seen == [longer]
