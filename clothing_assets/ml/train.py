@@ -478,6 +478,8 @@ class _Trainer:
         self.kept_model = self.ema.module if self.ema is not None else self.model
         self.forward = torch.compile(self.model) if settings.compile else self.model
         self.start_epoch, self.start_batch, self.step = 0, 0, 0
+        self.fresh = True  # not resumed: its first epoch may re-plan the budget
+        self.on_plan: Callable[[EpochPlan], None] | None = None
         self.saved_step = 0  # the step of the last checkpoint written
         self.history: list[EpochStats] = []
         self.best: dict[str, Any] = {"acc": -1.0, "epoch": -1, "state": None}
@@ -491,7 +493,7 @@ class _Trainer:
         self.scheduler.load_state_dict(ckpt["scheduler"])
         torch.set_rng_state(ckpt["rng"]["torch"])
         self.start_epoch, self.start_batch, self.step = ckpt["epoch"], ckpt["batch"], ckpt["step"]
-        self.saved_step = self.step
+        self.saved_step, self.fresh = self.step, False
         self.history = [EpochStats(**h) for h in ckpt["history"]]
         self.best = {
             "acc": ckpt["best_acc"],
@@ -504,7 +506,7 @@ class _Trainer:
     ) -> None:
         """Adopt a re-made plan: the LR schedule is re-sized to its epochs. Done at the end of
         the first epoch, within the warmup (one epoch by default), the LR so far is the same
-        under either plan; the next checkpoint stores the new plan, which a resume keeps."""
+        under either plan; the epoch's checkpoint stores the new plan, which a resume keeps."""
         if plan == self.plan:
             return
         self.plan = plan
@@ -594,6 +596,10 @@ class _Trainer:
         )
         self.history.append(stats)
         self._keep_if_best(stats, epoch)
+        if epoch == 0 and self.fresh:  # re-plan before the checkpoint below, so that it keeps
+            # the plan this run goes on with, and a resume trains what this run would have
+            self.replan(replan_after_first_epoch(self.plan, first_epoch_seconds=stats.seconds),
+                        len(train[0]), self.on_plan)  # fmt: skip
         # an epoch-end checkpoint too, unless one was written fewer than checkpoint_every steps
         # ago: a resnet18 checkpoint is 179 MB, fsynced (0.6-1.5 s); one per short 64 px epoch
         # would spend about a minute of a 12-minute budget
@@ -667,6 +673,7 @@ def _fit(
         ckpt, settings, run.model, run.criterion, run.optimizer, train, val,
         device=device, amp_dtype=run.amp_dtype, on_plan=on_plan,
     )  # fmt: skip
+    run.on_plan = on_plan
     if ckpt is not None:
         run.restore(ckpt)
     resumed_from, start_epoch = run.step, run.start_epoch
@@ -674,9 +681,6 @@ def _fit(
     while epoch < run.plan.epochs:
         stats = run.run_epoch(epoch, train, val, progress)
         elapsed = time.perf_counter() - started
-        if epoch == 0 and resumed_from == 0:  # a fresh run's first epoch: re-plan from it
-            run.replan(replan_after_first_epoch(run.plan, first_epoch_seconds=stats.seconds),
-                       len(train[0]), on_plan)  # fmt: skip
         if on_epoch is not None:
             eta = elapsed / max(1, epoch + 1 - start_epoch) * (run.plan.epochs - epoch - 1)
             on_epoch(stats, eta)
