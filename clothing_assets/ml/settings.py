@@ -35,7 +35,10 @@ class TrainSettings:
         "the first steps (at most n_epochs); 0: no budget, n_epochs.",
     )
     batch_size: int = _setting(64)
-    base_lr: float = _setting(0.003, "AdamW peak learning rate.")
+    optimizer: str = _setting(
+        "adamw", "'adamw' or 'sgd' (Nesterov momentum 0.9; weight decay as L2)."
+    )
+    base_lr: float = _setting(0.003, "Peak learning rate.")
     weight_decay: float = _setting(0.05)
     label_smoothing: float = _setting(0.1)
     warmup_epochs: float = _setting(1.0)

@@ -42,7 +42,7 @@ class Throughput:
 def _time_steps(model, criterion, images, labels, *, settings, device, amp_dtype) -> float | None:
     """Seconds per training step of a copy of `model`, over TIMED_STEPS after WARMUP_STEPS."""
     twin = copy.deepcopy(model)
-    optimizer = make_optimizer(twin, settings.base_lr, settings.weight_decay)
+    optimizer = make_optimizer(twin, settings.base_lr, settings.weight_decay, settings.optimizer)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _step: 1.0)
     preset = ClassificationPresetTrain(crop_size=settings.image_size)
     marks: list[float] = []

@@ -15,6 +15,7 @@ from clothing_assets.ml.train import (
     build_model,
     fit,
     load_model,
+    make_optimizer,
     mix_batch,
     model_payload,
     save_atomic,
@@ -54,6 +55,8 @@ def test_fit_learns_and_reports_every_epoch():
 RECIPES = {
     "plain": {},
     "ema+mixup+cutmix": {"ema_decay": 0.9, "mixup_alpha": 0.2, "cutmix_alpha": 1.0},
+    # SGD's momentum buffers are optimizer state a resume must restore, like AdamW's moments
+    "sgd": {"optimizer": "sgd", "base_lr": 0.05, "weight_decay": 5e-4},
 }
 
 
@@ -93,6 +96,32 @@ def test_resumed_training_equals_uninterrupted_training(tmp_path, interrupt, rec
     for key, tensor in whole.state_dict.items():
         if tensor.is_floating_point():
             torch.testing.assert_close(resumed.state_dict[key], tensor, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("kind", "cls", "hyper"),
+    [("adamw", torch.optim.AdamW, {}), ("sgd", torch.optim.SGD, {"nesterov": True})],
+)
+def test_make_optimizer_builds_the_named_kind_with_its_fused_kernel(kind, cls, hyper):
+    optimizer = make_optimizer(build_model("resnet18", 3), 0.01, 1e-4, kind)
+    group = optimizer.param_groups[0]
+    assert type(optimizer) is cls
+    assert (group["lr"], group["weight_decay"], group["fused"]) == (0.01, 1e-4, True)
+    assert all(group[name] == value for name, value in hyper.items())
+
+
+def test_an_unknown_optimizer_is_refused_with_the_known_ones():
+    with pytest.raises(ValueError, match="'adam' is not one of adamw, sgd"):
+        make_optimizer(build_model("resnet18", 3), 0.01, 1e-4, "adam")
+
+
+@pytest.mark.slow  # trains: not in make test-fast
+def test_sgd_training_learns():
+    images, labels = _data()
+    settings = replace(SETTINGS, n_epochs=4, optimizer="sgd", base_lr=0.01, weight_decay=5e-4)
+    result = fit(images, labels, images, labels, ["a", "b", "c"], settings)
+    first, last = result.history[0], result.history[-1]
+    assert last.train_loss < 0.5 * first.train_loss and last.train_acc >= 0.9
 
 
 @pytest.mark.parametrize(("mixup", "cutmix"), [(0.0, 0.0), (0.4, 0.0), (0.0, 1.0), (0.2, 1.0)])
@@ -136,7 +165,6 @@ def test_ema_with_no_memory_keeps_the_live_weights_and_with_long_memory_the_earl
     assert moved > 10 * (plain.state_dict[key] - short.state_dict[key]).abs().max()
 
 
-@pytest.mark.slow
 @pytest.mark.slow  # trains: not in make test-fast
 def test_compiled_training_matches_eager_training():
     """torch.compile (inductor, on this CPU) trains the same model as eager mode."""
@@ -295,3 +323,43 @@ def test_a_re_made_plan_resizes_the_schedule_and_keeps_the_lr_so_far():
     assert min(lrs[:-1]) > 0  # and not before (3 epochs would have reached 0 at step 9)
     run.replan(longer, n_train, seen.append)  # the same plan again: nothing happens
     assert seen == [longer]
+
+
+@pytest.mark.slow  # trains: not in make test-fast
+def test_a_resume_from_the_first_epochs_checkpoint_keeps_the_re_made_plan(tmp_path, monkeypatch):
+    """With a checkpoint at every epoch end, the one written after epoch 1 holds the plan
+    re-made from that epoch, so a crash right after it resumes to the same end. The re-plan
+    is made deterministic here (3 epochs planned, re-made to 2): nothing is timed."""
+    from clothing_assets.ml import train
+
+    calls = []
+
+    def two_epochs(plan, *, first_epoch_seconds):
+        calls.append(plan.epochs)
+        return replace(plan, epochs=2, measured_epochs=plan.epochs, reason="re-planned")
+
+    monkeypatch.setattr(train, "replan_after_first_epoch", two_epochs)
+    images, labels = _data()
+    val = (images[:6], labels[:6])
+    settings = replace(SETTINGS, n_epochs=3, max_train_minutes=600, checkpoint_every=0)
+    whole = fit(images, labels, *val, ["a", "b", "c"], settings)
+    assert whole.plan.epochs == 2 and [h.epoch for h in whole.history] == [1, 2]
+
+    def stop(stats, eta):
+        raise Interrupted
+
+    ckpt = tmp_path / "checkpoint.pt"
+    with pytest.raises(Interrupted):
+        fit(images, labels, *val, ["a", "b", "c"], settings, checkpoint_path=ckpt,
+            fingerprint="f", on_epoch=stop)  # fmt: skip
+    assert calls == [3, 3]  # each fresh run re-planned once, from the 3 epochs it measured
+    resumed = fit(
+        images, labels, *val, ["a", "b", "c"], settings, checkpoint_path=ckpt, fingerprint="f"
+    )
+    assert calls == [3, 3]  # a resumed run does not re-plan
+    assert resumed.resumed_from_step > 0
+    assert (resumed.plan.epochs, resumed.plan.measured_epochs) == (2, 3)
+    assert [h.epoch for h in resumed.history] == [1, 2]
+    for key, tensor in whole.state_dict.items():
+        if tensor.is_floating_point():
+            torch.testing.assert_close(resumed.state_dict[key], tensor, rtol=1e-3, atol=1e-4)
