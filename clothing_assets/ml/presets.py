@@ -91,6 +91,11 @@ class ClassificationPresetTrain:
         scale: tuple[float, float] = (0.25, 1.0),
         hflip_prob: float = 0.5,
     ) -> None:
+        if not 0 < scale[0] <= scale[1] <= 1:
+            raise ValueError(
+                f"crop scale {scale} must be fractions of the image's area with "
+                "0 < smallest <= largest <= 1 (crop_scale_min)"
+            )
         self.crop_size = crop_size
         self.mean, self.std = tuple(mean), tuple(std)
         self.scale = scale

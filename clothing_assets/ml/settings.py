@@ -41,6 +41,9 @@ class TrainSettings:
     base_lr: float = _setting(0.003, "Peak learning rate.")
     weight_decay: float = _setting(0.05)
     label_smoothing: float = _setting(0.1)
+    crop_scale_min: float = _setting(
+        0.25, "Random-resized-crop: the smallest crop, as a fraction of the image's area."
+    )
     warmup_epochs: float = _setting(1.0)
     downsample_to: float = _setting(1.0, "Fraction of the training data used.")
     val_fraction: float = _setting(0.1, "Stratified validation split of the catalog.")

@@ -44,7 +44,9 @@ def _time_steps(model, criterion, images, labels, *, settings, device, amp_dtype
     twin = copy.deepcopy(model)
     optimizer = make_optimizer(twin, settings.base_lr, settings.weight_decay, settings.optimizer)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _step: 1.0)
-    preset = ClassificationPresetTrain(crop_size=settings.image_size)
+    preset = ClassificationPresetTrain(
+        crop_size=settings.image_size, scale=(settings.crop_scale_min, 1.0)
+    )
     marks: list[float] = []
 
     def on_step(_batch: int, _n: int) -> None:

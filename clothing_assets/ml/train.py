@@ -486,7 +486,9 @@ class _Trainer:
             torch.backends.cudnn.benchmark = (
                 True  # fixed shapes: let cuDNN pick its fastest kernels
             )
-        self.train_preset = ClassificationPresetTrain(crop_size=settings.image_size)
+        self.train_preset = ClassificationPresetTrain(
+            crop_size=settings.image_size, scale=(settings.crop_scale_min, 1.0)
+        )
         self.eval_preset = ClassificationPresetEval(crop_size=settings.image_size)
         self.ema = _make_ema(self.model, settings.ema_decay)
         # the model that is validated and kept: the weight average when there is one

@@ -194,6 +194,22 @@ def test_batched_crop_matches_torchvision_resized_crop(side, crop, flip):
         assert torch.allclose(got[:, 1:-1, 1:-1], want[:, 1:-1, 1:-1], atol=1e-2)
 
 
+@pytest.mark.parametrize("smallest", [0.25, 0.5, 0.9])
+def test_random_crops_cover_at_least_the_smallest_area(smallest):
+    gen = torch.Generator().manual_seed(2)
+    preset = ClassificationPresetTrain(crop_size=32, scale=(smallest, 1.0))
+    for _ in range(50):
+        _top, _left, h, w = crop_params(100, 100, preset.scale, (3 / 4, 4 / 3), gen)
+        # crop_params rounds each side, so the area may fall short by about one pixel row
+        assert h * w >= smallest * 100 * 100 - 2 * 100
+
+
+@pytest.mark.parametrize("scale", [(0.0, 1.0), (0.6, 0.5), (0.5, 1.5), (-0.1, 1.0)])
+def test_a_crop_scale_outside_the_image_is_refused(scale):
+    with pytest.raises(ValueError, match="crop_scale_min"):
+        ClassificationPresetTrain(crop_size=32, scale=scale)
+
+
 def test_crop_flip_theta_identity_box():
     """A whole-image box without flip is the identity matrix; with flip, x is mirrored."""
     theta = crop_flip_theta(1, 10, 10, (1.0, 1.0), (1.0, 1.0), 0.0, torch.Generator())
