@@ -66,6 +66,7 @@ RECIPES = {
     # ... and CutMix lost 4 points at 68 epochs (BENCHMARKS.md): try milder crops instead
     "scale50": {"crop_scale_min": 0.5},
     "scale35": {"crop_scale_min": 0.35},
+    "wd002": {"weight_decay": 0.02},
     "no-smoothing": {"label_smoothing": 0.0},
     # CIFAR-style SGD for a ResNet from scratch: lr 0.1 per 128 images, L2 5e-4
     "sgd": {"optimizer": "sgd", "base_lr": 0.05, "weight_decay": 5e-4},
