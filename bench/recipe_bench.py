@@ -73,6 +73,9 @@ RECIPES = {
     # other torchvision families: regnet_y_400mf planned at 2.3x (64 px) and 1.4x (80 px)
     # resnet18's 64 px training img/s on a 2-core AVX2 EPYC (fp32, BENCHMARKS.md), so a budget
     # buys that many more epochs; the 800mf ones are untried
+    # deeper at the same 64 px: 179 against resnet18's 294 img/s on AMX-BF16 (BENCHMARKS.md),
+    # so an equal budget is 0.61 of resnet18's epochs (`--epochs` is not scaled for depth)
+    "resnet34": {"architecture": "resnet34"},
     "regnety400": {"architecture": "regnet_y_400mf"},
     "regnety400-80": {"architecture": "regnet_y_400mf", "image_size": 80},
     "regnety800-80": {"architecture": "regnet_y_800mf", "image_size": 80},

@@ -1,0 +1,68 @@
+"""fp32 training-step throughput by memory format and batch size, to pick the fastest fp32 path
+on a CPU without native bf16 (the AVX2 kind). Random tensors, AdamW (fused), no augmentation;
+the variants alternate `--repeats` times in one run and medians are printed.
+
+    python bench/fp32_step.py --arch resnet18 --image-size 64 --batch-sizes 32 64 128
+
+Its last line reads `fp32_step: <format> b<batch> <img/s>, ...` tagged with the CPU kind.
+"""
+
+import argparse
+import statistics
+import time
+
+import torch
+import torchvision
+
+from clothing_assets.ml.cpu import tagged
+
+FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
+
+
+def make_step(arch: str, size: int, batch: int, fmt: torch.memory_format):
+    """A closure running one fp32 training step of `arch` on a fixed random batch."""
+    torch.manual_seed(0)
+    model = torchvision.models.get_model(arch, num_classes=10).to(memory_format=fmt)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
+    x = torch.randn(batch, 3, size, size).contiguous(memory_format=fmt)
+    y = torch.randint(0, 10, (batch,))
+
+    def step() -> None:
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    step()
+    step()  # warm-up: oneDNN picks its kernels on the first calls
+    return step
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", default="resnet18")
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 64, 128])
+    parser.add_argument("--images", type=int, default=512, help="images per timed repeat")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
+    steps = {
+        (name, b): make_step(args.arch, args.image_size, b, fmt)
+        for name, fmt in FORMATS.items()
+        for b in args.batch_sizes
+    }
+    rates: dict[tuple[str, int], list[float]] = {key: [] for key in steps}
+    for _ in range(args.repeats):
+        for (name, b), step in steps.items():
+            n = max(1, args.images // b)
+            t = time.perf_counter()
+            for _ in range(n):
+                step()
+            rates[(name, b)].append(n * b / (time.perf_counter() - t))
+    medians = [f"{name} b{b} {statistics.median(r):.1f} img/s" for (name, b), r in rates.items()]
+    print(tagged(f"fp32_step: {args.arch} {args.image_size}px, " + ", ".join(medians)))
+
+
+if __name__ == "__main__":
+    main()
