@@ -25,7 +25,7 @@ class EpochPlan:
     spent_seconds: float = 0.0
     reason: str = "no budget: n_epochs"
     final_seconds: float = 0.0
-    # the epochs the measurement planned, when the first epoch's time re-planned them
+    # the epochs the measurement planned, when an early epoch's time re-planned them
     measured_epochs: int | None = None
 
     def describe(self) -> str:
@@ -48,7 +48,7 @@ class EpochPlan:
             if self.budget_seconds
             else 0.0,
             "planned_epochs": self.epochs,
-            # what the timed steps alone planned, before the first epoch re-planned it
+            # what the timed steps alone planned, before an early epoch re-planned it
             "measured_plan_epochs": self.measured_epochs or self.epochs,
             "epoch_plan": self.describe(),
             "measured_train_images_per_second": round(self.images_per_second, 1)
@@ -109,35 +109,52 @@ def plan_epochs(
     )  # fmt: skip
 
 
-def replan_after_first_epoch(plan: EpochPlan, *, first_epoch_seconds: float) -> EpochPlan:
-    """The plan re-made from the first epoch's time (training and validation), which is a
+# the epoch whose time re-plans a measured plan of at least REPLAN_MIN_EPOCHS: the first epoch
+# carries one-off costs (26.5 s against 22 s for each later one on a real AVX2 EPYC,
+# 2026-12-03), the second runs at the steady pace. Shorter plans re-plan from epoch 1, within
+# the warmup, where the re-sized schedule leaves the LR so far unchanged; after epoch 2 of 15
+# or more, a re-plan by 25 % either way moves the LR by under 2 %.
+REPLAN_EPOCH = 2
+REPLAN_MIN_EPOCHS = 15
+
+
+def replan_epoch(plan: EpochPlan) -> int:
+    """After which epoch (1-based) a fresh run re-plans `plan` from that epoch's time."""
+    return REPLAN_EPOCH if plan.epochs >= REPLAN_MIN_EPOCHS else 1
+
+
+def replan_after_epoch(
+    plan: EpochPlan, *, done: int, elapsed_seconds: float, epoch_seconds: float
+) -> EpochPlan:
+    """The plan re-made from the time of epoch `done` (training and validation), which is a
     better estimate than a few timed steps: those erred by 25 % either way on two machines
-    (BENCHMARKS.md). The first epoch counts as done; the rest of the budget, less the
-    measurement and the last validation pass, is divided by its time, between 1 and
-    `max_epochs` in all. Plans without a budget or a measurement, plans already re-made, and
-    plans whose epochs the first epoch confirms are returned as they are."""
+    (BENCHMARKS.md). The `done` epochs, which took `elapsed_seconds` in all, count as done;
+    the rest of the budget, less the measurement and the last validation pass, is divided by
+    `epoch_seconds`, between `done` and `max_epochs` in all. Plans without a budget or a
+    measurement, plans already re-made, and plans whose epochs the epoch confirms are
+    returned as they are."""
     if (
         plan.budget_seconds is None
         or plan.seconds_per_epoch is None
         or plan.measured_epochs is not None
-        or first_epoch_seconds <= 0
+        or epoch_seconds <= 0
     ):
         return plan
-    left = plan.budget_seconds - plan.spent_seconds - plan.final_seconds - first_epoch_seconds
-    epochs = min(plan.max_epochs, 1 + math.floor(max(0.0, left) / first_epoch_seconds))
+    left = plan.budget_seconds - plan.spent_seconds - plan.final_seconds - elapsed_seconds
+    epochs = min(plan.max_epochs, done + math.floor(max(0.0, left) / epoch_seconds))
     if epochs == plan.epochs:  # the measurement was right enough: nothing changes
         return plan
     fits = "all" if epochs == plan.max_epochs else f"{epochs} of the {plan.max_epochs}"
     reason = (
-        f"re-planned after epoch 1 ({first_epoch_seconds:.1f}s against "
+        f"re-planned after epoch {done} ({epoch_seconds:.1f}s against "
         f"{plan.seconds_per_epoch:.1f}s measured, which planned {plan.epochs}): the budget fits "
         f"{fits} n_epochs"
     )
     images_per_second = plan.images_per_second
     if images_per_second:  # the same images in the epoch's time
-        images_per_second *= plan.seconds_per_epoch / first_epoch_seconds
+        images_per_second *= plan.seconds_per_epoch / epoch_seconds
     return replace(
-        plan, epochs=epochs, seconds_per_epoch=first_epoch_seconds,
+        plan, epochs=epochs, seconds_per_epoch=epoch_seconds,
         images_per_second=images_per_second, reason=reason, measured_epochs=plan.epochs,
     )  # fmt: skip
 

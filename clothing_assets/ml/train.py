@@ -19,7 +19,7 @@ import torchvision
 import torchvision.transforms.v2.functional as TF
 from torch import nn
 
-from clothing_assets.ml.budget import EpochPlan, over_budget, replan_after_first_epoch
+from clothing_assets.ml.budget import EpochPlan, over_budget, replan_after_epoch, replan_epoch
 from clothing_assets.ml.cpu import bf16_native, cpu_kind
 from clothing_assets.ml.durable import training_lock, write_bytes_atomic
 from clothing_assets.ml.images import cache_size
@@ -382,7 +382,8 @@ def fit(
 
     With `max_train_minutes`, a few steps are timed first (on a copy: the run is unchanged)
     and the epochs that fit, at most `n_epochs`, are planned; a fresh run re-plans once from
-    its first epoch's time (`budget.replan_after_first_epoch`), still within the warmup. The
+    an early epoch's time (`budget.replan_after_epoch`: the second, or the first of a plan
+    under `budget.REPLAN_MIN_EPOCHS`). The
     learning-rate schedule is sized to the plan, the checkpoint keeps it and a resumed run
     reuses it. `on_plan` gets the plan before the first epoch, and again if it is re-made.
 
@@ -495,7 +496,7 @@ class _Trainer:
         self.kept_model = self.ema.module if self.ema is not None else self.model
         self.forward = torch.compile(self.model) if settings.compile else self.model
         self.start_epoch, self.start_batch, self.step = 0, 0, 0
-        self.fresh = True  # not resumed: its first epoch may re-plan the budget
+        self.fresh = True  # not resumed: an early epoch may re-plan the budget
         self.on_plan: Callable[[EpochPlan], None] | None = None
         self.saved_step = 0  # the step of the last checkpoint written
         self.history: list[EpochStats] = []
@@ -523,7 +524,9 @@ class _Trainer:
     ) -> None:
         """Adopt a re-made plan: the LR schedule is re-sized to its epochs. Done at the end of
         the first epoch, within the warmup (one epoch by default), the LR so far is the same
-        under either plan; the epoch's checkpoint stores the new plan, which a resume keeps."""
+        under either plan; at the end of the second, of 15 or more, nearly the same
+        (`budget.REPLAN_EPOCH`). The epoch's checkpoint stores the new plan, which a resume
+        keeps."""
         if plan == self.plan:
             return
         self.plan = plan
@@ -613,10 +616,14 @@ class _Trainer:
         )
         self.history.append(stats)
         self._keep_if_best(stats, epoch)
-        if epoch == 0 and self.fresh:  # re-plan before the checkpoint below, so that it keeps
-            # the plan this run goes on with, and a resume trains what this run would have
-            self.replan(replan_after_first_epoch(self.plan, first_epoch_seconds=stats.seconds),
-                        len(train[0]), self.on_plan)  # fmt: skip
+        if self.fresh and epoch + 1 == replan_epoch(self.plan):  # re-plan before the checkpoint
+            # below, so that it keeps the plan this run goes on with, and a resume trains what
+            # this run would have
+            remade = replan_after_epoch(
+                self.plan, done=epoch + 1, epoch_seconds=stats.seconds,
+                elapsed_seconds=sum(h.seconds for h in self.history),
+            )  # fmt: skip
+            self.replan(remade, len(train[0]), self.on_plan)
         # an epoch-end checkpoint too, unless one was written fewer than checkpoint_every steps
         # ago: a resnet18 checkpoint is 179 MB, fsynced (0.6-1.5 s); one per short 64 px epoch
         # would spend about a minute of a 12-minute budget

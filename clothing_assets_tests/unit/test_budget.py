@@ -9,7 +9,8 @@ from clothing_assets.ml.budget import (
     budget_seconds,
     over_budget,
     plan_epochs,
-    replan_after_first_epoch,
+    replan_after_epoch,
+    replan_epoch,
     resume_or_plan,
 )
 
@@ -109,10 +110,10 @@ def _measured(epochs_fit: int = 5) -> EpochPlan:
         (900.0, 1, "1 of the 20"),  # the first epoch alone used the budget: stop after it
     ],
 )
-def test_the_first_epoch_re_plans_a_measured_plan(first, epochs, why):
+def test_the_first_epoch_re_plans_a_short_measured_plan(first, epochs, why):
     measured = _measured()
-    assert measured.epochs == 5
-    plan = replan_after_first_epoch(measured, first_epoch_seconds=first)
+    assert measured.epochs == 5 and replan_epoch(measured) == 1  # under 15: from epoch 1
+    plan = replan_after_epoch(measured, done=1, elapsed_seconds=first, epoch_seconds=first)
     assert plan.epochs == epochs and plan.measured_epochs == 5
     assert "re-planned after epoch 1" in plan.reason and why in plan.describe()
     assert plan.seconds_per_epoch == first
@@ -120,8 +121,37 @@ def test_the_first_epoch_re_plans_a_measured_plan(first, epochs, why):
     assert plan.metadata()["measured_plan_epochs"] == 5
     assert plan.metadata()["planned_epochs"] == epochs
     # once only: a re-made plan is final, and it round-trips through a checkpoint
-    assert replan_after_first_epoch(plan, first_epoch_seconds=1.0) is plan
+    assert replan_after_epoch(plan, done=1, elapsed_seconds=1.0, epoch_seconds=1.0) is plan
     assert EpochPlan.from_dict(plan.as_dict()) == plan
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "epochs"),
+    [
+        # a slow first epoch (one-off costs), then the measured pace: the plan stands
+        (26.5, 24.2, 29),  # 2 + (720 - 3 - 2 - 50.7) / 24.2 = 29.4 -> 29, as measured
+        # a slow first epoch, then faster than measured, as on a real AVX2 EPYC on 2026-12-03:
+        # 2 + (715 - 26.5 - 22.0) / 22.0 = 32.3 -> 32 (epoch 1 alone would have planned 26)
+        (26.5, 22.0, 32),
+        (10.0, 10.0, 71),  # much faster: 2 + (715 - 20) / 10 = 71.5 -> 71
+        (400.0, 400.0, 2),  # the two epochs used the budget: stop after them
+    ],
+)
+def test_a_long_plan_is_re_made_from_its_second_epoch(first, second, epochs):
+    measured = plan_epochs(
+        budget_seconds=720.0, seconds_per_epoch_estimate=24.2, max_epochs=100,
+        spent_seconds=3.0, final_seconds=2.0, images_per_second=116.1,
+    )  # fmt: skip
+    assert measured.epochs == 29 and replan_epoch(measured) == 2
+    plan = replan_after_epoch(
+        measured, done=2, elapsed_seconds=first + second, epoch_seconds=second
+    )
+    assert plan.epochs == epochs
+    if epochs == 29:
+        assert plan is measured  # confirmed: nothing changes, nothing is marked re-made
+        return
+    assert "re-planned after epoch 2" in plan.reason and plan.measured_epochs == 29
+    assert plan.seconds_per_epoch == second
 
 
 @pytest.mark.parametrize(
@@ -135,7 +165,7 @@ def test_the_first_epoch_re_plans_a_measured_plan(first, epochs, why):
 )
 def test_plans_the_first_epoch_cannot_improve_stay_as_they_are(plan):
     first = plan.seconds_per_epoch or 1.0
-    assert replan_after_first_epoch(plan, first_epoch_seconds=first) is plan
+    assert replan_after_epoch(plan, done=1, elapsed_seconds=first, epoch_seconds=first) is plan
     assert plan.metadata()["measured_plan_epochs"] == plan.epochs
 
 

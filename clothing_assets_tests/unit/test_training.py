@@ -325,6 +325,28 @@ def test_a_re_made_plan_resizes_the_schedule_and_keeps_the_lr_so_far():
     assert seen == [longer]
 
 
+def test_a_long_plan_is_re_made_after_its_second_epoch_from_that_epochs_time(monkeypatch):
+    """A measured plan of 15 or more epochs re-plans once, after epoch 2 (the first carries
+    one-off costs), from epoch 2's time and both epochs' sum; the run ends with the new plan.
+    The re-plan is made deterministic (16 planned, re-made to 3): nothing is timed."""
+    from clothing_assets.ml import train
+
+    calls = []
+
+    def three_epochs(plan, *, done, elapsed_seconds, epoch_seconds):
+        calls.append((plan.epochs, done))
+        assert elapsed_seconds >= epoch_seconds > 0  # both epochs' time, and the second's
+        return replace(plan, epochs=3, measured_epochs=plan.epochs, reason="re-planned")
+
+    monkeypatch.setattr(train, "replan_after_epoch", three_epochs)
+    images, labels = _data()
+    settings = replace(SETTINGS, n_epochs=16, max_train_minutes=600)
+    result = fit(images, labels, images[:6], labels[:6], ["a", "b", "c"], settings)
+    assert calls == [(16, 2)]
+    assert (result.plan.epochs, result.plan.measured_epochs) == (3, 16)
+    assert [h.epoch for h in result.history] == [1, 2, 3]
+
+
 @pytest.mark.slow  # trains: not in make test-fast
 def test_a_resume_from_the_first_epochs_checkpoint_keeps_the_re_made_plan(tmp_path, monkeypatch):
     """With a checkpoint at every epoch end, the one written after epoch 1 holds the plan
@@ -334,11 +356,12 @@ def test_a_resume_from_the_first_epochs_checkpoint_keeps_the_re_made_plan(tmp_pa
 
     calls = []
 
-    def two_epochs(plan, *, first_epoch_seconds):
+    def two_epochs(plan, *, done, elapsed_seconds, epoch_seconds):
+        assert done == 1  # a plan of 3 re-plans after its first epoch
         calls.append(plan.epochs)
         return replace(plan, epochs=2, measured_epochs=plan.epochs, reason="re-planned")
 
-    monkeypatch.setattr(train, "replan_after_first_epoch", two_epochs)
+    monkeypatch.setattr(train, "replan_after_epoch", two_epochs)
     images, labels = _data()
     val = (images[:6], labels[:6])
     settings = replace(SETTINGS, n_epochs=3, max_train_minutes=600, checkpoint_every=0)
