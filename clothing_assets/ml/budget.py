@@ -110,10 +110,10 @@ def plan_epochs(
 
 
 # the epoch whose time re-plans a measured plan of at least REPLAN_MIN_EPOCHS: the first epoch
-# carries one-off costs (26.5 s against 22 s for each later one on a real AVX2 EPYC,
-# 2026-12-03), the second runs at the steady pace. Shorter plans re-plan from epoch 1, within
-# the warmup, where the re-sized schedule leaves the LR so far unchanged; after epoch 2 of 15
-# or more, a re-plan by 25 % either way moves the LR by under 2 %.
+# can carry one-off costs (in one of two runs on a real AVX2 EPYC on 2026-12-03 it took 26.5 s
+# against 22 s for each later one), the second runs at the steady pace. Shorter plans re-plan
+# from epoch 1, within the warmup, where the re-sized schedule leaves the LR so far unchanged;
+# after epoch 2 of 15 or more, a re-plan by 25 % either way moves the LR by under 2 %.
 REPLAN_EPOCH = 2
 REPLAN_MIN_EPOCHS = 15
 

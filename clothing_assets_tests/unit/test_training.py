@@ -326,7 +326,7 @@ def test_a_re_made_plan_resizes_the_schedule_and_keeps_the_lr_so_far():
 
 
 def test_a_long_plan_is_re_made_after_its_second_epoch_from_that_epochs_time(monkeypatch):
-    """A measured plan of 15 or more epochs re-plans once, after epoch 2 (the first carries
+    """A measured plan of 15 or more epochs re-plans once, after epoch 2 (the first can carry
     one-off costs), from epoch 2's time and both epochs' sum; the run ends with the new plan.
     The re-plan is made deterministic (16 planned, re-made to 3): nothing is timed."""
     from clothing_assets.ml import train
