@@ -381,9 +381,9 @@ def fit(
     """Train a fresh (or resumed) model and return the best validation epoch's weights.
 
     With `max_train_minutes`, a few steps are timed first (on a copy: the run is unchanged)
-    and the epochs that fit, at most `n_epochs`, are planned; a fresh run re-plans once from
-    an early epoch's time (`budget.replan_after_epoch`: the second, or the first of a plan
-    under `budget.REPLAN_MIN_EPOCHS`). The
+    and the epochs that fit, at most `n_epochs`, are planned; the run re-plans once from an
+    early epoch's time (`budget.replan_after_epoch`: the second, or the first of a plan under
+    `budget.REPLAN_MIN_EPOCHS`), if that epoch runs whole in this process. The
     learning-rate schedule is sized to the plan, the checkpoint keeps it and a resumed run
     reuses it. `on_plan` gets the plan before the first epoch, and again if it is re-made.
 
@@ -496,7 +496,6 @@ class _Trainer:
         self.kept_model = self.ema.module if self.ema is not None else self.model
         self.forward = torch.compile(self.model) if settings.compile else self.model
         self.start_epoch, self.start_batch, self.step = 0, 0, 0
-        self.fresh = True  # not resumed: an early epoch may re-plan the budget
         self.on_plan: Callable[[EpochPlan], None] | None = None
         self.saved_step = 0  # the step of the last checkpoint written
         self.history: list[EpochStats] = []
@@ -511,7 +510,7 @@ class _Trainer:
         self.scheduler.load_state_dict(ckpt["scheduler"])
         torch.set_rng_state(ckpt["rng"]["torch"])
         self.start_epoch, self.start_batch, self.step = ckpt["epoch"], ckpt["batch"], ckpt["step"]
-        self.saved_step, self.fresh = self.step, False
+        self.saved_step = self.step
         self.history = [EpochStats(**h) for h in ckpt["history"]]
         self.best = {
             "acc": ckpt["best_acc"],
@@ -586,6 +585,7 @@ class _Trainer:
     ) -> EpochStats:
         """Train epoch `epoch`, validate, keep the weights if best, checkpoint; its stats."""
         settings, t0 = self.settings, time.perf_counter()
+        whole = self.start_batch == 0  # not resumed mid-epoch: its time is an epoch's time
 
         def on_step(b: int, n: int) -> None:
             self.step += 1
@@ -616,9 +616,10 @@ class _Trainer:
         )
         self.history.append(stats)
         self._keep_if_best(stats, epoch)
-        if self.fresh and epoch + 1 == replan_epoch(self.plan):  # re-plan before the checkpoint
-            # below, so that it keeps the plan this run goes on with, and a resume trains what
-            # this run would have
+        if whole and epoch + 1 == replan_epoch(self.plan):  # re-plan before the checkpoint
+            # below, so that it keeps the plan this run goes on with; a run resumed from the
+            # end of epoch 1 re-plans after epoch 2 as an uninterrupted one would (a plan
+            # re-made already stays: `replan_after_epoch` re-makes a plan once)
             remade = replan_after_epoch(
                 self.plan, done=epoch + 1, epoch_seconds=stats.seconds,
                 elapsed_seconds=sum(h.seconds for h in self.history),

@@ -348,6 +348,48 @@ def test_a_long_plan_is_re_made_after_its_second_epoch_from_that_epochs_time(mon
 
 
 @pytest.mark.slow  # trains: not in make test-fast
+def test_a_resume_from_before_the_second_epoch_re_plans_as_the_whole_run_did(tmp_path, monkeypatch):
+    """A long plan re-plans after epoch 2; a crash after epoch 1 leaves a checkpoint with the
+    measured plan, and the resumed run re-plans after epoch 2 just as the uninterrupted one
+    did, so both end after the same epochs with the same weights. Made deterministic (16
+    planned, re-made to 3): nothing is timed."""
+    from clothing_assets.ml import train
+
+    calls = []
+
+    def three_epochs(plan, *, done, elapsed_seconds, epoch_seconds):
+        calls.append(done)
+        if plan.measured_epochs is not None:  # as the real one: a plan is re-made once
+            return plan
+        return replace(plan, epochs=3, measured_epochs=plan.epochs, reason="re-planned")
+
+    monkeypatch.setattr(train, "replan_after_epoch", three_epochs)
+    images, labels = _data()
+    val = (images[:6], labels[:6])
+    settings = replace(SETTINGS, n_epochs=16, max_train_minutes=600, checkpoint_every=0)
+    whole = fit(images, labels, *val, ["a", "b", "c"], settings)
+    assert calls == [2] and whole.plan.epochs == 3
+
+    def stop(stats, eta):
+        raise Interrupted
+
+    ckpt = tmp_path / "checkpoint.pt"
+    with pytest.raises(Interrupted):  # after epoch 1, before the re-plan
+        fit(images, labels, *val, ["a", "b", "c"], settings, checkpoint_path=ckpt,
+            fingerprint="f", on_epoch=stop)  # fmt: skip
+    assert calls == [2]
+    resumed = fit(
+        images, labels, *val, ["a", "b", "c"], settings, checkpoint_path=ckpt, fingerprint="f"
+    )
+    assert calls == [2, 2]  # the resumed run re-planned after epoch 2, once
+    assert (resumed.plan.epochs, resumed.plan.measured_epochs) == (3, 16)
+    assert [h.epoch for h in resumed.history] == [1, 2, 3]
+    for key, tensor in whole.state_dict.items():
+        if tensor.is_floating_point():
+            torch.testing.assert_close(resumed.state_dict[key], tensor, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.slow  # trains: not in make test-fast
 def test_a_resume_from_the_first_epochs_checkpoint_keeps_the_re_made_plan(tmp_path, monkeypatch):
     """With a checkpoint at every epoch end, the one written after epoch 1 holds the plan
     re-made from that epoch, so a crash right after it resumes to the same end. The re-plan
