@@ -57,6 +57,12 @@ RECIPES = {
     "96px": {"image_size": 96},
     "80px": {"image_size": 80},
     "64px": {"image_size": 64},
+    # below the default: 64 px matched 128 px at equal epochs (BENCHMARKS.md), so fewer pixels
+    # may lose little detail and buy epochs; give `--epochs` so the scaled count is the plan
+    "56px": {"image_size": 56},
+    "48px": {"image_size": 48},
+    # 43 steps an epoch at 64 images: twice the optimizer steps for the same images
+    "bs32": {"batch_size": 32},
     "ema": {"ema_decay": 0.99},
     "ema998": {"ema_decay": 0.998},
     "mix": {"mixup_alpha": 0.2, "cutmix_alpha": 1.0},
