@@ -19,7 +19,14 @@ import torchvision
 import torchvision.transforms.v2.functional as TF
 from torch import nn
 
-from clothing_assets.ml.budget import EpochPlan, over_budget, replan_after_epoch, replan_epoch
+from clothing_assets.ml.budget import (
+    EpochPlan,
+    midway_epoch,
+    over_budget,
+    replan_after_epoch,
+    replan_epoch,
+    replan_midway,
+)
 from clothing_assets.ml.cpu import bf16_native, cpu_kind
 from clothing_assets.ml.durable import training_lock, write_bytes_atomic
 from clothing_assets.ml.images import cache_size
@@ -47,6 +54,8 @@ class EpochStats:
     lr: float
     images: int
     seconds: float
+    # False for an epoch resumed part-way: its seconds are not an epoch's time
+    whole: bool = True
 
     @property
     def images_per_second(self) -> float:
@@ -166,6 +175,17 @@ def warmup_cosine(total_steps: int, warmup_steps: int) -> Callable[[int], float]
             return (step + 1) / warmup_steps
         progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def cosine_from(start_step: int, start_factor: float, total_steps: int) -> Callable[[int], float]:
+    """LR multiplier from `start_step` on: cosine decay from `start_factor` to zero at
+    `total_steps` (the steps before `start_step` have run: they keep `start_factor`)."""
+
+    def factor(step: int) -> float:
+        progress = max(0, step - start_step) / max(1, total_steps - start_step)
+        return start_factor * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
     return factor
 
@@ -383,7 +403,8 @@ def fit(
     With `max_train_minutes`, a few steps are timed first (on a copy: the run is unchanged)
     and the epochs that fit, at most `n_epochs`, are planned; the run re-plans once from an
     early epoch's time (`budget.replan_after_epoch`: the second, or the first of a plan under
-    `budget.REPLAN_MIN_EPOCHS`), if that epoch runs whole in this process. The
+    `budget.REPLAN_MIN_EPOCHS`), if that epoch runs whole in this process, and checks the plan
+    once more half way against the median epoch (`budget.replan_midway`). The
     learning-rate schedule is sized to the plan, the checkpoint keeps it and a resumed run
     reuses it. `on_plan` gets the plan before the first epoch, and again if it is re-made.
 
@@ -437,8 +458,11 @@ def _plan_and_schedule(
 def planned_schedule(
     plan: EpochPlan, settings: TrainSettings, steps_per_epoch: int
 ) -> Callable[[int], float]:
-    """The warmup-cosine LR multiplier sized to the plan's epochs."""
+    """The warmup-cosine LR multiplier sized to the plan's epochs; from the step where the
+    half-way check re-made the plan, a cosine from the multiplier reached there."""
     total_steps = max(1, steps_per_epoch * plan.epochs)
+    if plan.decay_from_step is not None:
+        return cosine_from(plan.decay_from_step, plan.decay_from_factor, total_steps)
     warmup = min(total_steps // 2, int(settings.warmup_epochs * steps_per_epoch))
     return warmup_cosine(total_steps, warmup)
 
@@ -524,7 +548,8 @@ class _Trainer:
         """Adopt a re-made plan: the LR schedule is re-sized to its epochs. Done at the end of
         the first epoch, within the warmup (one epoch by default), the LR so far is the same
         under either plan; at the end of the second, of 15 or more, nearly the same
-        (`budget.REPLAN_EPOCH`). The epoch's checkpoint stores the new plan, which a resume
+        (`budget.REPLAN_EPOCH`); half way, the LR decays from where it is
+        (`budget.replan_midway`). The epoch's checkpoint stores the new plan, which a resume
         keeps."""
         if plan == self.plan:
             return
@@ -613,6 +638,7 @@ class _Trainer:
             lr=self.optimizer.param_groups[0]["lr"],
             images=seen,
             seconds=time.perf_counter() - t0,
+            whole=whole,
         )
         self.history.append(stats)
         self._keep_if_best(stats, epoch)
@@ -625,6 +651,8 @@ class _Trainer:
                 elapsed_seconds=sum(h.seconds for h in self.history),
             )  # fmt: skip
             self.replan(remade, len(train[0]), self.on_plan)
+        if epoch + 1 == midway_epoch(self.plan):
+            self.replan(self._checked_midway(epoch + 1), len(train[0]), self.on_plan)
         # an epoch-end checkpoint too, unless one was written fewer than checkpoint_every steps
         # ago: a resnet18 checkpoint is 179 MB, fsynced (0.6-1.5 s); one per short 64 px epoch
         # would spend about a minute of a 12-minute budget
@@ -632,6 +660,16 @@ class _Trainer:
         if every <= 0 or self.step - self.saved_step >= every:
             self.checkpoint(epoch + 1, 0)
         return stats
+
+    def _checked_midway(self, done: int) -> EpochPlan:
+        """The plan checked against the median of the whole epochs after the first (the
+        restored history's too, so a resumed run checks against the same epochs)."""
+        step = self.scheduler.last_epoch
+        return replan_midway(
+            self.plan, done=done, step=step, factor=self.scheduler.lr_lambdas[0](step),
+            elapsed_seconds=sum(h.seconds for h in self.history),
+            epoch_seconds=[h.seconds for h in self.history if h.whole and h.epoch > 1],
+        )  # fmt: skip
 
     def _keep_if_best(self, stats: EpochStats, epoch: int) -> None:
         # with no validation images the last epoch is the one kept

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from clothing_assets.ml.budget import (
     EpochPlan,
     budget_seconds,
+    midway_epoch,
     over_budget,
     plan_epochs,
     replan_after_epoch,
     replan_epoch,
+    replan_midway,
     resume_or_plan,
 )
 
@@ -169,8 +173,79 @@ def test_plans_the_first_epoch_cannot_improve_stay_as_they_are(plan):
     assert plan.metadata()["measured_plan_epochs"] == plan.epochs
 
 
+def _slow_second_epoch() -> EpochPlan:
+    # as on a real AVX2 EPYC on 2026-12-03: 21 measured at 33.5 s, epoch 2 took 46.4 s (after
+    # 40.6 s for epoch 1): 2 + (720 - 4 - 3 - 87.0) / 46.4 = 15.5 -> 15
+    measured = plan_epochs(
+        budget_seconds=720.0, seconds_per_epoch_estimate=33.5, max_epochs=100,
+        spent_seconds=4.0, final_seconds=3.0, images_per_second=60.7,
+    )  # fmt: skip
+    assert measured.epochs == 21
+    plan = replan_after_epoch(measured, done=2, elapsed_seconds=87.0, epoch_seconds=46.4)
+    assert plan.epochs == 15
+    return plan
+
+
+@pytest.mark.parametrize(
+    ("epochs", "after"),
+    [(15, 7), (33, 16), (71, 35), (6, 3), (5, None), (1, None)],
+)
+def test_the_half_way_check_comes_after_epoch_3_at_the_earliest(epochs, after):
+    plan = replace(_slow_second_epoch(), epochs=epochs)
+    assert midway_epoch(plan) == after
+    assert after is None or after > max(replan_epoch(plan), 2)  # past any early re-plan
+
+
+@pytest.mark.parametrize(
+    ("median", "epochs"),
+    [
+        # the epochs after the slow second ran at a median of 37 s: 7 + (713 - 280) / 37 = 18.7
+        (37.0, 18),
+        (40.0, 17),  # 7 + 433 / 40 = 17.8
+        (62.0, 13),  # slower than planned: 7 + 433 / 62 = 13.98 -> 13 (fewer, decaying sooner)
+        (1.0, 100),  # much faster: n_epochs is still the bound
+    ],
+)
+def test_the_half_way_check_re_plans_from_the_median_epoch(median, epochs):
+    plan = _slow_second_epoch()
+    checked = replan_midway(
+        plan, done=7, step=301, factor=0.62, elapsed_seconds=280.0,
+        epoch_seconds=[46.4, median, median, median - 0.5, median + 9],
+    )  # fmt: skip
+    assert checked.epochs == epochs and checked.seconds_per_epoch == median
+    assert (checked.decay_from_step, checked.decay_from_factor) == (301, 0.62)
+    assert checked.measured_epochs == 21  # the timed steps' plan, kept for the metadata
+    assert "checked after epoch 7" in checked.describe() and "re-planned after epoch 2" in (
+        checked.describe()
+    )
+    assert checked.metadata()["planned_epochs"] == epochs
+    assert EpochPlan.from_dict(checked.as_dict()) == checked
+    # once only: a checked plan stands at any later check
+    assert replan_midway(checked, done=9, step=387, factor=0.5, elapsed_seconds=10.0,
+                         epoch_seconds=[1.0]) is checked  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("plan", "times"),
+    [
+        (_slow_second_epoch(), [46.4, 50.0, 50.0, 51.0]),  # 7 + 433 / 50 = 15.7 -> 15 stands
+        (
+            plan_epochs(budget_seconds=None, seconds_per_epoch_estimate=None, max_epochs=8),
+            [10.0, 10.0],
+        ),
+        (_slow_second_epoch(), []),  # no whole epoch after the first (all resumed part-way)
+    ],
+    ids=["confirmed", "no budget", "no epoch times"],
+)
+def test_plans_the_half_way_check_cannot_improve_stay_as_they_are(plan, times):
+    assert replan_midway(plan, done=7, step=301, factor=0.62, elapsed_seconds=280.0,
+                         epoch_seconds=times) is plan  # fmt: skip
+
+
 def test_a_checkpoint_plan_from_before_re_planning_still_loads():
-    """Checkpoints written before `final_seconds` and `measured_epochs` existed resume."""
+    """Checkpoints written before `final_seconds`, `measured_epochs` and the half-way check's
+    fields existed resume."""
     old = {k: v for k, v in _measured().as_dict().items()
-           if k not in ("final_seconds", "measured_epochs")}  # fmt: skip
+           if k not in ("final_seconds", "measured_epochs", "decay_from_step",
+                        "decay_from_factor")}  # fmt: skip
     assert EpochPlan.from_dict(old).epochs == 5

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 import os
 import pickle
 from dataclasses import replace
@@ -384,6 +385,97 @@ def test_a_resume_from_before_the_second_epoch_re_plans_as_the_whole_run_did(tmp
     assert calls == [2, 2]  # the resumed run re-planned after epoch 2, once
     assert (resumed.plan.epochs, resumed.plan.measured_epochs) == (3, 16)
     assert [h.epoch for h in resumed.history] == [1, 2, 3]
+    for key, tensor in whole.state_dict.items():
+        if tensor.is_floating_point():
+            torch.testing.assert_close(resumed.state_dict[key], tensor, rtol=1e-3, atol=1e-4)
+
+
+def test_the_half_way_check_decays_the_lr_from_where_it_is():
+    """A plan of 6 epochs checked after epoch 3 and re-made to 8: the LR goes on from the
+    multiplier it had reached (no jump) and decays to 0 at the end of epoch 8, not before."""
+    from clothing_assets.ml.budget import EpochPlan
+    from clothing_assets.ml.train import _Trainer, planned_schedule
+
+    settings = replace(SETTINGS, n_epochs=8, warmup_epochs=1.0)
+    run = _Trainer(settings, ["a", "b", "c"], torch.device("cpu"), checkpoint_path=None,
+                   fingerprint="", on_warning=print)  # fmt: skip
+    steps, n_train = 3, 24  # 24 images in batches of 8
+    run.plan = EpochPlan(epochs=6, max_epochs=8, budget_seconds=60.0, seconds_per_epoch=10.0)
+    run.scheduler = torch.optim.lr_scheduler.LambdaLR(
+        run.optimizer, planned_schedule(run.plan, settings, steps)
+    )
+    for _ in range(3 * steps):
+        run.optimizer.step()
+        run.scheduler.step()
+    before = run.optimizer.param_groups[0]["lr"]  # the LR of the next step under 6 epochs
+    longer = run._checked_midway(3)  # nothing timed in this run: no epoch times, it stands
+    assert longer is run.plan
+    step, factor = run.scheduler.last_epoch, run.scheduler.lr_lambdas[0](9)
+    longer = replace(run.plan, epochs=8, decay_from_step=step, decay_from_factor=factor)
+    run.replan(longer, n_train, None)
+    lrs = []
+    for _ in range(5 * steps):  # the five epochs left
+        run.optimizer.step()
+        run.scheduler.step()
+        lrs.append(run.optimizer.param_groups[0]["lr"])
+    assert step == 9 and 0 < before < settings.base_lr
+    assert lrs[0] == pytest.approx(
+        before * 0.5 * (1 + math.cos(math.pi / 15)), rel=1e-9
+    )  # one step into a 15-step cosine from `before`
+    assert all(a > b for a, b in zip(lrs, lrs[1:], strict=False))  # decaying throughout
+    assert lrs[-1] == pytest.approx(0.0, abs=1e-12) and min(lrs[:-1]) > 0
+
+
+def _midway_to(epochs: int, calls: list):
+    def replan(plan, *, done, step, factor, elapsed_seconds, epoch_seconds):
+        calls.append(done)
+        if plan.decay_from_step is not None:  # as the real one: a plan is checked once
+            return plan
+        assert len(epoch_seconds) == done - 1 and elapsed_seconds >= sum(epoch_seconds)
+        return replace(plan, epochs=epochs, decay_from_step=step, decay_from_factor=factor,
+                       measured_epochs=plan.epochs, reason="checked")  # fmt: skip
+
+    return replan
+
+
+@pytest.mark.slow  # trains: not in make test-fast
+@pytest.mark.parametrize("crash_after", [2, 3], ids=["before the check", "after the check"])
+def test_the_half_way_check_re_makes_the_plan_and_a_resume_keeps_it(
+    tmp_path, monkeypatch, crash_after
+):
+    """A plan of 6 epochs is checked after epoch 3 and re-made to 4 (deterministically here:
+    nothing is timed). A run that crashed before the check checks on resuming, one that
+    crashed after it resumes the checked plan; both end as the uninterrupted run did."""
+    from clothing_assets.ml import train
+
+    calls = []
+    monkeypatch.setattr(train, "replan_midway", _midway_to(4, calls))
+    images, labels = _data()
+    val = (images[:6], labels[:6])
+    settings = replace(SETTINGS, n_epochs=6, max_train_minutes=600, checkpoint_every=0)
+    whole = fit(images, labels, *val, ["a", "b", "c"], settings)
+    assert calls == [3] and (whole.plan.epochs, whole.plan.measured_epochs) == (4, 6)
+    assert [h.epoch for h in whole.history] == [1, 2, 3, 4]
+
+    def stop(stats, eta):
+        if stats.epoch == crash_after:
+            raise Interrupted
+
+    ckpt = tmp_path / "checkpoint.pt"
+    with pytest.raises(Interrupted):
+        fit(images, labels, *val, ["a", "b", "c"], settings, checkpoint_path=ckpt,
+            fingerprint="f", on_epoch=stop)  # fmt: skip
+    assert calls == [3] + ([3] if crash_after == 3 else [])
+    resumed = fit(
+        images, labels, *val, ["a", "b", "c"], settings, checkpoint_path=ckpt, fingerprint="f"
+    )
+    assert calls == [3, 3]  # checked on resuming only if the crash came before the check
+
+    def anchor(plan):  # the same plan, the same LR anchor (the timings differ run to run)
+        return plan.epochs, plan.measured_epochs, plan.decay_from_step, plan.decay_from_factor
+
+    assert anchor(resumed.plan) == anchor(whole.plan) and whole.plan.decay_from_step == 9
+    assert [h.epoch for h in resumed.history] == [1, 2, 3, 4]
     for key, tensor in whole.state_dict.items():
         if tensor.is_floating_point():
             torch.testing.assert_close(resumed.state_dict[key], tensor, rtol=1e-3, atol=1e-4)
