@@ -290,20 +290,32 @@ def test_a_resumed_run_keeps_the_plan_of_its_checkpoint(tmp_path):
     assert [h.epoch for h in resumed.history] == [1, 2]
 
 
-def test_a_re_made_plan_resizes_the_schedule_and_keeps_the_lr_so_far():
-    """After the first epoch (the warmup), a re-plan from 3 to 6 epochs stretches the cosine to
-    end at 0 after 6 epochs; the warmup's LRs are the same under both plans."""
+def _scheduled_trainer(settings: TrainSettings, *, epochs: int, seconds_per_epoch: float):
+    """A `fit` run's trainer with a budgeted plan of `epochs` and its LR schedule, nothing run:
+    (trainer, steps per epoch, training images) for 24 images in batches of 8."""
     from clothing_assets.ml.budget import EpochPlan
     from clothing_assets.ml.train import _Trainer, planned_schedule
 
-    settings = replace(SETTINGS, n_epochs=6, warmup_epochs=1.0)
     run = _Trainer(settings, ["a", "b", "c"], torch.device("cpu"), checkpoint_path=None,
                    fingerprint="", on_warning=print)  # fmt: skip
-    steps, n_train = 3, 24  # 24 images in batches of 8
-    run.plan = EpochPlan(epochs=3, max_epochs=6, budget_seconds=60.0, seconds_per_epoch=20.0)
+    steps, n_train = 3, 24
+    run.plan = EpochPlan(
+        epochs=epochs, max_epochs=settings.n_epochs, budget_seconds=60.0,
+        seconds_per_epoch=seconds_per_epoch,
+    )  # fmt: skip
     run.scheduler = torch.optim.lr_scheduler.LambdaLR(
         run.optimizer, planned_schedule(run.plan, settings, steps)
     )
+    return run, steps, n_train
+
+
+def test_a_re_made_plan_resizes_the_schedule_and_keeps_the_lr_so_far():
+    """After the first epoch (the warmup), a re-plan from 3 to 6 epochs stretches the cosine to
+    end at 0 after 6 epochs; the warmup's LRs are the same under both plans."""
+    from clothing_assets.ml.train import planned_schedule
+
+    settings = replace(SETTINGS, n_epochs=6, warmup_epochs=1.0)
+    run, steps, n_train = _scheduled_trainer(settings, epochs=3, seconds_per_epoch=20.0)
     warmup = []
     for _ in range(steps):  # the first epoch
         warmup.append(run.optimizer.param_groups[0]["lr"])
@@ -393,17 +405,8 @@ def test_a_resume_from_before_the_second_epoch_re_plans_as_the_whole_run_did(tmp
 def test_the_half_way_check_decays_the_lr_from_where_it_is():
     """A plan of 6 epochs checked after epoch 3 and re-made to 8: the LR goes on from the
     multiplier it had reached (no jump) and decays to 0 at the end of epoch 8, not before."""
-    from clothing_assets.ml.budget import EpochPlan
-    from clothing_assets.ml.train import _Trainer, planned_schedule
-
     settings = replace(SETTINGS, n_epochs=8, warmup_epochs=1.0)
-    run = _Trainer(settings, ["a", "b", "c"], torch.device("cpu"), checkpoint_path=None,
-                   fingerprint="", on_warning=print)  # fmt: skip
-    steps, n_train = 3, 24  # 24 images in batches of 8
-    run.plan = EpochPlan(epochs=6, max_epochs=8, budget_seconds=60.0, seconds_per_epoch=10.0)
-    run.scheduler = torch.optim.lr_scheduler.LambdaLR(
-        run.optimizer, planned_schedule(run.plan, settings, steps)
-    )
+    run, steps, n_train = _scheduled_trainer(settings, epochs=6, seconds_per_epoch=10.0)
     for _ in range(3 * steps):
         run.optimizer.step()
         run.scheduler.step()
