@@ -161,6 +161,7 @@ def training_metadata(
         "version": dg.MetadataValue.text(version),
         "architecture": dg.MetadataValue.text(settings.architecture),
         "image_size": dg.MetadataValue.int(settings.image_size),
+        "crop_scale_min": dg.MetadataValue.float(result.crop_scale_min),
         "classes": dg.MetadataValue.json(list(classes)),
         "epochs": dg.MetadataValue.int(len(history)),
         "best_epoch": dg.MetadataValue.int(result.best_epoch),

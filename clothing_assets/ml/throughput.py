@@ -45,8 +45,8 @@ def _time_steps(model, criterion, images, labels, *, settings, device, amp_dtype
     optimizer = make_optimizer(twin, settings.base_lr, settings.weight_decay, settings.optimizer)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _step: 1.0)
     preset = ClassificationPresetTrain(
-        crop_size=settings.image_size, scale=(settings.crop_scale_min, 1.0)
-    )
+        crop_size=settings.image_size, scale=(settings.crop_scale_for(settings.n_epochs), 1.0)
+    )  # the crops' size costs little time: those of the longest plan
     marks: list[float] = []
 
     def on_step(_batch: int, _n: int) -> None:

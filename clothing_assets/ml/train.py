@@ -78,6 +78,7 @@ class FitResult:
     extra: dict[str, Any] = field(default_factory=dict)
     plan: EpochPlan | None = None
     cpu_kind: str = ""
+    crop_scale_min: float = 0.0  # the smallest training crop the run used
 
     @property
     def best_val_accuracy(self) -> float | None:
@@ -511,9 +512,6 @@ class _Trainer:
             torch.backends.cudnn.benchmark = (
                 True  # fixed shapes: let cuDNN pick its fastest kernels
             )
-        self.train_preset = ClassificationPresetTrain(
-            crop_size=settings.image_size, scale=(settings.crop_scale_min, 1.0)
-        )
         self.eval_preset = ClassificationPresetEval(crop_size=settings.image_size)
         self.ema = _make_ema(self.model, settings.ema_decay)
         # the model that is validated and kept: the weight average when there is one
@@ -541,6 +539,14 @@ class _Trainer:
             "epoch": ckpt["best_epoch"],
             "state": ckpt["best_model"],
         }
+
+    def crop_for(self, plan: EpochPlan) -> None:
+        """The training crops for `plan`, decided on the epochs its timed steps planned (which
+        re-plans keep in `measured_epochs`), so a resumed run crops as the whole one did."""
+        self.crop_scale_min = self.settings.crop_scale_for(plan.measured_epochs or plan.epochs)
+        self.train_preset = ClassificationPresetTrain(
+            crop_size=self.settings.image_size, scale=(self.crop_scale_min, 1.0)
+        )
 
     def replan(
         self, plan: EpochPlan, n_train: int, on_plan: Callable[[EpochPlan], None] | None
@@ -703,6 +709,7 @@ class _Trainer:
             val_predictions=val_preds,
             plan=self.plan,
             cpu_kind=cpu_kind(),
+            crop_scale_min=self.crop_scale_min,
         )
 
 
@@ -737,6 +744,7 @@ def _fit(
         device=device, amp_dtype=run.amp_dtype, on_plan=on_plan,
     )  # fmt: skip
     run.on_plan = on_plan
+    run.crop_for(run.plan)
     if ckpt is not None:
         run.restore(ckpt)
     resumed_from, start_epoch = run.step, run.start_epoch

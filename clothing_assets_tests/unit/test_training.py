@@ -523,3 +523,38 @@ def test_a_resume_from_the_first_epochs_checkpoint_keeps_the_re_made_plan(tmp_pa
     for key, tensor in whole.state_dict.items():
         if tensor.is_floating_point():
             torch.testing.assert_close(resumed.state_dict[key], tensor, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("setting", "planned", "scale"),
+    [
+        (0.0, 15, 0.5),  # a short plan underfits: milder crops
+        (0.0, 20, 0.5),
+        (0.0, 21, 0.25),  # a longer one keeps the stronger augmentation
+        (0.0, 71, 0.25),
+        (0.35, 15, 0.35),  # a set crop_scale_min is used as it is
+        (0.35, 71, 0.35),
+    ],
+)
+def test_the_smallest_training_crop_follows_the_plan_unless_set(setting, planned, scale):
+    assert replace(SETTINGS, crop_scale_min=setting).crop_scale_for(planned) == scale
+
+
+def test_the_crops_are_chosen_on_the_timed_steps_plan_which_re_plans_keep():
+    """A plan measured at 30 epochs and re-made to 12 crops as the 30-epoch plan did, so a
+    run resumed with the re-made plan crops as the whole run did."""
+    settings = replace(SETTINGS, n_epochs=40)
+    run, _steps, _n = _scheduled_trainer(settings, epochs=30, seconds_per_epoch=2.0)
+    run.crop_for(run.plan)
+    assert run.crop_scale_min == 0.25 and run.train_preset.scale == (0.25, 1.0)
+    run.crop_for(replace(run.plan, epochs=12, measured_epochs=30))
+    assert run.crop_scale_min == 0.25
+    run.crop_for(replace(run.plan, epochs=30, measured_epochs=12))
+    assert run.crop_scale_min == 0.5
+
+
+@pytest.mark.slow  # trains: not in make test-fast
+def test_fit_reports_the_crop_it_trained_with():
+    images, labels = _data()
+    result = fit(images, labels, images[:6], labels[:6], ["a", "b", "c"], SETTINGS)
+    assert result.crop_scale_min == 0.5  # 2 epochs, no budget: a short plan
