@@ -15,6 +15,12 @@ def _setting(default: Any, doc: str = "") -> Any:
     return field(default=default, metadata={"doc": doc})
 
 
+# `crop_scale_min` 0, the default: the smallest crop by the timed steps' plan
+SHORT_PLAN_EPOCHS = 20
+SHORT_PLAN_CROP_SCALE = 0.5
+LONG_PLAN_CROP_SCALE = 0.25
+
+
 @dataclass(frozen=True)
 class TrainSettings:
     """Hyperparameters of a training run. The defaults train a resnet18 at 64 px for as many
@@ -47,7 +53,8 @@ class TrainSettings:
     crop_scale_min: float = _setting(
         0.0,
         "Random-resized-crop: the smallest crop, as a fraction of the image's area; 0: by the "
-        "plan, 0.5 when the timed steps planned at most 20 epochs, else 0.25.",
+        f"plan, {SHORT_PLAN_CROP_SCALE} when the timed steps planned at most "
+        f"{SHORT_PLAN_EPOCHS} epochs, else {LONG_PLAN_CROP_SCALE}.",
     )
     warmup_epochs: float = _setting(1.0)
     downsample_to: float = _setting(1.0, "Fraction of the training data used.")
@@ -89,8 +96,3 @@ class TrainSettings:
         if planned_epochs <= SHORT_PLAN_EPOCHS:
             return SHORT_PLAN_CROP_SCALE
         return LONG_PLAN_CROP_SCALE
-
-
-SHORT_PLAN_EPOCHS = 20
-SHORT_PLAN_CROP_SCALE = 0.5
-LONG_PLAN_CROP_SCALE = 0.25
