@@ -26,6 +26,7 @@ deviation over splits) per recipe and evaluation; its last line reads
 """
 
 import argparse
+import copy
 import statistics
 import time
 from dataclasses import replace
@@ -131,6 +132,18 @@ def accuracy(model, images, labels, *, crop: int | None, flip: bool) -> float:
     return hits / len(images)
 
 
+@torch.no_grad()
+def refit_batchnorm(model, images, *, crop: int) -> torch.nn.Module:
+    """A copy of `model` whose BatchNorm statistics are re-estimated (`update_bn`, a cumulative
+    mean) on `images` center-cropped to `crop` as the scorer prepares them."""
+    preset = ClassificationPresetEval(crop_size=crop)
+    refit = copy.deepcopy(model)
+    batches = (preset(images[start : start + 128]).contiguous(memory_format=torch.channels_last)
+               for start in range(0, len(images), 128))  # fmt: skip
+    torch.optim.swa_utils.update_bn(batches, refit)
+    return refit.eval()
+
+
 def _spread(values: list[float]) -> str:
     sd = statistics.stdev(values) if len(values) > 1 else 0.0
     return f"{100 * statistics.mean(values):.1f}±{100 * sd:.1f}"
@@ -186,6 +199,15 @@ def main() -> None:
         "images stored for that side: evaluation above the training crop (FixRes)",
     )
     parser.add_argument(
+        "--refit-sizes",
+        type=int,
+        nargs="*",
+        default=[],
+        help="also score each model center-cropped at these sides (with the flip) after "
+        "re-estimating its BatchNorm statistics on its training images prepared that way "
+        "(FixRes's test-size correction, without re-training any weight)",
+    )
+    parser.add_argument(
         "--first-split", type=int, default=0,
         help="the first split seed (to add splits to a run that measured the earlier ones)",
     )  # fmt: skip
@@ -208,7 +230,7 @@ def main() -> None:
     test_files, test_labels, _ = _stage(args.data / "test", classes)
     decoded, test_decoded = {}, {}
     sides = {cache_size(s.image_size) for s in [base, *recipes.values()]}
-    sides |= {cache_size(side) for side in args.eval_sizes}
+    sides |= {cache_size(side) for side in [*args.eval_sizes, *args.refit_sizes]}
     for side in sorted(sides):
         decoded[side] = load_images([str(f) for f in files], side)
         test_decoded[side] = load_images([str(f) for f in test_files], side)
@@ -251,11 +273,18 @@ def main() -> None:
                 at = cache_size(side)  # the images stored for that side
                 stored, test_stored = decoded[at].images, test_decoded[at].images
                 views[f"crop{side}+flip"] = (stored, test_stored, side, True)
+            models = dict.fromkeys(views, model)
+            for side in args.refit_sizes:  # BatchNorm statistics re-estimated at that side
+                at = cache_size(side)
+                views[f"crop{side}bn+flip"] = (decoded[at].images, test_decoded[at].images,
+                                               side, True)  # fmt: skip
+                models[f"crop{side}bn+flip"] = refit_batchnorm(model, decoded[at].images[tr],
+                                                               crop=side)  # fmt: skip
             for ev, (stored, test_stored, crop, flip) in views.items():
                 got = scores.setdefault((name, ev), {"unseen": [], "test": []})
-                got["unseen"].append(accuracy(model, stored[unseen], labels[unseen],
+                got["unseen"].append(accuracy(models[ev], stored[unseen], labels[unseen],
                                               crop=crop, flip=flip))  # fmt: skip
-                got["test"].append(accuracy(model, test_stored, test_labels, crop=crop,
+                got["test"].append(accuracy(models[ev], test_stored, test_labels, crop=crop,
                                             flip=flip))  # fmt: skip
                 line.append(f"{ev} {got['unseen'][-1]:.3f}/{got['test'][-1]:.3f}")
             epochs = plans[0].epochs if plans else settings.n_epochs
