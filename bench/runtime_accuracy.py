@@ -1,0 +1,88 @@
+"""Test-stage accuracy of one trained model file under each scoring runtime, side by side.
+
+Scores every test-stage image through `scoring.classify` (the batch scorer's and the model
+server's path) three ways: torch as the scorer runs it on this CPU (bf16 autocast where it is
+native), torch in fp32, and the int8 ONNX Runtime model made by `int8_model_bytes`, calibrated
+on 100 train-stage images chosen as `clothing_predictions` chooses them (every n-th of the
+sorted paths). Prints accuracy per runtime, the difference from fp32, the share of labels that
+agree with fp32 and the largest confidence difference.
+
+    python bench/runtime_accuracy.py --model models/versions/<version>.pt
+"""
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from clothing_assets.ml.cpu import tagged
+from clothing_assets.ml.runtime import int8_model_bytes, load_int8_model
+from clothing_assets.ml.scoring import classify, prepare
+from clothing_assets.ml.train import amp_dtype_for, load_model
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATA = ROOT.parent / "shared" / "clothing-dataset-small"
+
+
+def _newest_model() -> Path | None:
+    files = sorted((ROOT / "models" / "versions").glob("*.pt"), key=lambda p: p.stat().st_mtime)
+    return files[-1] if files else None
+
+
+def _probabilities(model, payload, images, amp_dtype, batch_size: int = 64) -> torch.Tensor:
+    device = torch.device("cpu")
+    return torch.cat([classify(model, payload, images[i : i + batch_size], device, amp_dtype)
+                      for i in range(0, len(images), batch_size)])  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--model", type=Path, default=_newest_model(),
+        help="a model file (default: the newest under models/versions/)",
+    )  # fmt: skip
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    args = parser.parse_args()
+    if args.model is None or not args.model.is_file():
+        raise SystemExit("no model file: train one (make run) or give --model <file>")
+    data = args.model.read_bytes()
+    model, payload = load_model(data)
+    model = model.to(memory_format=torch.channels_last).eval()
+
+    test = sorted((args.data / "test").rglob("*.jpg"))
+    truth = torch.tensor([payload["classes"].index(p.parent.name) for p in test])
+    images = [prepare(p.read_bytes(), payload) for p in test]
+    train = sorted((args.data / "train").rglob("*.jpg"))
+    calibration = [p.read_bytes() for p in train[:: max(1, len(train) // 100)][:100]]
+    started = time.perf_counter()
+    int8_model, int8_payload = load_int8_model(int8_model_bytes(data, calibration))
+    print(tagged(f"int8 model made in {time.perf_counter() - started:.1f}s from "
+                 f"{len(calibration)} calibration images"), flush=True)  # fmt: skip
+
+    native = amp_dtype_for(torch.device("cpu"))
+    runs = {
+        f"torch ({native or torch.float32})".replace("torch.", ""): (model, payload, native),
+        "torch fp32": (model, payload, None),
+        "onnxruntime-int8": (int8_model, int8_payload, None),
+    }
+    probs = {name: _probabilities(m, p, images, amp) for name, (m, p, amp) in runs.items()}
+    fp32 = probs["torch fp32"]
+    lines = []
+    for name, p in probs.items():
+        acc = float((p.argmax(1) == truth).float().mean())
+        agree = float((p.argmax(1) == fp32.argmax(1)).float().mean())
+        dconf = float((p.max(1).values - fp32.max(1).values).abs().max())
+        acc_fp32 = float((fp32.argmax(1) == truth).float().mean())
+        lines.append(f"{name} {100 * acc:.1f} % ({100 * (acc - acc_fp32):+.1f} vs fp32, "
+                     f"agreement {agree:.3f}, max |dconf| {dconf:.3f})")  # fmt: skip
+    print(
+        tagged(
+            f"runtime_accuracy: {args.model.name}, {len(test)} test images, "
+            f"{payload['architecture']} {payload['image_size']}px: " + "; ".join(lines)
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
