@@ -112,8 +112,8 @@ _VARIABLES = [
              "a LocalCluster task that no worker can run fails after this long"),
     Variable("CLOTHING_SCORING_RUNTIME", "torch", _scoring_runtime,
              "CPU scoring: `torch`, `onnxruntime-int8` (the `int8` extra; the model is made once "
-             "per version from 100 training images) or `auto`: int8 on CPUs without native "
-             "bf16 when the extra is installed, else torch"),
+             "per version from 100 training images) or `auto`: int8 on CPUs without AMX when "
+             "the extra is installed, else torch"),
     Variable("CLOTHING_HTTP_TIMEOUT_SECONDS", 30.0, _positive_number,
              "connect and per-read timeout of one HTTP(S) file read"),
     Variable("CLOTHING_HTTP_DEADLINE_SECONDS", 120.0, _positive_number,

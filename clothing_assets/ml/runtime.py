@@ -1,12 +1,13 @@
 """Scoring runtimes: the torch model as trained, or the same model as a static int8 ONNX graph
-run by ONNX Runtime (the `int8` extra), for CPUs without native bf16.
+run by ONNX Runtime (the `int8` extra), for CPUs without AMX.
 
 The int8 model is made once per model version on the client (`int8_model_bytes`: export to
 ONNX, calibrate activation ranges on training images, quantize weights per channel and
 activations per tensor, QDQ format) and shipped to every worker once, like the torch model;
 `load_int8_model` rebuilds it on a worker. Measured on a 2-core AVX2 AMD EPYC,
 ResNet50 at 250 px, one thread: 2.9x the torch fp32 forward, test accuracy within 0.5 points
-(BENCHMARKS.md, issue 17).
+(BENCHMARKS.md, issue 17); on an AVX512-BF16 EPYC, 2.06x torch's bf16 path on Dask, and the
+default resnet18's test-stage accuracy 0.3 points below fp32 (`bench/runtime_accuracy.py`).
 """
 
 from __future__ import annotations
@@ -23,11 +24,14 @@ from typing import Any
 
 import torch
 
+from clothing_assets.ml.cpu import cpu_kind
+
 log = logging.getLogger(__name__)
 
 TORCH, ORT_INT8 = "torch", "onnxruntime-int8"
 RUNTIMES = ("auto", TORCH, ORT_INT8)
 INT8_FORMAT = "clothing-assets-onnx-int8/1"
+TORCH_FIRST_KINDS = frozenset({"AMX-BF16"})
 # payload entries the scorer needs besides the network (see train.model_payload)
 _META = ("architecture", "classes", "image_size", "cache_size", "mean", "std", "val_accuracy",
          "eval_flip")  # fmt: skip
@@ -42,17 +46,20 @@ def missing_packages() -> list[str]:
     return [p for p in ("onnxruntime", "onnx") if importlib.util.find_spec(p) is None]
 
 
-def native_bf16() -> bool:
-    """Whether this CPU runs bf16 natively (AVX-512 BF16 / AMX): the torch bf16 path is used."""
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+def auto_prefers_int8(kind: str) -> bool:
+    """Whether `auto` scores with int8 on a CPU of this `cpu.cpu_kind()`: everywhere but
+    AMX-BF16. On an AVX512-BF16 EPYC int8 scored at 2.06x torch's bf16 path (ResNet50 at
+    250 px, BENCHMARKS.md, thirteenth session), so bf16 is kept only where it was never measured
+    against int8 and AMX's bf16 tiles may well win."""
+    return kind not in TORCH_FIRST_KINDS
 
 
 def resolve_runtime(name: str, *, gpu: bool = False) -> str:
     """The runtime to score with for the setting `name` (`auto`, `torch`, `onnxruntime-int8`).
 
-    `auto` is int8 on CPUs without native bf16 when ONNX Runtime is installed, else torch (with
-    a log line saying why); a GPU always scores with torch. Asking for `onnxruntime-int8` by
-    name where it is not installed raises RuntimeUnavailable.
+    `auto` is int8 when ONNX Runtime is installed and `auto_prefers_int8` for this CPU's kind,
+    else torch (with a log line saying why); a GPU always scores with torch. Asking for
+    `onnxruntime-int8` by name where it is not installed raises RuntimeUnavailable.
     """
     if name not in RUNTIMES:
         raise ValueError(f"unknown scoring runtime {name!r}; one of {', '.join(RUNTIMES)}")
@@ -66,8 +73,10 @@ def resolve_runtime(name: str, *, gpu: bool = False) -> str:
                 "extra (pip install 'clothing-assets[int8]') or set CLOTHING_SCORING_RUNTIME=torch"
             )
         return ORT_INT8
-    if native_bf16():
-        return TORCH  # bf16 autocast: as fast, and no conversion
+    kind = cpu_kind()
+    if not auto_prefers_int8(kind):
+        log.info("scoring with torch: bf16 autocast is kept on %s CPUs", kind)
+        return TORCH
     if missing:
         log.info(
             "scoring with torch fp32: %s not installed (the `int8` extra scores about 2.5x "

@@ -123,7 +123,7 @@ def test_int8_model_made_once_and_loaded_once_per_worker(int8_model, tmp_path):
 
 def test_missing_onnxruntime_falls_back_or_says_what_to_install(monkeypatch, caplog):
     monkeypatch.setattr(runtime, "missing_packages", lambda: ["onnxruntime"])
-    monkeypatch.setattr(runtime, "native_bf16", lambda: False)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # a kind where `auto` wants int8
     with caplog.at_level(logging.INFO, logger=runtime.__name__):
         assert runtime.resolve_runtime("auto") == runtime.TORCH
     assert "onnxruntime not installed" in caplog.text and "int8" in caplog.text
@@ -133,11 +133,25 @@ def test_missing_onnxruntime_falls_back_or_says_what_to_install(monkeypatch, cap
     torch.save({"format": runtime.INT8_FORMAT, "onnx": torch.zeros(1, dtype=torch.uint8)}, fake)
     with pytest.raises(runtime.RuntimeUnavailable, match="install the `int8` extra"):
         runtime.load_int8_model(fake.getvalue())
-    # a GPU and a native-bf16 CPU score with torch whatever is installed
+    # a GPU scores with torch whatever is installed
     assert runtime.resolve_runtime("auto", gpu=True) == runtime.TORCH
-    monkeypatch.setattr(runtime, "native_bf16", lambda: True)
+
+
+@pytest.mark.parametrize("isa", ["AVX2", "AVX512_CORE_BF16"])
+def test_auto_scores_int8_on_avx2_and_avx512_bf16(monkeypatch, isa):
+    # the kind follows oneDNN's cap, so this machine stands in for a CPU of that kind or less
     monkeypatch.setattr(runtime, "missing_packages", lambda: [])
-    assert runtime.resolve_runtime("auto") == runtime.TORCH
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", isa)
+    assert runtime.resolve_runtime("auto") == runtime.ORT_INT8
+
+
+@pytest.mark.parametrize(
+    ("kind", "int8"),
+    [("other", True), ("AVX2", True), ("AVX512", True), ("AVX512-BF16", True),
+     ("AMX-BF16", False)],
+)  # fmt: skip
+def test_auto_keeps_torch_bf16_only_on_amx(kind, int8):
+    assert runtime.auto_prefers_int8(kind) is int8
 
 
 def test_the_setting_refuses_an_unknown_runtime(monkeypatch):
