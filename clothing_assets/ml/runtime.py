@@ -79,7 +79,7 @@ def resolve_runtime(name: str, *, gpu: bool = False) -> str:
         return TORCH
     if missing:
         log.info(
-            "scoring with torch fp32: %s not installed (the `int8` extra scores about 2.5x "
+            "scoring with torch: %s not installed (the `int8` extra scores about 2-2.5x "
             "faster on this CPU)",
             ", ".join(missing),
         )
