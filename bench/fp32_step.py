@@ -1,8 +1,10 @@
 """fp32 training-step throughput by memory format and batch size, to pick the fastest fp32 path
 on a CPU without native bf16 (the AVX2 kind). Random tensors, AdamW (fused), no augmentation;
-the variants alternate `--repeats` times in one run and medians are printed.
+the variants alternate `--repeats` times in one run and medians are printed. `--bf16` adds
+the channels_last step under bf16 autocast, to check where bf16 pays for an architecture.
 
     python bench/fp32_step.py --arch resnet18 --image-size 64 --batch-sizes 32 64 128
+    python bench/fp32_step.py --arch efficientnet_lite0 --image-size 128 --batch-sizes 64 --bf16
 
 Its last line reads `fp32_step: <format> b<batch> <img/s>, ...` tagged with the CPU kind.
 """
@@ -12,23 +14,25 @@ import statistics
 import time
 
 import torch
-import torchvision
 
 from clothing_assets.ml.cpu import tagged
+from clothing_assets.ml.models import build_model
 
 FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
 
 
-def make_step(arch: str, size: int, batch: int, fmt: torch.memory_format):
-    """A closure running one fp32 training step of `arch` on a fixed random batch."""
+def make_step(arch: str, size: int, batch: int, fmt: torch.memory_format, bf16: bool = False):
+    """A closure running one training step of `arch` on a fixed random batch (fp32, or under
+    bf16 autocast)."""
     torch.manual_seed(0)
-    model = torchvision.models.get_model(arch, num_classes=10).to(memory_format=fmt)
+    model = build_model(arch, 10, image_size=size).to(memory_format=fmt)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
     x = torch.randn(batch, 3, size, size).contiguous(memory_format=fmt)
     y = torch.randint(0, 10, (batch,))
 
     def step() -> None:
-        loss = torch.nn.functional.cross_entropy(model(x), y)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = torch.nn.functional.cross_entropy(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -45,6 +49,7 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 64, 128])
     parser.add_argument("--images", type=int, default=512, help="images per timed repeat")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--bf16", action="store_true", help="also channels_last under bf16")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
     steps = {
@@ -52,6 +57,11 @@ def main() -> None:
         for name, fmt in FORMATS.items()
         for b in args.batch_sizes
     }
+    if args.bf16:
+        for b in args.batch_sizes:
+            steps[("bf16-channels_last", b)] = make_step(
+                args.arch, args.image_size, b, torch.channels_last, bf16=True
+            )
     rates: dict[tuple[str, int], list[float]] = {key: [] for key in steps}
     for _ in range(args.repeats):
         for (name, b), step in steps.items():

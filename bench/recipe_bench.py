@@ -12,7 +12,7 @@ view). Every evaluation of one split scores the same trained model, so they comp
 
 With `--minutes 0` the runs are compared at equal compute instead, which a shared machine
 cannot disturb: each recipe trains `--epochs` scaled by its pixels per crop against the
-default's ((64 / side)^2 epochs at `side` px, rounded).
+default's ((128 / side)^2 epochs at `side` px, rounded; 128 px is the default crop).
 
 With `--plan-first`, each recipe's epochs for `--minutes` are planned once, before any
 training, the way `trained_model` plans them (a few timed steps on a copy of the model, on the
@@ -38,6 +38,7 @@ import torch
 from clothing_assets.ml.cpu import tagged
 from clothing_assets.ml.data import load_images, stratified_split
 from clothing_assets.ml.images import cache_size
+from clothing_assets.ml.models import normalization
 from clothing_assets.ml.presets import ClassificationPresetEval
 from clothing_assets.ml.throughput import measure_throughput, plan_training
 from clothing_assets.ml.train import (
@@ -50,43 +51,53 @@ from clothing_assets.ml.train import (
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = ROOT.parent / "shared" / "clothing-dataset-small"
+# the default until issue 17's fourteenth session: resnet18 from random initialisation at 64 px
+SCRATCH = {"architecture": "resnet18", "weights": "none", "image_size": 64, "base_lr": 0.003,
+           "crop_scale_min": 0.0}  # fmt: skip
 RECIPES = {
+    # EfficientNet-Lite0 fine-tuned from the ImageNet weights its package installs, at 128 px
     "default": {},
+    "lite160": {"image_size": 160},
+    "lite96": {"image_size": 96},
+    "lite-scale50": {"crop_scale_min": 0.5},
+    "lite-lr3": {"base_lr": 0.003},
+    # the recipes below were measured against the from-scratch resnet18 default (SCRATCH)
+    "scratch": SCRATCH,
     # smaller crops cost (112/128)^2 = 0.77 of a step: more epochs fit in the same budget
-    "lowres": {"image_size": 112},
-    "128px": {"image_size": 128},
-    "96px": {"image_size": 96},
-    "80px": {"image_size": 80},
-    "64px": {"image_size": 64},
+    "lowres": {**SCRATCH, "image_size": 112},
+    "128px": {**SCRATCH, "image_size": 128},
+    "96px": {**SCRATCH, "image_size": 96},
+    "80px": {**SCRATCH, "image_size": 80},
+    "64px": {**SCRATCH, "image_size": 64},
     # below the default: 64 px matched 128 px at equal epochs (BENCHMARKS.md), so fewer pixels
     # may lose little detail and buy epochs; give `--epochs` so the scaled count is the plan
-    "56px": {"image_size": 56},
-    "48px": {"image_size": 48},
+    "56px": {**SCRATCH, "image_size": 56},
+    "48px": {**SCRATCH, "image_size": 48},
     # 43 steps an epoch at 64 images: twice the optimizer steps for the same images
-    "bs32": {"batch_size": 32},
-    "ema": {"ema_decay": 0.99},
-    "ema998": {"ema_decay": 0.998},
-    "mix": {"mixup_alpha": 0.2, "cutmix_alpha": 1.0},
+    "bs32": {**SCRATCH, "batch_size": 32},
+    "ema": {**SCRATCH, "ema_decay": 0.99},
+    "ema998": {**SCRATCH, "ema_decay": 0.998},
+    "mix": {**SCRATCH, "mixup_alpha": 0.2, "cutmix_alpha": 1.0},
     # at 68 epochs train accuracy (0.88) ends above validation (0.81): regularise more
-    "cutmix": {"cutmix_alpha": 1.0},
-    "wd01": {"weight_decay": 0.1},
+    "cutmix": {**SCRATCH, "cutmix_alpha": 1.0},
+    "wd01": {**SCRATCH, "weight_decay": 0.1},
     # ... and CutMix lost 4 points at 68 epochs (BENCHMARKS.md): try milder crops instead
-    "scale50": {"crop_scale_min": 0.5},
-    "scale35": {"crop_scale_min": 0.35},
-    "wd002": {"weight_decay": 0.02},
-    "no-smoothing": {"label_smoothing": 0.0},
+    "scale50": {**SCRATCH, "crop_scale_min": 0.5},
+    "scale35": {**SCRATCH, "crop_scale_min": 0.35},
+    "wd002": {**SCRATCH, "weight_decay": 0.02},
+    "no-smoothing": {**SCRATCH, "label_smoothing": 0.0},
     # CIFAR-style SGD for a ResNet from scratch: lr 0.1 per 128 images, L2 5e-4
-    "sgd": {"optimizer": "sgd", "base_lr": 0.05, "weight_decay": 5e-4},
+    "sgd": {**SCRATCH, "optimizer": "sgd", "base_lr": 0.05, "weight_decay": 5e-4},
     # other torchvision families: regnet_y_400mf planned at 2.3x (64 px) and 1.4x (80 px)
     # resnet18's 64 px training img/s on a 2-core AVX2 EPYC (fp32, BENCHMARKS.md), so a budget
     # buys that many more epochs; the 800mf ones are untried
     # deeper at the same 64 px: 179 against resnet18's 294 img/s on AMX-BF16 (BENCHMARKS.md),
     # so an equal budget is 0.61 of resnet18's epochs (`--epochs` is not scaled for depth)
-    "resnet34": {"architecture": "resnet34"},
-    "regnety400": {"architecture": "regnet_y_400mf"},
-    "regnety400-80": {"architecture": "regnet_y_400mf", "image_size": 80},
-    "regnety800-80": {"architecture": "regnet_y_800mf", "image_size": 80},
-    "regnetx800": {"architecture": "regnet_x_800mf"},
+    "resnet34": {**SCRATCH, "architecture": "resnet34"},
+    "regnety400": {**SCRATCH, "architecture": "regnet_y_400mf"},
+    "regnety400-80": {**SCRATCH, "architecture": "regnet_y_400mf", "image_size": 80},
+    "regnety800-80": {**SCRATCH, "architecture": "regnet_y_800mf", "image_size": 80},
+    "regnetx800": {**SCRATCH, "architecture": "regnet_x_800mf"},
 }
 # name -> (evaluate the whole stored image rather than the center crop, add a flipped view)
 EVALS = {"crop": (False, False), "crop+flip": (False, True), "full": (True, False),
@@ -115,10 +126,11 @@ def holdout_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[lis
 
 
 @torch.inference_mode()
-def accuracy(model, images, labels, *, crop: int | None, flip: bool) -> float:
+def accuracy(model, images, labels, *, crop: int | None, flip: bool, architecture: str) -> float:
     """Top-1 accuracy; `crop`: center-crop side (None: the whole image); `flip`: mean of the
-    softmax over the image and its mirror."""
-    preset = ClassificationPresetEval(crop_size=crop or images.shape[-1])
+    softmax over the image and its mirror; normalised as `architecture` expects."""
+    mean, std = normalization(architecture)
+    preset = ClassificationPresetEval(crop_size=crop or images.shape[-1], mean=mean, std=std)
     device = torch.device("cpu")
     hits = 0
     for start in range(0, len(images), 128):
@@ -133,10 +145,11 @@ def accuracy(model, images, labels, *, crop: int | None, flip: bool) -> float:
 
 
 @torch.no_grad()
-def refit_batchnorm(model, images, *, crop: int) -> torch.nn.Module:
+def refit_batchnorm(model, images, *, crop: int, architecture: str) -> torch.nn.Module:
     """A copy of `model` whose BatchNorm statistics are re-estimated (`update_bn`, a cumulative
     mean) on `images` center-cropped to `crop` as the scorer prepares them."""
-    preset = ClassificationPresetEval(crop_size=crop)
+    mean, std = normalization(architecture)
+    preset = ClassificationPresetEval(crop_size=crop, mean=mean, std=std)
     refit = copy.deepcopy(model)
     batches = (preset(images[start : start + 128]).contiguous(memory_format=torch.channels_last)
                for start in range(0, len(images), 128))  # fmt: skip
@@ -165,7 +178,7 @@ def _plan_first(recipes, decoded, labels, rel, classes, holdout) -> dict[str, Tr
     for name, settings in recipes.items():
         tr, va, _ = _split(labels, rel, holdout, 0, settings.val_fraction)
         images = decoded[cache_size(settings.image_size)].images
-        model = build_model(settings.architecture, len(classes))
+        model = build_model(settings.architecture, len(classes), image_size=settings.image_size)
         measure = partial(
             measure_throughput, model.to(memory_format=torch.channels_last),
             torch.nn.CrossEntropyLoss(), (images[tr], labels[tr]), (images[va], labels[va]),
@@ -260,7 +273,8 @@ def main() -> None:
             result = fit(images[tr], labels[tr], images[va], labels[va], classes, settings,
                          on_plan=plans.append)  # fmt: skip
             seconds = time.perf_counter() - started
-            model = build_model(settings.architecture, len(classes))
+            model = build_model(settings.architecture, len(classes),
+                                image_size=settings.image_size)  # fmt: skip
             model.load_state_dict(result.state_dict)
             model = model.to(memory_format=torch.channels_last).eval()
             line = []
@@ -278,14 +292,16 @@ def main() -> None:
                 at = cache_size(side)
                 views[f"crop{side}bn+flip"] = (decoded[at].images, test_decoded[at].images,
                                                side, True)  # fmt: skip
-                models[f"crop{side}bn+flip"] = refit_batchnorm(model, decoded[at].images[tr],
-                                                               crop=side)  # fmt: skip
+                models[f"crop{side}bn+flip"] = refit_batchnorm(
+                    model, decoded[at].images[tr], crop=side, architecture=settings.architecture
+                )
             for ev, (stored, test_stored, crop, flip) in views.items():
                 got = scores.setdefault((name, ev), {"unseen": [], "test": []})
+                arch = settings.architecture
                 got["unseen"].append(accuracy(models[ev], stored[unseen], labels[unseen],
-                                              crop=crop, flip=flip))  # fmt: skip
+                                              crop=crop, flip=flip, architecture=arch))  # fmt: skip
                 got["test"].append(accuracy(models[ev], test_stored, test_labels, crop=crop,
-                                            flip=flip))  # fmt: skip
+                                            flip=flip, architecture=arch))  # fmt: skip
                 line.append(f"{ev} {got['unseen'][-1]:.3f}/{got['test'][-1]:.3f}")
             epochs = plans[0].epochs if plans else settings.n_epochs
             print(tagged(

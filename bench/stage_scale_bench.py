@@ -224,7 +224,8 @@ def champion_and_scored_baseline(env: dict[str, str]) -> str:
     classes = sorted(p.name for p in SHARED.iterdir() if p.is_dir())
     torch.manual_seed(0)
     data = model_bytes(build_model("resnet18", len(classes)).state_dict(), classes,
-                       TrainSettings(image_size=64), val_accuracy=0.5)  # fmt: skip
+                       TrainSettings(architecture="resnet18", image_size=64),
+                       val_accuracy=0.5)  # fmt: skip
     store = ModelStoreResource(directory=env["CLOTHING_MODELS_DIR"],
                                cache_directory=env["CLOTHING_CACHE_DIR"])  # fmt: skip
     version = store.put(data)

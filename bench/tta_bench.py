@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from recipe_bench import DEFAULT_DATA, _split, _spread, _stage
+from recipe_bench import DEFAULT_DATA, SCRATCH, _split, _spread, _stage
 
 from clothing_assets.ml.cpu import tagged
 from clothing_assets.ml.data import load_images
@@ -121,7 +121,8 @@ def main() -> None:
     parser.add_argument("--models", type=Path, default=Path("/tmp/tta-models"))
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     args = parser.parse_args()
-    settings = TrainSettings(n_epochs=args.epochs, max_train_minutes=0.0)
+    # the from-scratch resnet18 these views were measured on (ImageNet normalisation)
+    settings = TrainSettings(**SCRATCH, n_epochs=args.epochs, max_train_minutes=0.0)
     size, stored = settings.image_size, cache_size(settings.image_size)
     files, labels, classes = _stage(args.data / "train")
     test_files, test_labels, _ = _stage(args.data / "test", classes)

@@ -160,6 +160,7 @@ def training_metadata(
     return {
         "version": dg.MetadataValue.text(version),
         "architecture": dg.MetadataValue.text(settings.architecture),
+        "weights": dg.MetadataValue.text(settings.weights),
         "image_size": dg.MetadataValue.int(settings.image_size),
         "crop_scale_min": dg.MetadataValue.float(result.crop_scale_min),
         "classes": dg.MetadataValue.json(list(classes)),

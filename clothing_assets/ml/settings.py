@@ -15,7 +15,8 @@ def _setting(default: Any, doc: str = "") -> Any:
     return field(default=default, metadata={"doc": doc})
 
 
-# `crop_scale_min` 0, the default: the smallest crop by the timed steps' plan
+# `crop_scale_min` 0: the smallest crop by the timed steps' plan (measured on resnet18 from
+# random initialisation)
 SHORT_PLAN_EPOCHS = 20
 SHORT_PLAN_CROP_SCALE = 0.5
 LONG_PLAN_CROP_SCALE = 0.25
@@ -23,16 +24,17 @@ LONG_PLAN_CROP_SCALE = 0.25
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """Hyperparameters of a training run. The defaults train a resnet18 at 64 px for as many
-    epochs (at most 100) as fit in 12 minutes, so the main job ends within 15 on a 2-core CPU
-    of either kind;
-    `configs/resnet50_gpu.yaml` is the 25-epoch ResNet50 recipe for GPU machines."""
+    """Hyperparameters of a training run. The defaults fine-tune EfficientNet-Lite0 from its
+    ImageNet weights (installed with the project: no download) at 128 px for as many epochs (at
+    most 100) as fit in 12 minutes, so the main job ends within 15 on a 2-core CPU of either
+    kind; `configs/resnet50_gpu.yaml` is the 25-epoch ResNet50 recipe for GPU machines."""
 
-    architecture: str = _setting("resnet18", "Any torchvision classification model name.")
-    # 64: in a fixed budget more epochs beat more pixels here. At equal compute, 64 px for 20
-    # epochs scored 20 points above 128 px for 5 (the AVX2 budget), and 64 px matched 128 px's
-    # 20 epochs at a quarter of the compute (BENCHMARKS.md, issue 17's recipe table)
-    image_size: int = _setting(64, "Training crop side (px).")
+    architecture: str = _setting(
+        "efficientnet_lite0",
+        "efficientnet_lite0 (EfficientNet-Lite0), or any torchvision classification model name.",
+    )
+    # 128: see BENCHMARKS.md, "Fourteenth session" (the recipe table of issue 17)
+    image_size: int = _setting(128, "Training crop side (px).")
     n_epochs: int = _setting(100, "At most this many epochs (the budget usually decides).")
     # 12: the whole default job took 11 min 42 s on AVX512-BF16 and 14 min 5 s on emulated AVX2
     max_train_minutes: float = _setting(
@@ -40,18 +42,21 @@ class TrainSettings:
         "Wall-clock budget of training: the epochs that fit, from the throughput timed over "
         "the first steps (at most n_epochs); 0: no budget, n_epochs.",
     )
-    batch_size: int = _setting(64)
+    # 32: EfficientNet-Lite0's fp32 step at 128 px ran 1.3-1.5x faster per image at batch 32
+    # than at 64 on both CPU kinds (bench/fp32_step.py, BENCHMARKS.md)
+    batch_size: int = _setting(32)
     optimizer: str = _setting(
         "adamw", "'adamw' or 'sgd' (Nesterov momentum 0.9; weight decay as L2)."
     )
-    base_lr: float = _setting(0.003, "Peak learning rate.")
+    # 0.001: fine-tuning pretrained weights; 0.003 suited training from random initialisation
+    base_lr: float = _setting(0.001, "Peak learning rate.")
     weight_decay: float = _setting(0.05)
     label_smoothing: float = _setting(0.1)
-    # 0: milder crops for short plans. At 18 epochs `crop_scale_min` 0.5 beat 0.25 by 3.5 and
-    # 5.4 points on unseen images (two splits, a real AVX2 EPYC); at 68 it lost 2.4 (one split,
-    # AMX-BF16): a short plan underfits, a long one needs the stronger augmentation
+    # 0.25 for the default fine-tuning (issue 17's recipe table); 0, "by the plan", is the rule
+    # measured for resnet18 from scratch: at 18 epochs 0.5 beat 0.25 by 3.5 and 5.4 points on
+    # unseen images (two splits, a real AVX2 EPYC), at 68 it lost 2.4 (one split, AMX-BF16)
     crop_scale_min: float = _setting(
-        0.0,
+        LONG_PLAN_CROP_SCALE,
         "Random-resized-crop: the smallest crop, as a fraction of the image's area; 0: by the "
         f"plan, {SHORT_PLAN_CROP_SCALE} when the timed steps planned at most "
         f"{SHORT_PLAN_EPOCHS} epochs, else {LONG_PLAN_CROP_SCALE}.",
@@ -66,7 +71,10 @@ class TrainSettings:
     )
     seed: int = _setting(0)
     weights: str = _setting(
-        "none", "'none' (random init) or 'imagenet' (downloads torchvision's weights)."
+        "imagenet",
+        "'imagenet': start from ImageNet weights (efficientnet_lite0's come installed with the "
+        "project; a torchvision model downloads its own once, which needs the internet), or "
+        "'none': random initialisation.",
     )
     device: str = _setting("auto", "'auto', 'cpu' or 'cuda'.")
     bf16: str = _setting("auto", "'auto', 'on' or 'off'.")

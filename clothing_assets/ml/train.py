@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torchvision
 import torchvision.transforms.v2.functional as TF
 from torch import nn
 
@@ -30,12 +29,8 @@ from clothing_assets.ml.budget import (
 from clothing_assets.ml.cpu import bf16_native, cpu_kind
 from clothing_assets.ml.durable import training_lock, write_bytes_atomic
 from clothing_assets.ml.images import cache_size
-from clothing_assets.ml.presets import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    ClassificationPresetEval,
-    ClassificationPresetTrain,
-)
+from clothing_assets.ml.models import build_model, normalization
+from clothing_assets.ml.presets import ClassificationPresetEval, ClassificationPresetTrain
 from clothing_assets.ml.settings import TrainSettings
 
 MODEL_FORMAT = "clothing-assets/1"
@@ -112,41 +107,6 @@ def amp_dtype_for(device: torch.device, bf16: str = "auto") -> torch.dtype | Non
             raise ValueError(f"bf16 was asked for but {device} does not support it")
         return torch.bfloat16
     return torch.bfloat16 if native else None
-
-
-def _replace_head(model: nn.Module, num_classes: int) -> None:
-    # torchvision names its last layer differently per family (fc, classifier[-1], heads.head);
-    # the last nn.Linear is the head in every classification model it ships.
-    name, last = None, None
-    for n, module in model.named_modules():
-        if isinstance(module, nn.Linear):
-            name, last = n, module
-    if last is None:
-        raise ValueError("model has no linear head to replace")
-    parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
-    setattr(parent, name.rsplit(".", 1)[-1], nn.Linear(last.in_features, num_classes))
-
-
-def build_model(architecture: str, num_classes: int, *, weights: str = "none") -> nn.Module:
-    """A torchvision classification model with `num_classes` outputs.
-
-    `weights="imagenet"` starts from torchvision's ImageNet weights (downloads them once, so
-    it needs the internet); the default trains from random initialisation.
-    """
-    available = torchvision.models.list_models(module=torchvision.models)
-    if architecture not in available:
-        raise ValueError(
-            f"unknown architecture {architecture!r}; torchvision classification models include "
-            f"{', '.join(sorted(a for a in available if a.startswith(('resnet', 'mobilenet'))))}"
-        )
-    if weights == "imagenet":
-        model = torchvision.models.get_model(architecture, weights="DEFAULT")
-        _replace_head(model, num_classes)
-    elif weights == "none":
-        model = torchvision.models.get_model(architecture, weights=None, num_classes=num_classes)
-    else:
-        raise ValueError(f"weights must be 'none' or 'imagenet', got {weights!r}")
-    return model
 
 
 OPTIMIZERS = ("adamw", "sgd")
@@ -502,7 +462,10 @@ class _Trainer:
             checkpoint_path, fingerprint, on_warning
         )  # fmt: skip
         torch.manual_seed(settings.seed)
-        model = build_model(settings.architecture, len(classes), weights=settings.weights)
+        model = build_model(
+            settings.architecture, len(classes), weights=settings.weights,
+            image_size=settings.image_size,
+        )  # fmt: skip
         self.model = model.to(device, memory_format=torch.channels_last)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
         self.optimizer = make_optimizer(
@@ -512,7 +475,10 @@ class _Trainer:
             torch.backends.cudnn.benchmark = (
                 True  # fixed shapes: let cuDNN pick its fastest kernels
             )
-        self.eval_preset = ClassificationPresetEval(crop_size=settings.image_size)
+        self.mean, self.std = normalization(settings.architecture)
+        self.eval_preset = ClassificationPresetEval(
+            crop_size=settings.image_size, mean=self.mean, std=self.std
+        )
         self.ema = _make_ema(self.model, settings.ema_decay)
         # the model that is validated and kept: the weight average when there is one
         self.kept_model = self.ema.module if self.ema is not None else self.model
@@ -545,8 +511,9 @@ class _Trainer:
         re-plans keep in `measured_epochs`), so a resumed run crops as the whole one did."""
         self.crop_scale_min = self.settings.crop_scale_for(plan.measured_epochs or plan.epochs)
         self.train_preset = ClassificationPresetTrain(
-            crop_size=self.settings.image_size, scale=(self.crop_scale_min, 1.0)
-        )
+            crop_size=self.settings.image_size, scale=(self.crop_scale_min, 1.0),
+            mean=self.mean, std=self.std,
+        )  # fmt: skip
 
     def replan(
         self, plan: EpochPlan, n_train: int, on_plan: Callable[[EpochPlan], None] | None
@@ -588,8 +555,8 @@ class _Trainer:
             "step": self.step,
             "rng": {"torch": torch.get_rng_state()},
             "classes": list(self.classes),
-            "mean": list(IMAGENET_MEAN),
-            "std": list(IMAGENET_STD),
+            "mean": list(self.mean),
+            "std": list(self.std),
             "config": asdict(self.settings),
             "fingerprint": self.fingerprint,
             "plan": self.plan.as_dict(),
@@ -774,6 +741,7 @@ def model_payload(
     val_accuracy: float | None = None,
 ) -> dict[str, Any]:
     """What `model_trained.pt` holds: tensors and plain values only (weights_only-loadable)."""
+    mean, std = normalization(settings.architecture)
     return {
         "val_accuracy": val_accuracy,
         "format": MODEL_FORMAT,
@@ -782,8 +750,8 @@ def model_payload(
         "image_size": settings.image_size,
         "cache_size": cache_size(settings.image_size),
         "eval_flip": settings.eval_flip,
-        "mean": list(IMAGENET_MEAN),
-        "std": list(IMAGENET_STD),
+        "mean": list(mean),
+        "std": list(std),
         "state_dict": state_dict,
     }
 
@@ -806,8 +774,8 @@ def load_model(data: bytes, *, map_location: str | torch.device = "cpu") -> tupl
     payload = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
         raise ValueError("not a clothing-assets model file (format marker missing)")
-    model = torchvision.models.get_model(
-        payload["architecture"], weights=None, num_classes=len(payload["classes"])
+    model = build_model(
+        payload["architecture"], len(payload["classes"]), image_size=payload["image_size"]
     )
     model.load_state_dict(payload["state_dict"])
     model.eval()

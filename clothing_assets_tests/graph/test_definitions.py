@@ -47,7 +47,12 @@ def test_documented_run_config_is_accepted(local_env):
     config = {
         "ops": {
             "trained_model": {
-                "config": {"n_epochs": 1, "image_size": 64, "architecture": "resnet18"}
+                "config": {
+                    "n_epochs": 1,
+                    "image_size": 64,
+                    "architecture": "resnet18",
+                    "weights": "none",
+                }
             }
         }
     }

@@ -20,11 +20,12 @@ from clothing_assets.ml.train import TrainSettings, fit, save_atomic
 from clothing_assets_tests.support import REPO_ROOT
 
 SETTINGS = TrainSettings(
-    architecture="resnet18", image_size=32, n_epochs=1, batch_size=8, checkpoint_every=1, seed=3
-)
+    architecture="resnet18", weights="none", image_size=32, n_epochs=1, batch_size=8,
+    checkpoint_every=1, seed=3,
+)  # fmt: skip
 # small checkpoints (at epoch ends only) and one thread: two of these share the machine
 PROCESS_SETTINGS = TrainSettings(
-    architecture="mobilenet_v3_small", image_size=32, n_epochs=2, batch_size=8,
+    architecture="mobilenet_v3_small", weights="none", image_size=32, n_epochs=2, batch_size=8,
     checkpoint_every=0, seed=3,
 )  # fmt: skip
 ROOT = REPO_ROOT

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dagster as dg
 import pytest
 
 from clothing_assets.ml.cpu import KINDS
@@ -69,6 +70,21 @@ def test_whole_graph_catalogs_trains_and_scores(local_env):
     for name, evaluation in checks.items():
         # a one-epoch model's class mix may well drift: that check only has to run
         assert evaluation.passed or name == "predicted_class_mix_drift", name
+
+
+def test_the_default_model_trains_from_installed_weights_and_scores_on_dask(local_env):
+    """The default architecture, EfficientNet-Lite0 from the ImageNet weights its package
+    installs (no download), through the whole graph: trained, registered, and rebuilt from its
+    model file on the Dask workers that score the test stage."""
+    tiny = {"image_size": 32, "n_epochs": 1, "batch_size": 8, "checkpoint_every": 0}
+    result = _materialize(run_config=dg.RunConfig(ops={"trained_model": {"config": tiny}}))
+    assert result.success, [e.message for e in result.all_events if e.is_failure]
+
+    model_meta = metadata_of(result, "trained_model")
+    assert (model_meta["architecture"], model_meta["weights"]) == ("efficientnet_lite0", "imagenet")
+    test = read_table(local_env, "clothing_test")
+    assert test["ERROR"].isna().all() and set(test["TYPE"]) <= set(CLASSES)
+    assert (test["MODEL_VERSION"] == model_meta["version"]).all()
 
 
 def test_rematerializing_duplicates_and_rescores_nothing(local_env):

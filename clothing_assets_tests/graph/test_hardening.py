@@ -115,7 +115,7 @@ def test_a_chaining_path_in_the_test_stage_is_scored_from_its_own_file(local_env
 
 
 def _tiny_model() -> tuple[bytes, str]:
-    settings = TrainSettings(image_size=32)
+    settings = TrainSettings(architecture="resnet18", image_size=32)
     torch.manual_seed(0)
     payload = model_payload(
         build_model("resnet18", 3).state_dict(), ["hat", "pants", "shoes"], settings,

@@ -11,11 +11,10 @@ from pathlib import Path
 
 import pytest
 import torch
-import torchvision
 
 from clothing_assets.ml import runtime
 from clothing_assets.ml.scoring import loaded_versions, score_batch, warm_model
-from clothing_assets.ml.train import TrainSettings, model_payload
+from clothing_assets.ml.train import TrainSettings, build_model, model_payload
 from clothing_assets.resources.model_store import file_version
 from clothing_assets_tests.support import CLASSES, make_stage
 
@@ -25,13 +24,15 @@ needs_ort = pytest.mark.skipif(
 )
 
 
-def small_model() -> bytes:
-    """A resnet18 model file at 32 px; random weights, seeded (int8 error does not need a
-    trained model to show, only non-trivial activations)."""
+def small_model(architecture: str = "resnet18") -> bytes:
+    """A model file at 32 px; resnet18 with random weights, seeded (int8 error does not need a
+    trained model to show, only non-trivial activations), or EfficientNet-Lite0 from its
+    ImageNet weights with a random head."""
     torch.manual_seed(0)
-    model = torchvision.models.get_model("resnet18", weights=None, num_classes=len(CLASSES))
+    settings = TrainSettings(architecture=architecture, image_size=32)
+    model = build_model(architecture, len(CLASSES), weights="none" if architecture == "resnet18"
+                        else "imagenet", image_size=32)  # fmt: skip
     buffer = io.BytesIO()
-    settings = TrainSettings(architecture="resnet18", image_size=32)
     torch.save(model_payload(model.state_dict(), list(CLASSES), settings), buffer)
     return buffer.getvalue()
 
@@ -41,12 +42,13 @@ def rows_of(files: list[Path]) -> list[dict]:
             for f in files]  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def int8_model(tmp_path_factory) -> tuple[bytes, bytes, list[Path]]:
-    """(torch model file, its int8 model, 30 test images), calibrated on 24 other images."""
+@pytest.fixture(scope="module", params=["resnet18", "efficientnet_lite0"])
+def int8_model(tmp_path_factory, request) -> tuple[bytes, bytes, list[Path]]:
+    """(torch model file, its int8 model, 30 test images), calibrated on 24 other images; for
+    resnet18 and for the default architecture (depthwise convolutions, TF-style padding)."""
     root = tmp_path_factory.mktemp("images")
     calibration = make_stage(root / "train", per_class=8, seed=1)
-    data = small_model()
+    data = small_model(request.param)
     int8 = runtime.int8_model_bytes(data, [f.read_bytes() for f in calibration])
     return data, int8, make_stage(root / "test", per_class=10, seed=2)
 

@@ -55,6 +55,7 @@ class LocalEnv:
 
 TINY_TRAINING = {
     "architecture": "resnet18",
+    "weights": "none",
     "image_size": 32,
     "n_epochs": 1,
     "batch_size": 8,

