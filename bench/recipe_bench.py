@@ -47,6 +47,7 @@ from clothing_assets.ml.train import (
     build_model,
     epoch_batches,
     fit,
+    training_amp_dtype,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -182,7 +183,7 @@ def _plan_first(recipes, decoded, labels, rel, classes, holdout) -> dict[str, Tr
         measure = partial(
             measure_throughput, model.to(memory_format=torch.channels_last),
             torch.nn.CrossEntropyLoss(), (images[tr], labels[tr]), (images[va], labels[va]),
-            settings=settings, device=device, amp_dtype=amp_dtype_for(device),
+            settings=settings, device=device, amp_dtype=training_amp_dtype(device, settings),
         )  # fmt: skip
         steps = len(epoch_batches(len(tr), settings.batch_size, seed=0, epoch=0))
         plan = plan_training(None, settings, steps_per_epoch=steps, n_val=len(va), measure=measure)

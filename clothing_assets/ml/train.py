@@ -29,7 +29,7 @@ from clothing_assets.ml.budget import (
 from clothing_assets.ml.cpu import bf16_native, cpu_kind
 from clothing_assets.ml.durable import training_lock, write_bytes_atomic
 from clothing_assets.ml.images import cache_size
-from clothing_assets.ml.models import build_model, normalization
+from clothing_assets.ml.models import build_model, normalization, trains_faster_in_fp32
 from clothing_assets.ml.presets import ClassificationPresetEval, ClassificationPresetTrain
 from clothing_assets.ml.settings import TrainSettings
 
@@ -107,6 +107,20 @@ def amp_dtype_for(device: torch.device, bf16: str = "auto") -> torch.dtype | Non
             raise ValueError(f"bf16 was asked for but {device} does not support it")
         return torch.bfloat16
     return torch.bfloat16 if native else None
+
+
+def training_amp_dtype(device: torch.device, settings: TrainSettings) -> torch.dtype | None:
+    """`amp_dtype_for` for training `settings.architecture`: under `bf16: auto`, fp32 on the CPU
+    kinds where that architecture's step measured faster in fp32 (`models.FP32_TRAINING_KINDS`).
+    Validation follows training; scoring keeps `amp_dtype_for` (Lite0's forward pass alone ran
+    2x faster in bf16 there)."""
+    if (
+        settings.bf16 == "auto"
+        and device.type == "cpu"
+        and trains_faster_in_fp32(settings.architecture, cpu_kind())
+    ):
+        return None
+    return amp_dtype_for(device, settings.bf16)
 
 
 OPTIMIZERS = ("adamw", "sgd")
@@ -457,7 +471,7 @@ class _Trainer:
         on_warning: Callable[[str], None],
     ) -> None:
         self.settings, self.classes, self.device = settings, classes, device
-        self.amp_dtype = amp_dtype_for(device, settings.bf16)
+        self.amp_dtype = training_amp_dtype(device, settings)
         self.checkpoint_path, self.fingerprint, self.on_warning = (
             checkpoint_path, fingerprint, on_warning
         )  # fmt: skip

@@ -11,7 +11,7 @@ import torch
 from clothing_assets.ml import models
 from clothing_assets.ml.presets import IMAGENET_MEAN, IMAGENET_STD
 from clothing_assets.ml.settings import TrainSettings
-from clothing_assets.ml.train import load_model, model_payload
+from clothing_assets.ml.train import load_model, model_payload, training_amp_dtype
 
 
 def _packaged_state() -> dict[str, torch.Tensor]:
@@ -81,3 +81,19 @@ def test_the_default_recipe_starts_from_installed_weights():
     settings = TrainSettings()
     assert settings.weights == "imagenet" and settings.architecture in models.LITE_ARCHITECTURES
     assert models._lite_weights_file(settings.architecture).endswith(".pth")
+
+
+@pytest.mark.parametrize(
+    ("architecture", "kind", "fp32"),
+    [("efficientnet_lite0", "AVX512-BF16", True),  # measured: fp32 steps faster than bf16
+     ("efficientnet_lite0", "AMX-BF16", False),  # not measured: bf16 stays
+     ("resnet18", "AVX512-BF16", False)],
+)  # fmt: skip
+def test_bf16_auto_trains_in_fp32_only_where_fp32_measured_faster(architecture, kind, fp32):
+    assert models.trains_faster_in_fp32(architecture, kind) is fp32
+
+
+@pytest.mark.parametrize("bf16", ["auto", "off"])
+def test_lite0_trains_in_fp32_on_an_avx2_cpu(monkeypatch, bf16):
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")  # the kind follows the cap: AVX2
+    assert training_amp_dtype(torch.device("cpu"), TrainSettings(bf16=bf16)) is None
