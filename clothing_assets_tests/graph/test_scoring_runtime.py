@@ -69,6 +69,20 @@ def test_int8_labels_agree_with_torch(int8_model):
 
 
 @needs_ort
+def test_int8_keeps_the_first_convolution_and_the_classifier_in_fp32(int8_model):
+    """Quantized everywhere else: every later convolution reads dequantized int8 weights."""
+    import onnx
+
+    payload = torch.load(io.BytesIO(int8_model[1]), weights_only=True)
+    graph = onnx.load_from_string(payload["onnx"].numpy().tobytes()).graph
+    dequantized = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    heads = [n for n in graph.node if n.op_type in ("Gemm", "MatMul")]
+    assert convs[0].input[1] not in dequantized and heads[-1].input[1] not in dequantized
+    assert len(convs) > 10 and all(c.input[1] in dequantized for c in convs[1:])
+
+
+@needs_ort
 def test_int8_model_made_once_and_loaded_once_per_worker(int8_model, tmp_path):
     from distributed import Client, LocalCluster
 
