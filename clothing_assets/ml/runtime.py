@@ -6,8 +6,9 @@ ONNX, calibrate activation ranges on training images, quantize weights per chann
 activations per tensor, QDQ format) and shipped to every worker once, like the torch model;
 `load_int8_model` rebuilds it on a worker. Measured on a 2-core AVX2 AMD EPYC,
 ResNet50 at 250 px, one thread: 2.9x the torch fp32 forward, test accuracy within 0.5 points
-(BENCHMARKS.md, issue 17); on an AVX512-BF16 EPYC, 2.06x torch's bf16 path on Dask, and the
-default resnet18's test-stage accuracy 0.3 points below fp32 (`bench/runtime_accuracy.py`).
+(BENCHMARKS.md, issue 17); on an AVX512-BF16 EPYC, 2.06x torch's bf16 path on Dask. The
+default EfficientNet-Lite0's test-stage accuracy under int8 was within -0.3 to +0.9 points of
+fp32 on three trained models (`bench/runtime_accuracy.py`).
 """
 
 from __future__ import annotations
