@@ -108,7 +108,8 @@ def kept_in_fp32(onnx_path: str) -> list[str]:
     """The nodes `quantize_int8` leaves in fp32: the first convolution (it sees the raw pixels)
     and the classifier (Gemm or MatMul). On the default EfficientNet-Lite0 quantizing them too
     moved the test stage by -0.9, +0.3 and +0.3 points on three trained models, and keeping them
-    by -0.3, +0.3 and +0.9, at the same speed (BENCHMARKS.md, fourteenth session)."""
+    by -0.3, +0.3 and +0.9; ResNet50's int8 path at 250 px runs about 10 % slower with its 7x7
+    stem in fp32 (BENCHMARKS.md, fourteenth session)."""
     import onnx
 
     nodes = onnx.load(onnx_path).graph.node

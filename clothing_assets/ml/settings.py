@@ -33,10 +33,12 @@ class TrainSettings:
         "efficientnet_lite0",
         "efficientnet_lite0 (EfficientNet-Lite0), or any torchvision classification model name.",
     )
-    # 128: see BENCHMARKS.md, "Fourteenth session" (the recipe table of issue 17)
+    # 128: on one exploratory split 160 px scored no better in 1.6x the time (BENCHMARKS.md,
+    # fourteenth session)
     image_size: int = _setting(128, "Training crop side (px).")
     n_epochs: int = _setting(100, "At most this many epochs (the budget usually decides).")
-    # 12: the whole default job took 11 min 42 s on AVX512-BF16 and 14 min 5 s on emulated AVX2
+    # 12: the whole default job took 11 min 16 s on AVX512-BF16 and 11 min 44 s on emulated AVX2
+    # (BENCHMARKS.md, fourteenth session)
     max_train_minutes: float = _setting(
         12.0,
         "Wall-clock budget of training: the epochs that fit, from the throughput timed over "

@@ -112,8 +112,7 @@ def amp_dtype_for(device: torch.device, bf16: str = "auto") -> torch.dtype | Non
 def training_amp_dtype(device: torch.device, settings: TrainSettings) -> torch.dtype | None:
     """`amp_dtype_for` for training `settings.architecture`: under `bf16: auto`, fp32 on the CPU
     kinds where that architecture's step measured faster in fp32 (`models.FP32_TRAINING_KINDS`).
-    Validation follows training; scoring keeps `amp_dtype_for` (Lite0's forward pass alone ran
-    2x faster in bf16 there)."""
+    Validation follows training; scoring keeps `amp_dtype_for`."""
     if (
         settings.bf16 == "auto"
         and device.type == "cpu"
