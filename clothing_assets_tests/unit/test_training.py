@@ -59,6 +59,9 @@ RECIPES = {
     "ema+mixup+cutmix": {"ema_decay": 0.9, "mixup_alpha": 0.2, "cutmix_alpha": 1.0},
     # SGD's momentum buffers are optimizer state a resume must restore, like AdamW's moments
     "sgd": {"optimizer": "sgd", "base_lr": 0.05, "weight_decay": 5e-4},
+    # the default network, pretrained: its dropout and drop-connect draw from torch's global
+    # random stream, which the checkpoint must carry
+    "lite0": {"architecture": "efficientnet_lite0", "weights": "imagenet"},
 }
 
 
