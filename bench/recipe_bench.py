@@ -11,8 +11,10 @@ view). Every evaluation of one split scores the same trained model, so they comp
     python bench/recipe_bench.py --recipes default lowres --splits 3 --minutes 8
 
 With `--minutes 0` the runs are compared at equal compute instead, which a shared machine
-cannot disturb: each recipe trains `--epochs` scaled by its pixels per crop against the
-default's ((128 / side)^2 epochs at `side` px, rounded; 128 px is the default crop).
+cannot disturb: each recipe trains `--epochs` scaled by its pixels per crop against its
+family's crop ((ref / side)^2 epochs at `side` px, rounded; ref is 128 px, the default's, for
+the pretrained recipes and 64 px, `scratch`'s, for those from random initialisation, so the
+earlier sessions' commands still train what they trained).
 
 With `--plan-first`, each recipe's epochs for `--minutes` are planned once, before any
 training, the way `trained_model` plans them (a few timed steps on a copy of the model, on the
@@ -100,6 +102,14 @@ RECIPES = {
     "regnety800-80": {**SCRATCH, "architecture": "regnet_y_800mf", "image_size": 80},
     "regnetx800": {**SCRATCH, "architecture": "regnet_x_800mf"},
 }
+
+
+def reference_side(settings: TrainSettings) -> int:
+    """The crop side a recipe's family is compared at: `scratch`'s for recipes trained from
+    random initialisation, the default's for pretrained ones."""
+    return SCRATCH["image_size"] if settings.weights == "none" else TrainSettings.image_size
+
+
 # name -> (evaluate the whole stored image rather than the center crop, add a flipped view)
 EVALS = {"crop": (False, False), "crop+flip": (False, True), "full": (True, False),
          "full+flip": (True, True)}  # fmt: skip
@@ -237,13 +247,14 @@ def main() -> None:
     recipes = {name: replace(base, **RECIPES[name]) for name in args.recipes}
     if not args.minutes:  # equal compute: epochs in proportion to the crop's pixels
         recipes = {
-            name: replace(s, n_epochs=round(args.epochs * (base.image_size / s.image_size) ** 2))
+            name: replace(s, n_epochs=round(args.epochs * (reference_side(s) / s.image_size) ** 2))
             for name, s in recipes.items()
         }
     files, labels, classes = _stage(args.data / "train")
     test_files, test_labels, _ = _stage(args.data / "test", classes)
     decoded, test_decoded = {}, {}
-    sides = {cache_size(s.image_size) for s in [base, *recipes.values()]}
+    sides = {cache_size(side) for s in recipes.values()
+             for side in (s.image_size, reference_side(s))}  # fmt: skip
     sides |= {cache_size(side) for side in [*args.eval_sizes, *args.refit_sizes]}
     for side in sorted(sides):
         decoded[side] = load_images([str(f) for f in files], side)
@@ -281,8 +292,8 @@ def main() -> None:
             line = []
             views = {ev: (images, test_images, None if whole else settings.image_size, flip)
                      for ev, (whole, flip) in EVALS.items()}  # fmt: skip
-            if settings.image_size < base.image_size:  # also at the default's larger images
-                up = cache_size(base.image_size)
+            if settings.image_size < reference_side(settings):  # also at the family's crop
+                up = cache_size(reference_side(settings))
                 views["up-full+flip"] = (decoded[up].images, test_decoded[up].images, None, True)
             for side in args.eval_sizes:  # center crops at other sides than the training one
                 at = cache_size(side)  # the images stored for that side
