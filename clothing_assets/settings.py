@@ -58,6 +58,7 @@ def _scoring_runtime(raw: str) -> str:
 
 
 def _default_workers() -> int:
+    """min(4, cores)"""
     return min(4, os.cpu_count() or 1)
 
 
@@ -105,7 +106,7 @@ _VARIABLES = [
     Variable("DASK_SCHEDULER_ADDRESS", None, _text,
              "an existing Dask scheduler (`tcp://...` or `tls://...`); unset: a LocalCluster"),
     Variable("CLOTHING_DASK_WORKERS", _default_workers, _positive_int,
-             "LocalCluster workers (one thread each); default min(4, cores)"),
+             "LocalCluster workers (one thread each)"),
     Variable("CLOTHING_DASK_WORKER_GPUS", 0, _count,
              "GPUs each LocalCluster worker advertises as the Dask resource `GPU`"),
     Variable("CLOTHING_DASK_NO_WORKERS_TIMEOUT_SECONDS", 300.0, _positive_number,
@@ -133,21 +134,27 @@ _VARIABLES = [
     Variable("CLOTHING_SERVE_WORKERS", 1, _positive_int,
              "model server: processes, each with its own model; they share out the cores"),
     Variable("CLOTHING_SNOWFLAKE_STORAGE_INTEGRATION", None, _text,
-             "the storage integration the Snowflake stages use"),
+             "the storage integration the Snowflake stages use (created once by an administrator)"),
     Variable("CLOTHING_PRESIGN_EXPIRY_SECONDS", 900, _positive_int,
-             "presigned-URL lifetime, 60 to 3600"),
-    Variable("SNOWFLAKE_LOGIN_TIMEOUT", 60, _positive_int, "seconds"),
-    Variable("SNOWFLAKE_NETWORK_TIMEOUT", 300, _positive_int, "seconds"),
-    Variable("SNOWFLAKE_ACCOUNT", None, _text, "who connects", secret=True),
-    Variable("SNOWFLAKE_USER", None, _text, "who connects", secret=True),
-    Variable("SNOWFLAKE_ROLE", None, _text, "who connects"),
-    Variable("SNOWFLAKE_PASSWORD", None, _text, "password auth", secret=True),
-    Variable("SNOWFLAKE_PRIVATE_KEY_PATH", None, _text, "key-pair auth, used when set",
+             "Snowflake: presigned-URL lifetime of a scoring batch's images, 60 to 3600"),
+    Variable("SNOWFLAKE_LOGIN_TIMEOUT", 60, _positive_int, "seconds a Snowflake login may take"),
+    Variable("SNOWFLAKE_NETWORK_TIMEOUT", 300, _positive_int,
+             "seconds a Snowflake request may take"),
+    Variable("SNOWFLAKE_ACCOUNT", None, _text,
+             "the Snowflake account (with CLOTHING_WAREHOUSE unset, setting it selects Snowflake)",
              secret=True),
-    Variable("SNOWFLAKE_PRIVATE_KEY_PASSWORD", None, _text, "the key's passphrase", secret=True),
-    Variable("SNOWFLAKE_WAREHOUSE", None, _text, "where the queries run"),
-    Variable("SNOWFLAKE_DATABASE", None, _text, "where the tables live"),
-    Variable("SNOWFLAKE_SCHEMA", None, _text, "where the tables live"),
+    Variable("SNOWFLAKE_USER", None, _text, "the Snowflake user", secret=True),
+    Variable("SNOWFLAKE_ROLE", None, _text, "the Snowflake role (e.g. `clothing_assets`)"),
+    Variable("SNOWFLAKE_PASSWORD", None, _text, "password authentication (or a private key)",
+             secret=True),
+    Variable("SNOWFLAKE_PRIVATE_KEY_PATH", None, _text, "key-pair authentication, used when set",
+             secret=True),
+    Variable("SNOWFLAKE_PRIVATE_KEY_PASSWORD", None, _text,
+             "the private key's passphrase, if it is encrypted", secret=True),
+    Variable("SNOWFLAKE_WAREHOUSE", None, _text,
+             "the Snowflake virtual warehouse the queries run on"),
+    Variable("SNOWFLAKE_DATABASE", None, _text, "the database of the catalog tables and stages"),
+    Variable("SNOWFLAKE_SCHEMA", None, _text, "the schema of the catalog tables and stages"),
 ]  # fmt: skip
 VARIABLES: dict[str, Variable] = {v.name: v for v in _VARIABLES}
 

@@ -123,14 +123,6 @@ def test_steps_that_could_collide_are_in_pools_limited_to_one(local_env):
         assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
 
 
-def test_every_setting_is_documented_in_the_readme():
-    from clothing_assets.settings import VARIABLES
-
-    readme = (ROOT / "README.md").read_text()
-    missing = [name for name in VARIABLES if f"`{name}`" not in readme]
-    assert not missing, f"README does not document {missing}"
-
-
 def test_loading_the_code_location_and_syncing_import_neither_torch_nor_torchvision(local_env):
     """The stage and catalog steps and the sensors use none of it; only training and scoring
     import torch, when they run."""
