@@ -167,7 +167,7 @@ def _runtime_model(
     context.log.info(f"scoring runtime: {runtime}")
     return runtime, scoring_model_bytes(
         model_bytes, version, runtime, lambda: _calibration_images(warehouse, train_stage),
-        model_registry.store.cache_root,
+        model_registry.store.cache_root, on_warning=context.log.warning,
     )  # fmt: skip
 
 

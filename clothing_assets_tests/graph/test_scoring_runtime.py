@@ -4,6 +4,7 @@ missing. The first two need the `int8` extra (in `dev`, so CI has it)."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import io
 import logging
@@ -146,7 +147,9 @@ def test_missing_onnxruntime_falls_back_or_says_what_to_install(monkeypatch, cap
     with pytest.raises(runtime.RuntimeUnavailable, match=r"clothing-assets\[int8\]"):
         runtime.resolve_runtime(runtime.ORT_INT8)
     fake = io.BytesIO()
-    torch.save({"format": runtime.INT8_FORMAT, "onnx": torch.zeros(1, dtype=torch.uint8)}, fake)
+    graph = torch.zeros(1, dtype=torch.uint8)
+    digest = hashlib.sha256(graph.numpy().tobytes()).hexdigest()
+    torch.save({"format": runtime.INT8_FORMAT, "onnx": graph, "onnx_sha256": digest}, fake)
     with pytest.raises(runtime.RuntimeUnavailable, match="install the `int8` extra"):
         runtime.load_int8_model(fake.getvalue())
     # a GPU scores with torch whatever is installed
