@@ -40,7 +40,12 @@ def defs() -> dg.Definitions:
         assets=all_assets(),
         asset_checks=all_checks(),
         jobs=JOBS,
-        sensors=build_sensors(setting("CLOTHING_SENSOR_INTERVAL_SECONDS")),
+        # rescoring at half the freshness window leaves a failed rescoring run one more try
+        # before the policy fails
+        sensors=build_sensors(
+            setting("CLOTHING_SENSOR_INTERVAL_SECONDS"),
+            rescore_after=freshness_windows()["clothing_predictions"] / 2,
+        ),
         schedules=[build_retrain_schedule(setting("CLOTHING_RETRAIN_CRON"))],
         resources=resources_for(),
         # Every step in the run's own process: a step process would import Dagster and the

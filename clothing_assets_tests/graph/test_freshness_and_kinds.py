@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,9 @@ import pytest
 
 from clothing_assets.definitions import defs
 from clothing_assets.environment import RESOURCES_BY_ENVIRONMENT, WAREHOUSE_KIND, resources_for
+from clothing_assets.sensors import build_sensors
 from clothing_assets.settings import VARIABLES, SettingsError
-from clothing_assets_tests.support import REPO_ROOT
+from clothing_assets_tests.support import REPO_ROOT, materialize, register_model, sensor_tick
 
 DG = Path(sys.executable).parent / "dg"
 STAGES = ("clothing_dataset_train", "clothing_dataset")
@@ -196,3 +198,36 @@ def test_dg_list_defs_shows_the_kinds_and_windows_of_the_environment(local_env, 
     assert set(listed["clothing_dataset"]["kinds"]) == {"file"}
     assert set(listed["clothing_train"]["kinds"]) == {"snowflake"}
     assert set(listed["clothing_predictions"]["kinds"]) == {"dask", "snowflake"}
+
+
+def test_a_quiet_test_stage_is_rescored_before_the_predictions_go_stale(local_env):
+    """Nothing new to score still needs a scoring run now and then, or the predictions' policy
+    would fail on a stage that is merely quiet; the run is asked for only with a champion."""
+    assert materialize(["clothing_dataset", "clothing_test"], None).success
+    _, test_sensor = build_sensors(rescore_after=timedelta(seconds=2))
+    with dg.instance_for_test() as instance:
+        first, cursor = sensor_tick(test_sensor, None, instance)
+        assert isinstance(first, dg.SkipReason)  # the catalog already holds the stage
+        no_champion, cursor = sensor_tick(test_sensor, cursor, instance)
+        assert isinstance(no_champion, dg.SkipReason) and "no change" in no_champion.skip_message
+
+        register_model(local_env, b"a champion's bytes")
+        never, cursor = sensor_tick(test_sensor, cursor, instance)
+        assert isinstance(never, dg.RunRequest)
+        assert [k.to_user_string() for k in never.asset_selection] == ["clothing_predictions"]
+        assert "never" in never.tags["clothing/change"]
+
+        instance.report_runless_asset_event(dg.AssetMaterialization("clothing_predictions"))
+        fresh, cursor = sensor_tick(test_sensor, cursor, instance)
+        assert isinstance(fresh, dg.SkipReason)
+
+        time.sleep(2.1)
+        stale, cursor = sensor_tick(test_sensor, cursor, instance)
+        assert isinstance(stale, dg.RunRequest) and stale.run_key != never.run_key
+        assert "h ago" in stale.tags["clothing/change"]
+
+
+def test_the_location_rescores_at_half_the_predictions_window(local_env, monkeypatch):
+    monkeypatch.setenv("CLOTHING_PREDICTIONS_MAX_LAG_HOURS", "6")
+    sensor = defs().resolve_sensor_def("clothing_test_stage_sensor")
+    assert sensor.description.endswith("rescores once the predictions are 3h old")
