@@ -81,7 +81,7 @@ def test_the_default_model_window_outlasts_the_default_retraining_interval():
     assert default - longest == timedelta(days=1)
 
 
-@pytest.mark.parametrize("raw", ["0.001", "-3", "soon"])
+@pytest.mark.parametrize("raw", ["0.001", "-3", "soon", "nan", "inf", "1e20"])
 def test_a_window_dagster_cannot_hold_is_an_error_naming_the_variable(local_env, monkeypatch, raw):
     monkeypatch.setenv("CLOTHING_PREDICTIONS_MAX_LAG_HOURS", raw)
     with pytest.raises(SettingsError, match=f"CLOTHING_PREDICTIONS_MAX_LAG_HOURS='{raw}'"):
