@@ -4,7 +4,8 @@ import dagster as dg
 
 from clothing_assets.asset_checks import ALL_CHECKS
 from clothing_assets.assets import catalog, model, predictions, stages
-from clothing_assets.environment import resources_for
+from clothing_assets.environment import asset_kinds, asset_metadata, resources_for
+from clothing_assets.freshness import freshness_windows, with_freshness
 from clothing_assets.jobs import JOBS
 from clothing_assets.schedules import build_retrain_schedule
 from clothing_assets.sensors import build_sensors
@@ -12,8 +13,19 @@ from clothing_assets.settings import setting
 
 
 def all_assets() -> list[dg.AssetsDefinition]:
-    """The seven assets, stages to predictions."""
-    return list(dg.load_assets_from_modules([stages, catalog, model, predictions]))
+    """The seven assets, stages to predictions, with the kinds and metadata of the active
+    deployment (its warehouse, its stages' stores and locations) and the freshness policies
+    of the configured windows."""
+    kinds, metadata = asset_kinds(), asset_metadata()
+    windows = freshness_windows()
+
+    def for_this_deployment(spec: dg.AssetSpec) -> dg.AssetSpec:
+        name = spec.key.to_user_string()
+        spec = spec.merge_attributes(kinds=kinds.get(name, set()), metadata=metadata.get(name, {}))
+        return with_freshness(spec, windows[name]) if name in windows else spec
+
+    loaded = dg.load_assets_from_modules([stages, catalog, model, predictions])
+    return list(dg.map_asset_specs(for_this_deployment, loaded))
 
 
 def all_checks() -> list[dg.AssetChecksDefinition]:
@@ -28,7 +40,12 @@ def defs() -> dg.Definitions:
         assets=all_assets(),
         asset_checks=all_checks(),
         jobs=JOBS,
-        sensors=build_sensors(setting("CLOTHING_SENSOR_INTERVAL_SECONDS")),
+        # rescoring at half the freshness window leaves a failed rescoring run one more try
+        # before the policy fails
+        sensors=build_sensors(
+            setting("CLOTHING_SENSOR_INTERVAL_SECONDS"),
+            rescore_after=freshness_windows()["clothing_predictions"] / 2,
+        ),
         schedules=[build_retrain_schedule(setting("CLOTHING_RETRAIN_CRON"))],
         resources=resources_for(),
         # Every step in the run's own process: a step process would import Dagster and the

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import PurePath
 from typing import Any
 
 import dagster as dg
@@ -16,7 +17,7 @@ from clothing_assets.resources.model_registry import ModelRegistry
 from clothing_assets.resources.model_store import ModelStoreResource
 from clothing_assets.resources.warehouse import Warehouse
 from clothing_assets.settings import env_or_default, is_set, setting
-from clothing_assets.stage import StageResource
+from clothing_assets.stage import StageResource, redact_url
 
 TRAIN_STAGE = "clothing_dataset_train"
 TEST_STAGE = "clothing_dataset"
@@ -128,15 +129,52 @@ RESOURCES_BY_ENVIRONMENT: dict[str, Callable[[], dict[str, Any]]] = {
 }
 
 
-def resources_for(environment: str | None = None) -> dict[str, Any]:
-    """The resource set of `environment` (default: `get_environment()`)."""
+# the kind (the UI's technology tag) of the warehouse each deployment writes to
+WAREHOUSE_KIND = {"local": "duckdb", "snowflake": "snowflake"}
+
+# the kind of a stage by its URL's scheme (no scheme: a local folder); fsspec and Snowflake
+# spell some stores two ways. Any other scheme is its own kind.
+STAGE_KIND_BY_SCHEME = {
+    "": "file", "file": "file", "local": "file",
+    "s3": "s3", "s3a": "s3",
+    "gs": "gcs", "gcs": "gcs",
+    "az": "azure", "abfs": "azure", "abfss": "azure", "azure": "azure",
+}  # fmt: skip
+
+
+def _checked(environment: str | None) -> str:
     environment = environment or get_environment()
     if environment not in RESOURCES_BY_ENVIRONMENT:
         raise ValueError(
             f"CLOTHING_WAREHOUSE={environment!r} is not one of "
             f"{', '.join(sorted(RESOURCES_BY_ENVIRONMENT))}"
         )
-    return RESOURCES_BY_ENVIRONMENT[environment]()
+    return environment
+
+
+def resources_for(environment: str | None = None) -> dict[str, Any]:
+    """The resource set of `environment` (default: `get_environment()`)."""
+    return RESOURCES_BY_ENVIRONMENT[_checked(environment)]()
+
+
+def stage_kind(url: str) -> str:
+    """The kind of the store a stage URL points into: `file`, `s3`, `gcs`, `azure`, ..."""
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    return STAGE_KIND_BY_SCHEME.get(scheme, scheme)
+
+
+def asset_kinds(environment: str | None = None) -> dict[str, set[str]]:
+    """The kinds the deployment gives each asset beyond its own: the store of each stage,
+    and the warehouse of every asset that writes into it (catalogs, registry, predictions)."""
+    warehouse = WAREHOUSE_KIND[_checked(environment)]
+    return {
+        TRAIN_STAGE: {stage_kind(setting("CLOTHING_TRAIN_STAGE_URL"))},
+        TEST_STAGE: {stage_kind(setting("CLOTHING_TEST_STAGE_URL"))},
+        "clothing_train": {warehouse},
+        "clothing_test": {warehouse},
+        "champion_model": {warehouse},
+        "clothing_predictions": {warehouse},
+    }
 
 
 @contextmanager
@@ -146,3 +184,29 @@ def open_registry() -> Iterator[ModelRegistry]:
     registry = resources_for()["model_registry"]
     with dg.build_resources({"model_registry": registry}) as built:
         yield built.model_registry
+
+
+def _qualified_table(environment: str, table: str) -> str | None:
+    """`table` as the warehouse names it in full, or None when that is not known at load."""
+    if environment == "local":
+        # DuckDB names a database file's catalog after the file's stem; tables are in `main`
+        return f"{PurePath(setting('CLOTHING_DUCKDB_PATH')).stem}.main.{table}"
+    if is_set("SNOWFLAKE_DATABASE") and is_set("SNOWFLAKE_SCHEMA"):
+        # the project's statements name tables unquoted, which Snowflake stores upper-cased
+        database, schema = setting("SNOWFLAKE_DATABASE"), setting("SNOWFLAKE_SCHEMA")
+        return f"{database}.{schema}.{table.upper()}"
+    return None
+
+
+def asset_metadata(environment: str | None = None) -> dict[str, dict[str, Any]]:
+    """Definition metadata of the deployment: each stage's location (credentials removed) and
+    each catalog's table as the warehouse names it (`dagster/table_name`)."""
+    environment = _checked(environment)
+    metadata: dict[str, dict[str, Any]] = {
+        TRAIN_STAGE: {"location": redact_url(setting("CLOTHING_TRAIN_STAGE_URL"))},
+        TEST_STAGE: {"location": redact_url(setting("CLOTHING_TEST_STAGE_URL"))},
+    }
+    for table in ("clothing_train", "clothing_test"):
+        name = _qualified_table(environment, table)
+        metadata[table] = {"dagster/table_name": name} if name else {}
+    return metadata

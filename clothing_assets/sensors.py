@@ -2,12 +2,20 @@
 bytes) compared with the last one through a cursor; a change requests a sync (and, for the test
 stage, scoring). The look is the warehouse's (`Warehouse.stage_state`): DuckDB mode lists the
 stage's location with fsspec; Snowflake mode refreshes the stage's directory table and reads a
-summary of it, never the bucket."""
+summary of it, never the bucket.
+
+The test-stage sensor also rescores when nothing changed but clothing_predictions was last
+materialized longer ago than `rescore_after`: that run scores whatever is left unscored (and
+starts no cluster when nothing is), so its freshness policy fails only when scoring itself
+stops, not when the stage is merely quiet."""
 
 import json
+import time
+from datetime import timedelta
 
 import dagster as dg
 
+from clothing_assets.freshness import window_label
 from clothing_assets.resources.warehouse import Warehouse
 from clothing_assets.stage import StageLocationError, StageResource
 
@@ -36,6 +44,34 @@ def _describe(previous: dict | None, files: int) -> str:
     return f"{files} files ({delta:+d})" if delta else f"{files} files, some changed"
 
 
+def _rescore_if_stale(
+    context: dg.SensorEvaluationContext,
+    stage: StageResource,
+    warehouse: Warehouse,
+    score_assets: list[str],
+    rescore_after: timedelta | None,
+) -> dg.RunRequest | None:
+    """A run of `score_assets` when their latest materialization is older than `rescore_after`
+    (or there is none) and there is a champion to score with; keyed by the period, so one
+    run per period at most, and a failed one is tried again in the next period."""
+    if not score_assets or rescore_after is None:
+        return None
+    period = rescore_after.total_seconds()
+    now = time.time()
+    latest = context.instance.get_latest_materialization_event(dg.AssetKey(score_assets[-1]))
+    if latest is not None and now - latest.timestamp < period:
+        return None
+    if not warehouse.champion():
+        return None
+    age = "never" if latest is None else f"{(now - latest.timestamp) / 3600:.1f} h ago"
+    context.log.info(f"{score_assets[-1]} last materialized {age}; requesting a rescoring")
+    return dg.RunRequest(
+        run_key=f"{stage.name}:rescore:{int(now // period)}",
+        asset_selection=[dg.AssetKey(a) for a in score_assets],
+        tags={"clothing/stage": stage.name, "clothing/change": f"rescore, last scored {age}"},
+    )
+
+
 def evaluate_stage(
     context: dg.SensorEvaluationContext,
     stage: StageResource,
@@ -43,9 +79,11 @@ def evaluate_stage(
     *,
     sync_assets: list[str],
     score_assets: list[str],
+    rescore_after: timedelta | None = None,
 ) -> dg.RunRequest | dg.SkipReason:
     """One tick: look at the stage through the warehouse, compare with the cursor, request
-    `sync_assets` (plus `score_assets` once there is a champion model) when anything changed."""
+    `sync_assets` (plus `score_assets` once there is a champion model) when anything changed;
+    when nothing did, `score_assets` alone once they are older than `rescore_after`."""
     try:
         state = warehouse.stage_state(stage)
     except StageLocationError as exc:
@@ -56,7 +94,8 @@ def evaluate_stage(
     if previous is not None and previous["digest"] == digest:
         retry = _retry_of_failed_run(context, previous)
         if retry is None:
-            return dg.SkipReason(f"no change in stage {stage.name} ({files} files)")
+            stale = _rescore_if_stale(context, stage, warehouse, score_assets, rescore_after)
+            return stale or dg.SkipReason(f"no change in stage {stage.name} ({files} files)")
         run_key, change = retry
     else:
         change = _describe(previous, files)
@@ -83,8 +122,11 @@ TEST_SYNC = ["clothing_dataset", "clothing_test"]
 TEST_SCORE = ["clothing_predictions"]
 
 
-def build_sensors(minimum_interval_seconds: int = 60) -> list[dg.SensorDefinition]:
-    """The train-stage and test-stage sensors, ticking at most every `minimum_interval_seconds`."""
+def build_sensors(
+    minimum_interval_seconds: int = 60, *, rescore_after: timedelta | None = None
+) -> list[dg.SensorDefinition]:
+    """The train-stage and test-stage sensors, ticking at most every `minimum_interval_seconds`;
+    the test-stage one also rescores predictions older than `rescore_after` (None: never)."""
 
     @dg.sensor(
         minimum_interval_seconds=minimum_interval_seconds,
@@ -101,11 +143,15 @@ def build_sensors(minimum_interval_seconds: int = 60) -> list[dg.SensorDefinitio
             context, train_stage, warehouse, sync_assets=TRAIN_SYNC, score_assets=[]
         )
 
+    test_description = "Syncs clothing_test and scores its new rows when the test stage changes"
+    if rescore_after:
+        test_description += f"; rescores once the predictions are {window_label(rescore_after)} old"
+
     @dg.sensor(
         minimum_interval_seconds=minimum_interval_seconds,
         asset_selection=TEST_SYNC + TEST_SCORE,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Syncs clothing_test and scores its new rows when the test stage changes.",
+        description=test_description,
     )
     def clothing_test_stage_sensor(
         context: dg.SensorEvaluationContext,
@@ -113,7 +159,8 @@ def build_sensors(minimum_interval_seconds: int = 60) -> list[dg.SensorDefinitio
         warehouse: Warehouse,
     ):
         return evaluate_stage(
-            context, test_stage, warehouse, sync_assets=TEST_SYNC, score_assets=TEST_SCORE
-        )
+            context, test_stage, warehouse, sync_assets=TEST_SYNC, score_assets=TEST_SCORE,
+            rescore_after=rescore_after,
+        )  # fmt: skip
 
     return [clothing_train_stage_sensor, clothing_test_stage_sensor]

@@ -46,6 +46,15 @@ def _positive_number(raw: str) -> float:
     return value
 
 
+def _window_hours(raw: str) -> float:
+    value = _number(raw)
+    if not 1 / 60 <= value <= 87_600:  # NaN fails too
+        raise ValueError(
+            "is not a number of hours from 1/60 (Dagster's shortest freshness window) to 87600"
+        )
+    return value
+
+
 def _text(raw: str) -> str:
     return raw.strip()
 
@@ -103,6 +112,13 @@ _VARIABLES = [
     Variable("CLOTHING_SENSOR_INTERVAL_SECONDS", 60, _positive_int,
              "minimum seconds between two ticks of a sensor"),
     Variable("CLOTHING_RETRAIN_CRON", "0 3 * * 0", _text, "the retraining schedule (UTC)"),
+    Variable("CLOTHING_MODEL_MAX_AGE_HOURS", 192.0, _window_hours,
+             "trained_model's freshness policy fails once the newest challenger is this old: a "
+             "week of the weekly retraining schedule plus a day for its run; keep it above "
+             "CLOTHING_RETRAIN_CRON's interval"),
+    Variable("CLOTHING_PREDICTIONS_MAX_LAG_HOURS", 24.0, _window_hours,
+             "clothing_predictions' freshness policy fails once the latest scoring pass is "
+             "this old; the test-stage sensor rescores at half of it when the stage is quiet"),
     Variable("DASK_SCHEDULER_ADDRESS", None, _text,
              "an existing Dask scheduler (`tcp://...` or `tls://...`); unset: a LocalCluster"),
     Variable("CLOTHING_DASK_WORKERS", _default_workers, _positive_int,

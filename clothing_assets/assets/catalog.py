@@ -45,7 +45,6 @@ def sync(
 @dg.asset(
     group_name="catalog",
     deps=[clothing_dataset_train],
-    kinds={"duckdb", "snowflake"},
     pool="clothing_warehouse",
     metadata={"dagster/column_schema": catalog_column_schema("clothing_train")},
     retry_policy=TRANSIENT_FAILURES,
@@ -60,7 +59,6 @@ def clothing_train(
 @dg.asset(
     group_name="catalog",
     deps=[clothing_dataset],
-    kinds={"duckdb", "snowflake"},
     pool="clothing_warehouse",
     metadata={"dagster/column_schema": catalog_column_schema("clothing_test")},
     retry_policy=TRANSIENT_FAILURES,

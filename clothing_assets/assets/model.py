@@ -263,7 +263,6 @@ def _registry_metadata(models: pd.DataFrame, decision: Decision | None, deleted)
 @dg.asset(
     group_name="model",
     deps=[trained_model],
-    kinds={"duckdb", "snowflake"},
     pool="clothing_warehouse",
     check_specs=[
         dg.AssetCheckSpec(

@@ -36,7 +36,6 @@ def refresh_stage(
 
 @dg.asset(
     group_name="stages",
-    kinds={"storage"},
     pool="clothing_warehouse",
     retry_policy=TRANSIENT_FAILURES,
 )
@@ -49,7 +48,6 @@ def clothing_dataset_train(
 
 @dg.asset(
     group_name="stages",
-    kinds={"storage"},
     pool="clothing_warehouse",
     retry_policy=TRANSIENT_FAILURES,
 )
