@@ -85,19 +85,19 @@ def render_constraints(pins: list[Pin]) -> str:
 
 
 def parse_lock(text: str) -> list[Pin]:
-    """The pins of a hashed requirements file; a requirement that is not `name==version` with
-    exactly one sha256 is an error naming its line."""
+    """The pins of a hashed requirements file; an entry that is not `name==version` with
+    exactly one sha256 is an error quoting it."""
     logical = re.sub(r"\\\n", " ", text)
     pins = []
-    for number, line in enumerate(logical.splitlines(), 1):
-        line = line.strip()
+    for raw in logical.splitlines():
+        line = " ".join(raw.split())
         if not line or line.startswith("#"):
             continue
         match = re.fullmatch(
             r"([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)\s+--hash=sha256:([0-9a-f]{64})", line
         )
         if not match:
-            raise ValueError(f"lock entry {number} is not 'name==version --hash=sha256:<64 hex>'")
+            raise ValueError(f"lock entry {line!r} is not 'name==version --hash=sha256:<64 hex>'")
         pins.append(Pin(*match.groups()))
     return pins
 
