@@ -5,20 +5,41 @@ PYTHON ?= python3
 VENV ?= .venv
 DATA ?=
 BIN := $(VENV)/bin
+# TORCH=cpu: PyTorch's CPU-only build (no CUDA packages) from PyTorch's own wheel index instead
+# of the PyPI build. A venv keeps the choice it was set up with; remove it to switch.
+TORCH ?= $(or $(shell cat $(VENV)/.torch 2>/dev/null),pypi)
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 # only the commands that keep run history use it; the tests make their own instances
 run dev: export DAGSTER_HOME := $(DAGSTER_HOME)
 # dg compares the active venv with the project's and warns when none is active
 dev check: export VIRTUAL_ENV := $(abspath $(VENV))
 
-.PHONY: setup data run dev check test test-fast lint lock
+.PHONY: setup torch-choice data run dev check test test-fast lint lock
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml setup.cfg constraints.txt
+torch-choice:
+	@case "$(TORCH)" in pypi|cpu) ;; *) echo "TORCH=$(TORCH): choose pypi (the default) or cpu" >&2; exit 2;; esac
+	@if [ -f $(VENV)/.torch ] && [ "$$(cat $(VENV)/.torch)" != "$(TORCH)" ]; then \
+	    echo "$(VENV) was set up with TORCH=$$(cat $(VENV)/.torch): remove it to set up TORCH=$(TORCH)" >&2; \
+	    exit 2; fi
+
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+
+# Every package from requirements.lock, each file checked against its locked sha256, none
+# resolved or built here; then the project itself, built with the locked setuptools.
+$(VENV)/.installed: pyproject.toml setup.cfg requirements.lock tools/lockfile.py | torch-choice $(BIN)/python
+	echo $(TORCH) > $(VENV)/.torch
+	$(BIN)/python tools/lockfile.py select --torch $(TORCH) requirements.lock > $(VENV)/requirements.lock
+ifeq ($(TORCH),cpu)
+	$(BIN)/python tools/lockfile.py cpu-wheels requirements.lock > $(VENV)/torch-cpu.txt
+	$(BIN)/pip install -q --no-deps --index-url $(TORCH_CPU_INDEX) -r $(VENV)/torch-cpu.txt
+endif
+	$(BIN)/pip install -q --require-hashes --no-deps -r $(VENV)/requirements.lock
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
+	$(BIN)/pip check
 	touch $@
 
 data: setup
@@ -46,9 +67,10 @@ test-fast: setup
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
-# after changing dependencies in pyproject.toml: resolve once, run the tests, commit both files
-lock: setup
-	$(BIN)/pip install -q -e '.[dev]'
-	$(BIN)/pip freeze --exclude-editable | grep -v '^clothing' > constraints.body
-	{ sed -n '/^#/p' constraints.txt; cat constraints.body; } > constraints.new
-	mv constraints.new constraints.txt && rm constraints.body
+# After changing dependencies in pyproject.toml: resolve the dev install without installing it,
+# starting from constraints.txt's versions, and write constraints.txt and requirements.lock
+# (with each file's sha256). Then run make setup and the tests, and commit both files.
+lock: | $(BIN)/python
+	$(BIN)/pip install -q --dry-run --ignore-installed --report $(VENV)/lock-report.json \
+	    -c constraints.txt -e '.[dev]' pip setuptools
+	$(BIN)/python tools/lockfile.py write $(VENV)/lock-report.json constraints.txt requirements.lock

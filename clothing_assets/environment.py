@@ -21,6 +21,24 @@ from clothing_assets.stage import StageResource, redact_url
 
 TRAIN_STAGE = "clothing_dataset_train"
 TEST_STAGE = "clothing_dataset"
+SNOWFLAKE_INSTALL = "pip install 'clothing_assets[snowflake]'"
+
+
+class MissingExtraError(ImportError):
+    """A deployment was chosen whose packages (an optional extra) are not installed."""
+
+
+def require_snowflake_packages() -> None:
+    """Snowflake mode's packages come with the `snowflake` extra, which a DuckDB install
+    leaves out: without them, fail with one line that says how to install them."""
+    try:
+        import dagster_snowflake  # noqa: F401
+        import snowflake.connector  # noqa: F401
+    except ImportError as exc:
+        raise MissingExtraError(
+            f"the Snowflake warehouse needs the package {exc.name or 'snowflake'}, which is not "
+            f"installed: {SNOWFLAKE_INSTALL} (or set CLOTHING_WAREHOUSE=local for DuckDB)"
+        ) from None
 
 
 def get_environment() -> str:
@@ -88,6 +106,7 @@ def snowflake_connection() -> Any:
     """SnowflakeResource with every account field from `dg.EnvVar` (resolved at run time):
     key-pair auth when SNOWFLAKE_PRIVATE_KEY_PATH is set, else SNOWFLAKE_PASSWORD. Login and
     network timeouts are explicit (SNOWFLAKE_LOGIN_TIMEOUT, SNOWFLAKE_NETWORK_TIMEOUT)."""
+    require_snowflake_packages()
     from dagster_snowflake import SnowflakeResource  # only Snowflake deployments pay its import
 
     if is_set("SNOWFLAKE_PRIVATE_KEY_PATH"):
@@ -112,6 +131,7 @@ def snowflake_connection() -> Any:
 def snowflake_resources() -> dict[str, Any]:
     """Snowflake: the catalogs in SNOWFLAKE_DATABASE.SNOWFLAKE_SCHEMA, each stage an external
     stage over CLOTHING_*_STAGE_URL (s3://...) through CLOTHING_SNOWFLAKE_STORAGE_INTEGRATION."""
+    require_snowflake_packages()
     from clothing_assets.resources.snowflake_warehouse import SnowflakeWarehouse
 
     return resources_with(
