@@ -118,6 +118,12 @@ class ModelHolder:
             f", replacing {previous.version}" if previous else "",
         )
 
+    def missing(self) -> str:
+        """Why there is no model to serve: the source's complaint, else what to run."""
+        if self.source_error is not None:
+            return f"no model to serve: the model source failed: {self.source_error}"
+        return NO_MODEL
+
     async def poll(self, every: float) -> None:
         """Refresh now and then every `every` seconds, until cancelled."""
         while True:
@@ -268,13 +274,13 @@ def create_app(source: ModelSource | None = None, config: ServeConfig | None = N
     @app.get("/health")
     async def health() -> JSONResponse:
         if holder.current is None:
-            return _error(503, NO_MODEL)
+            return _error(503, holder.missing())
         return JSONResponse({"status": "ok", "model_version": holder.current.version})
 
     @app.get("/model")
     async def model_info() -> JSONResponse:
         if holder.current is None:
-            return _error(503, NO_MODEL)
+            return _error(503, holder.missing())
         batching = {
             "max_batch_size": batcher.max_batch_size,
             "max_wait_ms": batcher.max_wait * 1000,
@@ -309,7 +315,7 @@ async def _predict(
 ) -> dict[str, Any] | Response:
     loaded = holder.current  # this request finishes on this version, whatever comes next
     if loaded is None:
-        return refuse_unread(request, config.body_limits(), 503, NO_MODEL).response()
+        return refuse_unread(request, config.body_limits(), 503, holder.missing()).response()
     data = await _image_bytes(request, config.body_limits(), budget, held)
     if isinstance(data, Response):
         return data
