@@ -26,6 +26,7 @@ from clothing_assets.serve.limits import (
     ByteBudget,
     ClientGone,
     Refused,
+    check_budget,
     read_body,
     refuse_unread,
 )
@@ -75,6 +76,9 @@ class ServeConfig:
             docs=setting("CLOTHING_SERVE_DOCS"),
             trusted_hosts=setting("CLOTHING_SERVE_TRUSTED_HOSTS"),
         )
+
+    def __post_init__(self) -> None:
+        check_budget(self.max_bytes, self.max_inflight_bytes)
 
     def body_limits(self) -> BodyLimits:
         return BodyLimits(self.max_bytes, self.body_timeout, self.discard_bytes)

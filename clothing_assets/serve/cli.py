@@ -8,9 +8,10 @@ import os
 import sys
 from pathlib import Path
 
-from clothing_assets.settings import setting
+from clothing_assets.serve.limits import check_budget
+from clothing_assets.settings import SettingsError, setting
 
-NO_MODEL_EXIT = 2
+NO_MODEL_EXIT = 2  # also: a server setting that cannot be used
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -100,6 +101,7 @@ def apply_serve_flags(args: argparse.Namespace) -> dict[str, object]:
             os.environ[name] = str(value)
     for name in SERVE_FLAGS.values():
         setting(name)
+    check_budget(setting("CLOTHING_SERVE_MAX_BYTES"), setting("CLOTHING_SERVE_MAX_INFLIGHT_BYTES"))
     return {
         "workers": setting("CLOTHING_SERVE_WORKERS"),
         "limit_concurrency": setting("CLOTHING_SERVE_MAX_CONNECTIONS"),
@@ -111,7 +113,11 @@ def run_serve(args: argparse.Namespace) -> int:
     """Start uvicorn on the app; returns when the server stops."""
     import uvicorn
 
-    options = apply_serve_flags(args)
+    try:
+        options = apply_serve_flags(args)
+    except SettingsError as exc:
+        print(f"clothing-assets serve: {exc}", file=sys.stderr)
+        return NO_MODEL_EXIT
     uvicorn.run(
         "clothing_assets.serve.app:app_from_settings",
         factory=True,

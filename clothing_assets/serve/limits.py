@@ -11,6 +11,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
+from clothing_assets.settings import SettingsError
+
 
 class Refused(Exception):
     """A request the server will not take: `status` and `detail` are the answer; `discard`
@@ -66,6 +68,17 @@ class ClientGone(Exception):
     def __init__(self, received: int, declared: int | None) -> None:
         of = f" of {declared}" if declared is not None else ""
         super().__init__(f"{received}{of} bytes received")
+
+
+def check_budget(max_bytes: int, max_inflight_bytes: int) -> None:
+    """SettingsError when the in-flight budget could never take one upload of the largest
+    size."""
+    if max_inflight_bytes < max_bytes:
+        raise SettingsError(
+            f"CLOTHING_SERVE_MAX_INFLIGHT_BYTES={max_inflight_bytes} is below "
+            f"CLOTHING_SERVE_MAX_BYTES={max_bytes}: an upload of the largest size would never "
+            "be taken; raise the first or lower the second"
+        )
 
 
 @dataclass(frozen=True)

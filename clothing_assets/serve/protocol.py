@@ -12,16 +12,24 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
 from clothing_assets.settings import setting
 
 try:  # uvicorn's own choice: httptools when it is installed, else h11
-    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as _Base
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as _Fastest
 except ImportError:  # pragma: no cover - depends on the environment
-    from uvicorn.protocols.http.h11_impl import H11Protocol as _Base  # type: ignore[assignment]
+    _Fastest = H11Protocol  # type: ignore[assignment,misc]
 
 
-class HeadDeadlineProtocol(_Base):
-    """uvicorn's protocol, closing a connection whose request head is late (see the module)."""
+class _HeadDeadline:
+    """Closes a connection whose request head is late (see the module); mixed into one of
+    uvicorn's HTTP protocols, whose attributes it uses."""
+
+    app: Any
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
+    cycle: Any
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -62,3 +70,11 @@ class HeadDeadlineProtocol(_Base):
         self._head_timer = None
         if not self.transport.is_closing():
             self.transport.close()
+
+
+class HeadDeadlineProtocol(_HeadDeadline, _Fastest):  # type: ignore[misc]
+    """What `clothing-assets serve` runs: httptools' protocol when installed, else h11's."""
+
+
+class H11HeadDeadlineProtocol(_HeadDeadline, H11Protocol):  # type: ignore[misc]
+    """The same on h11's protocol."""

@@ -4,6 +4,7 @@ answer a plain client reads, while good requests keep being answered."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import select
 import socket
@@ -15,6 +16,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from clothing_assets.serve.app import ServeConfig
+from clothing_assets.serve.cli import SERVE_FLAGS, add_commands, apply_serve_flags, main
+from clothing_assets.settings import setting
 from clothing_assets_tests.support import CLASSES, COLOURS, write_image
 from clothing_assets_tests.system.test_serve import (
     MAX_BYTES,
@@ -198,3 +202,29 @@ def test_connections_beyond_the_cap_get_a_503_until_idle_ones_are_closed(server,
     finally:
         for sock in idle:
             sock.close()
+
+
+def test_each_limit_is_a_serve_flag_with_its_variable(monkeypatch, capsys):
+    for name in SERVE_FLAGS.values():
+        monkeypatch.delenv(name, raising=False)  # restored, and those set below removed, after
+    parser = argparse.ArgumentParser()
+    add_commands(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(
+        ["serve", "--max-connections", "7", "--header-timeout", "2.5", "--body-timeout", "9",
+         "--max-inflight-bytes", "30000000", "--docs", "--trusted-hosts", "a.example, B.example"]
+    )  # fmt: skip
+    options = apply_serve_flags(args)
+    assert options["limit_concurrency"] == 7
+    assert options["http"] == "clothing_assets.serve.protocol:HeadDeadlineProtocol"
+    assert setting("CLOTHING_SERVE_HEADER_TIMEOUT_SECONDS") == 2.5
+    config = ServeConfig.from_settings()
+    assert (config.body_timeout, config.max_inflight_bytes, config.docs) == (9.0, 30_000_000, True)
+    assert config.trusted_hosts == ("a.example", "b.example")
+    for flags, variable in (
+        (["--trusted-hosts", " , "], "CLOTHING_SERVE_TRUSTED_HOSTS"),
+        (["--body-timeout", "0"], "CLOTHING_SERVE_BODY_TIMEOUT_SECONDS"),
+        (["--max-inflight-bytes", "1000"], "CLOTHING_SERVE_MAX_INFLIGHT_BYTES=1000 is below"),
+    ):
+        assert main(["serve", *flags]) == 2
+        assert variable in capsys.readouterr().err
+        monkeypatch.delenv(variable.split("=")[0])
