@@ -241,17 +241,8 @@ PREDICT_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def create_app(source: ModelSource | None = None, config: ServeConfig | None = None) -> FastAPI:
-    """The model server for `source` (default: the registry's champion, or
-    CLOTHING_SERVE_MODEL_FILE) and `config` (default: the CLOTHING_SERVE_* settings)."""
-    config = config or ServeConfig.from_settings()
-    holder = ModelHolder(source or default_source())
-    batcher = Batcher(
-        max_batch_size=config.max_batch_size,
-        max_wait_ms=config.max_wait_ms,
-        decode_threads=config.threads(),
-    )
-    budget = ByteBudget(config.max_inflight_bytes)
+def _lifespan(config: ServeConfig, holder: ModelHolder, batcher: Batcher) -> Any:
+    """The app's start (threads, batcher, model poller) and stop."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -264,6 +255,21 @@ def create_app(source: ModelSource | None = None, config: ServeConfig | None = N
             await poller
         await batcher.stop()
 
+    return lifespan
+
+
+def create_app(source: ModelSource | None = None, config: ServeConfig | None = None) -> FastAPI:
+    """The model server for `source` (default: the registry's champion, or
+    CLOTHING_SERVE_MODEL_FILE) and `config` (default: the CLOTHING_SERVE_* settings)."""
+    config = config or ServeConfig.from_settings()
+    holder = ModelHolder(source or default_source())
+    batcher = Batcher(
+        max_batch_size=config.max_batch_size,
+        max_wait_ms=config.max_wait_ms,
+        decode_threads=config.threads(),
+    )
+    budget = ByteBudget(config.max_inflight_bytes)
+    lifespan = _lifespan(config, holder, batcher)
     # the docs pages load their scripts from a public CDN, and the schema maps the surface:
     # both only when asked for
     docs = {} if config.docs else {"docs_url": None, "redoc_url": None, "openapi_url": None}

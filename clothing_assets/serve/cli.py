@@ -36,7 +36,28 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "--max-wait-ms", type=float, default=None,
         help="longest a batch waits for requests still being decoded (CLOTHING_SERVE_MAX_WAIT_MS)",
     )  # fmt: skip
-    limits = serve.add_argument_group("limits and surface")
+    _add_limit_flags(serve.add_argument_group("limits and surface"))
+    serve.set_defaults(func=run_serve)
+    predict = subparsers.add_parser("predict", help="classify image files, no server needed")
+    predict.add_argument("images", nargs="+", metavar="IMAGE")
+    predict.add_argument(
+        "--model", default=None,
+        help="a model file (default: CLOTHING_SERVE_MODEL_FILE, else the registry's champion)",
+    )  # fmt: skip
+    predict.set_defaults(func=run_predict)
+
+
+def _add_limit_flags(limits: argparse._ArgumentGroup) -> None:
+    """The server's limits and surface, each the flag of a CLOTHING_SERVE_* variable."""
+    limits.add_argument(
+        "--max-bytes", type=int, default=None,
+        help="largest request body; larger ones get a 413 (CLOTHING_SERVE_MAX_BYTES)",
+    )  # fmt: skip
+    limits.add_argument(
+        "--discard-bytes", type=int, default=None,
+        help="of a refused body, read and drop up to this much so the client reads the answer "
+        "(CLOTHING_SERVE_DISCARD_BYTES)",
+    )  # fmt: skip
     limits.add_argument(
         "--max-connections", type=int, default=None,
         help="open connections per process; a request beyond them gets a 503 "
@@ -66,14 +87,6 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         help="comma-separated Host names to answer, `*.example.com` allowed; others get a 400 "
         "(CLOTHING_SERVE_TRUSTED_HOSTS, default localhost,127.0.0.1,::1)",
     )  # fmt: skip
-    serve.set_defaults(func=run_serve)
-    predict = subparsers.add_parser("predict", help="classify image files, no server needed")
-    predict.add_argument("images", nargs="+", metavar="IMAGE")
-    predict.add_argument(
-        "--model", default=None,
-        help="a model file (default: CLOTHING_SERVE_MODEL_FILE, else the registry's champion)",
-    )  # fmt: skip
-    predict.set_defaults(func=run_predict)
 
 
 SERVE_FLAGS = {
@@ -81,6 +94,8 @@ SERVE_FLAGS = {
     "max_batch_size": "CLOTHING_SERVE_MAX_BATCH_SIZE",
     "max_wait_ms": "CLOTHING_SERVE_MAX_WAIT_MS",
     "model": "CLOTHING_SERVE_MODEL_FILE",
+    "max_bytes": "CLOTHING_SERVE_MAX_BYTES",
+    "discard_bytes": "CLOTHING_SERVE_DISCARD_BYTES",
     "max_connections": "CLOTHING_SERVE_MAX_CONNECTIONS",
     "header_timeout": "CLOTHING_SERVE_HEADER_TIMEOUT_SECONDS",
     "body_timeout": "CLOTHING_SERVE_BODY_TIMEOUT_SECONDS",

@@ -18,6 +18,7 @@ import pytest
 
 from clothing_assets.serve.app import ServeConfig
 from clothing_assets.serve.cli import SERVE_FLAGS, add_commands, apply_serve_flags, main
+from clothing_assets.serve.limits import BodyLimits
 from clothing_assets.settings import setting
 from clothing_assets_tests.support import CLASSES, COLOURS, write_image
 from clothing_assets_tests.system.test_serve import (
@@ -214,7 +215,8 @@ def test_each_limit_is_a_serve_flag_with_its_variable(monkeypatch, capsys):
     add_commands(parser.add_subparsers(dest="command"))
     args = parser.parse_args(
         ["serve", "--max-connections", "7", "--header-timeout", "2.5", "--body-timeout", "9",
-         "--max-inflight-bytes", "30000000", "--docs", "--trusted-hosts", "a.example, B.example"]
+         "--max-inflight-bytes", "30000000", "--docs", "--trusted-hosts", "a.example, B.example",
+         "--max-bytes", "3000000", "--discard-bytes", "0"]
     )  # fmt: skip
     options = apply_serve_flags(args)
     assert options["limit_concurrency"] == 7
@@ -223,6 +225,7 @@ def test_each_limit_is_a_serve_flag_with_its_variable(monkeypatch, capsys):
     config = ServeConfig.from_settings()
     assert (config.body_timeout, config.max_inflight_bytes, config.docs) == (9.0, 30_000_000, True)
     assert config.trusted_hosts == ("a.example", "b.example")
+    assert config.body_limits() == BodyLimits(max_bytes=3_000_000, timeout=9.0, discard_bytes=0)
     for flags, variable in (
         (["--trusted-hosts", " , "], "CLOTHING_SERVE_TRUSTED_HOSTS"),
         (["--body-timeout", "0"], "CLOTHING_SERVE_BODY_TIMEOUT_SECONDS"),
