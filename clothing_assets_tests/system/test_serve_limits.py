@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import select
 import socket
 import time
@@ -28,7 +29,7 @@ from clothing_assets_tests.system.test_serve import (
     write_model_atomically,
 )
 
-HEAD_TIMEOUT = 1.0
+HEAD_TIMEOUT = 2.0
 BODY_TIMEOUT = 2.0
 INFLIGHT_BYTES = 2_500_000
 MAX_CONNECTIONS = 60
@@ -185,10 +186,14 @@ def test_a_client_that_goes_away_mid_upload_is_one_log_line(server, jpeg):
     while client not in server.log.read_text() and time.monotonic() < deadline:
         time.sleep(0.1)
     log = server.log.read_text()
-    assert [line for line in log.splitlines() if client in line] == [
-        f"INFO:     client {client} went away during its upload to /predict "
-        "(100000 of 500000 bytes received)"
-    ], log
+    [line] = [line for line in log.splitlines() if client in line]
+    # the count is what the app had taken in when it heard of the close: at most what was sent
+    said = re.fullmatch(
+        rf"INFO: +client {client} went away during its upload to /predict "
+        r"\((\d+) of 500000 bytes received\)",
+        line,
+    )
+    assert said and int(said[1]) <= 100_000, line
     assert "Traceback" not in log
     assert_good_requests_answered(server, jpeg)
 
