@@ -66,6 +66,20 @@ def _scoring_runtime(raw: str) -> str:
     return value
 
 
+def _flag(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        raise ValueError("is not one of 1, true, yes, on, 0, false, no, off")
+    return value in ("1", "true", "yes", "on")
+
+
+def _names(raw: str) -> tuple[str, ...]:
+    names = tuple(name.strip().lower() for name in raw.split(",") if name.strip())
+    if not names:
+        raise ValueError("names no host")
+    return names
+
+
 def _default_workers() -> int:
     """min(4, cores)"""
     return min(4, os.cpu_count() or 1)
@@ -149,6 +163,26 @@ _VARIABLES = [
              "model server: longest a forming batch waits for requests still being decoded"),
     Variable("CLOTHING_SERVE_WORKERS", 1, _positive_int,
              "model server: processes, each with its own model; they share out the cores"),
+    Variable("CLOTHING_SERVE_MAX_CONNECTIONS", 200, _positive_int,
+             "model server: open connections per process; a request beyond them gets a 503"),
+    Variable("CLOTHING_SERVE_HEADER_TIMEOUT_SECONDS", 10.0, _positive_number,
+             "model server: a connection that has not sent a whole request head this long "
+             "after it opened (or after its last answer) is closed"),
+    Variable("CLOTHING_SERVE_BODY_TIMEOUT_SECONDS", 60.0, _positive_number,
+             "model server: a request body that has not fully arrived this long after its "
+             "head gets a 408"),
+    Variable("CLOTHING_SERVE_MAX_INFLIGHT_BYTES", 100_000_000, _positive_int,
+             "model server: request-body bytes one process holds at once, all requests "
+             "together; an upload that would go beyond gets a 503"),
+    Variable("CLOTHING_SERVE_DISCARD_BYTES", 100_000_000, _count,
+             "model server: of a refused body (413, 503), read and thrown away up to this "
+             "many bytes so the client reads the answer; a longer one is cut off"),
+    Variable("CLOTHING_SERVE_DOCS", False, _flag,
+             "model server: serve /docs, /redoc and /openapi.json (they load scripts from a "
+             "public CDN)"),
+    Variable("CLOTHING_SERVE_TRUSTED_HOSTS", ("localhost", "127.0.0.1", "::1"), _names,
+             "model server: comma-separated Host names it answers (`*.example.com` "
+             "patterns allowed); others get a 400, which stops DNS rebinding"),
     Variable("CLOTHING_SNOWFLAKE_STORAGE_INTEGRATION", None, _text,
              "the storage integration the Snowflake stages use (created once by an administrator)"),
     Variable("CLOTHING_PRESIGN_EXPIRY_SECONDS", 900, _positive_int,

@@ -87,6 +87,18 @@ class ModelStoreResource(dg.ConfigurableResource):
         fs, path = self._path(version)
         return bool(fs.exists(path))
 
+    def stat(self, version: str) -> tuple[Any, ...] | None:
+        """(size, modification stamp) of the stored file of `version`, None when it is
+        missing: what tells a changed file from the same one without reading it."""
+        fs, path = self._path(version)
+        try:
+            info = fs.info(path)
+        except FileNotFoundError:
+            return None
+        stamps = ("mtime", "LastModified", "updated", "ETag")  # local, S3, GCS, others
+        stamp = next((info[k] for k in stamps if k in info), None)
+        return info.get("size"), str(stamp)
+
     def put(self, data: bytes) -> str:
         """Store `data` under its version (never overwriting a stored one) and return it."""
         version = file_version(data)

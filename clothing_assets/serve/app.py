@@ -9,15 +9,27 @@ import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from importlib.resources import files
+from typing import Any
 
 import torch
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from clothing_assets.ml.images import ImageDecodeError
 from clothing_assets.serve.batcher import Batcher, InferenceError
+from clothing_assets.serve.hosts import TrustedHosts
+from clothing_assets.serve.limits import (
+    BodyLimits,
+    ByteBudget,
+    ClientGone,
+    Refused,
+    check_budget,
+    read_body,
+    refuse_unread,
+)
 from clothing_assets.serve.model import LoadedModel
 from clothing_assets.serve.source import ModelSource, default_source
 from clothing_assets.settings import VARIABLES, setting
@@ -44,6 +56,11 @@ class ServeConfig:
     max_batch_size: int = VARIABLES["CLOTHING_SERVE_MAX_BATCH_SIZE"].default
     max_wait_ms: float = VARIABLES["CLOTHING_SERVE_MAX_WAIT_MS"].default
     workers: int = VARIABLES["CLOTHING_SERVE_WORKERS"].default
+    body_timeout: float = VARIABLES["CLOTHING_SERVE_BODY_TIMEOUT_SECONDS"].default
+    max_inflight_bytes: int = VARIABLES["CLOTHING_SERVE_MAX_INFLIGHT_BYTES"].default
+    discard_bytes: int = VARIABLES["CLOTHING_SERVE_DISCARD_BYTES"].default
+    docs: bool = VARIABLES["CLOTHING_SERVE_DOCS"].default
+    trusted_hosts: tuple[str, ...] = VARIABLES["CLOTHING_SERVE_TRUSTED_HOSTS"].default
 
     @classmethod
     def from_settings(cls) -> ServeConfig:
@@ -53,7 +70,18 @@ class ServeConfig:
             max_batch_size=setting("CLOTHING_SERVE_MAX_BATCH_SIZE"),
             max_wait_ms=setting("CLOTHING_SERVE_MAX_WAIT_MS"),
             workers=setting("CLOTHING_SERVE_WORKERS"),
+            body_timeout=setting("CLOTHING_SERVE_BODY_TIMEOUT_SECONDS"),
+            max_inflight_bytes=setting("CLOTHING_SERVE_MAX_INFLIGHT_BYTES"),
+            discard_bytes=setting("CLOTHING_SERVE_DISCARD_BYTES"),
+            docs=setting("CLOTHING_SERVE_DOCS"),
+            trusted_hosts=setting("CLOTHING_SERVE_TRUSTED_HOSTS"),
         )
+
+    def __post_init__(self) -> None:
+        check_budget(self.max_bytes, self.max_inflight_bytes)
+
+    def body_limits(self) -> BodyLimits:
+        return BodyLimits(self.max_bytes, self.body_timeout, self.discard_bytes)
 
     def threads(self) -> int:
         """Torch threads per server process: the cores this process may use, shared out
@@ -68,25 +96,24 @@ class ModelHolder:
     def __init__(self, source: ModelSource) -> None:
         self.source = source
         self.current: LoadedModel | None = None
-        self.error: str | None = None
+        self.rejected: str | None = None  # a version whose bytes failed to load
+        self.source_error: str | None = None
 
     def refresh(self) -> None:
         """Ask the source once; load and switch to a new version (blocking: run in a thread).
-        A version that fails to load is logged and the previous one stays."""
+        A version that fails to load is logged once and the previous one stays: a version
+        names its bytes, so the same version would fail again."""
         found = self.source.current()
-        if found is None or (self.current is not None and self.current.version == found[0]):
+        if found is None or found[0] in (self.rejected, getattr(self.current, "version", None)):
             return
         version, data = found
         try:
             loaded = LoadedModel.from_bytes(version, data)
         except Exception as exc:  # a bad file must not stop the server
-            if self.error != f"{version}: {exc}":
-                log.error(
-                    "model %s could not be loaded, keeping the previous one: %s", version, exc
-                )
-            self.error = f"{version}: {exc}"
+            log.error("model %s could not be loaded, keeping the previous one: %s", version, exc)
+            self.rejected = version
             return
-        previous, self.current, self.error = self.current, loaded, None
+        previous, self.current = self.current, loaded
         log.info(
             "serving model %s (%s, %s px)%s",
             version,
@@ -95,33 +122,23 @@ class ModelHolder:
             f", replacing {previous.version}" if previous else "",
         )
 
+    def missing(self) -> str:
+        """Why there is no model to serve: the source's complaint, else what to run."""
+        if self.source_error is not None:
+            return f"no model to serve: the model source failed: {self.source_error}"
+        return NO_MODEL
+
     async def poll(self, every: float) -> None:
         """Refresh now and then every `every` seconds, until cancelled."""
         while True:
             try:
                 await asyncio.to_thread(self.refresh)
+                self.source_error = None
             except Exception as exc:  # a source that fails now may answer next time
-                log.error("model source %s failed: %s", type(self.source).__name__, exc)
+                if str(exc) != self.source_error:  # once, not at every poll
+                    log.error("model source %s failed: %s", type(self.source).__name__, exc)
+                self.source_error = str(exc)
             await asyncio.sleep(every)
-
-
-class BodyTooLarge(ValueError):
-    """The request body is larger than the server accepts."""
-
-
-async def read_capped(request: Request, max_bytes: int) -> bytes:
-    """The request body, refused as soon as it is known to exceed `max_bytes`: from its
-    Content-Length before reading anything, else while it streams in."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > max_bytes:
-        raise BodyTooLarge(f"body of {int(declared)} bytes exceeds the limit of {max_bytes} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise BodyTooLarge(f"body exceeds the limit of {max_bytes} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 async def form_file(request: Request, body: bytes) -> bytes:
@@ -150,36 +167,82 @@ def _decode_status(exc: Exception) -> int:
     return 415 if text.startswith(("not an image", "unsupported image format")) else 422
 
 
-async def _image_bytes(request: Request, max_bytes: int) -> bytes | JSONResponse:
+async def _image_bytes(
+    request: Request, limits: BodyLimits, budget: ByteBudget, held: list[int]
+) -> bytes | Response:
     """The uploaded file's bytes (raw body or form field `file`), or the error answer."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     multipart = ctype == "multipart/form-data"
-    if not multipart and ctype not in RAW_TYPES:
-        return _error(
-            415,
-            f"unsupported Content-Type {ctype or '(none)'}: send the image as the body with "
-            f"{', '.join(RAW_TYPES)}, or as the form field `file` of multipart/form-data",
-        )
     try:
-        body = await read_capped(request, max_bytes)
+        if not multipart and ctype not in RAW_TYPES:
+            raise refuse_unread(
+                request,
+                limits,
+                415,
+                f"unsupported Content-Type {ctype or '(none)'}: send the image as the body with "
+                f"{', '.join(RAW_TYPES)}, or as the form field `file` of multipart/form-data",
+            )
+        body = await read_body(request, limits, budget, held)
         return await form_file(request, body) if multipart else body
-    except BodyTooLarge as exc:
-        return _error(413, str(exc))
+    except Refused as refused:
+        return refused.response()
+    except ClientGone as gone:
+        client = f"{request.client.host}:{request.client.port}" if request.client else "?"
+        log.info("client %s went away during its upload to %s (%s)", client, request.url.path, gone)
+        return Response(status_code=400)  # nobody reads it: the connection is gone
     except (MultiPartException, ValueError) as exc:
         return _error(422, f"bad multipart upload: {exc}")
 
 
-def create_app(source: ModelSource | None = None, config: ServeConfig | None = None) -> FastAPI:
-    """The model server for `source` (default: the registry's champion, or
-    CLOTHING_SERVE_MODEL_FILE) and `config`
-    (default: the CLOTHING_SERVE_* settings)."""
-    config = config or ServeConfig.from_settings()
-    holder = ModelHolder(source or default_source())
-    batcher = Batcher(
-        max_batch_size=config.max_batch_size,
-        max_wait_ms=config.max_wait_ms,
-        decode_threads=config.threads(),
-    )
+class LabelProbability(BaseModel):
+    """One class and its probability."""
+
+    label: str
+    probability: float = Field(ge=0, le=1)
+
+
+class Prediction(BaseModel):
+    """POST /predict's answer: the most likely class, the top three, the version answering."""
+
+    label: str
+    confidence: float = Field(ge=0, le=1, description="the probability of `label`")
+    top: list[LabelProbability]
+    model_version: str
+
+
+class ErrorDetail(BaseModel):
+    """Every error answer: what was wrong and what to do."""
+
+    detail: str
+
+
+BINARY = {"type": "string", "format": "binary"}
+PREDICT_BODY: dict[str, Any] = {
+    "required": True,
+    "description": "the image: the whole body, with its image type as Content-Type, or the "
+    "field `file` of a multipart form",
+    "content": {
+        **{ctype: {"schema": BINARY} for ctype in RAW_TYPES},
+        "multipart/form-data": {
+            "schema": {"type": "object", "properties": {"file": BINARY}, "required": ["file"]}
+        },
+    },
+}
+PREDICT_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorDetail, "description": meaning}
+    for status, meaning in {
+        408: "the body did not arrive in time",
+        413: "the body is over the size limit",
+        415: "not an image in a supported format, or an unsupported Content-Type",
+        422: "a broken or refused image, or a bad multipart form",
+        500: "the model failed",
+        503: "no model yet, or the server holds its limit of uploads",
+    }.items()
+}
+
+
+def _lifespan(config: ServeConfig, holder: ModelHolder, batcher: Batcher) -> Any:
+    """The app's start (threads, batcher, model poller) and stop."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -192,7 +255,26 @@ def create_app(source: ModelSource | None = None, config: ServeConfig | None = N
             await poller
         await batcher.stop()
 
-    app = FastAPI(title="clothing-assets model server", lifespan=lifespan)
+    return lifespan
+
+
+def create_app(source: ModelSource | None = None, config: ServeConfig | None = None) -> FastAPI:
+    """The model server for `source` (default: the registry's champion, or
+    CLOTHING_SERVE_MODEL_FILE) and `config` (default: the CLOTHING_SERVE_* settings)."""
+    config = config or ServeConfig.from_settings()
+    holder = ModelHolder(source or default_source())
+    batcher = Batcher(
+        max_batch_size=config.max_batch_size,
+        max_wait_ms=config.max_wait_ms,
+        decode_threads=config.threads(),
+    )
+    budget = ByteBudget(config.max_inflight_bytes)
+    lifespan = _lifespan(config, holder, batcher)
+    # the docs pages load their scripts from a public CDN, and the schema maps the surface:
+    # both only when asked for
+    docs = {} if config.docs else {"docs_url": None, "redoc_url": None, "openapi_url": None}
+    app = FastAPI(title="clothing-assets model server", lifespan=lifespan, **docs)
+    app.add_middleware(TrustedHosts, hosts=config.trusted_hosts)
     page = files("clothing_assets.serve").joinpath("page.html").read_text(encoding="utf-8")
 
     @app.get("/", response_class=HTMLResponse)
@@ -202,13 +284,13 @@ def create_app(source: ModelSource | None = None, config: ServeConfig | None = N
     @app.get("/health")
     async def health() -> JSONResponse:
         if holder.current is None:
-            return _error(503, NO_MODEL)
+            return _error(503, holder.missing())
         return JSONResponse({"status": "ok", "model_version": holder.current.version})
 
     @app.get("/model")
     async def model_info() -> JSONResponse:
         if holder.current is None:
-            return _error(503, NO_MODEL)
+            return _error(503, holder.missing())
         batching = {
             "max_batch_size": batcher.max_batch_size,
             "max_wait_ms": batcher.max_wait * 1000,
@@ -217,21 +299,35 @@ def create_app(source: ModelSource | None = None, config: ServeConfig | None = N
         }
         return JSONResponse({**holder.current.info(), "batching": batching})
 
-    @app.post("/predict")
-    async def predict(request: Request) -> JSONResponse:
-        return await _predict(request, holder, batcher, config)
+    @app.post(
+        "/predict",
+        response_model=Prediction,
+        responses=PREDICT_ERRORS,
+        openapi_extra={"requestBody": PREDICT_BODY},
+    )
+    async def predict(request: Request) -> Any:
+        held = [0]  # the body's bytes counted against the budget, given back when answered
+        try:
+            return await _predict(request, holder, batcher, config, budget, held)
+        finally:
+            budget.give_back(held)
 
     return app
 
 
 async def _predict(
-    request: Request, holder: ModelHolder, batcher: Batcher, config: ServeConfig
-) -> JSONResponse:
+    request: Request,
+    holder: ModelHolder,
+    batcher: Batcher,
+    config: ServeConfig,
+    budget: ByteBudget,
+    held: list[int],
+) -> dict[str, Any] | Response:
     loaded = holder.current  # this request finishes on this version, whatever comes next
     if loaded is None:
-        return _error(503, NO_MODEL)
-    data = await _image_bytes(request, config.max_bytes)
-    if isinstance(data, JSONResponse):
+        return refuse_unread(request, config.body_limits(), 503, holder.missing()).response()
+    data = await _image_bytes(request, config.body_limits(), budget, held)
+    if isinstance(data, Response):
         return data
     try:
         probabilities = await batcher.predict(loaded, data)
@@ -242,7 +338,7 @@ async def _predict(
         return _error(500, "the model failed on this request; see the server log")
     except (ValueError, RuntimeError, OSError) as exc:  # decoders' other complaints
         return _error(422, f"unusable image: {str(exc).splitlines()[0][:200]}")
-    return JSONResponse(loaded.answer(probabilities))
+    return loaded.answer(probabilities)
 
 
 def app_from_settings() -> FastAPI:

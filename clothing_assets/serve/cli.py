@@ -8,9 +8,10 @@ import os
 import sys
 from pathlib import Path
 
-from clothing_assets.settings import setting
+from clothing_assets.serve.limits import check_budget
+from clothing_assets.settings import SettingsError, setting
 
-NO_MODEL_EXIT = 2
+NO_MODEL_EXIT = 2  # also: a server setting that cannot be used
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -35,6 +36,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "--max-wait-ms", type=float, default=None,
         help="longest a batch waits for requests still being decoded (CLOTHING_SERVE_MAX_WAIT_MS)",
     )  # fmt: skip
+    _add_limit_flags(serve.add_argument_group("limits and surface"))
     serve.set_defaults(func=run_serve)
     predict = subparsers.add_parser("predict", help="classify image files, no server needed")
     predict.add_argument("images", nargs="+", metavar="IMAGE")
@@ -45,30 +47,99 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     predict.set_defaults(func=run_predict)
 
 
+def _add_limit_flags(limits: argparse._ArgumentGroup) -> None:
+    """The server's limits and surface, each the flag of a CLOTHING_SERVE_* variable."""
+    limits.add_argument(
+        "--max-bytes", type=int, default=None,
+        help="largest request body; larger ones get a 413 (CLOTHING_SERVE_MAX_BYTES)",
+    )  # fmt: skip
+    limits.add_argument(
+        "--discard-bytes", type=int, default=None,
+        help="of a refused body, read and drop up to this much so the client reads the answer "
+        "(CLOTHING_SERVE_DISCARD_BYTES)",
+    )  # fmt: skip
+    limits.add_argument(
+        "--max-connections", type=int, default=None,
+        help="open connections per process; a request beyond them gets a 503 "
+        "(CLOTHING_SERVE_MAX_CONNECTIONS)",
+    )  # fmt: skip
+    limits.add_argument(
+        "--header-timeout", type=float, default=None, metavar="SECONDS",
+        help="close a connection whose request head is not in by then "
+        "(CLOTHING_SERVE_HEADER_TIMEOUT_SECONDS)",
+    )  # fmt: skip
+    limits.add_argument(
+        "--body-timeout", type=float, default=None, metavar="SECONDS",
+        help="a request body not in by then gets a 408 (CLOTHING_SERVE_BODY_TIMEOUT_SECONDS)",
+    )  # fmt: skip
+    limits.add_argument(
+        "--max-inflight-bytes", type=int, default=None,
+        help="request-body bytes held at once, all requests together; beyond: 503 "
+        "(CLOTHING_SERVE_MAX_INFLIGHT_BYTES)",
+    )  # fmt: skip
+    limits.add_argument(
+        "--docs", action="store_const", const="1", default=None,
+        help="serve /docs, /redoc and /openapi.json (CLOTHING_SERVE_DOCS; the pages load "
+        "scripts from a public CDN)",
+    )  # fmt: skip
+    limits.add_argument(
+        "--trusted-hosts", default=None, metavar="NAMES",
+        help="comma-separated Host names to answer, `*.example.com` allowed; others get a 400 "
+        "(CLOTHING_SERVE_TRUSTED_HOSTS, default localhost,127.0.0.1,::1)",
+    )  # fmt: skip
+
+
+SERVE_FLAGS = {
+    "workers": "CLOTHING_SERVE_WORKERS",
+    "max_batch_size": "CLOTHING_SERVE_MAX_BATCH_SIZE",
+    "max_wait_ms": "CLOTHING_SERVE_MAX_WAIT_MS",
+    "model": "CLOTHING_SERVE_MODEL_FILE",
+    "max_bytes": "CLOTHING_SERVE_MAX_BYTES",
+    "discard_bytes": "CLOTHING_SERVE_DISCARD_BYTES",
+    "max_connections": "CLOTHING_SERVE_MAX_CONNECTIONS",
+    "header_timeout": "CLOTHING_SERVE_HEADER_TIMEOUT_SECONDS",
+    "body_timeout": "CLOTHING_SERVE_BODY_TIMEOUT_SECONDS",
+    "max_inflight_bytes": "CLOTHING_SERVE_MAX_INFLIGHT_BYTES",
+    "docs": "CLOTHING_SERVE_DOCS",
+    "trusted_hosts": "CLOTHING_SERVE_TRUSTED_HOSTS",
+}
+
+
+def apply_serve_flags(args: argparse.Namespace) -> dict[str, object]:
+    """Set the variables the given flags stand for, check every server setting (a bad value
+    fails here, before any worker starts), and return uvicorn's options."""
+    # The flags reach every worker process (uvicorn starts them afresh) as the settings they
+    # override; the app reads only the settings.
+    for flag, name in SERVE_FLAGS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            os.environ[name] = str(value)
+    for name in SERVE_FLAGS.values():
+        setting(name)
+    check_budget(setting("CLOTHING_SERVE_MAX_BYTES"), setting("CLOTHING_SERVE_MAX_INFLIGHT_BYTES"))
+    return {
+        "workers": setting("CLOTHING_SERVE_WORKERS"),
+        "limit_concurrency": setting("CLOTHING_SERVE_MAX_CONNECTIONS"),
+        "http": "clothing_assets.serve.protocol:HeadDeadlineProtocol",
+    }
+
+
 def run_serve(args: argparse.Namespace) -> int:
     """Start uvicorn on the app; returns when the server stops."""
     import uvicorn
 
-    overrides = {
-        "CLOTHING_SERVE_WORKERS": args.workers,
-        "CLOTHING_SERVE_MAX_BATCH_SIZE": args.max_batch_size,
-        "CLOTHING_SERVE_MAX_WAIT_MS": args.max_wait_ms,
-        "CLOTHING_SERVE_MODEL_FILE": args.model,
-    }
-    # The flags reach every worker process (uvicorn starts them afresh) as the settings they
-    # override; the app reads only the settings.
-    for name, value in overrides.items():
-        if value is not None:
-            os.environ[name] = str(value)
-    workers = setting("CLOTHING_SERVE_WORKERS")
-    setting("CLOTHING_SERVE_MAX_BATCH_SIZE"), setting("CLOTHING_SERVE_MAX_WAIT_MS")  # fail early
+    try:
+        options = apply_serve_flags(args)
+    except SettingsError as exc:
+        print(f"clothing-assets serve: {exc}", file=sys.stderr)
+        return NO_MODEL_EXIT
     uvicorn.run(
         "clothing_assets.serve.app:app_from_settings",
         factory=True,
         host=args.host,
         port=args.port,
-        workers=workers,
         log_level="info",
+        **options,  # type: ignore[arg-type]
     )
     return 0
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from clothing_assets.resources.model_store import file_version
 from clothing_assets.settings import is_set, setting
@@ -49,23 +49,40 @@ class FileModelSource:
         return f"FileModelSource({str(self.path)!r})"
 
 
+class RejectedModel(RuntimeError):
+    """The champion's stored file failed its check and has not changed since."""
+
+
 class RegistryModelSource:
     """The model registry's champion: asked of the warehouse at each poll, its file read from
-    the model store (checked against its hash) only when the champion changes."""
+    the model store (checked against its hash) only when the champion changes. A file that
+    fails the check is remembered by (version, size, modification stamp) and not read again
+    until one of them changes: re-reading and re-hashing a large model every few seconds
+    would only fail again."""
 
     def __init__(self) -> None:
         self._seen: tuple[str, bytes] | None = None
+        self._rejected: tuple[tuple[Any, ...], str] | None = None
 
     def current(self) -> tuple[str, bytes] | None:
         from clothing_assets.environment import open_registry
+        from clothing_assets.resources.model_registry import RegistryError
 
         with open_registry() as registry:
             champion = registry.champion()
             if champion is None:
                 return None
             version = champion["VERSION"]
-            if self._seen is None or self._seen[0] != version:
+            if self._seen is not None and self._seen[0] == version:
+                return self._seen
+            key = (version, registry.store.stat(version))
+            if self._rejected is not None and self._rejected[0] == key:
+                raise RejectedModel(self._rejected[1])
+            try:
                 self._seen = (version, registry.load(version))
+            except RegistryError as exc:
+                self._rejected = (key, str(exc))
+                raise RejectedModel(str(exc)) from None
         return self._seen
 
     def __repr__(self) -> str:
@@ -79,4 +96,10 @@ def default_source() -> ModelSource:
     return RegistryModelSource()
 
 
-__all__ = ["FileModelSource", "ModelSource", "RegistryModelSource", "default_source"]
+__all__ = [
+    "FileModelSource",
+    "ModelSource",
+    "RegistryModelSource",
+    "RejectedModel",
+    "default_source",
+]

@@ -77,9 +77,11 @@ def write_model_atomically(models: Path, data: bytes) -> str:
 class Server:
     """`python -m clothing_assets.serve` on a free port, its log in a file."""
 
-    def __init__(self, models: Path | None, log: Path, *extra: str) -> None:
+    def __init__(
+        self, models: Path | None, log: Path, *extra: str, env: dict[str, str] | None = None
+    ) -> None:
         """`models`: serve the file models/model_trained.pt; None: the registry's champion
-        (of the warehouse and model store the environment names)."""
+        (of the warehouse and model store the environment names). `env`: more variables."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {
@@ -87,6 +89,7 @@ class Server:
             "PYTHONPATH": str(REPO),
             "CLOTHING_SERVE_POLL_SECONDS": "0.2",
             "CLOTHING_SERVE_MAX_BYTES": str(MAX_BYTES),
+            **(env or {}),
         }
         if models is not None:
             env["CLOTHING_SERVE_MODEL_FILE"] = str(models / "model_trained.pt")
@@ -322,14 +325,14 @@ def test_a_body_over_the_limit_is_refused_before_it_is_read(server, images):
     srv, _, _ = server
     # Content-Length says too much: 413 with only a few bytes of the body ever sent
     head = (
-        f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+        f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\n"
         f"Content-Length: {MAX_BYTES * 50}\r\n\r\n"
     ).encode()
     reply = raw_exchange(srv.port, head, [b"\xff\xd8" * 10])
     assert reply.startswith(b"HTTP/1.1 413"), reply
     assert b"exceeds the limit" in reply
     # no Content-Length (chunked): cut off once the stream passes the limit, before its end
-    head = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+    head = b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\n"
     head += b"Transfer-Encoding: chunked\r\n\r\n"
     chunk = b"%x\r\n" % 100_000 + b"\0" * 100_000 + b"\r\n"
     reply = raw_exchange(srv.port, head, [chunk] * (MAX_BYTES // 100_000 + 1))
