@@ -1,7 +1,8 @@
-"""Issue 14 at scale: a stage sensor tick, a stage + catalog sync with nothing changed, a
-sync-and-score run after +1 % files against its scoring step, and the peak memory of the run
-and its Dask workers, on a local stage of `--files` hard links of the shared images (and a
-sensor tick and no-change sync on an S3 stage of `--s3-files` objects on moto's server).
+"""How change detection scales with the stage (BENCHMARKS.md, Stage scale): a stage sensor
+tick, a stage + catalog sync with nothing changed, a sync-and-score run after +1 % files
+against its scoring step, and the peak memory of the run and its Dask workers, on a local
+stage of `--files` hard links of the shared images (and a sensor tick and no-change sync on an
+S3 stage of `--s3-files` objects on moto's server).
 
     python bench/stage_scale_bench.py --files 10000 100000 --s3-files 10000
     python bench/stage_scale_bench.py --files 1000 --s3-files 200      # a quick check

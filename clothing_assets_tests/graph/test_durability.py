@@ -1,4 +1,4 @@
-"""Hardening items 7 and 8: saves that survive a full disk and a crash, and two training runs
+"""Saves that survive a full disk and a crash, and two training runs
 in one cache folder, on a real small filesystem (a tmpfs mounted for the test) and real
 processes."""
 

@@ -1,4 +1,4 @@
-"""The hardening issue's holes, each on the real thing: a real filesystem with links and FIFOs,
+"""Bad input and hostile stages, each on the real thing: a real filesystem with links and FIFOs,
 a real HTTP server that truncates and trickles, real DuckDB and Dask."""
 
 from __future__ import annotations
@@ -248,7 +248,7 @@ def test_a_batch_of_large_images_never_holds_them_all_at_full_size(tmp_path):
     assert child.returncode == 0, child.stderr[-3000:]
     out = json.loads(child.stdout.strip().splitlines()[-1])
     assert out["scored"] == [True] * 6
-    assert out["grew_mib"] < 3 * _BIG_MIB, out  # 325 MiB before each image was reduced at once
+    assert out["grew_mib"] < 3 * _BIG_MIB, out  # six images kept whole would hold 325 MiB
 
 
 @pytest.mark.timeout(600)
