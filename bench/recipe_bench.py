@@ -8,7 +8,7 @@ stage, once per way of evaluating (`EVALS`: the stored image center-cropped to t
 size, as the scorer does, or whole; each with and without a horizontally flipped second
 view). Every evaluation of one split scores the same trained model, so they compare paired.
 
-    python bench/recipe_bench.py --recipes default lowres --splits 3 --minutes 8
+    python -m bench.recipe_bench --recipes default lowres --splits 3 --minutes 8
 
 With `--minutes 0` the runs are compared at equal compute instead, which a shared machine
 cannot disturb: each recipe trains `--epochs` scaled by its pixels per crop against its
@@ -27,17 +27,15 @@ deviation over splits) per recipe and evaluation; its last line reads
 `recipe_bench: <recipe>/<eval> unseen M±S test M±S, ...`.
 """
 
-import argparse
 import copy
 import statistics
-import time
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
 import torch
 
-from clothing_assets.ml.cpu import tagged
+from bench.common import jpegs, parse, parser, tagged, timed
 from clothing_assets.ml.data import load_images, stratified_split
 from clothing_assets.ml.images import cache_size
 from clothing_assets.ml.models import normalization
@@ -52,8 +50,6 @@ from clothing_assets.ml.train import (
     training_amp_dtype,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DATA = ROOT.parent / "shared" / "clothing-dataset-small"
 # resnet18 from random initialisation at 64 px: the from-scratch baseline (BENCHMARKS.md, Recipes)
 SCRATCH = {"architecture": "resnet18", "weights": "none", "image_size": 64, "base_lr": 0.003,
            "crop_scale_min": 0.0}  # fmt: skip
@@ -117,7 +113,7 @@ EVALS = {"crop": (False, False), "crop+flip": (False, True), "full": (True, Fals
 
 
 def _stage(root: Path, classes: list[str] | None = None):
-    files = sorted(p for p in root.rglob("*.jpg"))
+    files = jpegs(root)
     classes = classes or sorted({p.parent.name for p in files})
     files = [p for p in files if p.parent.name in classes]
     labels = torch.tensor([classes.index(p.parent.name) for p in files])
@@ -204,18 +200,18 @@ def _plan_first(recipes, decoded, labels, rel, classes, holdout) -> dict[str, Tr
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--recipes", nargs="+", default=["default", "lowres"])
-    parser.add_argument("--splits", type=int, default=3)
-    parser.add_argument("--holdout", type=float, default=0.2)
-    parser.add_argument("--minutes", type=float, default=TrainSettings.max_train_minutes)
-    parser.add_argument("--epochs", type=int, default=TrainSettings.n_epochs, help="at most")
-    parser.add_argument(
+    described = parser(__doc__)
+    described.add_argument("--recipes", nargs="+", default=["default", "lowres"])
+    described.add_argument("--splits", type=int, default=3)
+    described.add_argument("--holdout", type=float, default=0.2)
+    described.add_argument("--minutes", type=float, default=TrainSettings.max_train_minutes)
+    described.add_argument("--epochs", type=int, default=TrainSettings.n_epochs, help="at most")
+    described.add_argument(
         "--plan-first",
         action="store_true",
         help="plan each recipe's epochs for --minutes up front, then train them",
     )
-    parser.add_argument(
+    described.add_argument(
         "--eval-sizes",
         type=int,
         nargs="*",
@@ -223,7 +219,7 @@ def main() -> None:
         help="also score each model center-cropped at these sides (with the flip), from the "
         "images stored for that side: evaluation above the training crop (FixRes)",
     )
-    parser.add_argument(
+    described.add_argument(
         "--refit-sizes",
         type=int,
         nargs="*",
@@ -232,12 +228,11 @@ def main() -> None:
         "re-estimating its BatchNorm statistics on its training images prepared that way "
         "(FixRes's test-size correction, without re-training any weight)",
     )
-    parser.add_argument(
+    described.add_argument(
         "--first-split", type=int, default=0,
         help="the first split seed (to add splits to a run that measured the lower seeds)",
     )  # fmt: skip
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    args = parser.parse_args()
+    args = parse(described)
     unknown = set(args.recipes) - set(RECIPES)
     if args.plan_first and not args.minutes:
         raise SystemExit("--plan-first plans a --minutes budget; give one above 0")
@@ -281,11 +276,11 @@ def main() -> None:
         for name, settings in recipes.items():
             images = decoded[cache_size(settings.image_size)].images
             test_images = test_decoded[cache_size(settings.image_size)].images
-            started = time.perf_counter()
             plans = []
-            result = fit(images[tr], labels[tr], images[va], labels[va], classes, settings,
-                         on_plan=plans.append)  # fmt: skip
-            seconds = time.perf_counter() - started
+            result, seconds = timed(partial(
+                fit, images[tr], labels[tr], images[va], labels[va], classes, settings,
+                on_plan=plans.append,
+            ))  # fmt: skip
             model = build_model(settings.architecture, len(classes),
                                 image_size=settings.image_size)  # fmt: skip
             model.load_state_dict(result.state_dict)
