@@ -260,7 +260,7 @@ def local_stage(files: int, workdir: Path, *, score: bool = True) -> dict[str, f
 
 
 def score_run(stage: Path, files: int, env: dict[str, str]) -> dict[str, float | str]:
-    """The figures of a sync-and-score run after +1 % files, every earlier row scored."""
+    """The figures of a sync-and-score run after +1 % files, the rows before them scored."""
     champion_and_scored_baseline(env)
     added = max(1, files // 100)
     link_files(stage, added, start=files, prefix="new")
