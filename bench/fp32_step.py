@@ -3,19 +3,18 @@ on a CPU without native bf16 (the AVX2 kind). Random tensors, AdamW (fused), no 
 the variants alternate `--repeats` times in one run and medians are printed. `--bf16` adds
 the channels_last step under bf16 autocast, to check where bf16 pays for an architecture.
 
-    python bench/fp32_step.py --arch resnet18 --image-size 64 --batch-sizes 32 64 128
-    python bench/fp32_step.py --arch efficientnet_lite0 --image-size 128 --batch-sizes 64 --bf16
+    python -m bench.fp32_step --arch resnet18 --image-size 64 --batch-sizes 32 64 128
+    python -m bench.fp32_step --arch efficientnet_lite0 --image-size 128 --batch-sizes 64 --bf16
+    python -m bench.fp32_step --cpu-kind AVX2 --arch efficientnet_lite0 --image-size 128
 
 Its last line reads `fp32_step: <format> b<batch> <img/s>, ...` tagged with the CPU kind.
 """
 
-import argparse
 import statistics
-import time
 
 import torch
 
-from clothing_assets.ml.cpu import tagged
+from bench.common import parse, parser, tagged, timed, torch_line
 from clothing_assets.ml.models import build_model
 
 FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
@@ -43,15 +42,15 @@ def make_step(arch: str, size: int, batch: int, fmt: torch.memory_format, bf16: 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", default="resnet18")
-    parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 64, 128])
-    parser.add_argument("--images", type=int, default=512, help="images per timed repeat")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--bf16", action="store_true", help="also channels_last under bf16")
-    args = parser.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
+    described = parser(__doc__, data=False)
+    described.add_argument("--arch", default="resnet18")
+    described.add_argument("--image-size", type=int, default=64)
+    described.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 64, 128])
+    described.add_argument("--images", type=int, default=512, help="images per timed repeat")
+    described.add_argument("--repeats", type=int, default=3)
+    described.add_argument("--bf16", action="store_true", help="also channels_last under bf16")
+    args = parse(described)
+    print(torch_line(), flush=True)
     steps = {
         (name, b): make_step(args.arch, args.image_size, b, fmt)
         for name, fmt in FORMATS.items()
@@ -66,10 +65,8 @@ def main() -> None:
     for _ in range(args.repeats):
         for (name, b), step in steps.items():
             n = max(1, args.images // b)
-            t = time.perf_counter()
-            for _ in range(n):
-                step()
-            rates[(name, b)].append(n * b / (time.perf_counter() - t))
+            _, seconds = timed(lambda step=step, n=n: [step() for _ in range(n)])
+            rates[(name, b)].append(n * b / seconds)
     medians = [f"{name} b{b} {statistics.median(r):.1f} img/s" for (name, b), r in rates.items()]
     print(tagged(f"fp32_step: {args.arch} {args.image_size}px, " + ", ".join(medians)))
 

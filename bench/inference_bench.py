@@ -2,19 +2,21 @@
 run a seed-style path (one delayed task per image reading and preprocessing it with PIL,
 batches of 80, the network rebuilt and its weights reloaded for every batch, fp32).
 
-    python bench/inference_bench.py --images 341 --arch resnet50 --image-size 250
+    python -m bench.inference_bench --images 341 --arch resnet50 --image-size 250
+    python -m bench.inference_bench --cpu-kind AVX2 --images 341 --arch resnet50 --image-size 250
 
-The images are the test stage (../shared/clothing-dataset-small/test by default) repeated to
---images. The model has random weights: throughput does not depend on what it learned. The
-last line reads `inference_bench: ours-1w A img/s, ours-2w B img/s, seed-style C img/s,
-ratio R, scaling S` with R = B/C and S = B/(2A). Peak worker memory (max RSS) is printed
-per path; --memory-check N repeats our 2-worker path on N images to show it stays flat.
+The images are the test stage of --data repeated to --images. The model has random weights:
+throughput does not depend on what it learned. The last line reads `inference_bench: ours-1w A
+img/s, ours-2w B img/s, seed-style C img/s, ratio R, scaling S` with R = B/C and S = B/(2A)
+(--workers 2, the default). Peak worker memory (max RSS) is printed per path; --memory-check N
+repeats our widest path on N images to show it stays flat.
 
 --runtime picks our path's scoring runtime as CLOTHING_SCORING_RUNTIME does (`auto`, the default:
 ONNX Runtime int8 on CPUs without native bf16 when the `int8` extra is installed; `torch`;
 `onnxruntime-int8`). The int8 model is made once on the client, before any clock starts,
 calibrated on --calibration images of the train stage, and shipped once per worker. Every line
-names the runtime and the CPU kind (flags capped by ONEDNN_MAX_CPU_ISA / ATEN_CPU_CAPABILITY).
+names the runtime and the CPU kind (flags capped by --cpu-kind, ONEDNN_MAX_CPU_ISA or
+ATEN_CPU_CAPABILITY).
 
 With --device cuda (the default when torch sees a GPU) our workers advertise the Dask resource
 `GPU`, decode JPEGs with nvJPEG and score on the GPU, as `clothing_predictions` does on GPU
@@ -24,7 +26,6 @@ workers; use a larger --batch-size there (256). The seed-style path stays as the
 import argparse
 import io
 import itertools
-import time
 from pathlib import Path
 
 import dask
@@ -32,20 +33,17 @@ import torch
 import torchvision
 from distributed import Client, LocalCluster, wait
 
+from bench.common import jpegs, parse, parser, tagged, timed
 from clothing_assets.ml.cpu import cpu_kind
 from clothing_assets.ml.runtime import ORT_INT8, RUNTIMES, int8_model_bytes, resolve_runtime
 from clothing_assets.ml.scoring import score_batch, warm_model
 from clothing_assets.ml.train import TrainSettings, model_payload
 from clothing_assets.resources.model_store import file_version
 
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_STAGE = ROOT.parent / "shared" / "clothing-dataset-small" / "test"
-TRAIN_STAGE = DEFAULT_STAGE.parent / "train"
-
 
 def calibration_blobs(stage: Path, count: int) -> list[bytes]:
     """`count` training images, evenly spread over the sorted stage (every class)."""
-    files = sorted(stage.rglob("*.jpg"))
+    files = jpegs(stage)
     return [f.read_bytes() for f in files[:: max(1, len(files) // count)][:count]]
 
 
@@ -98,22 +96,24 @@ def ours(
                         pure=False)
           for w in client.scheduler_info()["workers"]])  # fmt: skip
     resources = {"GPU": 1} if gpu else None
-    start = time.perf_counter()
-    futures = [
-        client.submit(
-            score_batch,
-            model,
-            version,
-            rows[i : i + batch_size],
-            gpu=gpu,
-            runtime=runtime,
-            pure=False,
-            resources=resources,
-        )  # fmt: skip
-        for i in range(0, len(rows), batch_size)
-    ]
-    results = list(itertools.chain.from_iterable(client.gather(futures)))
-    elapsed = time.perf_counter() - start
+
+    def run() -> list[dict]:
+        futures = [
+            client.submit(
+                score_batch,
+                model,
+                version,
+                rows[i : i + batch_size],
+                gpu=gpu,
+                runtime=runtime,
+                pure=False,
+                resources=resources,
+            )  # fmt: skip
+            for i in range(0, len(rows), batch_size)
+        ]
+        return list(itertools.chain.from_iterable(client.gather(futures)))
+
+    results, elapsed = timed(run)
     assert len(results) == len(paths) and not any(r["ERROR"] for r in results)
     devices = {r["DEVICE"] for r in results}
     assert devices == {"cuda" if gpu else "cpu"}, devices
@@ -151,40 +151,49 @@ def seed_predict_batch(data: bytes, images: list[torch.Tensor], arch: str) -> li
 def seed_style(client: Client, data: bytes, paths: list[str], arch: str, size: int) -> float:
     torch_threads = client.run(lambda: __import__("torch").set_num_threads(1))
     del torch_threads
-    start = time.perf_counter()
-    images = [dask.delayed(seed_load_image)(p, size) for p in paths]
-    batches = [
-        dask.delayed(seed_predict_batch)(data, images[i : i + 80], arch)
-        for i in range(0, len(images), 80)
-    ]
-    results = list(itertools.chain.from_iterable(dask.compute(*batches, scheduler=client)))
-    elapsed = time.perf_counter() - start
+
+    def run() -> list[tuple]:
+        images = [dask.delayed(seed_load_image)(p, size) for p in paths]
+        batches = [
+            dask.delayed(seed_predict_batch)(data, images[i : i + 80], arch)
+            for i in range(0, len(images), 80)
+        ]
+        return list(itertools.chain.from_iterable(dask.compute(*batches, scheduler=client)))
+
+    results, elapsed = timed(run)
     assert len(results) == len(paths)
     return len(paths) / elapsed
 
 
 def arguments() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=341)
-    parser.add_argument("--arch", default="resnet50")
-    parser.add_argument("--image-size", type=int, default=250)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--stage", type=Path, default=DEFAULT_STAGE)
-    parser.add_argument("--memory-check", type=int, default=0, help="also run ours-2w on N images")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    parser.add_argument("--runtime", choices=RUNTIMES, default="auto", help="our path's runtime")
-    parser.add_argument("--calibration", type=int, default=100, help="int8 calibration images")
-    parser.add_argument("--calibration-stage", type=Path, default=TRAIN_STAGE)
-    return parser.parse_args()
+    described = parser(__doc__)
+    described.add_argument("--images", type=int, default=341, help="test-stage images scored")
+    described.add_argument("--arch", default="resnet50")
+    described.add_argument("--image-size", type=int, default=250)
+    described.add_argument("--batch-size", type=int, default=16)
+    described.add_argument(
+        "--workers", type=int, default=2,
+        help="the widest cluster: ours runs on 1 and on this many workers, seed-style on this many",
+    )  # fmt: skip
+    described.add_argument(
+        "--memory-check", type=int, default=0, help="also ours, widest, on N images"
+    )
+    described.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    described.add_argument("--runtime", choices=RUNTIMES, default="auto", help="our path's runtime")
+    described.add_argument(
+        "--calibration", type=int, default=100, help="int8 calibration images (train stage)"
+    )
+    return parse(described)
 
 
 def scoring_model(args: argparse.Namespace, data: bytes, runtime: str) -> bytes:
     """The bytes our workers load: the torch model file, or its int8 model made here once."""
     if runtime != ORT_INT8:
         return data
-    started = time.perf_counter()
-    out = int8_model_bytes(data, calibration_blobs(args.calibration_stage, args.calibration))
-    print(f"{runtime} model made on the client in {time.perf_counter() - started:.1f}s "
+    out, seconds = timed(
+        lambda: int8_model_bytes(data, calibration_blobs(args.data / "train", args.calibration))
+    )
+    print(f"{runtime} model made on the client in {seconds:.1f}s "
           f"({len(out) / 2**20:.0f} MiB, {args.calibration} calibration images)")  # fmt: skip
     return out
 
@@ -194,19 +203,18 @@ def main() -> None:
     gpu = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     runtime, kind = resolve_runtime(args.runtime, gpu=gpu), cpu_kind()
 
-    files = sorted(str(p) for p in args.stage.rglob("*.jpg"))
-    if not files:
-        raise SystemExit(f"no .jpg files under {args.stage}")
+    stage = args.data / "test"
+    files = [str(p) for p in jpegs(stage)]
     paths = list(itertools.islice(itertools.cycle(files), args.images))
     classes = sorted({Path(f).parent.name for f in files})
     data = model_bytes(args.arch, args.image_size, classes)
-    print(f"{args.images} images from {args.stage}, {args.arch} at {args.image_size}px, "
+    print(f"{args.images} images from {stage}, {args.arch} at {args.image_size}px, "
           f"model {len(data) / 2**20:.0f} MiB, ours on {'cuda' if gpu else 'cpu'} with "
           f"{runtime}, batch {args.batch_size}, CPU {kind}")  # fmt: skip
     ours_data = scoring_model(args, data, runtime)
 
-    rates = {}
-    for workers in (1, 2):
+    rates, most = {}, args.workers
+    for workers in sorted({1, most}):
         with cluster(workers, gpu) as c, Client(c) as client:
             warm_up(client)
             rates[f"ours-{workers}w"] = ours(
@@ -214,26 +222,27 @@ def main() -> None:
             )
             print(f"ours-{workers}w [{runtime}, {kind}]: {rates[f'ours-{workers}w']:.1f} img/s, "
                   f"peak worker RSS MiB {peak_rss_mib(client)}", flush=True)  # fmt: skip
-    with cluster(2) as c, Client(c) as client:
+    with cluster(most) as c, Client(c) as client:
         warm_up(client)
         rates["seed"] = seed_style(client, data, paths, args.arch, args.image_size)
-        print(f"seed-style-2w [torch fp32, {kind}]: {rates['seed']:.1f} img/s, "
+        print(f"seed-style-{most}w [torch fp32, {kind}]: {rates['seed']:.1f} img/s, "
               f"peak worker RSS MiB {peak_rss_mib(client)}", flush=True)  # fmt: skip
     if args.memory_check:
         big = list(itertools.islice(itertools.cycle(files), args.memory_check))
-        with cluster(2, gpu) as c, Client(c) as client:
+        with cluster(most, gpu) as c, Client(c) as client:
             warm_up(client)
             rate = ours(client, ours_data, big, args.batch_size, gpu, runtime)
-            print(f"ours-2w on {len(big)} images [{runtime}, {kind}]: {rate:.1f} img/s, "
+            print(f"ours-{most}w on {len(big)} images [{runtime}, {kind}]: {rate:.1f} img/s, "
                   f"peak worker RSS MiB {peak_rss_mib(client)}", flush=True)  # fmt: skip
 
-    ratio = rates["ours-2w"] / rates["seed"]
-    scaling = rates["ours-2w"] / (2 * rates["ours-1w"])
-    print(
-        f"inference_bench: ours-1w {rates['ours-1w']:.1f} img/s, ours-2w {rates['ours-2w']:.1f} "
-        f"img/s, seed-style {rates['seed']:.1f} img/s, ratio {ratio:.2f}, scaling {scaling:.2f}, "
-        f"runtime {runtime}, CPU {kind}"
-    )
+    widest = rates[f"ours-{most}w"]
+    ratio, scaling = widest / rates["seed"], widest / (most * rates["ours-1w"])
+    ours_rates = ", ".join(f"{name} {rate:.1f} img/s" for name, rate in rates.items()
+                           if name != "seed")  # fmt: skip
+    print(tagged(
+        f"inference_bench: {ours_rates}, seed-style {rates['seed']:.1f} img/s, ratio "
+        f"{ratio:.2f}, scaling {scaling:.2f}, runtime {runtime}, CPU {kind}"
+    ))  # fmt: skip
 
 
 if __name__ == "__main__":

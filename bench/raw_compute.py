@@ -1,20 +1,16 @@
 """Raw training-step throughput of a torchvision model on random tensors, fp32 vs bf16 autocast
 (channels_last), to choose the default recipe for a machine. No I/O, no augmentation.
 
-    python bench/raw_compute.py --arch resnet18 --image-size 128 --steps 4 [--compile]
+    python -m bench.raw_compute --arch resnet18 --image-size 128 --steps 4 [--compile]
 
 --compile adds bf16 with `torch.compile` (inductor) and prints how long the first, compiling
 step took.
 """
 
-import argparse
-import statistics
-import time
-
 import torch
 import torchvision
 
-from clothing_assets.ml.cpu import tagged
+from bench.common import median_seconds, parse, parser, tagged, timed, torch_line
 
 
 def step_rate(
@@ -34,30 +30,23 @@ def step_rate(
         loss.backward()
         opt.step()
 
-    t = time.perf_counter()
-    step()
+    _, first = timed(step)
     if compile:
-        print(f"  {arch} {size}px: first compiled step {time.perf_counter() - t:.1f}s", flush=True)
-    step()  # warm-up: oneDNN picks its kernels on the first calls
-    rates = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        for _ in range(steps):
-            step()
-        rates.append(steps * batch / (time.perf_counter() - t))
-    return statistics.median(rates)
+        print(f"  {arch} {size}px: first compiled step {first:.1f}s", flush=True)
+    # warm-up: oneDNN picks its kernels on the first calls
+    return steps * batch / median_seconds(lambda: [step() for _ in range(steps)], repeats, warmup=1)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", nargs="+", default=["resnet18", "resnet50"])
-    parser.add_argument("--image-size", nargs="+", type=int, default=[128])
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--compile", action="store_true", help="also bf16 with torch.compile")
-    args = parser.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    described = parser(__doc__, data=False)
+    described.add_argument("--arch", nargs="+", default=["resnet18", "resnet50"])
+    described.add_argument("--image-size", nargs="+", type=int, default=[128])
+    described.add_argument("--batch-size", type=int, default=32)
+    described.add_argument("--steps", type=int, default=4)
+    described.add_argument("--repeats", type=int, default=3)
+    described.add_argument("--compile", action="store_true", help="also bf16 with torch.compile")
+    args = parse(described)
+    print(torch_line(), flush=True)
     for arch in args.arch:
         for size in args.image_size:
             fp32 = step_rate(arch, size, args.batch_size, args.steps, False, args.repeats)

@@ -5,16 +5,16 @@ it set aside as unseen images. Each recipe trains with `fit` (the code `trained_
 with its own stratified validation split and best-epoch choice) on the rest, within
 `--minutes` of training, and the kept model is scored on the unseen images and on the test
 stage, once per way of evaluating (`EVALS`: the stored image center-cropped to the training
-size, as the scorer does today, or whole; each with and without a horizontally flipped second
+size, as the scorer does, or whole; each with and without a horizontally flipped second
 view). Every evaluation of one split scores the same trained model, so they compare paired.
 
-    python bench/recipe_bench.py --recipes default lowres --splits 3 --minutes 8
+    python -m bench.recipe_bench --recipes default lowres --splits 3 --minutes 8
 
 With `--minutes 0` the runs are compared at equal compute instead, which a shared machine
 cannot disturb: each recipe trains `--epochs` scaled by its pixels per crop against its
 family's crop ((ref / side)^2 epochs at `side` px, rounded; ref is 128 px, the default's, for
-the pretrained recipes and 64 px, `scratch`'s, for those from random initialisation, so the
-earlier sessions' commands still train what they trained).
+the pretrained recipes and 64 px, `scratch`'s, for those from random initialisation, so that
+the commands in BENCHMARKS.md, Recipes train what their figures measured).
 
 With `--plan-first`, each recipe's epochs for `--minutes` are planned once, before any
 training, the way `trained_model` plans them (a few timed steps on a copy of the model, on the
@@ -27,17 +27,15 @@ deviation over splits) per recipe and evaluation; its last line reads
 `recipe_bench: <recipe>/<eval> unseen M±S test M±S, ...`.
 """
 
-import argparse
 import copy
 import statistics
-import time
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
 import torch
 
-from clothing_assets.ml.cpu import tagged
+from bench.common import jpegs, parse, parser, tagged, timed
 from clothing_assets.ml.data import load_images, stratified_split
 from clothing_assets.ml.images import cache_size
 from clothing_assets.ml.models import normalization
@@ -52,9 +50,7 @@ from clothing_assets.ml.train import (
     training_amp_dtype,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DATA = ROOT.parent / "shared" / "clothing-dataset-small"
-# the default until issue 17's fourteenth session: resnet18 from random initialisation at 64 px
+# resnet18 from random initialisation at 64 px: the from-scratch baseline (BENCHMARKS.md, Recipes)
 SCRATCH = {"architecture": "resnet18", "weights": "none", "image_size": 64, "base_lr": 0.003,
            "crop_scale_min": 0.0}  # fmt: skip
 RECIPES = {
@@ -64,7 +60,7 @@ RECIPES = {
     "lite96": {"image_size": 96},
     "lite-scale50": {"crop_scale_min": 0.5},
     "lite-lr3": {"base_lr": 0.003},
-    # the recipes below were measured against the from-scratch resnet18 default (SCRATCH)
+    # the recipes below vary the from-scratch resnet18 (SCRATCH) and compare against it
     "scratch": SCRATCH,
     # smaller crops cost (112/128)^2 = 0.77 of a step: more epochs fit in the same budget
     "lowres": {**SCRATCH, "image_size": 112},
@@ -72,8 +68,9 @@ RECIPES = {
     "96px": {**SCRATCH, "image_size": 96},
     "80px": {**SCRATCH, "image_size": 80},
     "64px": {**SCRATCH, "image_size": 64},
-    # below the default: 64 px matched 128 px at equal epochs (BENCHMARKS.md), so fewer pixels
-    # may lose little detail and buy epochs; give `--epochs` so the scaled count is the plan
+    # below SCRATCH's 64 px: 64 px matched 128 px at equal epochs (BENCHMARKS.md, Recipes), so
+    # fewer pixels may lose little detail and buy epochs; give `--epochs` so the scaled count is
+    # the plan
     "56px": {**SCRATCH, "image_size": 56},
     "48px": {**SCRATCH, "image_size": 48},
     # 43 steps an epoch at 64 images: twice the optimizer steps for the same images
@@ -84,7 +81,7 @@ RECIPES = {
     # at 68 epochs train accuracy (0.88) ends above validation (0.81): regularise more
     "cutmix": {**SCRATCH, "cutmix_alpha": 1.0},
     "wd01": {**SCRATCH, "weight_decay": 0.1},
-    # ... and CutMix lost 4 points at 68 epochs (BENCHMARKS.md): try milder crops instead
+    # ... and CutMix lost 4 points at 68 epochs (BENCHMARKS.md, Recipes): try milder crops
     "scale50": {**SCRATCH, "crop_scale_min": 0.5},
     "scale35": {**SCRATCH, "crop_scale_min": 0.35},
     "wd002": {**SCRATCH, "weight_decay": 0.02},
@@ -92,10 +89,10 @@ RECIPES = {
     # CIFAR-style SGD for a ResNet from scratch: lr 0.1 per 128 images, L2 5e-4
     "sgd": {**SCRATCH, "optimizer": "sgd", "base_lr": 0.05, "weight_decay": 5e-4},
     # other torchvision families: regnet_y_400mf planned at 2.3x (64 px) and 1.4x (80 px)
-    # resnet18's 64 px training img/s on a 2-core AVX2 EPYC (fp32, BENCHMARKS.md), so a budget
-    # buys that many more epochs; the 800mf ones are untried
-    # deeper at the same 64 px: 179 against resnet18's 294 img/s on AMX-BF16 (BENCHMARKS.md),
-    # so an equal budget is 0.61 of resnet18's epochs (`--epochs` is not scaled for depth)
+    # resnet18's 64 px training img/s on a 2-core AVX2 EPYC (fp32, BENCHMARKS.md, Recipes), so
+    # a budget buys that many more epochs; the 800mf ones are untried
+    # deeper at the same 64 px: 179 against resnet18's 294 img/s on AMX-BF16 (BENCHMARKS.md,
+    # Recipes), so an equal budget is 0.61 of resnet18's epochs (`--epochs` is not scaled for depth)
     "resnet34": {**SCRATCH, "architecture": "resnet34"},
     "regnety400": {**SCRATCH, "architecture": "regnet_y_400mf"},
     "regnety400-80": {**SCRATCH, "architecture": "regnet_y_400mf", "image_size": 80},
@@ -116,7 +113,7 @@ EVALS = {"crop": (False, False), "crop+flip": (False, True), "full": (True, Fals
 
 
 def _stage(root: Path, classes: list[str] | None = None):
-    files = sorted(p for p in root.rglob("*.jpg"))
+    files = jpegs(root)
     classes = classes or sorted({p.parent.name for p in files})
     files = [p for p in files if p.parent.name in classes]
     labels = torch.tensor([classes.index(p.parent.name) for p in files])
@@ -203,18 +200,18 @@ def _plan_first(recipes, decoded, labels, rel, classes, holdout) -> dict[str, Tr
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--recipes", nargs="+", default=["default", "lowres"])
-    parser.add_argument("--splits", type=int, default=3)
-    parser.add_argument("--holdout", type=float, default=0.2)
-    parser.add_argument("--minutes", type=float, default=TrainSettings.max_train_minutes)
-    parser.add_argument("--epochs", type=int, default=TrainSettings.n_epochs, help="at most")
-    parser.add_argument(
+    described = parser(__doc__)
+    described.add_argument("--recipes", nargs="+", default=["default", "lowres"])
+    described.add_argument("--splits", type=int, default=3)
+    described.add_argument("--holdout", type=float, default=0.2)
+    described.add_argument("--minutes", type=float, default=TrainSettings.max_train_minutes)
+    described.add_argument("--epochs", type=int, default=TrainSettings.n_epochs, help="at most")
+    described.add_argument(
         "--plan-first",
         action="store_true",
         help="plan each recipe's epochs for --minutes up front, then train them",
     )
-    parser.add_argument(
+    described.add_argument(
         "--eval-sizes",
         type=int,
         nargs="*",
@@ -222,7 +219,7 @@ def main() -> None:
         help="also score each model center-cropped at these sides (with the flip), from the "
         "images stored for that side: evaluation above the training crop (FixRes)",
     )
-    parser.add_argument(
+    described.add_argument(
         "--refit-sizes",
         type=int,
         nargs="*",
@@ -231,12 +228,11 @@ def main() -> None:
         "re-estimating its BatchNorm statistics on its training images prepared that way "
         "(FixRes's test-size correction, without re-training any weight)",
     )
-    parser.add_argument(
+    described.add_argument(
         "--first-split", type=int, default=0,
-        help="the first split seed (to add splits to a run that measured the earlier ones)",
+        help="the first split seed (to add splits to a run that measured the lower seeds)",
     )  # fmt: skip
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    args = parser.parse_args()
+    args = parse(described)
     unknown = set(args.recipes) - set(RECIPES)
     if args.plan_first and not args.minutes:
         raise SystemExit("--plan-first plans a --minutes budget; give one above 0")
@@ -280,11 +276,11 @@ def main() -> None:
         for name, settings in recipes.items():
             images = decoded[cache_size(settings.image_size)].images
             test_images = test_decoded[cache_size(settings.image_size)].images
-            started = time.perf_counter()
             plans = []
-            result = fit(images[tr], labels[tr], images[va], labels[va], classes, settings,
-                         on_plan=plans.append)  # fmt: skip
-            seconds = time.perf_counter() - started
+            result, seconds = timed(partial(
+                fit, images[tr], labels[tr], images[va], labels[va], classes, settings,
+                on_plan=plans.append,
+            ))  # fmt: skip
             model = build_model(settings.architecture, len(classes),
                                 image_size=settings.image_size)  # fmt: skip
             model.load_state_dict(result.state_dict)

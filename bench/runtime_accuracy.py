@@ -7,26 +7,21 @@ on 100 train-stage images chosen as `clothing_predictions` chooses them (every n
 sorted paths). Prints accuracy per runtime, the difference from fp32, the share of labels that
 agree with fp32 and the largest confidence difference.
 
-    python bench/runtime_accuracy.py --model models/versions/<version>.pt
+    python -m bench.runtime_accuracy --model models/versions/<version>.pt
 """
 
-import argparse
-import time
 from pathlib import Path
 
 import torch
 
-from clothing_assets.ml.cpu import tagged
+from bench.common import REPO, jpegs, parse, parser, tagged, timed
 from clothing_assets.ml.runtime import int8_model_bytes, load_int8_model
 from clothing_assets.ml.scoring import classify, prepare
 from clothing_assets.ml.train import amp_dtype_for, load_model
 
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DATA = ROOT.parent / "shared" / "clothing-dataset-small"
-
 
 def _newest_model() -> Path | None:
-    files = sorted((ROOT / "models" / "versions").glob("*.pt"), key=lambda p: p.stat().st_mtime)
+    files = sorted((REPO / "models" / "versions").glob("*.pt"), key=lambda p: p.stat().st_mtime)
     return files[-1] if files else None
 
 
@@ -37,27 +32,27 @@ def _probabilities(model, payload, images, amp_dtype, batch_size: int = 64) -> t
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
+    described = parser(__doc__)
+    described.add_argument(
         "--model", type=Path, default=_newest_model(),
         help="a model file (default: the newest under models/versions/)",
     )  # fmt: skip
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    args = parser.parse_args()
+    args = parse(described)
     if args.model is None or not args.model.is_file():
         raise SystemExit("no model file: train one (make run) or give --model <file>")
     data = args.model.read_bytes()
     model, payload = load_model(data)
     model = model.to(memory_format=torch.channels_last).eval()
 
-    test = sorted((args.data / "test").rglob("*.jpg"))
+    test = jpegs(args.data / "test")
     truth = torch.tensor([payload["classes"].index(p.parent.name) for p in test])
     images = [prepare(p.read_bytes(), payload) for p in test]
-    train = sorted((args.data / "train").rglob("*.jpg"))
+    train = jpegs(args.data / "train")
     calibration = [p.read_bytes() for p in train[:: max(1, len(train) // 100)][:100]]
-    started = time.perf_counter()
-    int8_model, int8_payload = load_int8_model(int8_model_bytes(data, calibration))
-    print(tagged(f"int8 model made in {time.perf_counter() - started:.1f}s from "
+    (int8_model, int8_payload), seconds = timed(
+        lambda: load_int8_model(int8_model_bytes(data, calibration))
+    )
+    print(tagged(f"int8 model made in {seconds:.1f}s from "
                  f"{len(calibration)} calibration images"), flush=True)  # fmt: skip
 
     runs = {"torch fp32": (model, payload, None),

@@ -1,13 +1,14 @@
 """Model server throughput and latency: the real server process, concurrent HTTP clients.
 
-    .venv/bin/python bench/serve_bench.py [--images DIR] [--requests N]
+    python -m bench.serve_bench [--data DIR] [--requests N] [--only resnet18] [--clients 1 4 16]
 
 For resnet18 at 128 px and resnet50 at 224 px (untrained model files: speed does not depend on
-the weights), with dynamic batching on (--max-batch-size 16) and off (1), posts real JPEGs
-from 1, 4 and 16 concurrent clients (each a keep-alive connection posting one image after
-another) and prints throughput and p50/p95/p99 latency, plus the in-process decode + forward
-time of one image for comparison and the in-process forward time per image at batch 1 and 16
-(the ceiling of what batching can gain on this CPU). Every line names the CPU kind.
+the weights), with dynamic batching on (--max-batch-size 16) and off (1), posts the test
+stage's JPEGs from 1, 4 and 16 (--clients) concurrent clients (each a keep-alive connection
+posting one image after another) and prints throughput and p50/p95/p99 latency, plus the
+in-process decode + forward time of one image for comparison and the in-process forward time
+per image at batch 1 and 16 (the ceiling of what batching can gain on this CPU). Every line
+names the CPU kind.
 """
 
 from __future__ import annotations
@@ -28,12 +29,9 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from clothing_assets.ml.cpu import cpu_kind  # noqa: E402
-from clothing_assets.ml.train import TrainSettings, build_model, model_payload  # noqa: E402
-from clothing_assets.serve.model import LoadedModel  # noqa: E402
+from bench.common import REPO, jpegs, parse, parser, tagged, timed
+from clothing_assets.ml.train import TrainSettings, build_model, model_payload
+from clothing_assets.serve.model import LoadedModel
 
 CLASSES = ["dress", "hat", "longsleeve", "outwear", "pants", "shirt", "shoes", "shorts", "skirt",
            "t-shirt"]  # fmt: skip
@@ -55,15 +53,14 @@ def in_process_ms(data: bytes, jpegs: list[bytes], repeats: int) -> float:
     """Median ms of decode + forward of one image in this process, on one worker thread as
     the server runs its forward passes (on a busy machine, OpenMP in the main thread spins
     against other processes and measures several times slower)."""
-    loaded = LoadedModel.from_bytes("bench", data)
+    loaded, n = LoadedModel.from_bytes("bench", data), len(jpegs)
 
     def run() -> float:
         times = []
         for i in range(repeats + 3):
-            started = time.perf_counter()
-            loaded.probabilities([loaded.decode(jpegs[i % len(jpegs)])])
+            _, seconds = timed(lambda i=i: loaded.probabilities([loaded.decode(jpegs[i % n])]))
             if i >= 3:  # the first passes warm the allocator and oneDNN's kernels
-                times.append((time.perf_counter() - started) * 1000)
+                times.append(seconds * 1000)
         return statistics.median(times)
 
     with ThreadPoolExecutor(1) as pool:
@@ -80,10 +77,9 @@ def forward_ms_per_image(data: bytes, jpegs: list[bytes], batch: int, repeats: i
     def run() -> float:
         times = []
         for i in range(repeats + 2):
-            started = time.perf_counter()
-            loaded.probabilities(images)
+            _, seconds = timed(lambda: loaded.probabilities(images))
             if i >= 2:
-                times.append((time.perf_counter() - started) * 1000 / batch)
+                times.append(seconds * 1000 / batch)
         return statistics.median(times)
 
     with ThreadPoolExecutor(1) as pool:
@@ -153,18 +149,18 @@ def percentile(values: list[float], q: float) -> float:
 
 def bench_model(arch: str, size: int, jpegs: list[bytes], args: argparse.Namespace) -> dict:
     """Every line of one model; returns throughputs by (batching, clients)."""
-    cpu, root = cpu_kind(), Path(tempfile.mkdtemp(prefix="serve-bench-"))
+    root = Path(tempfile.mkdtemp(prefix="serve-bench-"))
     data = model_file(arch, size)
     (root / "models").mkdir()
     (root / "models" / "model_trained.pt").write_bytes(data)
     requests = args.requests if arch == "resnet18" else max(16, args.requests // 3)
     local = in_process_ms(data, jpegs, repeats=20)
-    print(f"{cpu} | {arch} {size} px | in-process decode + forward of one image: {local:.1f} ms")
+    print(tagged(f"{arch} {size} px | in-process decode + forward of one image: {local:.1f} ms"))
     one, sixteen = (forward_ms_per_image(data, jpegs, b, repeats=max(4, 64 // b)) for b in (1, 16))
-    print(
-        f"{cpu} | {arch} {size} px | in-process forward per image: batch 1 {one:.1f} ms, "
+    print(tagged(
+        f"{arch} {size} px | in-process forward per image: batch 1 {one:.1f} ms, "
         f"batch 16 {sixteen:.1f} ms: batching can gain at most {one / sixteen:.2f}x here"
-    )
+    ))  # fmt: skip
     out = {"in_process_ms": local}
     for batch in (16, 1):
         with socket.socket() as s:
@@ -173,14 +169,16 @@ def bench_model(arch: str, size: int, jpegs: list[bytes], args: argparse.Namespa
         server = start_server(root / "models", port, batch, root / f"server-{batch}.log")
         try:
             drive(port, jpegs, 4, 8)  # warm-up
-            for clients in CLIENTS:
+            for clients in args.clients:
                 rate, lat = drive(port, jpegs, clients, max(requests, 2 * clients))
                 out[(batch, clients)] = (rate, percentile(lat, 50))
                 print(
-                    f"{cpu} | {arch} {size} px | batching {'on ' if batch > 1 else 'off'} | "
-                    f"{clients:>2} clients | {rate:6.1f} img/s | p50 {percentile(lat, 50):7.1f} ms"
-                    f" | p95 {percentile(lat, 95):7.1f} ms | p99 {percentile(lat, 99):7.1f} ms"
-                    f" | n={len(lat)}",
+                    tagged(
+                        f"{arch} {size} px | batching {'on ' if batch > 1 else 'off'} | "
+                        f"{clients:>2} clients | {rate:6.1f} img/s | p50 "
+                        f"{percentile(lat, 50):7.1f} ms | p95 {percentile(lat, 95):7.1f} ms | p99 "
+                        f"{percentile(lat, 99):7.1f} ms | n={len(lat)}"
+                    ),
                     flush=True,
                 )
         finally:
@@ -190,29 +188,31 @@ def bench_model(arch: str, size: int, jpegs: list[bytes], args: argparse.Namespa
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--images", type=Path, default=REPO.parent / "shared" / "clothing-dataset-small" / "test"
+    described = parser(__doc__)
+    described.add_argument("--requests", type=int, default=96, help="per measurement (resnet18)")
+    described.add_argument("--only", default=None, help="one architecture, e.g. resnet18")
+    described.add_argument(
+        "--clients", type=int, nargs="+", default=list(CLIENTS), help="concurrent clients"
     )
-    parser.add_argument("--requests", type=int, default=96, help="per measurement (resnet18)")
-    parser.add_argument("--only", default=None, help="one architecture, e.g. resnet18")
-    args = parser.parse_args()
-    jpegs = [p.read_bytes() for p in sorted(args.images.rglob("*.jpg"))]
-    if not jpegs:
-        sys.exit(f"no JPEGs under {args.images}")
+    args = parse(described)
+    stage = args.data / "test"
+    blobs = [p.read_bytes() for p in jpegs(stage)]
     print(
-        f"{len(jpegs)} JPEGs from {args.images}; {os.cpu_count()} cores; torch "
+        f"{len(blobs)} JPEGs from {stage}; {os.cpu_count()} cores; torch "
         f"{torch.__version__}; load average {os.getloadavg()[0]:.1f} at the start"
     )
+    most, fewest = max(args.clients), min(args.clients)
     for arch, size in MODELS:
         if args.only and arch != args.only:
             continue
-        out = bench_model(arch, size, jpegs, args)
-        speedup = out[(16, 16)][0] / out[(1, 16)][0]
-        lone = out[(16, 1)][1] / out["in_process_ms"]
+        out = bench_model(arch, size, blobs, args)
+        speedup = out[(16, most)][0] / out[(1, most)][0]
+        lone = out[(16, fewest)][1] / out["in_process_ms"]
         print(
-            f"{cpu_kind()} | {arch} {size} px | 16 clients: batching {speedup:.2f}x one-at-a-time"
-            f" | lone client p50 = {lone:.2f}x in-process decode + forward",
+            tagged(
+                f"{arch} {size} px | {most} clients: batching {speedup:.2f}x one-at-a-time"
+                f" | {fewest} client(s) p50 = {lone:.2f}x in-process decode + forward"
+            ),
             flush=True,
         )
     print(f"load average {os.getloadavg()[0]:.1f} at the end (the machine is shared)")

@@ -1,14 +1,16 @@
-"""Issue 14 at scale: a stage sensor tick, a stage + catalog sync with nothing changed, a
-sync-and-score run after +1 % files against its scoring step, and the peak memory of the run
-and its Dask workers, on a local stage of `--files` hard links of the shared images (and a
-sensor tick and no-change sync on an S3 stage of `--s3-files` objects on moto's server).
+"""How change detection scales with the stage (BENCHMARKS.md, Stage scale): a stage sensor
+tick, a stage + catalog sync with nothing changed, a sync-and-score run after +1 % files
+against its scoring step, and the peak memory of the run and its Dask workers, on a local
+stage of `--files` hard links of the images (and a sensor tick and no-change sync on an
+S3 stage of `--s3-files` objects on moto's server).
 
-    python bench/stage_scale_bench.py --files 10000 100000 --s3-files 10000
-    python bench/stage_scale_bench.py --files 1000 --s3-files 200      # a quick check
+    python -m bench.stage_scale_bench --files 10000 100000 --s3-files 10000
+    python -m bench.stage_scale_bench --files 1000 --s3-files 200      # a quick check
 
 Runs go through the CLI as a user runs them (`python -m dagster asset materialize ...`,
 `dagster sensor preview ...`), each size in a fresh temp folder with a fresh DAGSTER_HOME; the
-sensor tick is also timed in-process, as the daemon evaluates it. Before the +1 % run every
+sensor tick is also timed in-process, as the daemon evaluates it. The images are --data's
+train stage, which is also the train stage of every run. Before the +1 % run every
 existing row is marked as scored by the champion (written directly; setup, not measured), so
 that the run scores exactly the new files. The champion is an untrained resnet18 at 64 px
 registered through the warehouse (scoring cost, not accuracy, is measured). Memory is the
@@ -19,7 +21,6 @@ and the date.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import hashlib
 import json
@@ -29,36 +30,25 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "clothing-dataset-small" / "train"
+from bench.common import DEFAULT_DATA, REPO, jpegs, parse, parser, timed
+from clothing_assets.ml.cpu import cpu_kind
+
+# the images linked and uploaded, and the runs' train stage: --data's train stage
+SHARED = DEFAULT_DATA / "train"
 TEST_ASSETS = "clothing_dataset,clothing_test"
 SCORE_ASSETS = "clothing_dataset,clothing_test,clothing_predictions"
 
 
-def cpu_kind() -> str:
-    """The widest vector extension /proc/cpuinfo lists: AVX-512 BF16, AVX-512 or AVX2."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return "unknown"
-    for flag, name in (("avx512_bf16", "AVX-512 BF16"), ("avx512f", "AVX-512"), ("avx2", "AVX2")):
-        if flag in flags:
-            return name
-    return "no AVX2"
-
-
 def source_images() -> list[Path]:
-    images = sorted(SHARED.glob("*/*.jpg"))
-    if not images:
-        sys.exit(f"no images under {SHARED}: the shared dataset is needed")
-    return images
+    """The train stage's images, linked and uploaded in turn as many times as a size needs."""
+    return jpegs(SHARED)
 
 
 def link_files(root: Path, count: int, *, start: int = 0, prefix: str = "f") -> None:
-    """`count` hard links of the shared images as `<class>/<prefix><i>.jpg` (no bytes copied)."""
+    """`count` hard links of the train-stage images as `<class>/<prefix><i>.jpg` (no bytes
+    copied)."""
     images = source_images()
     for i in range(start, start + count):
         source = images[i % len(images)]
@@ -126,14 +116,16 @@ class PeakMemory:
 
 def cli(args: list[str], env: dict[str, str]) -> tuple[float, PeakMemory, str]:
     """Run `python -m dagster <args>`: (wall seconds, its memory, its output); exits on failure."""
-    started = time.perf_counter()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "dagster", *args], cwd=env["BENCH_WORKDIR"], env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    memory = PeakMemory(process.pid)
-    output, _ = process.communicate()
-    seconds = time.perf_counter() - started
+
+    def run() -> tuple[subprocess.Popen, PeakMemory, str]:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "dagster", *args], cwd=env["BENCH_WORKDIR"], env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        memory = PeakMemory(process.pid)
+        return process, memory, process.communicate()[0]
+
+    (process, memory, output), seconds = timed(run)
     memory.stop()
     if process.returncode != 0:
         sys.exit(f"dagster {' '.join(args)} failed ({process.returncode}):\n{output[-4000:]}")
@@ -191,9 +183,7 @@ def sensor_ticks(env: dict[str, str]) -> dict[str, float | str]:
                 instance=instance, cursor=cursor,
                 resources={k: resources[k] for k in sensor.required_resource_keys},
             ) as context:  # fmt: skip
-                started = time.perf_counter()
-                result = sensor(context)
-                figures[f"tick_{name}_s"] = time.perf_counter() - started
+                result, figures[f"tick_{name}_s"] = timed(lambda context=context: sensor(context))
                 cursor = context.cursor
             figures[f"tick_{name}_result"] = getattr(result, "skip_message", None) or "run request"
     seconds, _, output = cli(["sensor", "preview", "clothing_test_stage_sensor", "-m",
@@ -254,31 +244,35 @@ def step_seconds(env: dict[str, str]) -> dict[str, float]:
     return {s.step_key: round(s.end_time - s.start_time, 2) for s in stats if s.end_time}
 
 
-def local_stage(files: int, workdir: Path) -> dict[str, float | str]:
-    """Every figure of one local stage size."""
+def local_stage(files: int, workdir: Path, *, score: bool = True) -> dict[str, float | str]:
+    """Every figure of one local stage size (without the sync-and-score run unless `score`)."""
     stage = workdir / "stage"
-    started = time.perf_counter()
-    link_files(stage, files)
-    figures: dict[str, float | str] = {"link_s": time.perf_counter() - started}
+    figures: dict[str, float | str] = {"link_s": timed(lambda: link_files(stage, files))[1]}
     env = environment(workdir, str(stage))
     figures["first_sync_s"] = materialize(TEST_ASSETS, env)[0]
     seconds, memory, _ = materialize(TEST_ASSETS, env)
     figures.update(nochange_sync_s=seconds, nochange_run_peak_mb=memory.run_peak / 2**20,
                    nochange_steps_s=step_seconds(env))  # fmt: skip
     figures.update(sensor_ticks(env))
+    if score:
+        figures.update(score_run(stage, files, env))
+    return figures
+
+
+def score_run(stage: Path, files: int, env: dict[str, str]) -> dict[str, float | str]:
+    """The figures of a sync-and-score run after +1 % files, the rows before them scored."""
     champion_and_scored_baseline(env)
     added = max(1, files // 100)
     link_files(stage, added, start=files, prefix="new")
     seconds, memory, output = materialize(SCORE_ASSETS, env)
     if "RUN_SUCCESS" not in output:
         sys.exit(f"the sync-and-score run did not succeed:\n{output[-4000:]}")
-    figures.update(
+    return dict(
         added=added, score_run_s=seconds, score_steps_s=step_seconds(env),
         scoring_step_s=step_seconds(env)["clothing_predictions"],
         score_run_peak_mb=memory.run_peak / 2**20,
         score_workers_peak_mb=memory.workers_peak / 2**20,
     )  # fmt: skip
-    return figures
 
 
 def s3_stage(objects: int, workdir: Path) -> dict[str, float | str]:
@@ -296,12 +290,14 @@ def s3_stage(objects: int, workdir: Path) -> dict[str, float | str]:
         fs = fsspec.filesystem("s3", skip_instance_cache=True)
         fs.mkdir("bench-stage")
         images = source_images()
-        started = time.perf_counter()
-        for start in range(0, objects, 500):
-            fs.pipe({f"bench-stage/stage/{images[i % len(images)].parent.name}/f{i}.jpg":
-                     images[i % len(images)].read_bytes()
-                     for i in range(start, min(objects, start + 500))})  # fmt: skip
-        figures: dict[str, float | str] = {"upload_s": time.perf_counter() - started}
+
+        def upload() -> None:
+            for start in range(0, objects, 500):
+                fs.pipe({f"bench-stage/stage/{images[i % len(images)].parent.name}/f{i}.jpg":
+                         images[i % len(images)].read_bytes()
+                         for i in range(start, min(objects, start + 500))})  # fmt: skip
+
+        figures: dict[str, float | str] = {"upload_s": timed(upload)[1]}
         env = {**environment(workdir, "s3://bench-stage/stage"), **aws}
         figures["first_sync_s"] = materialize(TEST_ASSETS, env)[0]
         figures["nochange_sync_s"] = materialize(TEST_ASSETS, env)[0]
@@ -312,11 +308,16 @@ def s3_stage(objects: int, workdir: Path) -> dict[str, float | str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--files", type=int, nargs="+", default=[10_000, 100_000])
-    parser.add_argument("--s3-files", type=int, default=10_000, help="0: no S3 stage")
-    parser.add_argument("--keep", action="store_true", help="keep the temp folders")
-    args = parser.parse_args()
+    global SHARED
+    described = parser(__doc__)
+    described.add_argument("--files", type=int, nargs="+", default=[10_000, 100_000])
+    described.add_argument("--s3-files", type=int, default=10_000, help="0: no S3 stage")
+    described.add_argument("--keep", action="store_true", help="keep the temp folders")
+    described.add_argument(
+        "--no-score", action="store_true", help="leave out the +1 %% sync-and-score run"
+    )
+    args = parse(described)
+    SHARED = args.data / "train"
     header = {"cpu": cpu_kind(), "cores": os.cpu_count(), "date": dt.date.today().isoformat(),
               "load_avg_1m": os.getloadavg()[0]}  # fmt: skip
     print(json.dumps(header), flush=True)
@@ -324,13 +325,13 @@ def main() -> None:
     for files in args.files:
         workdir = Path(tempfile.mkdtemp(prefix=f"stage-bench-{files}-"))
         try:
-            results[files] = local_stage(files, workdir)
+            results[files] = local_stage(files, workdir, score=not args.no_score)
         finally:
             if not args.keep:
                 shutil.rmtree(workdir, ignore_errors=True)
         print(json.dumps({"stage": "local", "files": files, **_rounded(results[files])}),
               flush=True)  # fmt: skip
-    if len(args.files) > 1:
+    if len(args.files) > 1 and not args.no_score:
         small, large = results[min(args.files)], results[max(args.files)]
         print(json.dumps({
             "memory_ratio_run": round(large["score_run_peak_mb"] / small["score_run_peak_mb"], 2),

@@ -1,41 +1,32 @@
 """What the parts of one training step cost on this machine, besides the network: AdamW's
 three implementations and our batched augmentation.
 
-    python bench/step_parts.py --arch resnet18 --image-size 128 --batch-size 64
+    python -m bench.step_parts --arch resnet18 --image-size 128 --batch-size 64
 
 Prints milliseconds per call, medians of --repeats runs of 10 calls each.
 """
 
-import argparse
-import statistics
-import time
-
 import torch
 
-from clothing_assets.ml.cpu import tagged
+from bench.common import median_seconds, parse, parser, tagged
 from clothing_assets.ml.images import cache_size
 from clothing_assets.ml.presets import ClassificationPresetTrain
 from clothing_assets.ml.train import build_model
 
 
 def per_call_ms(fn, repeats: int, calls: int = 10) -> float:
+    """Median milliseconds per call of `fn`, over `repeats` runs of `calls` calls."""
     fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        times.append((time.perf_counter() - start) / calls * 1000)
-    return statistics.median(times)
+    return median_seconds(lambda: [fn() for _ in range(calls)], repeats) / calls * 1000
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", default="resnet18")
-    parser.add_argument("--image-size", type=int, default=128)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+    described = parser(__doc__, data=False)
+    described.add_argument("--arch", default="resnet18")
+    described.add_argument("--image-size", type=int, default=128)
+    described.add_argument("--batch-size", type=int, default=64)
+    described.add_argument("--repeats", type=int, default=3)
+    args = parse(described)
     model = build_model(args.arch, 10)
     for param in model.parameters():
         param.grad = torch.randn_like(param)

@@ -3,13 +3,12 @@ augmentation on tensors, channels_last, bf16 autocast where native) and, in the 
 seed-style path (PIL decode of every drawn image every epoch, a DataLoader with 4 workers,
 fp32), same model, size, batch and optimizer.
 
-    python bench/train_bench.py --arch resnet18 --image-size 128 --steps 20
+    python -m bench.train_bench --arch resnet18 --image-size 128 --steps 20
 
 The last line reads `train_bench: ours A img/s, seed-style B img/s, ratio R` (medians over
 --repeats alternated runs of both paths).
 """
 
-import argparse
 import statistics
 import time
 from pathlib import Path
@@ -18,7 +17,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from clothing_assets.ml.cpu import tagged
+from bench.common import jpegs, parse, parser, tagged
 from clothing_assets.ml.data import load_images
 from clothing_assets.ml.images import cache_size
 from clothing_assets.ml.presets import IMAGENET_MEAN, IMAGENET_STD, ClassificationPresetTrain
@@ -31,8 +30,6 @@ from clothing_assets.ml.train import (
     warmup_cosine,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_STAGE = ROOT.parent / "shared" / "clothing-dataset-small" / "train"
 WARMUP_STEPS = 3
 
 
@@ -142,21 +139,18 @@ def seed_style(files, labels, args, device) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", default="resnet18")
-    parser.add_argument("--image-size", type=int, default=128)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--compile", action="store_true", help="torch.compile our model")
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--repeats", type=int, default=1, help="medians over this many runs")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--images", type=int, default=1024, help="training images used")
-    parser.add_argument("--stage", type=Path, default=DEFAULT_STAGE)
-    args = parser.parse_args()
+    described = parser(__doc__)
+    described.add_argument("--arch", default="resnet18")
+    described.add_argument("--image-size", type=int, default=128)
+    described.add_argument("--device", default="auto")
+    described.add_argument("--compile", action="store_true", help="torch.compile our model")
+    described.add_argument("--steps", type=int, default=20)
+    described.add_argument("--repeats", type=int, default=1, help="medians over this many runs")
+    described.add_argument("--batch-size", type=int, default=64)
+    described.add_argument("--images", type=int, default=1024, help="train-stage images used")
+    args = parse(described)
 
-    files = sorted(str(p) for p in args.stage.rglob("*.jpg"))[: args.images]
-    if not files:
-        raise SystemExit(f"no .jpg files under {args.stage}")
+    files = [str(p) for p in jpegs(args.data / "train", args.images)]
     classes = sorted({Path(f).parent.name for f in files})
     labels = torch.tensor([classes.index(Path(f).parent.name) for f in files])
     device = select_device(args.device)

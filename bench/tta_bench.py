@@ -1,26 +1,25 @@
 """Ways of scoring one trained model: zoomed center crops, multi-crop and multi-scale views,
 and FixRes (a larger test crop after re-estimating BatchNorm statistics at that size).
 
-For each of `--splits` seeds (the splits of `recipe_bench.py`), the default recipe trains
-`--epochs` on the kept images (or its weights are loaded from `--models`, where each run
-saves them), and the same model is scored on the unseen train-stage images and on the test
-stage every way in `views()`; all rows of a split compare paired.
+For each of `--splits` seeds (the splits of `bench.recipe_bench`), the from-scratch resnet18
+(`SCRATCH`) trains `--epochs` on the kept images (or its weights are loaded from `--models`,
+where each run saves them), and the same model is scored on the unseen train-stage images and
+on the test stage every way in `views()`; all rows of a split compare paired.
 
-    python bench/tta_bench.py --splits 1 --epochs 68 --models /tmp/tta-models
+    python -m bench.tta_bench --splits 1 --epochs 68 --models /tmp/tta-models
 
 Prints one line per split, then mean and spread per way; its last line reads
 `tta_bench: <way> unseen M±S test M±S, ...`.
 """
 
-import argparse
 import copy
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from recipe_bench import DEFAULT_DATA, SCRATCH, _split, _spread, _stage
 
-from clothing_assets.ml.cpu import tagged
+from bench.common import parse, parser, tagged
+from bench.recipe_bench import SCRATCH, _split, _spread, _stage
 from clothing_assets.ml.data import load_images
 from clothing_assets.ml.images import cache_size
 from clothing_assets.ml.presets import IMAGENET_MEAN, IMAGENET_STD, ClassificationPresetTrain
@@ -112,15 +111,14 @@ def views(size: int, stored: int) -> dict[str, list]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--splits", type=int, default=1)
-    parser.add_argument("--first-split", type=int, default=0)
-    parser.add_argument("--holdout", type=float, default=0.2)
-    parser.add_argument("--epochs", type=int, default=68)
-    parser.add_argument("--fixres", type=int, nargs="*", default=[72, 80])
-    parser.add_argument("--models", type=Path, default=Path("/tmp/tta-models"))
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    args = parser.parse_args()
+    described = parser(__doc__)
+    described.add_argument("--splits", type=int, default=1)
+    described.add_argument("--first-split", type=int, default=0)
+    described.add_argument("--holdout", type=float, default=0.2)
+    described.add_argument("--epochs", type=int, default=68)
+    described.add_argument("--fixres", type=int, nargs="*", default=[72, 80])
+    described.add_argument("--models", type=Path, default=Path("/tmp/tta-models"))
+    args = parse(described)
     # the from-scratch resnet18 these views were measured on (ImageNet normalisation)
     settings = TrainSettings(**SCRATCH, n_epochs=args.epochs, max_train_minutes=0.0)
     size, stored = settings.image_size, cache_size(settings.image_size)

@@ -19,7 +19,8 @@ from clothing_assets.stage import StageResource
 class ScoreConfig(dg.Config):
     """How `clothing_predictions` cuts the work into Dask tasks and where they run."""
 
-    # 16 beats 32 on this CPU: bf16 resnet50 forward at 250 px runs 16.2 vs 13.3 img/s per core
+    # 16: a bf16 ResNet50 forward at 250 px ran 16.2 img/s per core at batch 16 against 13.3 at
+    # 32 on a 2-core CPU (BENCHMARKS.md, Inference runtimes)
     batch_size: int = Field(default=16, description="Images per Dask task (use 256 on GPUs).")
     device: str = Field(
         default="auto",

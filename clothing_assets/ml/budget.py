@@ -116,10 +116,11 @@ def plan_epochs(
 
 
 # the epoch whose time re-plans a measured plan of at least REPLAN_MIN_EPOCHS: the first epoch
-# can carry one-off costs (in one of two runs on a real AVX2 EPYC on 2026-12-03 it took 26.5 s
-# against 22 s for each later one), the second runs at the steady pace. Shorter plans re-plan
-# from epoch 1, within the warmup, where the re-sized schedule leaves the LR so far unchanged;
-# after epoch 2 of 15 or more, a re-plan by 25 % either way moves the LR by under 2 %.
+# can carry one-off costs (in one of two runs on a real AVX2 EPYC it took 26.5 s against 22 s
+# for each later one, BENCHMARKS.md, Training budget), the second runs at the steady pace.
+# Shorter plans re-plan from epoch 1, within the warmup, where the re-sized schedule leaves the
+# LR so far unchanged; after epoch 2 of 15 or more, a re-plan by 25 % either way moves the LR
+# by under 2 %.
 REPLAN_EPOCH = 2
 REPLAN_MIN_EPOCHS = 15
 
@@ -134,10 +135,10 @@ def replan_after_epoch(
 ) -> EpochPlan:
     """The plan re-made from the time of epoch `done` (training and validation), which is a
     better estimate than a few timed steps: those erred by 25 % either way on two machines
-    (BENCHMARKS.md). The `done` epochs, which took `elapsed_seconds` in all, count as done;
-    the rest of the budget, less the measurement and the last validation pass, is divided by
-    `epoch_seconds`, between `done` and `max_epochs` in all. Plans without a budget or a
-    measurement, plans already re-made, and plans whose epochs the epoch confirms are
+    (BENCHMARKS.md, Training budget). The `done` epochs, which took `elapsed_seconds` in all,
+    count as done; the rest of the budget, less the measurement and the last validation pass,
+    is divided by `epoch_seconds`, between `done` and `max_epochs` in all. Plans without a
+    budget or a measurement, plans already re-made, and plans whose epochs the epoch confirms are
     returned as they are."""
     if (
         plan.budget_seconds is None
@@ -167,9 +168,9 @@ def replan_after_epoch(
 
 # the half-way check: plans of at least MIDWAY_MIN_EPOCHS are checked after epoch
 # epochs // 2 (so after epoch 3 at the earliest, past any early re-plan) against the median time
-# of the whole epochs so far. One early epoch can mislead: on a real AVX2 EPYC on 2026-12-03
-# epoch 2 took 46.4 s and re-planned 21 epochs to 15, which then ran at a median of about 37 s
-# and left 2 min 40 s of the 12 unused.
+# of the whole epochs so far. One early epoch can mislead: on a real AVX2 EPYC epoch 2 took
+# 46.4 s and re-planned 21 epochs to 15, which then ran at a median of about 37 s and left
+# 2 min 40 s of the 12 unused (BENCHMARKS.md, Training budget).
 MIDWAY_MIN_EPOCHS = 6
 
 
@@ -220,8 +221,9 @@ def replan_midway(
 
 
 # how far past the budget's training time the next epoch may be projected to end before the
-# run stops early: one AVX2 run (emulated, 2026-12-01) fell from 122 to 78 img/s after its
-# plan was measured, with nothing else running, and would have ended 2 minutes late
+# run stops early: a machine can slow down after the plan is measured (an emulated AVX2 run fell
+# from 122 to 78 img/s with nothing else running and would have ended 2 minutes late,
+# BENCHMARKS.md, Training budget)
 OVERRUN = 1.1
 
 

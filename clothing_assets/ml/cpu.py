@@ -97,9 +97,3 @@ def bf16_native(kind: str | None = None) -> bool:
     """True where bf16 matrix instructions are native (AVX512-BF16, AMX): only there does
     bf16 autocast beat fp32 on the CPU."""
     return (kind if kind is not None else cpu_kind()) in BF16_NATIVE_KINDS
-
-
-def tagged(line: str) -> str:
-    """`line` prefixed with this process's CPU kind: every bench result line names the kind
-    it ran on (`AVX2 | train_bench: ...`)."""
-    return f"{cpu_kind()} | {line}"

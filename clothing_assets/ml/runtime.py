@@ -6,9 +6,9 @@ ONNX, calibrate activation ranges on training images, quantize weights per chann
 activations per tensor, QDQ format) and shipped to every worker once, like the torch model;
 `load_int8_model` rebuilds it on a worker. Measured on a 2-core AVX2 AMD EPYC,
 ResNet50 at 250 px, one thread: 2.9x the torch fp32 forward, test accuracy within 0.5 points
-(BENCHMARKS.md, issue 17); on an AVX512-BF16 EPYC, 2.06x torch's bf16 path on Dask. The
+(BENCHMARKS.md, Inference runtimes); on an AVX512-BF16 EPYC, 2.06x torch's bf16 path on Dask. The
 default EfficientNet-Lite0's test-stage accuracy under int8 was within -0.3 to +0.9 points of
-fp32 on three trained models (`bench/runtime_accuracy.py`).
+fp32 on three trained models (`bench/runtime_accuracy.py`, BENCHMARKS.md, int8 accuracy).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def missing_packages() -> list[str]:
 def auto_prefers_int8(kind: str) -> bool:
     """Whether `auto` scores with int8 on a CPU of this `cpu.cpu_kind()`: everywhere but
     AMX-BF16. On an AVX512-BF16 EPYC int8 scored at 2.06x torch's bf16 path (ResNet50 at
-    250 px, BENCHMARKS.md, thirteenth session), so bf16 is kept only where it was never measured
+    250 px, BENCHMARKS.md, Inference runtimes), so bf16 is kept only where it was never measured
     against int8 and AMX's bf16 tiles may well win."""
     return kind not in TORCH_FIRST_KINDS
 
@@ -110,7 +110,7 @@ def kept_in_fp32(onnx_path: str) -> list[str]:
     and the classifier (Gemm or MatMul). On the default EfficientNet-Lite0 quantizing them too
     moved the test stage by -0.9, +0.3 and +0.3 points on three trained models, and keeping them
     by -0.3, +0.3 and +0.9; ResNet50's int8 path at 250 px runs about 10 % slower with its 7x7
-    stem in fp32 (BENCHMARKS.md, fourteenth session)."""
+    stem in fp32 (BENCHMARKS.md, int8 accuracy; Inference runtimes)."""
     import onnx
 
     nodes = onnx.load(onnx_path).graph.node

@@ -39,7 +39,8 @@ def tune_allocator() -> bool:
 
     Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536, which also freezes glibc's
     mmap threshold: every activation tensor is then mmapped and page-faulted afresh, and a bf16
-    ResNet50 forward runs at 11.0 instead of 16.5 img/s per core here. mallopt restores the
+    ResNet50 forward ran at 11.0 instead of 16.5 img/s per core on a 2-core CPU (BENCHMARKS.md,
+    Inference runtimes). mallopt restores the
     behaviour whatever the cluster's settings. Not glibc (macOS, musl): nothing to do.
     """
     try:
@@ -139,8 +140,9 @@ def classify(
 ) -> torch.Tensor:
     """Softmax probabilities (N x classes, float32, on the CPU) of `prepare`d images, in one
     forward pass: the eval preset (center crop, normalise) and autocast as in training. With
-    the model's `eval_flip` (the default since it was measured: +1 to +1.7 points on held-out
-    images), the mean of the image's and its mirror image's probabilities, in a second pass.
+    the model's `eval_flip` (the default: +1 to +1.7 points on held-out images, BENCHMARKS.md,
+    Test-time augmentation), the mean of the image's and its mirror image's probabilities, in
+    a second pass.
 
     The batch scorer and the model server both classify through here, so that the same model
     and image give the same answer on either path.

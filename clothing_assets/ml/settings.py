@@ -34,18 +34,18 @@ class TrainSettings:
         "efficientnet_lite0 (EfficientNet-Lite0), or any torchvision classification model name.",
     )
     # 128: on one exploratory split 160 px scored no better in 1.6x the time (BENCHMARKS.md,
-    # fourteenth session)
+    # Recipes)
     image_size: int = _setting(128, "Training crop side (px).")
     n_epochs: int = _setting(100, "At most this many epochs (the budget usually decides).")
     # 12: the whole default job took 11 min 16 s on AVX512-BF16 and 11 min 44 s on emulated AVX2
-    # (BENCHMARKS.md, fourteenth session)
+    # (BENCHMARKS.md, Main job)
     max_train_minutes: float = _setting(
         12.0,
         "Wall-clock budget of training: the epochs that fit, from the throughput timed over "
         "the first steps (at most n_epochs); 0: no budget, n_epochs.",
     )
     # 32: EfficientNet-Lite0's fp32 step at 128 px ran 1.3-1.5x faster per image at batch 32
-    # than at 64 on both CPU kinds (bench/fp32_step.py, BENCHMARKS.md)
+    # than at 64 on both CPU kinds (bench/fp32_step.py, BENCHMARKS.md, Training step)
     batch_size: int = _setting(32)
     optimizer: str = _setting(
         "adamw", "'adamw' or 'sgd' (Nesterov momentum 0.9; weight decay as L2)."
@@ -54,7 +54,7 @@ class TrainSettings:
     base_lr: float = _setting(0.001, "Peak learning rate.")
     weight_decay: float = _setting(0.05)
     label_smoothing: float = _setting(0.1)
-    # 0.25 for the default fine-tuning (issue 17's recipe table); 0, "by the plan", is the rule
+    # 0.25 for the default fine-tuning (BENCHMARKS.md, Recipes); 0, "by the plan", is the rule
     # measured for resnet18 from scratch: at 18 epochs 0.5 beat 0.25 by 3.5 and 5.4 points on
     # unseen images (two splits, a real AVX2 EPYC), at 68 it lost 2.4 (one split, AMX-BF16)
     crop_scale_min: float = _setting(

@@ -1,4 +1,4 @@
-"""Hardening item 11 (part): `CREATE STAGE IF NOT EXISTS` keeps a stage's old URL when the
+"""`CREATE STAGE IF NOT EXISTS` keeps a stage's old URL when the
 configured one changes; the stage asset must then fail, not list the old location. On
 fakesnow, which runs CREATE STAGE and SHOW STAGES for real."""
 

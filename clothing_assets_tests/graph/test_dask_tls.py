@@ -1,4 +1,4 @@
-"""Hardening item 12: scoring on an existing scheduler reached over `tls://`, with the client
+"""Scoring on an existing scheduler reached over `tls://`, with the client
 certificate taken from Dask's DASK_DISTRIBUTED__COMM__TLS__* variables; and a LocalCluster task
 no worker can run fails after the no-workers timeout instead of waiting for ever."""
 

@@ -49,7 +49,7 @@ def test_whole_graph_catalogs_trains_and_scores(local_env):
     assert (local_env.models / "versions" / f"{model_meta['version']}.pt").is_file()
     assert champion_version(local_env) == model_meta["version"]
     assert not list(local_env.cache.glob("checkpoint*.pt"))
-    # issue 17: the default budget, the epochs it chose and the CPU kind it measured on
+    # the metadata says the training budget, the epochs it chose and the CPU kind it measured on
     assert model_meta["train_budget_minutes"] == TrainSettings().max_train_minutes
     assert model_meta["planned_epochs"] == model_meta["epochs"] == 1  # the tiny config's n_epochs
     assert "fits all n_epochs" in model_meta["epoch_plan"]

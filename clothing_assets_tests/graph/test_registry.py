@@ -151,7 +151,8 @@ def test_retention_keeps_the_champion_and_referenced_versions(registry, tmp_path
 
 
 def test_a_late_run_with_an_older_model_never_overwrites_the_champions_rows(registry, tmp_path):
-    """Issue 15, item 2: two scoring runs overlap; the older model's write-back comes last."""
+    """Two scoring runs overlap and the older model's write-back comes last: the champion's rows
+    stay."""
     warehouse: Warehouse = registry.warehouse
     stage = tmp_path / "stage"
     for i in range(3):

@@ -124,7 +124,8 @@ def test_int8_model_made_once_and_loaded_once_per_worker(int8_model, tmp_path):
         ]
         results = [r for b in client.gather(batches) for r in b]
         assert len(results) == 30 and all(r["TYPE"] in CLASSES for r in results)
-        # the same session scored every batch, and the worker says which runtime it holds
+        # the same ONNX Runtime session scored every batch, and the worker says which runtime it
+        # holds
         assert (
             client.run(
                 lambda: id(

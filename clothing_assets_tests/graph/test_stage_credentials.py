@@ -1,4 +1,4 @@
-"""Hardening item 9: a stage URL with credentials (`http://user:token@host/...`) is used to
+"""A stage URL with credentials (`http://user:token@host/...`) is used to
 reach the stage but shown nowhere: not in the run's events, logs or metadata, not in any
 warehouse table. A real HTTP server on 127.0.0.1 serves the stage's folder listing."""
 

@@ -132,7 +132,7 @@ def _dg_env(home: Path) -> dict[str, str]:
 
 
 def _session_processes(sid: int) -> list[str]:
-    """Command lines of the live (not zombie) processes in session `sid`."""
+    """Command lines of the live (not zombie) processes in the Unix session `sid` (setsid)."""
     found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:

@@ -134,7 +134,7 @@ def test_the_first_epoch_re_plans_a_short_measured_plan(first, epochs, why):
     [
         # a slow first epoch (one-off costs), then the measured pace: the plan stands
         (26.5, 24.2, 29),  # 2 + (720 - 3 - 2 - 50.7) / 24.2 = 29.4 -> 29, as measured
-        # a slow first epoch, then faster than measured, as on a real AVX2 EPYC on 2026-12-03:
+        # a slow first epoch, then faster than measured, as on a real AVX2 EPYC:
         # 2 + (715 - 26.5 - 22.0) / 22.0 = 32.3 -> 32 (epoch 1 alone would have planned 26)
         (26.5, 22.0, 32),
         (10.0, 10.0, 71),  # much faster: 2 + (715 - 20) / 10 = 71.5 -> 71
@@ -174,7 +174,7 @@ def test_plans_the_first_epoch_cannot_improve_stay_as_they_are(plan):
 
 
 def _slow_second_epoch() -> EpochPlan:
-    # as on a real AVX2 EPYC on 2026-12-03: 21 measured at 33.5 s, epoch 2 took 46.4 s (after
+    # as on a real AVX2 EPYC: 21 measured at 33.5 s, epoch 2 took 46.4 s (after
     # 40.6 s for epoch 1): 2 + (720 - 4 - 3 - 87.0) / 46.4 = 15.5 -> 15
     measured = plan_epochs(
         budget_seconds=720.0, seconds_per_epoch_estimate=33.5, max_epochs=100,

@@ -1,4 +1,4 @@
-"""Hardening item 10: the dependency floors in pyproject.toml refuse releases with known
+"""The dependency floors in pyproject.toml refuse releases with known
 code-execution or memory-corruption holes."""
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""Smoke runs of every bench in bench/ on a few generated images."""
