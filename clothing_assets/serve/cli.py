@@ -7,8 +7,13 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from clothing_assets.settings import setting
+from clothing_assets.commandline import CommandParser, fail, port_number, run, setting_type
+from clothing_assets.settings import ConfigurationError, setting
+
+if TYPE_CHECKING:
+    from clothing_assets.serve.source import ModelSource
 
 NO_MODEL_EXIT = 2
 
@@ -16,28 +21,32 @@ NO_MODEL_EXIT = 2
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Register `serve` and `predict`; each sets `func(args) -> exit code`."""
     serve = subparsers.add_parser("serve", help="start the HTTP model server")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)"
+    )
+    serve.add_argument(
+        "--port", type=port_number, default=8000, help="TCP port to listen on (0: any free one)"
+    )
     serve.add_argument(
         "--model", default=None,
         help="serve this model file (CLOTHING_SERVE_MODEL_FILE); default: the champion",
     )  # fmt: skip
     serve.add_argument(
-        "--workers", type=int, default=None,
-        help="server processes, each with its own model (CLOTHING_SERVE_WORKERS, default 1)",
+        "--workers", type=setting_type("CLOTHING_SERVE_WORKERS"), default=None,
+        help="server processes, each with its own model (CLOTHING_SERVE_WORKERS)",
     )  # fmt: skip
     serve.add_argument(
-        "--max-batch-size", type=int, default=None,
+        "--max-batch-size", type=setting_type("CLOTHING_SERVE_MAX_BATCH_SIZE"), default=None,
         help="most images in one forward pass; 1 switches batching off "
         "(CLOTHING_SERVE_MAX_BATCH_SIZE)",
     )  # fmt: skip
     serve.add_argument(
-        "--max-wait-ms", type=float, default=None,
+        "--max-wait-ms", type=setting_type("CLOTHING_SERVE_MAX_WAIT_MS"), default=None,
         help="longest a batch waits for requests still being decoded (CLOTHING_SERVE_MAX_WAIT_MS)",
     )  # fmt: skip
     serve.set_defaults(func=run_serve)
     predict = subparsers.add_parser("predict", help="classify image files, no server needed")
-    predict.add_argument("images", nargs="+", metavar="IMAGE")
+    predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files to classify")
     predict.add_argument(
         "--model", default=None,
         help="a model file (default: CLOTHING_SERVE_MODEL_FILE, else the registry's champion)",
@@ -62,6 +71,10 @@ def run_serve(args: argparse.Namespace) -> int:
             os.environ[name] = str(value)
     workers = setting("CLOTHING_SERVE_WORKERS")
     setting("CLOTHING_SERVE_MAX_BATCH_SIZE"), setting("CLOTHING_SERVE_MAX_WAIT_MS")  # fail early
+    if setting("CLOTHING_SERVE_MODEL_FILE") is None:
+        from clothing_assets.environment import check_environment
+
+        check_environment()  # the champion's warehouse: its variables, before a worker starts
     uvicorn.run(
         "clothing_assets.serve.app:app_from_settings",
         factory=True,
@@ -73,19 +86,40 @@ def run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_predict(args: argparse.Namespace) -> int:
-    """Classify each file with the server's code; one line per file. Exit 0: all classified,
-    1: some files were not usable images, 2: no model."""
-    from clothing_assets.serve.model import LoadedModel
+def _model_source(args: argparse.Namespace) -> tuple[ModelSource, str | None]:
+    """The source `predict` uses and how the user named its file (None: the champion). A model
+    file named by `--model` or CLOTHING_SERVE_MODEL_FILE has to exist: the server waits for
+    one to appear, a single prediction cannot."""
     from clothing_assets.serve.source import FileModelSource, default_source
 
-    found = (FileModelSource(args.model) if args.model else default_source()).current()
+    source = FileModelSource(args.model) if args.model else default_source()
+    if not isinstance(source, FileModelSource):
+        return source, None
+    named = f"{'--model' if args.model else 'CLOTHING_SERVE_MODEL_FILE'} {str(source.path)!r}"
+    if not source.path.is_file():
+        why = "is a folder" if source.path.is_dir() else "does not exist"
+        raise ConfigurationError(
+            f"{named}: the model file {why}; give the path of a model file (a `<version>.pt` "
+            "of the model store), or leave it out to use the registry's champion"
+        )
+    return source, named
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    """Classify each file with the server's code; one line per file. Exit 0: all classified,
+    1: some files were not usable images, 2: no model or an unusable one."""
+    from clothing_assets.serve.model import LoadedModel
+
+    source, named = _model_source(args)
+    found = source.current()
     if found is None:
         from clothing_assets.serve.app import NO_MODEL
 
-        print(NO_MODEL, file=sys.stderr)
-        return NO_MODEL_EXIT
-    loaded = LoadedModel.from_bytes(*found)
+        return fail(NO_MODEL, NO_MODEL_EXIT)
+    try:
+        loaded = LoadedModel.from_bytes(*found)
+    except ValueError as exc:  # not a model file
+        raise ConfigurationError(f"{named or f'the champion {found[0]}'}: {exc}") from exc
     max_bytes, failed = setting("CLOTHING_SERVE_MAX_BYTES"), 0
     for name in args.images:
         try:
@@ -107,7 +141,6 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in ("serve", "predict", "-h", "--help"):
         argv.insert(0, "serve")
-    parser = argparse.ArgumentParser(prog="python -m clothing_assets.serve")
+    parser = CommandParser(prog="python -m clothing_assets.serve")
     add_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
+    return run(parser, argv)
