@@ -2,7 +2,7 @@
 server.
 
 clothing-assets models list
-clothing-assets models promote VERSION [--reason TEXT] [--no-rescore]
+clothing-assets models promote VERSION [--reason TEXT] [--no-rescore] [--force]
 clothing-assets predictions [-n 20]
 clothing-assets serve [--host 127.0.0.1] [--port 8000] [--workers N]
 clothing-assets predict IMAGE...
@@ -128,10 +128,11 @@ def models_promote(args: argparse.Namespace) -> int:
     from clothing_assets.environment import open_registry
 
     with open_registry(read_only=True) as registry:
-        registry.load(args.version)  # unknown, deleted or tampered: say so before any run
+        # unknown, deleted, tampered, or against the gate without --force: say so before a run
+        registry.promotable(args.version, force=args.force)
     job = defs().resolve_job_def("promote_model")
     config = {"ops": {"champion_model": {"config": {
-        "version": args.version, "reason": args.reason}}}}  # fmt: skip
+        "version": args.version, "reason": args.reason, "force": args.force}}}}  # fmt: skip
     selection = None if args.rescore else [dg.AssetKey("champion_model")]
     with _instance() as instance:
         result = job.execute_in_process(
@@ -173,6 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument(
         "--no-rescore", dest="rescore", action="store_false",
         help="only promote; the next scoring run moves the rows to the new champion",
+    )  # fmt: skip
+    promote.add_argument(
+        "--force", action="store_true",
+        help="promote a version the gate rejected or one below CLOTHING_MIN_VAL_ACCURACY; "
+        "the override is recorded in the registry",
     )  # fmt: skip
     promote.set_defaults(func=models_promote)
     shown = commands.add_parser(
