@@ -142,5 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] not in ("serve", "predict", "-h", "--help"):
         argv.insert(0, "serve")
     parser = CommandParser(prog="python -m clothing_assets.serve")
-    add_commands(parser.add_subparsers(dest="command", required=True))
+    add_commands(
+        parser.add_subparsers(dest="command", required=True, help="serve (the default) or predict")
+    )
     return run(parser, argv)
