@@ -1,18 +1,24 @@
-"""`clothing-assets`: the model registry from a terminal, and the model server.
+"""`clothing-assets`: the model registry and the predictions from a terminal, and the model
+server.
 
 clothing-assets models list
-clothing-assets models promote VERSION [--reason TEXT] [--no-rescore]
+clothing-assets models promote VERSION [--reason TEXT] [--no-rescore] [--force]
+clothing-assets predictions [-n 20]
 clothing-assets serve [--host 127.0.0.1] [--port 8000] [--workers N]
 clothing-assets predict IMAGE...
+
+A configuration or usage mistake ends with one `error:` line on stderr and exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 
 import pandas as pd
 
+from clothing_assets.commandline import CommandParser, fail, positive_int, run
 from clothing_assets.serve.cli import add_commands as add_serve_commands
 
 LIST_COLUMNS = [
@@ -42,7 +48,11 @@ def format_models(models: pd.DataFrame) -> str:
             "yes" if pd.isna(m["DELETED_AT"]) else "deleted",
             str(m["REASON"]),
         ])  # fmt: skip
-    header = [name for name, _ in LIST_COLUMNS]
+    return _table([name for name, _ in LIST_COLUMNS], rows)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    """Plain-text columns, padded to their widths; the last one is free text."""
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
     lines = []
     for row in [header, *rows]:
@@ -52,10 +62,60 @@ def format_models(models: pd.DataFrame) -> str:
 
 
 def models_list(args: argparse.Namespace) -> int:
-    from clothing_assets.environment import open_registry
+    """Print the registry, read-only."""
+    from clothing_assets.environment import open_warehouse
 
-    with open_registry() as registry:
-        print(format_models(registry.warehouse.read_models()))
+    with open_warehouse(read_only=True) as warehouse:
+        print(format_models(warehouse.read_models()))
+    return 0
+
+
+def _utc(value: object) -> str:
+    stamp = pd.Timestamp(value)
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return stamp.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def format_predictions(catalog: pd.DataFrame, latest: int) -> str:
+    """The `latest` most recently scored rows of clothing_test, newest first, then the rows
+    per predicted class and a summary line."""
+    if catalog.empty:
+        return "clothing_test is empty: materialize clothing_test (the test stage's catalog)"
+    scored = catalog[catalog["PRED_TIMESTAMP"].notna()]
+    if scored.empty:
+        return (
+            f"none of the {len(catalog)} rows of clothing_test is scored yet: "
+            "materialize clothing_predictions"
+        )
+    newest = scored.sort_values(["PRED_TIMESTAMP", "RELATIVE_PATH"], ascending=[False, True])
+    rows = []
+    for _, r in newest.head(latest).iterrows():
+        failed = not pd.isna(r["ERROR"])
+        rows.append([
+            r["RELATIVE_PATH"],
+            "(error)" if failed or pd.isna(r["TYPE"]) else r["TYPE"],
+            "" if pd.isna(r["CONFIDENCE"]) else f"{r['CONFIDENCE']:.3f}",
+            _utc(r["PRED_TIMESTAMP"]),
+            "" if pd.isna(r["MODEL_VERSION"]) else r["MODEL_VERSION"],
+            str(r["ERROR"]) if failed else "",
+        ])  # fmt: skip
+    header = ["path", "class", "confidence", "scored_utc", "model_version", "error"]
+    counts = scored[scored["ERROR"].isna()]["TYPE"].value_counts().sort_index()
+    per_class = _table(["class", "rows"], [[str(k), str(v)] for k, v in counts.items()])
+    errors = int(scored["ERROR"].notna().sum())
+    summary = (
+        f"{len(catalog)} rows in clothing_test: {len(scored)} scored "
+        f"({errors} with an error), {len(catalog) - len(scored)} not scored yet"
+    )
+    return f"{_table(header, rows)}\n\n{per_class}\n\n{summary}"
+
+
+def predictions(args: argparse.Namespace) -> int:
+    """Print the latest scored rows of clothing_test and the per-class counts, read-only."""
+    from clothing_assets.environment import open_warehouse
+
+    with open_warehouse(read_only=True) as warehouse:
+        print(format_predictions(warehouse.read_catalog("clothing_test"), args.rows))
     return 0
 
 
@@ -66,17 +126,13 @@ def models_promote(args: argparse.Namespace) -> int:
 
     from clothing_assets.definitions import defs
     from clothing_assets.environment import open_registry
-    from clothing_assets.resources.model_registry import RegistryError
 
-    with open_registry() as registry:
-        try:
-            registry.load(args.version)  # unknown, deleted or tampered: say so before any run
-        except RegistryError as exc:
-            print(f"error: {exc.message}", file=sys.stderr)
-            return 2
+    with open_registry(read_only=True) as registry:
+        # unknown, deleted, tampered, or against the gate without --force: say so before a run
+        registry.promotable(args.version, force=args.force)
     job = defs().resolve_job_def("promote_model")
-    config = {"ops": {"champion_model": {"config": {"version": args.version,
-                                                   "reason": args.reason}}}}  # fmt: skip
+    config = {"ops": {"champion_model": {"config": {
+        "version": args.version, "reason": args.reason, "force": args.force}}}}  # fmt: skip
     selection = None if args.rescore else [dg.AssetKey("champion_model")]
     with _instance() as instance:
         result = job.execute_in_process(
@@ -84,9 +140,7 @@ def models_promote(args: argparse.Namespace) -> int:
         )
     if not result.success:
         failures = [e.message for e in result.all_events if e.is_failure]
-        print(f"error: the promote_model run failed: {failures[-1] if failures else ''}",
-              file=sys.stderr)  # fmt: skip
-        return 1
+        return fail(f"the promote_model run failed: {failures[-1] if failures else ''}", 1)
     rescored = " and rescored the rows other versions scored" if args.rescore else ""
     print(f"{args.version} is the champion{rescored} (run {result.run_id})")
     return 0
@@ -104,28 +158,44 @@ def _instance():
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="clothing-assets", description=__doc__.split("\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
+    """The `clothing-assets` parser: each command sets `func(args) -> exit code`."""
+    parser = CommandParser(prog="clothing-assets", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", help="what to do"
+    )
     models = commands.add_parser("models", help="the model registry").add_subparsers(
-        dest="models_command", required=True
+        dest="models_command", required=True, metavar="ACTION", help="what to do with it"
     )
     listing = models.add_parser("list", help="every version: status, accuracy, rows scored")
     listing.set_defaults(func=models_list)
     promote = models.add_parser("promote", help="make a stored version the champion")
-    promote.add_argument("version")
+    promote.add_argument("version", help="a version from `clothing-assets models list`")
     promote.add_argument("--reason", default="", help="why, recorded in the registry")
     promote.add_argument(
         "--no-rescore", dest="rescore", action="store_false",
         help="only promote; the next scoring run moves the rows to the new champion",
     )  # fmt: skip
+    promote.add_argument(
+        "--force", action="store_true",
+        help="promote a version the gate rejected or one below CLOTHING_MIN_VAL_ACCURACY; "
+        "the override is recorded in the registry",
+    )  # fmt: skip
     promote.set_defaults(func=models_promote)
+    shown = commands.add_parser(
+        "predictions", help="the latest scored rows of clothing_test and the rows per class"
+    )
+    shown.add_argument(
+        "-n", "--rows", type=positive_int, default=20,
+        help="how many of the latest scored rows to show",
+    )  # fmt: skip
+    shown.set_defaults(func=predictions)
     add_serve_commands(commands)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one `clothing-assets` command; return its exit status."""
+    return run(build_parser(), argv)
 
 
 if __name__ == "__main__":

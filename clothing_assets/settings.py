@@ -16,7 +16,13 @@ from typing import Any
 import dagster as dg
 
 
-class SettingsError(ValueError):
+class ConfigurationError(Exception):
+    """Configuration the project cannot use (a variable, a command-line value, a warehouse
+    that is not there); the message says what is wrong and what to set. Raised where the
+    problem is found; the command line prints it as one `error:` line."""
+
+
+class SettingsError(ConfigurationError, ValueError):
     """An environment variable holds a value the project cannot use; the message names it."""
 
 
@@ -57,6 +63,16 @@ def _window_hours(raw: str) -> float:
 
 def _text(raw: str) -> str:
     return raw.strip()
+
+
+WAREHOUSES = ("local", "snowflake")
+
+
+def _warehouse(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in WAREHOUSES:
+        raise ValueError(f"is not one of {', '.join(WAREHOUSES)}: set it to one of them")
+    return value
 
 
 def _scoring_runtime(raw: str) -> str:
@@ -100,7 +116,7 @@ class Variable:
 
 
 _VARIABLES = [
-    Variable("CLOTHING_WAREHOUSE", None, _text,
+    Variable("CLOTHING_WAREHOUSE", None, _warehouse,
              "`local` (DuckDB) or `snowflake`; unset: `snowflake` when SNOWFLAKE_ACCOUNT is set"),
     Variable("CLOTHING_TRAIN_STAGE_URL", "data/clothing-dataset-small/train", _text,
              "train stage: a folder or fsspec URL of `<class>/<file>.jpg`"),

@@ -236,6 +236,11 @@ class PromoteConfig(dg.Config):
         "models list`); empty: decide on the newest challenger.",
     )
     reason: str = Field(default="", description="Why, recorded in the registry.")
+    force: bool = Field(
+        default=False,
+        description="Promote `version` even though the gate rejected it or its validation "
+        "accuracy is below CLOTHING_MIN_VAL_ACCURACY; the override is recorded in the registry.",
+    )
 
 
 def _registry_metadata(models: pd.DataFrame, decision: Decision | None, deleted) -> dict:
@@ -281,7 +286,7 @@ def champion_model(
     run_id = context.run.run_id
     try:
         decision = (
-            model_registry.promote(config.version, config.reason, run_id=run_id)
+            model_registry.promote(config.version, config.reason, force=config.force, run_id=run_id)
             if config.version
             else model_registry.decide(run_id=run_id)
         )

@@ -7,6 +7,7 @@ import contextlib
 import io
 import logging
 import math
+import pickle
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -783,8 +784,14 @@ def model_bytes(
 
 
 def load_model(data: bytes, *, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """Rebuild the network from `model_trained.pt` bytes; never unpickles arbitrary objects."""
-    payload = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+    """Rebuild the network from `model_trained.pt` bytes; never unpickles arbitrary objects.
+    Bytes that are not such a file raise ValueError."""
+    try:
+        payload = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
+        raise ValueError(
+            f"not a clothing-assets model file (torch cannot load it: {type(exc).__name__})"
+        ) from exc
     if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
         raise ValueError("not a clothing-assets model file (format marker missing)")
     model = build_model(

@@ -20,9 +20,12 @@ from clothing_assets.resources.warehouse import (
     StageSummary,
     SyncResult,
     Warehouse,
+    WarehouseNotFoundError,
+    missing_tables,
     validate_identifier,
     validate_table,
 )
+from clothing_assets.settings import ConfigurationError
 from clothing_assets.sql import load_sql
 from clothing_assets.stage import (
     configured_url,
@@ -54,6 +57,14 @@ class WarehouseUnavailableError(dg.Failure):
         super().__init__(message, allow_retries=locked)
 
 
+class UnusableWarehouseError(WarehouseUnavailableError, ConfigurationError):
+    """The DuckDB file cannot be used as configured (a folder, or not DuckDB):
+    CLOTHING_DUCKDB_PATH has to change, so it is never retried."""
+
+    def __init__(self, message: str):
+        super().__init__(message, locked=False)
+
+
 class DuckDBWarehouse(Warehouse):
     """Stages, catalogs and predictions in one DuckDB file.
 
@@ -79,44 +90,73 @@ class DuckDBWarehouse(Warehouse):
         delay = 0.05
         while True:
             try:
-                return duckdb.connect(database=database, read_only=False, config=config)
+                return duckdb.connect(database=database, read_only=self.read_only, config=config)
             except duckdb.IOException as exc:
                 locked = "lock" in str(exc).lower()
                 remaining = deadline - time.monotonic()
-                if not locked or remaining <= 0:
-                    why = (
-                        f"it stayed locked by another process for {self.lock_timeout_s:g}s"
-                        if locked
-                        else "it is not a usable DuckDB file"
-                    )
+                detail = str(exc).splitlines()[0]
+                if not locked:
+                    raise UnusableWarehouseError(
+                        f"cannot open the DuckDB warehouse {database!r}: it is not a usable "
+                        f"DuckDB file ({detail}). Set {self.env_var} to a DuckDB file, or to a "
+                        "path where one can be created."
+                    ) from exc
+                if remaining <= 0:
                     raise WarehouseUnavailableError(
-                        f"cannot open the DuckDB warehouse {database!r}: {why}. "
-                        f"{str(exc).splitlines()[0]} Set {self.env_var} to a writable DuckDB file.",
-                        locked=locked,
+                        f"cannot open the DuckDB warehouse {database!r}: it stayed locked by "
+                        f"another process for {self.lock_timeout_s:g}s ({detail}): wait for "
+                        "the other run or client to finish",
+                        locked=True,
                     ) from exc
             time.sleep(min(remaining, delay * random.uniform(0.5, 1.5)))
             delay = min(delay * 2, 1.0)
 
+    def _ensure_location(self) -> None:
+        """Create the file's folder; read-only, require the file instead of creating it."""
+        database = self.duckdb.database
+        if database == ":memory:":
+            return
+        path = Path(database).expanduser()
+        if self.read_only:
+            if not path.exists():
+                raise WarehouseNotFoundError(
+                    f"the DuckDB warehouse {database!r} does not exist: materialize the assets "
+                    f"to create it, or set {self.env_var} to the warehouse file"
+                )
+            return
+        try:
+            path.resolve().parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UnusableWarehouseError(
+                f"cannot create the folder of the DuckDB file {database!r}: {exc}. "
+                f"Set {self.env_var} to a writable path."
+            ) from exc
+
     @contextmanager
     def _connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        database = self.duckdb.database
-        if database != ":memory:":
-            parent = Path(database).expanduser().resolve().parent
-            try:
-                parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise WarehouseUnavailableError(
-                    f"cannot create the folder of the DuckDB file {database!r}: {exc}. "
-                    f"Set {self.env_var} to a writable path."
-                ) from exc
+        self._ensure_location()
         conn = self._open()
         # closed on errors too, so that a failed step never keeps the file locked
         try:
-            for name in _DDL:
-                conn.execute(load_sql("duckdb", name))
+            if self.read_only:
+                self._require_tables(conn)
+            else:
+                for name in _DDL:
+                    conn.execute(load_sql("duckdb", name))
             yield conn
         finally:
             conn.close()
+
+    def _require_tables(self, conn: duckdb.DuckDBPyConnection) -> None:
+        """A read-only connection creates no table: one that is missing is a warehouse the
+        assets have not been materialized into."""
+        present = conn.execute(load_sql("duckdb", "select_table_names")).fetchall()
+        missing = missing_tables([row[0] for row in present])
+        if missing:
+            raise WarehouseNotFoundError(
+                f"the DuckDB file {self.duckdb.database!r} holds no {', '.join(missing)} table: "
+                f"materialize the assets into it, or set {self.env_var} to the warehouse file"
+            )
 
     def describe(self) -> str:
         return f"DuckDB file {self.duckdb.database}"

@@ -5,9 +5,10 @@ A training run stores its model once under its version and registers it as a `ch
 `min_val_accuracy` and it is no worse than the champion by more than `promotion_margin` on the
 same rows (the challenger's validation split); otherwise it is `rejected` with the reason. A
 person may `promote` any stored version that has a recorded accuracy (the not-worse rule is
-skipped: a human decided). A model without a recorded accuracy is never promoted. Scoring uses
-the champion. Retention deletes stored files beyond the last `keep_models` versions, never the
-champion's nor one that a clothing_test row names.
+skipped: a human decided); one that was rejected or is below `min_val_accuracy` needs `force`,
+and the override is recorded in its reason. A model without a recorded accuracy is never
+promoted. Scoring uses the champion. Retention deletes stored files beyond the last
+`keep_models` versions, never the champion's nor one that a clothing_test row names.
 """
 
 from __future__ import annotations
@@ -173,8 +174,22 @@ class ModelRegistry(dg.ConfigurableResource):
             newest["VERSION"], promote, reason, before, newest["VERSION"] if promote else before
         )
 
-    def promote(self, version: str, reason: str = "", *, run_id: str | None = None) -> Decision:
-        """Make a stored version with a recorded accuracy the champion, by a person's choice."""
+    def objection(self, row: dict[str, Any]) -> str | None:
+        """Why promoting the registry row `row` by hand needs `force`: it was rejected, or its
+        validation accuracy is below the gate; None when nothing stands against it."""
+        accuracy = _accuracy(row["VAL_ACCURACY"])
+        if row["STATUS"] == "rejected":
+            return f"was rejected ({row['REASON']})"
+        if accuracy is not None and accuracy < self.min_val_accuracy:
+            return (
+                f"has validation accuracy {accuracy:.3f}, below CLOTHING_MIN_VAL_ACCURACY "
+                f"{self.min_val_accuracy:g}"
+            )
+        return None
+
+    def promotable(self, version: str, *, force: bool = False) -> str | None:
+        """Check that a person may promote `version` (see `promote`) without changing
+        anything; return the objection that `force` overrides, if any."""
         row = self.warehouse.model(version)
         listing = "see `clothing-assets models list`"
         if row is None:
@@ -186,10 +201,29 @@ class ModelRegistry(dg.ConfigurableResource):
                 f"model {version} has no recorded validation accuracy (trained with "
                 "val_fraction 0) and is never promoted"
             )
+        objection = None if row["STATUS"] == "champion" else self.objection(row)
+        if objection and not force:
+            raise RegistryError(
+                f"model {version} {objection}: promoting it needs intent, add --force "
+                "(`force: true` in champion_model's run config) to override the gate"
+            )
         self.load(version)  # refuses a missing or tampered file before anything changes
+        return objection
+
+    def promote(
+        self, version: str, reason: str = "", *, force: bool = False, run_id: str | None = None
+    ) -> Decision:
+        """Make a stored version with a recorded accuracy the champion, by a person's choice.
+        A version the gate rejected, or one below it, needs `force`; the override is recorded
+        in the reason."""
+        objection = self.promotable(version, force=force)
         champion = self.champion()
         before = champion["VERSION"] if champion else None
-        why = f"promoted by hand{': ' + reason if reason else ''}"
+        why = "promoted by hand"
+        if objection:
+            why += f", forced although it {objection}"
+        if reason:
+            why += f": {reason}"
         if before != version:
             self.warehouse.change_model_status(version, "champion", why, run_id=run_id)
         return Decision(version, True, why, before, version)

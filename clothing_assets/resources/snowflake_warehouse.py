@@ -40,6 +40,8 @@ from clothing_assets.resources.warehouse import (
     StageSummary,
     SyncResult,
     Warehouse,
+    WarehouseNotFoundError,
+    missing_tables,
     validate_identifier,
     validate_table,
 )
@@ -175,8 +177,7 @@ class SnowflakeWarehouse(Warehouse):
                 cursor = conn.cursor()
                 cursor.execute(render("alter_session_query_tag"), {"tag": self.query_tag()})
                 if not self._tables_ready:
-                    for name in _DDL:
-                        cursor.execute(render(name))
+                    self._prepare_tables(cursor)
                     self._tables_ready = True
                 yield conn
             except BaseException:
@@ -185,6 +186,21 @@ class SnowflakeWarehouse(Warehouse):
                 finally:
                     conn.close()
                 raise
+
+    def _prepare_tables(self, cursor: Any) -> None:
+        """Create the tables; read-only, require them instead."""
+        if not self.read_only:
+            for name in _DDL:
+                cursor.execute(render(name))
+            return
+        cursor.execute(render("select_table_names"))
+        missing = missing_tables([row[0] for row in cursor.fetchall()])
+        if missing:
+            raise WarehouseNotFoundError(
+                f"{self.describe()} holds no {', '.join(missing)} table: materialize the assets "
+                "into it, or set SNOWFLAKE_DATABASE and SNOWFLAKE_SCHEMA to where they were "
+                "materialized"
+            )
 
     # -- the three stage statements (see the module docstring) ---------------------------
 

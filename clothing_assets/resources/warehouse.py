@@ -11,7 +11,9 @@ from typing import Any, Literal
 
 import dagster as dg
 import pandas as pd
+from pydantic import Field
 
+from clothing_assets.settings import ConfigurationError
 from clothing_assets.stage import StageResource, catalog_matches, list_stage, listing_digest
 
 CatalogTable = Literal["clothing_train", "clothing_test"]
@@ -61,6 +63,19 @@ def validate_table(table: object) -> CatalogTable:
 
 
 MODEL_STATUSES = ("champion", "challenger", "rejected", "retired")
+# what a read-only connection needs to find (it creates nothing)
+REQUIRED_TABLES = (*CATALOG_TABLES, "clothing_models", "clothing_model_events")
+
+
+class WarehouseNotFoundError(ConfigurationError):
+    """A warehouse opened only to read holds none of the project's tables (or not all): the
+    assets were never materialized into it, or the settings point somewhere else."""
+
+
+def missing_tables(present: Sequence[str]) -> list[str]:
+    """The REQUIRED_TABLES that are not among the table names `present` (any case)."""
+    names = {name.lower() for name in present}
+    return [table for table in REQUIRED_TABLES if table not in names]
 
 
 @dataclass(frozen=True)
@@ -123,6 +138,12 @@ class SyncResult:
 
 class Warehouse(dg.ConfigurableResource, ABC):
     """Catalog tables of the images in the stages, and the predictions written next to them."""
+
+    read_only: bool = Field(
+        default=False,
+        description="Only read (the command line's listings): create and change nothing; a "
+        "warehouse the assets were not materialized into is a ConfigurationError.",
+    )
 
     @abstractmethod
     def create_stage(self, name: str, url: str) -> None:

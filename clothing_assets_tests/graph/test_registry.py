@@ -256,7 +256,10 @@ def test_lifecycle_on_duckdb_with_the_cli(local_env, monkeypatch, tmp_path, caps
     with dg.DagsterInstance.get() as instance:
 
         def promote(version: str) -> None:
-            assert cli(["models", "promote", version, "--reason", "a person decided"]) == 0
+            # the gate stays at 1.01: both versions are below it, so promoting them is forced
+            assert (
+                cli(["models", "promote", version, "--force", "--reason", "a person decided"]) == 0
+            )
 
         warehouse = DuckDBWarehouse(duckdb=DuckDBResource(database=str(local_env.duckdb)))
         _lifecycle(local_env, monkeypatch, instance, resources_for, warehouse, promote)
@@ -287,7 +290,7 @@ def test_lifecycle_on_snowflake_sql(local_env, monkeypatch):
             return resources_with(warehouse)
 
         def promote(version: str) -> None:
-            config = {"ops": {"champion_model": {"config": {"version": version}}}}
+            config = {"ops": {"champion_model": {"config": {"version": version, "force": True}}}}
             result = _run(resources(), ["champion_model", "clothing_predictions"], config,
                           instance)  # fmt: skip
             assert result.success, [e.message for e in result.all_events if e.is_failure]

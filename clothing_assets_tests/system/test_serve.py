@@ -399,6 +399,11 @@ def test_predict_command_classifies_files_and_reports_the_bad_ones(tmp_path, ima
 def test_predict_command_without_a_model_says_what_to_run(tmp_path, images, monkeypatch, capsys):
     monkeypatch.setenv("CLOTHING_SERVE_MODEL_FILE", str(tmp_path / "empty" / "model.pt"))
     assert main(["predict", str(images["hat_40"])]) == 2
+    assert "CLOTHING_SERVE_MODEL_FILE" in capsys.readouterr().err  # the file it names is missing
+    monkeypatch.delenv("CLOTHING_SERVE_MODEL_FILE")
+    monkeypatch.setenv("CLOTHING_WAREHOUSE", "local")
+    monkeypatch.setenv("CLOTHING_DUCKDB_PATH", str(tmp_path / "empty.duckdb"))
+    assert main(["predict", str(images["hat_40"])]) == 2  # a registry without a champion
     assert "materialize trained_model" in capsys.readouterr().err
 
 
