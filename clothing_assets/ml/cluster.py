@@ -24,6 +24,7 @@ from distributed.scheduler import KilledWorker
 from clothing_assets.ml.images import ImageDecodeError, decode_image, resize_square
 from clothing_assets.ml.scoring import (
     ModelNotLoaded,
+    blank_result,
     loaded_versions,
     score_batch,
     warm_model,
@@ -386,17 +387,14 @@ def worker_died_result(row: dict, version: str, exc: KilledWorker) -> dict:
     no prediction, and an ERROR that says so. With the model's version it is not scored
     again until the file or the champion changes."""
     worker = getattr(exc.last_worker, "address", str(exc.last_worker))
-    return {
-        "RELATIVE_PATH": row["RELATIVE_PATH"], "SIZE": row["SIZE"],
-        "LAST_MODIFIED": row["LAST_MODIFIED"], "TYPE": None, "CONFIDENCE": None,
-        "MODEL_VERSION": version, "WORKER": worker, "DEVICE": None,
-        "PRED_TIMESTAMP": datetime.now(UTC),
-        "ERROR": (
-            "the Dask worker died while scoring this file (KilledWorker: "
-            f"{exc.allowed_failures + 1} worker(s) died scoring it alone, the last {worker}); "
-            "it may need more memory than a worker has"
-        ),
-    }  # fmt: skip
+    result = blank_result(row, version, worker, None)  # DEVICE None: nothing ran to the end
+    result["PRED_TIMESTAMP"] = datetime.now(UTC)
+    result["ERROR"] = (
+        "the Dask worker died while scoring this file (KilledWorker: "
+        f"{exc.allowed_failures + 1} worker(s) died scoring it alone, the last {worker}); "
+        "it may need more memory than a worker has"
+    )
+    return result
 
 
 def check_batch(sent: list[dict], returned: list[dict]) -> None:

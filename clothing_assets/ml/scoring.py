@@ -202,21 +202,28 @@ def _blank_results(
     rows: Sequence[dict[str, Any]], version: str, worker: str, device: str
 ) -> list[dict[str, Any]]:
     """One result per row, not yet classified: no TYPE, CONFIDENCE or ERROR."""
-    return [
-        {
-            "RELATIVE_PATH": row["RELATIVE_PATH"],
-            "SIZE": row["SIZE"],
-            "LAST_MODIFIED": row["LAST_MODIFIED"],
-            "ETAG": row.get("ETAG"),  # as read: the write-back refuses a since-changed file
-            "TYPE": None,
-            "CONFIDENCE": None,
-            "MODEL_VERSION": version,
-            "ERROR": None,
-            "WORKER": worker,
-            "DEVICE": device,
-        }
-        for row in rows
-    ]
+    return [blank_result(row, version, worker, device) for row in rows]
+
+
+def blank_result(
+    row: dict[str, Any], version: str, worker: str, device: str | None
+) -> dict[str, Any]:
+    """The result of `row` before it is classified: the row's file as it was listed
+    (RELATIVE_PATH, SIZE, LAST_MODIFIED, ETAG, which the write-back matches against the
+    catalog to refuse a since-changed file), `version`, and no TYPE, CONFIDENCE or ERROR.
+    Every result of a row, scored or not, starts here, so each carries every column written."""
+    return {
+        "RELATIVE_PATH": row["RELATIVE_PATH"],
+        "SIZE": row["SIZE"],
+        "LAST_MODIFIED": row["LAST_MODIFIED"],
+        "ETAG": row.get("ETAG"),
+        "TYPE": None,
+        "CONFIDENCE": None,
+        "MODEL_VERSION": version,
+        "ERROR": None,
+        "WORKER": worker,
+        "DEVICE": device,
+    }
 
 
 def _read_and_decode(
