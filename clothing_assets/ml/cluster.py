@@ -356,7 +356,8 @@ class _ClusterScoring:
         """Keep a finished batch's results, write them when a chunk is full, send the next."""
         check_batch(rows, part)
         self.results.extend(part)
-        self.chunk.extend(r for r in part if not url_refused(r["ERROR"]))  # those are retried
+        # refused URLs are retried at the end; deferred rows are left for the next run
+        self.chunk.extend(r for r in part if not url_refused(r["ERROR"]) and not deferred(r))
         self.flush()
         self.done += 1
         self.submit_next()
@@ -377,7 +378,9 @@ class _ClusterScoring:
             self.config.batch_size,
             submit=lambda rows, i: self.submit(rows, f"retry-{i}", with_model=True),
         )  # fmt: skip
-        self.chunk.extend(r for r in self.results if r["RELATIVE_PATH"] in refused)
+        self.chunk.extend(
+            r for r in self.results if r["RELATIVE_PATH"] in refused and not deferred(r)
+        )
         self.flush(force=True)
 
 
@@ -395,6 +398,11 @@ def worker_died_result(row: dict, version: str, exc: KilledWorker) -> dict:
         "it may need more memory than a worker has"
     )
     return result
+
+
+def deferred(result: dict) -> bool:
+    """Whether a scoring result is left unwritten for the next run (`ml.scoring._read`)."""
+    return bool(result.get("DEFERRED"))
 
 
 def check_batch(sent: list[dict], returned: list[dict]) -> None:

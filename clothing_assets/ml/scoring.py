@@ -18,7 +18,20 @@ from clothing_assets.ml.images import ImageDecodeError, decode_image, decode_ima
 from clothing_assets.ml.presets import ClassificationPresetEval
 from clothing_assets.ml.runtime import load_int8_model
 from clothing_assets.ml.train import amp_dtype_for, load_model
-from clothing_assets.stage import FileTooLargeError, ReadLimits, UnsafePathError, read_bytes
+from clothing_assets.stage import (
+    FileTooLargeError,
+    ReadLimits,
+    UnsafePathError,
+    URLRefusedError,
+    read_bytes,
+)
+
+# Why a row's result is left unwritten (its DEFERRED), so that the next run reads it again:
+# a read that failed for a reason of the moment (a folder briefly missing, an NFS blip, an
+# object store's 5xx after its retries), or a file that is no longer the version its catalog
+# row lists (a prediction of its bytes would be written against the old row).
+DEFERRED_TRANSIENT = "transient"
+DEFERRED_CHANGED = "changed"
 
 # One loaded model per version per worker process, kept across batches and runs.
 _MODELS: dict[str, tuple[nn.Module, dict[str, Any], torch.dtype | None]] = {}
@@ -113,14 +126,20 @@ def warm_model(
     return time.perf_counter() - started
 
 
-def _read(row: dict[str, Any], limits: ReadLimits | None = None) -> bytes | str:
-    """The row's file bytes, or the one-line reason they could not be read."""
+def _read(row: dict[str, Any], limits: ReadLimits | None = None) -> bytes | tuple[str | None, str]:
+    """The row's file bytes, or (DEFERRED, reason) when they cannot be scored: DEFERRED None
+    when the reason is final (the row keeps it as its ERROR), else why it is left for the next
+    run. Refused paths and oversized files are final; a refused URL is final too, once the
+    client's retry with a fresh URL is refused again; any other OS or network error is of
+    the moment."""
     try:
         return read_bytes(row["URL"], limits)
     except (UnsafePathError, FileTooLargeError) as exc:
-        return str(exc)
+        return None, str(exc)
+    except URLRefusedError as exc:
+        return None, f"unreadable file: {exc}"
     except OSError as exc:
-        return f"unreadable file: {exc}"
+        return DEFERRED_TRANSIENT, f"unreadable file: {exc}"
 
 
 def prepare(data: bytes, payload: dict[str, Any]) -> torch.Tensor:
@@ -178,9 +197,11 @@ def score_batch(
     Files are read in parallel threads, decoded together (on the GPU when `gpu` and this worker
     has one) and classified in one forward pass. Returns one dict per row with TYPE,
     CONFIDENCE (the row's own softmax probability of its predicted class), PRED_TIMESTAMP,
-    MODEL_VERSION, ERROR (one line, for unusable files), WORKER and DEVICE. A bad file never
-    fails the batch. `model_bytes` may be None when the worker already holds `version`; with
-    `runtime` "onnxruntime-int8" they are `runtime.int8_model_bytes` (CPU only).
+    MODEL_VERSION, ERROR (one line, for unusable files), WORKER, DEVICE and DEFERRED (why the
+    result is not to be written but left for the next run, with the reason in its ERROR; None
+    for a result to write). A bad file never fails the batch. `model_bytes` may be None when
+    the worker already holds `version`; with `runtime` "onnxruntime-int8" they are
+    `runtime.int8_model_bytes` (CPU only).
     """
     device = scoring_device(gpu)
     model, payload, amp_dtype = cached_model(model_bytes, version, torch_threads, device, runtime)
@@ -211,7 +232,8 @@ def blank_result(
     """The result of `row` before it is classified: the row's file as it was listed
     (RELATIVE_PATH, SIZE, LAST_MODIFIED, ETAG, which the write-back matches against the
     catalog to refuse a since-changed file), `version`, and no TYPE, CONFIDENCE or ERROR.
-    Every result of a row, scored or not, starts here, so each carries every column written."""
+    Every result of a row, scored or not, starts here, so each carries every column written.
+    DEFERRED (not written) is set when the result must not be written: see `_read`."""
     return {
         "RELATIVE_PATH": row["RELATIVE_PATH"],
         "SIZE": row["SIZE"],
@@ -223,6 +245,7 @@ def blank_result(
         "ERROR": None,
         "WORKER": worker,
         "DEVICE": device,
+        "DEFERRED": None,
     }
 
 
@@ -238,8 +261,8 @@ def _read_and_decode(
     blobs = list(_read_pool().map(lambda row: _read(row, limits), rows))
     readable = [i for i, b in enumerate(blobs) if isinstance(b, bytes)]
     for i, blob in enumerate(blobs):
-        if isinstance(blob, str):
-            out[i]["ERROR"] = blob
+        if isinstance(blob, tuple):
+            out[i]["DEFERRED"], out[i]["ERROR"] = blob
     images, good = [], []
     # each image is reduced as it is decoded: a batch of large files never sits in memory
     # at full size all at once
