@@ -23,7 +23,7 @@ from clothing_assets.stage import (
     ReadLimits,
     UnsafePathError,
     URLRefusedError,
-    read_bytes,
+    read_file,
 )
 
 # Why a row's result is left unwritten (its DEFERRED), so that the next run reads it again:
@@ -131,15 +131,19 @@ def _read(row: dict[str, Any], limits: ReadLimits | None = None) -> bytes | tupl
     when the reason is final (the row keeps it as its ERROR), else why it is left for the next
     run. Refused paths and oversized files are final; a refused URL is final too, once the
     client's retry with a fresh URL is refused again; any other OS or network error is of
-    the moment."""
+    the moment; a file that differs from its catalog row waits for the next sync."""
     try:
-        return read_bytes(row["URL"], limits)
+        data, opened = read_file(row["URL"], limits)
     except (UnsafePathError, FileTooLargeError) as exc:
         return None, str(exc)
     except URLRefusedError as exc:
         return None, f"unreadable file: {exc}"
     except OSError as exc:
         return DEFERRED_TRANSIENT, f"unreadable file: {exc}"
+    changed = opened.differs_from(row["SIZE"], row.get("LAST_MODIFIED"), row.get("ETAG"))
+    if changed:
+        return DEFERRED_CHANGED, f"changed since the catalog was synced ({changed})"
+    return data
 
 
 def prepare(data: bytes, payload: dict[str, Any]) -> torch.Tensor:
