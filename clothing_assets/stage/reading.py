@@ -227,7 +227,42 @@ def _read_local(path: str, limits: ReadLimits) -> tuple[bytes, OpenedFile]:
     return data, OpenedFile(info.st_size, datetime.fromtimestamp(info.st_mtime, tz=UTC))
 
 
+def _client_network_errors() -> tuple[type[Exception], ...]:
+    """The network errors of the object stores' clients that are no OSError (botocore's and
+    aiohttp's under s3fs, gcsfs's HttpError): they end a read once the client's own retries
+    are spent."""
+    errors: list[type[Exception]] = []
+    try:
+        from botocore.exceptions import ConnectionError as BotocoreConnectionError
+        from botocore.exceptions import HTTPClientError
+
+        errors += [BotocoreConnectionError, HTTPClientError]
+    except ImportError:
+        pass
+    try:
+        from aiohttp import ClientError
+
+        errors.append(ClientError)
+    except ImportError:
+        pass
+    try:
+        from gcsfs.retry import HttpError
+
+        errors.append(HttpError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
 def _read_object(fs, url: str, limits: ReadLimits) -> tuple[bytes, OpenedFile]:
+    try:
+        return _read_object_once(fs, url, limits)
+    except _client_network_errors() as exc:
+        # an OSError like every other failed read: its row is read again by the next run
+        raise OSError(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _read_object_once(fs, url: str, limits: ReadLimits) -> tuple[bytes, OpenedFile]:
     with fs.open(url, "rb") as handle:  # the filesystem strips its own protocol, nothing more
         size = getattr(handle, "size", None)
         if size is not None and size > limits.max_bytes:

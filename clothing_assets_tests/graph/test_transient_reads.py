@@ -5,11 +5,14 @@ cannot be decoded keeps its ERROR for good."""
 from __future__ import annotations
 
 import shutil
+import socket
 
 import dagster as dg
+import fsspec
 import pytest
 
 from clothing_assets.ml.scoring import DEFERRED_TRANSIENT, score_batch
+from clothing_assets.stage import read_bytes
 from clothing_assets_tests.support import (
     CLASSES,
     COLOURS,
@@ -81,3 +84,36 @@ def test_a_folder_missing_while_scoring_is_read_again_by_the_next_run(local_env,
     assert meta["rows_scored"] == 3 and meta["rows_left_for_retry"] == 0
     table = read_table(local_env, "clothing_test")
     assert (table["MODEL_VERSION"] == version).all() and table["TYPE"].isin(CLASSES).all()
+
+
+def test_an_unreachable_object_store_defers_the_row_and_fails_nothing(tmp_path, monkeypatch):
+    # the object store's own network errors (botocore's, aiohttp's) are no OSError: past the
+    # client's retries they would fail the whole batch, and the step with it
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test-key")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test-secret")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    # one attempt each, so that the test does not sit through the clients' backoff
+    s3fs = pytest.importorskip("s3fs")  # the s3 extra
+    monkeypatch.setattr(s3fs.S3FileSystem, "retries", 1)
+    monkeypatch.setitem(
+        fsspec.config.conf, "s3", {"config_kwargs": {"retries": {"max_attempts": 1}}}
+    )
+    fsspec.filesystem("s3").clear_instance_cache()
+    try:
+        with pytest.raises(OSError, match="EndpointConnectionError"):
+            read_bytes("s3://clothing-stages/test/hat/a.jpg")
+        good = write_image(tmp_path / "good.jpg", COLOURS["hat"], seed=1)
+        rows = [
+            _row(good, "good.jpg"),
+            {**_row("s3://clothing-stages/test/hat/a.jpg", "hat/a.jpg"), "ETAG": "abc"},
+        ]
+        out = {r["RELATIVE_PATH"]: r for r in score_batch(tiny_model_bytes(), "v1", rows)}
+    finally:
+        fsspec.filesystem("s3").clear_instance_cache()
+    assert out["good.jpg"]["TYPE"] in CLASSES
+    assert out["hat/a.jpg"]["DEFERRED"] == DEFERRED_TRANSIENT
+    assert out["hat/a.jpg"]["ERROR"].startswith("unreadable file: EndpointConnectionError")
