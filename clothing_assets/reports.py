@@ -105,12 +105,22 @@ def scoring_metadata(
     """What `clothing_predictions` shows: this run's figures, and the table's state under the
     champion (accuracy against the folder labels, confusion matrix, confident mistakes)."""
     from clothing_assets.ml.cluster import accuracy_against_folders, misclassified_gallery
+    from clothing_assets.ml.scoring import DEFERRED_CHANGED, DEFERRED_TRANSIENT
     from clothing_assets.plots import confusion_matrix_png, png_markdown
 
     quality = accuracy_against_folders(table, classes, version)
     metadata = {
         "rows_scored": dg.MetadataValue.int(written),
-        "rows_with_error": dg.MetadataValue.int(sum(1 for r in results if r["ERROR"])),
+        "rows_with_error": dg.MetadataValue.int(
+            sum(1 for r in results if r["ERROR"] and not r.get("DEFERRED"))
+        ),
+        # read again by the next run: unreadable for the moment, or changed since the sync
+        "rows_left_for_retry": dg.MetadataValue.int(
+            sum(1 for r in results if r.get("DEFERRED") == DEFERRED_TRANSIENT)
+        ),
+        "rows_changed_since_sync": dg.MetadataValue.int(
+            sum(1 for r in results if r.get("DEFERRED") == DEFERRED_CHANGED)
+        ),
         "model_version": dg.MetadataValue.text(version),
         "accuracy": dg.MetadataValue.float(quality["accuracy"]),
         "labelled_rows": dg.MetadataValue.int(quality["labelled"]),

@@ -216,8 +216,27 @@ def _warn_about_the_run(context, results: list[dict], written: int, *, use_gpu: 
             f"workers {', '.join(on_cpu)} advertise a GPU resource but torch finds no CUDA "
             "device there: they scored on their CPUs"
         )
-    if written != len(results):
+    left = [r for r in results if r.get("DEFERRED")]
+    _log_deferred(context, left)
+    if written != len(results) - len(left):
         context.log.warning(
-            f"{len(results) - written} rows changed while being scored (or a newer model "
-            "scored them first) and were left for the next run"
+            f"{len(results) - len(left) - written} rows changed while being scored (or a newer "
+            "model scored them first) and were left for the next run"
         )
+
+
+def _log_deferred(context, left: list[dict]) -> None:
+    """Say which rows were left unwritten for the next run, and why (a few examples each)."""
+    from clothing_assets.ml.scoring import DEFERRED_CHANGED, DEFERRED_TRANSIENT
+
+    what = {
+        DEFERRED_TRANSIENT: "could not be read for the moment (an OS or network error); the "
+        "next run reads them again",
+        DEFERRED_CHANGED: "changed since the catalog was synced; they are scored once a sync "
+        "catalogs their new version",
+    }
+    for kind, meaning in what.items():
+        rows = [r for r in left if r["DEFERRED"] == kind]
+        if rows:
+            examples = "; ".join(f"{r['RELATIVE_PATH']}: {r['ERROR']}" for r in rows[:3])
+            context.log.warning(f"{len(rows)} files {meaning} (e.g. {examples})")

@@ -24,6 +24,7 @@ from distributed.scheduler import KilledWorker
 from clothing_assets.ml.images import ImageDecodeError, decode_image, resize_square
 from clothing_assets.ml.scoring import (
     ModelNotLoaded,
+    blank_result,
     loaded_versions,
     score_batch,
     warm_model,
@@ -355,7 +356,8 @@ class _ClusterScoring:
         """Keep a finished batch's results, write them when a chunk is full, send the next."""
         check_batch(rows, part)
         self.results.extend(part)
-        self.chunk.extend(r for r in part if not url_refused(r["ERROR"]))  # those are retried
+        # refused URLs are retried at the end; deferred rows are left for the next run
+        self.chunk.extend(r for r in part if not url_refused(r["ERROR"]) and not deferred(r))
         self.flush()
         self.done += 1
         self.submit_next()
@@ -376,7 +378,9 @@ class _ClusterScoring:
             self.config.batch_size,
             submit=lambda rows, i: self.submit(rows, f"retry-{i}", with_model=True),
         )  # fmt: skip
-        self.chunk.extend(r for r in self.results if r["RELATIVE_PATH"] in refused)
+        self.chunk.extend(
+            r for r in self.results if r["RELATIVE_PATH"] in refused and not deferred(r)
+        )
         self.flush(force=True)
 
 
@@ -386,17 +390,19 @@ def worker_died_result(row: dict, version: str, exc: KilledWorker) -> dict:
     no prediction, and an ERROR that says so. With the model's version it is not scored
     again until the file or the champion changes."""
     worker = getattr(exc.last_worker, "address", str(exc.last_worker))
-    return {
-        "RELATIVE_PATH": row["RELATIVE_PATH"], "SIZE": row["SIZE"],
-        "LAST_MODIFIED": row["LAST_MODIFIED"], "TYPE": None, "CONFIDENCE": None,
-        "MODEL_VERSION": version, "WORKER": worker, "DEVICE": None,
-        "PRED_TIMESTAMP": datetime.now(UTC),
-        "ERROR": (
-            "the Dask worker died while scoring this file (KilledWorker: "
-            f"{exc.allowed_failures + 1} worker(s) died scoring it alone, the last {worker}); "
-            "it may need more memory than a worker has"
-        ),
-    }  # fmt: skip
+    result = blank_result(row, version, worker, None)  # DEVICE None: nothing ran to the end
+    result["PRED_TIMESTAMP"] = datetime.now(UTC)
+    result["ERROR"] = (
+        "the Dask worker died while scoring this file (KilledWorker: "
+        f"{exc.allowed_failures + 1} worker(s) died scoring it alone, the last {worker}); "
+        "it may need more memory than a worker has"
+    )
+    return result
+
+
+def deferred(result: dict) -> bool:
+    """Whether a scoring result is left unwritten for the next run (`ml.scoring._read`)."""
+    return bool(result.get("DEFERRED"))
 
 
 def check_batch(sent: list[dict], returned: list[dict]) -> None:

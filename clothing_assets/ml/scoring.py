@@ -18,7 +18,20 @@ from clothing_assets.ml.images import ImageDecodeError, decode_image, decode_ima
 from clothing_assets.ml.presets import ClassificationPresetEval
 from clothing_assets.ml.runtime import load_int8_model
 from clothing_assets.ml.train import amp_dtype_for, load_model
-from clothing_assets.stage import FileTooLargeError, ReadLimits, UnsafePathError, read_bytes
+from clothing_assets.stage import (
+    FileTooLargeError,
+    ReadLimits,
+    UnsafePathError,
+    URLRefusedError,
+    read_file,
+)
+
+# Why a row's result is left unwritten (its DEFERRED), so that the next run reads it again:
+# a read that failed for a reason of the moment (a folder briefly missing, an NFS blip, an
+# object store's 5xx after its retries), or a file that is no longer the version its catalog
+# row lists (a prediction of its bytes would be written against the old row).
+DEFERRED_TRANSIENT = "transient"
+DEFERRED_CHANGED = "changed"
 
 # One loaded model per version per worker process, kept across batches and runs.
 _MODELS: dict[str, tuple[nn.Module, dict[str, Any], torch.dtype | None]] = {}
@@ -114,14 +127,24 @@ def warm_model(
     return time.perf_counter() - started
 
 
-def _read(row: dict[str, Any], limits: ReadLimits | None = None) -> bytes | str:
-    """The row's file bytes, or the one-line reason they could not be read."""
+def _read(row: dict[str, Any], limits: ReadLimits | None = None) -> bytes | tuple[str | None, str]:
+    """The row's file bytes, or (DEFERRED, reason) when they cannot be scored: DEFERRED None
+    when the reason is final (the row keeps it as its ERROR), else why it is left for the next
+    run. Refused paths and oversized files are final; a refused URL is final too, once the
+    client's retry with a fresh URL is refused again; any other OS or network error is of
+    the moment; a file that differs from its catalog row waits for the next sync."""
     try:
-        return read_bytes(row["URL"], limits)
+        data, opened = read_file(row["URL"], limits)
     except (UnsafePathError, FileTooLargeError) as exc:
-        return str(exc)
+        return None, str(exc)
+    except URLRefusedError as exc:
+        return None, f"unreadable file: {exc}"
     except OSError as exc:
-        return f"unreadable file: {exc}"
+        return DEFERRED_TRANSIENT, f"unreadable file: {exc}"
+    changed = opened.differs_from(row["SIZE"], row.get("LAST_MODIFIED"), row.get("ETAG"))
+    if changed:
+        return DEFERRED_CHANGED, f"changed since the catalog was synced ({changed})"
+    return data
 
 
 def prepare(data: bytes, payload: dict[str, Any]) -> torch.Tensor:
@@ -180,9 +203,11 @@ def score_batch(
     Files are read in parallel threads, decoded together (on the GPU when `gpu` and this worker
     has one) and classified in one forward pass. Returns one dict per row with TYPE,
     CONFIDENCE (the row's own softmax probability of its predicted class), PRED_TIMESTAMP,
-    MODEL_VERSION, ERROR (one line, for unusable files), WORKER and DEVICE. A bad file never
-    fails the batch. `model_bytes` may be None when the worker already holds `version`; with
-    `runtime` "onnxruntime-int8" they are `runtime.int8_model_bytes` (CPU only).
+    MODEL_VERSION, ERROR (one line, for unusable files), WORKER, DEVICE and DEFERRED (why the
+    result is not to be written but left for the next run, with the reason in its ERROR; None
+    for a result to write). A bad file never fails the batch. `model_bytes` may be None when
+    the worker already holds `version`; with `runtime` "onnxruntime-int8" they are
+    `runtime.int8_model_bytes` (CPU only).
     """
     device = scoring_device(gpu)
     model, payload, amp_dtype = cached_model(model_bytes, version, torch_threads, device, runtime)
@@ -204,21 +229,30 @@ def _blank_results(
     rows: Sequence[dict[str, Any]], version: str, worker: str, device: str
 ) -> list[dict[str, Any]]:
     """One result per row, not yet classified: no TYPE, CONFIDENCE or ERROR."""
-    return [
-        {
-            "RELATIVE_PATH": row["RELATIVE_PATH"],
-            "SIZE": row["SIZE"],
-            "LAST_MODIFIED": row["LAST_MODIFIED"],
-            "ETAG": row.get("ETAG"),  # as read: the write-back refuses a since-changed file
-            "TYPE": None,
-            "CONFIDENCE": None,
-            "MODEL_VERSION": version,
-            "ERROR": None,
-            "WORKER": worker,
-            "DEVICE": device,
-        }
-        for row in rows
-    ]
+    return [blank_result(row, version, worker, device) for row in rows]
+
+
+def blank_result(
+    row: dict[str, Any], version: str, worker: str, device: str | None
+) -> dict[str, Any]:
+    """The result of `row` before it is classified: the row's file as it was listed
+    (RELATIVE_PATH, SIZE, LAST_MODIFIED, ETAG, which the write-back matches against the
+    catalog to refuse a since-changed file), `version`, and no TYPE, CONFIDENCE or ERROR.
+    Every result of a row, scored or not, starts here, so each carries every column written.
+    DEFERRED (not written) is set when the result must not be written: see `_read`."""
+    return {
+        "RELATIVE_PATH": row["RELATIVE_PATH"],
+        "SIZE": row["SIZE"],
+        "LAST_MODIFIED": row["LAST_MODIFIED"],
+        "ETAG": row.get("ETAG"),
+        "TYPE": None,
+        "CONFIDENCE": None,
+        "MODEL_VERSION": version,
+        "ERROR": None,
+        "WORKER": worker,
+        "DEVICE": device,
+        "DEFERRED": None,
+    }
 
 
 def _read_and_decode(
@@ -233,8 +267,8 @@ def _read_and_decode(
     blobs = list(_read_pool().map(lambda row: _read(row, limits), rows))
     readable = [i for i, b in enumerate(blobs) if isinstance(b, bytes)]
     for i, blob in enumerate(blobs):
-        if isinstance(blob, str):
-            out[i]["ERROR"] = blob
+        if isinstance(blob, tuple):
+            out[i]["DEFERRED"], out[i]["ERROR"] = blob
     images, good = [], []
     # each image is reduced as it is decoded: a batch of large files never sits in memory
     # at full size all at once

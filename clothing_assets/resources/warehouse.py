@@ -186,7 +186,17 @@ class Warehouse(dg.ConfigurableResource, ABC):
 
     def write_prediction_rows(self, rows: Sequence[dict[str, Any]]) -> int:
         """`write_predictions` of scoring results (dicts as `ml.scoring.score_batch` returns
-        them, with PREDICTION_COLUMNS among their keys); return rows updated."""
+        them, with PREDICTION_COLUMNS among their keys); return rows updated. A row that lacks
+        one of those keys is refused before anything is written: in a frame of many rows its
+        ETAG would read as NULL, miss its catalog row, and be dropped without a word."""
+        lacking = [r for r in rows if not all(c in r for c in PREDICTION_COLUMNS)]
+        if lacking:
+            missing = sorted(set(PREDICTION_COLUMNS) - set(lacking[0]))
+            raise ValueError(
+                f"{len(lacking)} prediction rows lack columns {missing} (the first: "
+                f"{lacking[0].get('RELATIVE_PATH')!r}); build results with "
+                "ml.scoring.blank_result"
+            )
         return self.write_predictions(pd.DataFrame(rows)[PREDICTION_COLUMNS])
 
     @abstractmethod

@@ -72,6 +72,13 @@ def open_location(url: str, *, env_var: str | None = None) -> tuple[Any, str]:
         raise StageLocationError(f"cannot open {redact_url(url)!r}: {exc}.{hint}") from exc
 
 
+def etag_of(info: dict[str, Any]) -> str | None:
+    """The ETag of an object store's file details, bare (S3 quotes it), as the catalog keeps
+    it: S3 "ETag", GCS "etag" or "md5Hash"; None where the filesystem gives none."""
+    etag = info.get("ETag") or info.get("etag") or info.get("md5Hash")
+    return str(etag).strip('"') if etag else None
+
+
 def _modified(info: dict[str, Any]) -> datetime | None:
     # Each filesystem names its timestamp differently: local "mtime" (epoch seconds),
     # s3 "LastModified" (datetime), gcs "updated" (ISO string), memory "created".
@@ -193,14 +200,13 @@ def _list_remote(fs: Any, root: str) -> list[dict[str, Any]]:
         rel = path[len(root) :].lstrip("/") if path.startswith(root) else path
         if any(part.startswith(".") and part not in (".", "..") for part in rel.split("/")):
             continue
-        etag = info.get("ETag") or info.get("etag") or info.get("md5Hash")
         rows.append(
             _entry(
                 rel,
                 int(info.get("size") or 0),
                 _modified(info),
                 fs.unstrip_protocol(path),
-                etag=str(etag).strip('"') if etag else None,
+                etag=etag_of(info),
                 error=unsafe_reason(rel),
             )
         )

@@ -16,7 +16,9 @@ nothing (a folder named `x::` is just a folder).
 
 Every read is capped at `ReadLimits.max_bytes`. Failures raise OSError subclasses whose
 message becomes the row's ERROR; no message ever holds a URL (presigned ones carry
-signatures).
+signatures). `read_file` also says which version of the file was read (`OpenedFile`: the
+open file's size and time for a local file, the object's size and ETag for an object store),
+so that a reader can tell bytes that are no longer what the catalog listed.
 """
 
 from __future__ import annotations
@@ -34,12 +36,15 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
 import fsspec
+import pandas as pd
 from fsspec.implementations.local import LocalFileSystem
 
 from clothing_assets.settings import VARIABLES, setting
-from clothing_assets.stage.listing import inside, unsafe_reason
+from clothing_assets.stage.listing import etag_of, inside, unsafe_reason
 
 REFUSED_READ = "refused: the path leads outside the stage or is not a regular file; not read"
 URL_REFUSED = "URL refused"
@@ -118,15 +123,52 @@ def stage_file_url(base: str, relative_path: str) -> str | None:
     return fs.unstrip_protocol(posixpath.join(root.rstrip("/"), relative_path))
 
 
+@dataclass(frozen=True)
+class OpenedFile:
+    """Which version of a file `read_file` read, as far as its source says: the size, and the
+    modification time of a local file (from `fstat` of the open file) or the ETag of an
+    object (from the details the open took). None where the source does not say (a
+    presigned HTTP(S) URL)."""
+
+    size: int | None = None
+    modified: datetime | None = None
+    etag: str | None = None
+
+    def differs_from(self, size: Any, modified: Any, etag: Any) -> str | None:
+        """How this file differs from a catalog row's SIZE, LAST_MODIFIED and ETAG, or None
+        when nothing known differs. A row without LAST_MODIFIED did not come from a stage
+        listing (a file scored outside the catalog): only a listed ETag is compared then."""
+        if self.etag is not None and etag is not None and not pd.isna(etag) and self.etag != etag:
+            return f"ETag {etag} listed, {self.etag} read"
+        if modified is None or pd.isna(modified):
+            return None
+        if self.size is not None and self.size != int(size):
+            return f"size {int(size):,} listed, {self.size:,} read"
+        if self.modified is not None and _utc(self.modified) != _utc(modified):
+            return f"modified {_utc(modified)} listed, {_utc(self.modified)} read"
+        return None
+
+
+def _utc(value: Any) -> pd.Timestamp:
+    """`value` as a UTC Timestamp, to compare times from pandas, DuckDB and the OS."""
+    stamp = pd.Timestamp(value)
+    return stamp.tz_localize(UTC) if stamp.tzinfo is None else stamp.tz_convert(UTC)
+
+
 def read_bytes(url: str | None, limits: ReadLimits | None = None) -> bytes:
     """Read one file named by `stage_file_url` or a presigned http(s) URL, within `limits`
     (default: from the settings). None (a path `stage_file_url` refused) raises
     UnsafePathError without touching anything."""
+    return read_file(url, limits)[0]
+
+
+def read_file(url: str | None, limits: ReadLimits | None = None) -> tuple[bytes, OpenedFile]:
+    """`read_bytes`, and which version of the file the bytes are (see OpenedFile)."""
     if url is None:
         raise UnsafePathError(REFUSED_READ)
     limits = limits or ReadLimits.from_settings()
     if url.startswith(("https://", "http://")):
-        return _read_http(url, limits)
+        return _read_http(url, limits), OpenedFile()
     if url.startswith("/"):
         return _read_local(url, limits)
     match = _PROTOCOL.match(url)
@@ -164,7 +206,7 @@ def _open_without_links(path: str) -> int:
         os.close(fd)
 
 
-def _read_local(path: str, limits: ReadLimits) -> bytes:
+def _read_local(path: str, limits: ReadLimits) -> tuple[bytes, OpenedFile]:
     if "\x00" in path or os.path.normpath(path) != path:
         raise UnsafePathError(REFUSED_READ)
     fd = _open_without_links(path)
@@ -181,18 +223,57 @@ def _read_local(path: str, limits: ReadLimits) -> bytes:
         os.close(fd)
     if len(data) > limits.max_bytes:
         raise _too_large(len(data), limits)
-    return data
+    # the open file's own size and time, as the listing took them (from its stat)
+    return data, OpenedFile(info.st_size, datetime.fromtimestamp(info.st_mtime, tz=UTC))
 
 
-def _read_object(fs, url: str, limits: ReadLimits) -> bytes:
+def _client_network_errors() -> tuple[type[Exception], ...]:
+    """The network errors of the object stores' clients that are no OSError (botocore's and
+    aiohttp's under s3fs, gcsfs's HttpError): they end a read once the client's own retries
+    are spent."""
+    errors: list[type[Exception]] = []
+    try:
+        from botocore.exceptions import ConnectionError as BotocoreConnectionError
+        from botocore.exceptions import HTTPClientError
+
+        errors += [BotocoreConnectionError, HTTPClientError]
+    except ImportError:
+        pass
+    try:
+        from aiohttp import ClientError
+
+        errors.append(ClientError)
+    except ImportError:
+        pass
+    try:
+        from gcsfs.retry import HttpError
+
+        errors.append(HttpError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def _read_object(fs, url: str, limits: ReadLimits) -> tuple[bytes, OpenedFile]:
+    try:
+        return _read_object_once(fs, url, limits)
+    except _client_network_errors() as exc:
+        # an OSError like every other failed read: its row is read again by the next run
+        raise OSError(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _read_object_once(fs, url: str, limits: ReadLimits) -> tuple[bytes, OpenedFile]:
     with fs.open(url, "rb") as handle:  # the filesystem strips its own protocol, nothing more
         size = getattr(handle, "size", None)
         if size is not None and size > limits.max_bytes:
             raise _too_large(size, limits)
         data = handle.read(limits.max_bytes + 1)
+        # the details the open took (s3fs checks each ranged read against their ETag)
+        details = getattr(handle, "details", None)
     if len(data) > limits.max_bytes:
         raise _too_large(len(data), limits)
-    return data
+    etag = etag_of(details) if isinstance(details, dict) else None
+    return data, OpenedFile(size, None, etag)
 
 
 def _http_request(url: str) -> urllib.request.Request:
