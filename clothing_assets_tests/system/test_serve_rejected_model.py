@@ -59,7 +59,11 @@ def test_the_server_logs_a_rejected_champion_once_and_serves_it_once_repaired(lo
     srv = Server(None, local_env.root / "server.log")  # polls every 0.2 s
     try:
         srv.wait_listening()
-        time.sleep(3)  # some fifteen polls
+        # the first poll imports the warehouse's packages, which takes seconds on a busy machine
+        deadline = time.monotonic() + 60
+        while MISMATCH not in srv.log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(3)  # some fifteen more polls
         status, answer = srv.request("GET", "/health")
         assert status == 503 and MISMATCH in answer["detail"]
         assert srv.log.read_text().count(MISMATCH) == 1, srv.log.read_text()
