@@ -272,7 +272,7 @@ def open_warehouse(*, read_only: bool = False) -> Iterator[Warehouse]:
 
 @contextmanager
 def open_registry(*, read_only: bool = False) -> Iterator[ModelRegistry]:
-    """The model registry of this environment, outside a Dagster run (the CLI, the server):
+    """The model registry of this environment, outside a Dagster run (the CLI):
     its environment variables resolved as Dagster would resolve them."""
     registry = registry_with(warehouse_for(read_only=read_only), _store())
     with dg.build_resources({"model_registry": registry}) as built:
