@@ -42,3 +42,29 @@ def test_a_reader_refuses_a_champion_file_that_does_not_match_its_recorded_hash(
     source = RegistryModelSource(RegistryReader(*registry_parts()))
     with pytest.raises(RejectedModel, match="does not match its version"):
         source.current()
+
+
+def test_a_snowflake_reader_is_built_once_with_its_variables_resolved(tmp_path, monkeypatch):
+    """The Snowflake warehouse's account fields are `dg.EnvVar`s: the reader built once keeps
+    their values after the build, and asks the warehouse (fakesnow) at each poll."""
+    import fakesnow
+
+    from clothing_assets.environment import registry_parts
+    from clothing_assets_tests.support.fakesnow_warehouse import NOP_REGEXES
+
+    variables = {
+        "CLOTHING_WAREHOUSE": "snowflake", "SNOWFLAKE_ACCOUNT": "fakesnow",
+        "SNOWFLAKE_USER": "fakesnow", "SNOWFLAKE_PASSWORD": "fakesnow",
+        "SNOWFLAKE_ROLE": "fakesnow", "SNOWFLAKE_WAREHOUSE": "fakesnow",
+        "SNOWFLAKE_DATABASE": "CLOTHING", "SNOWFLAKE_SCHEMA": "PUBLIC",
+        "CLOTHING_SNOWFLAKE_STORAGE_INTEGRATION": "fakesnow",
+        "CLOTHING_MODELS_DIR": str(tmp_path / "models"),
+        "CLOTHING_CACHE_DIR": str(tmp_path / "cache"),
+    }  # fmt: skip
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    with fakesnow.patch(nop_regexes=NOP_REGEXES):
+        warehouse, store = registry_parts()
+        assert warehouse.snowflake.account == "fakesnow"  # the value, not the variable's name
+        source = RegistryModelSource(RegistryReader(warehouse, store))
+        assert [source.current() for _ in range(2)] == [None, None]
