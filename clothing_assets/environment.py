@@ -272,11 +272,21 @@ def open_warehouse(*, read_only: bool = False) -> Iterator[Warehouse]:
 
 @contextmanager
 def open_registry(*, read_only: bool = False) -> Iterator[ModelRegistry]:
-    """The model registry of this environment, outside a Dagster run (the CLI, the server):
+    """The model registry of this environment, outside a Dagster run (the CLI):
     its environment variables resolved as Dagster would resolve them."""
     registry = registry_with(warehouse_for(read_only=read_only), _store())
     with dg.build_resources({"model_registry": registry}) as built:
         yield built.model_registry
+
+
+def registry_parts(*, read_only: bool = False) -> tuple[Warehouse, ModelStoreResource]:
+    """This environment's warehouse and model store, built once for a long-lived reader
+    outside a Dagster run (the model server), their environment variables resolved as Dagster
+    would resolve them. Neither keeps a connection or needs a teardown: each call opens and
+    closes its own, so they stay usable after the build."""
+    parts = {"warehouse": warehouse_for(read_only=read_only), "model_store": _store()}
+    with dg.build_resources(parts) as built:
+        return built.warehouse, built.model_store
 
 
 def _qualified_table(environment: str, table: str) -> str | None:

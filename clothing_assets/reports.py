@@ -104,7 +104,6 @@ def scoring_metadata(
 ) -> dict:
     """What `clothing_predictions` shows: this run's figures, and the table's state under the
     champion (accuracy against the folder labels, confusion matrix, confident mistakes)."""
-    from clothing_assets.ml.cluster import accuracy_against_folders, misclassified_gallery
     from clothing_assets.ml.scoring import DEFERRED_CHANGED, DEFERRED_TRANSIENT
     from clothing_assets.plots import confusion_matrix_png, png_markdown
 
@@ -148,6 +147,54 @@ def scoring_metadata(
         png = confusion_matrix_png(quality["counts"], classes, "test stage vs folder labels")
         metadata["confusion_matrix"] = dg.MetadataValue.md(png_markdown(png, "confusion matrix"))
     return metadata
+
+
+def accuracy_against_folders(frame: pd.DataFrame, classes: list[str], version: str) -> dict:
+    """Accuracy of the current model's predictions against the folder labels it knows."""
+    from clothing_assets.plots import confusion_matrix
+    from clothing_assets.stage import class_of
+
+    scored = frame[(frame["MODEL_VERSION"] == version) & frame["TYPE"].notna()].copy()
+    scored["LABEL"] = scored["RELATIVE_PATH"].map(class_of)
+    known = scored[scored["LABEL"].isin(classes)]
+    if known.empty:
+        return {"accuracy": float("nan"), "labelled": 0, "counts": None}
+    index = {c: i for i, c in enumerate(classes)}
+    counts = confusion_matrix(
+        known["LABEL"].map(index).tolist(), known["TYPE"].map(index).tolist(), len(classes)
+    )
+    accuracy = float((known["LABEL"] == known["TYPE"]).mean())
+    return {"accuracy": accuracy, "labelled": len(known), "counts": counts}
+
+
+def misclassified_gallery(
+    table: pd.DataFrame,
+    classes: list[str],
+    version: str,
+    file_urls: Callable[[Sequence[str]], Sequence[str | None]],
+) -> bytes | None:
+    """A PNG grid of up to 12 of the most confident mistakes of `version`; `file_urls` mints
+    the URLs the images are read from (the warehouse's, for the test stage)."""
+    from clothing_assets.ml.images import ImageDecodeError, decode_image, resize_square
+    from clothing_assets.plots import gallery_png
+    from clothing_assets.stage import class_of, read_bytes
+
+    scored = table[(table["MODEL_VERSION"] == version) & table["TYPE"].notna()].copy()
+    scored["LABEL"] = scored["RELATIVE_PATH"].map(class_of)
+    wrong = scored[scored["LABEL"].isin(classes) & (scored["LABEL"] != scored["TYPE"])]
+    wrong = wrong.sort_values("CONFIDENCE", ascending=False).head(12)
+    if wrong.empty:
+        return None
+    tiles = []
+    for row, url in zip(
+        wrong.itertuples(), file_urls(wrong["RELATIVE_PATH"].tolist()), strict=True
+    ):
+        try:
+            image = resize_square(decode_image(read_bytes(url)), 128)
+        except (ImageDecodeError, OSError):
+            continue
+        tiles.append((image, f"{row.LABEL} → {row.TYPE} ({row.CONFIDENCE:.2f})"))
+    return gallery_png(tiles, "most confident mistakes (folder → predicted)") if tiles else None
 
 
 def training_metadata(

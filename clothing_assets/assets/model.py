@@ -16,6 +16,7 @@ from clothing_assets.ml.settings import TrainSettings
 from clothing_assets.resources.model_registry import Decision, ModelRegistry, RegistryError
 from clothing_assets.resources.model_store import ModelStoreResource
 from clothing_assets.resources.warehouse import Warehouse
+from clothing_assets.settings import setting
 from clothing_assets.stage import StageResource
 
 if TYPE_CHECKING:  # torch loads with the step that trains, not with the code location
@@ -219,6 +220,7 @@ def _fit(context, settings, data: "LabelledImages", model_store, rows) -> "FitRe
             images[tr], labels[tr], images[va], labels[va], data.classes, settings,
             checkpoint_path=checkpoint, fingerprint=fingerprint, on_warning=context.log.warning,
             on_epoch=on_epoch, progress=lambda _n: bar.update(1), on_plan=on_plan,
+            lock_timeout_s=setting("CLOTHING_TRAINING_LOCK_TIMEOUT_SECONDS"),
         )  # fmt: skip
     checkpoint.unlink(missing_ok=True)
     if result.resumed_from_step:

@@ -110,22 +110,37 @@ def _score(
     from scoring (a batch that broke the exactly-once rule, a model resent too often) fails
     the step; the chunks written so far stay."""
     # torch and the cluster code load here, in the step that scores, not with the location
-    from clothing_assets.ml.cluster import choose_gpu, gpu_workers, score_on_cluster
+    from clothing_assets.ml.cluster import (
+        DeviceUnavailable,
+        ScoringPlan,
+        choose_gpu,
+        gpu_workers,
+        score_on_cluster,
+    )
 
     client = dask.client
     gpu_addresses = gpu_workers(client)
-    use_gpu = choose_gpu(config.device, gpu_addresses)
+    try:
+        use_gpu = choose_gpu(config.device, gpu_addresses)
+    except DeviceUnavailable as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from exc
     runtime, model_bytes = _runtime_model(
         context, client, use_gpu, version, model_bytes, warehouse, train_stage, model_registry
     )
+    plan = ScoringPlan(
+        version=version, model_bytes=model_bytes, run_id=context.run.run_id,
+        batch_size=config.batch_size, write_every=config.write_every,
+        max_batches_in_flight=config.max_batches_in_flight,
+        no_workers_timeout_s=dask.no_workers_timeout_s,
+        runtime=runtime, use_gpu=use_gpu, gpu_addresses=tuple(gpu_addresses),
+    )  # fmt: skip
     started = time.perf_counter()
     try:
         # every batch's URLs are minted on one warehouse connection for the whole step
         with warehouse.url_session(test_stage.name):
             results, written, shipped_to, load_seconds = score_on_cluster(
-                context, client, config, warehouse, test_stage.name, todo, model_bytes, version,
-                use_gpu=use_gpu, gpu_addresses=gpu_addresses,
-                write=warehouse.write_prediction_rows, runtime=runtime,
+                client, plan, todo, write=warehouse.write_prediction_rows, log=context.log,
+                file_urls=lambda paths: warehouse.file_urls(test_stage.name, paths),
             )  # fmt: skip
     except RuntimeError as exc:
         raise dg.Failure(description=f"{exc}; chunks written so far are kept") from exc

@@ -3,25 +3,26 @@ the model shipped once per version, a bounded window of batches whose URLs are m
 before they are sent, batches resent when a worker lost the model, a batch that kills its
 workers split into single rows, refused URLs retried once.
 The worker's side is `ml.scoring`. This is the one place to change how images are scored on
-the cluster.
+the cluster. It takes plain values (`ScoringPlan`), callables and a logger, and raises plain
+exceptions: the asset turns them into Dagster failures.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
-import dagster as dg
 import pandas as pd
 from distributed import Client, Future, as_completed
 from distributed.client import FutureCancelledError
 from distributed.scheduler import KilledWorker
 
-from clothing_assets.ml.images import ImageDecodeError, decode_image, resize_square
 from clothing_assets.ml.scoring import (
     ModelNotLoaded,
     blank_result,
@@ -29,26 +30,54 @@ from clothing_assets.ml.scoring import (
     score_batch,
     warm_model,
 )
-from clothing_assets.plots import confusion_matrix, gallery_png
-from clothing_assets.resources.warehouse import Warehouse
-from clothing_assets.settings import setting
-from clothing_assets.stage import class_of, read_bytes, url_refused
+from clothing_assets.stage import url_refused
+
+FileUrls = Callable[[Sequence[str]], Sequence[str | None]]
 
 
-def choose_gpu(device: str, gpu_addresses: list[str]) -> bool:
-    """Whether scoring tasks ask for a GPU worker, from ScoreConfig.device and the workers that
-    advertise one."""
+class DeviceUnavailable(ValueError):
+    """The scoring device asked for is not a device, or no worker offers it; the message
+    says what to change."""
+
+
+@dataclass(frozen=True)
+class ScoringPlan:
+    """What one cluster scoring run scores with and how it cuts the work: the model, where
+    it runs, the batches in flight, the chunks written back."""
+
+    version: str
+    model_bytes: bytes = field(repr=False)  # `runtime.scoring_model_bytes`' for int8
+    run_id: str  # makes every Dask key of the run its own
+    batch_size: int  # rows per Dask task
+    write_every: int  # rows per write-back transaction, at least
+    max_batches_in_flight: int  # 0: twice the cluster's threads
+    no_workers_timeout_s: float  # how long shipping the model waits for a worker
+    runtime: str = "torch"
+    use_gpu: bool = False
+    gpu_addresses: tuple[str, ...] = ()
+
+
+class ClusterScores(NamedTuple):
+    """What a cluster scoring run did."""
+
+    results: list[dict]  # one per row of `todo`
+    written: int  # rows the write-back accepted
+    shipped_to: int  # workers the model bytes were sent to
+    load_seconds: dict[str, float]  # per worker that loaded the model
+
+
+def choose_gpu(device: str, gpu_addresses: Sequence[str]) -> bool:
+    """Whether scoring tasks ask for a GPU worker, from the device asked for ('auto', 'cpu'
+    or 'cuda') and the workers that advertise one."""
     if device not in ("auto", "cpu", "cuda"):
-        raise dg.Failure(
-            f"ScoreConfig.device must be 'auto', 'cpu' or 'cuda', got {device!r}",
-            allow_retries=False,
+        raise DeviceUnavailable(
+            f"ScoreConfig.device must be 'auto', 'cpu' or 'cuda', got {device!r}"
         )
     if device == "cuda" and not gpu_addresses:
-        raise dg.Failure(
+        raise DeviceUnavailable(
             "device 'cuda' was asked for but no Dask worker advertises a GPU resource: start "
             "workers with `dask worker ... --resources GPU=1` (or set CLOTHING_DASK_WORKER_GPUS "
-            "for the local cluster), or score with device 'auto' or 'cpu'",
-            allow_retries=False,
+            "for the local cluster), or score with device 'auto' or 'cpu'"
         )
     return device != "cpu" and bool(gpu_addresses)
 
@@ -80,100 +109,21 @@ def workers_missing_model(client: Client, version: str) -> list[str]:
     return sorted(a for a, versions in held.items() if version not in versions)
 
 
-def accuracy_against_folders(frame: pd.DataFrame, classes: list[str], version: str) -> dict:
-    """Accuracy of the current model's predictions against the folder labels it knows."""
-    scored = frame[(frame["MODEL_VERSION"] == version) & frame["TYPE"].notna()].copy()
-    scored["LABEL"] = scored["RELATIVE_PATH"].map(class_of)
-    known = scored[scored["LABEL"].isin(classes)]
-    if known.empty:
-        return {"accuracy": float("nan"), "labelled": 0, "counts": None}
-    index = {c: i for i, c in enumerate(classes)}
-    counts = confusion_matrix(
-        known["LABEL"].map(index).tolist(), known["TYPE"].map(index).tolist(), len(classes)
-    )
-    accuracy = float((known["LABEL"] == known["TYPE"]).mean())
-    return {"accuracy": accuracy, "labelled": len(known), "counts": counts}
-
-
-def misclassified_gallery(
-    table: pd.DataFrame,
-    classes: list[str],
-    version: str,
-    file_urls: Callable[[Sequence[str]], Sequence[str | None]],
-) -> bytes | None:
-    """A PNG grid of up to 12 of the most confident mistakes of `version`; `file_urls` mints
-    the URLs the images are read from (the warehouse's, for the test stage)."""
-    scored = table[(table["MODEL_VERSION"] == version) & table["TYPE"].notna()].copy()
-    scored["LABEL"] = scored["RELATIVE_PATH"].map(class_of)
-    wrong = scored[scored["LABEL"].isin(classes) & (scored["LABEL"] != scored["TYPE"])]
-    wrong = wrong.sort_values("CONFIDENCE", ascending=False).head(12)
-    if wrong.empty:
-        return None
-    tiles = []
-    for row, url in zip(
-        wrong.itertuples(), file_urls(wrong["RELATIVE_PATH"].tolist()), strict=True
-    ):
-        try:
-            image = resize_square(decode_image(read_bytes(url)), 128)
-        except (ImageDecodeError, OSError):
-            continue
-        tiles.append((image, f"{row.LABEL} → {row.TYPE} ({row.CONFIDENCE:.2f})"))
-    return gallery_png(tiles, "most confident mistakes (folder → predicted)") if tiles else None
-
-
-def rescore_refused(
-    context: Any,
-    results: list[dict],
-    todo: pd.DataFrame,
-    warehouse: Warehouse,
-    stage: str,
-    batch_size: int,
-    submit,
-) -> list[dict]:
-    """Rows whose URL the server refused (an expired presigned URL: see
-    `stage.url_refused`) are scored once more with freshly minted URLs, per batch; refused
-    again, their ERROR stays and is recorded. Workers cannot mint URLs, so this runs here."""
-    refused = {r["RELATIVE_PATH"] for r in results if url_refused(r["ERROR"])}
-    if not refused:
-        return results
-    context.log.warning(f"{len(refused)} file URLs were refused; retrying once with fresh URLs")
-    again = todo[todo["RELATIVE_PATH"].isin(refused)]
-    futures = []
-    for i, start in enumerate(range(0, len(again), batch_size)):
-        batch = again.iloc[start : start + batch_size]
-        urls = warehouse.file_urls(stage, batch["RELATIVE_PATH"].tolist())  # minted just now
-        futures.append(submit(batch.assign(URL=urls).to_dict("records"), i))
-    retried = {r["RELATIVE_PATH"]: r for f in as_completed(futures) for r in f.result()}
-    return [
-        retried.get(r["RELATIVE_PATH"], r) if r["RELATIVE_PATH"] in refused else r for r in results
-    ]
-
-
 def score_on_cluster(
-    context: Any,
     client: Client,
-    config: Any,
-    warehouse: Warehouse,
-    stage: str,
+    plan: ScoringPlan,
     todo: pd.DataFrame,
-    model_bytes: bytes,
-    version: str,
     *,
-    use_gpu: bool,
-    gpu_addresses: list[str],
+    file_urls: FileUrls,
     write: Callable[[list[dict]], int],
-    runtime: str = "torch",
-) -> tuple[list[dict], int, int, dict[str, float]]:
-    """Score `todo` on the cluster (on `gpu_addresses` when `use_gpu`), handing results to
-    `write` in chunks of at least `config.write_every` rows as batches complete, so that a run
-    killed part way keeps every chunk it wrote; return (one result per row, rows written,
-    workers the model was shipped to, per-worker model load seconds). With `runtime`
-    "onnxruntime-int8", `model_bytes` are `runtime.scoring_model_bytes`' int8 model."""
-    scoring = _ClusterScoring(
-        context, client, config, warehouse, stage, todo, model_bytes, version,
-        use_gpu=use_gpu, gpu_addresses=gpu_addresses, write=write, runtime=runtime,
-    )  # fmt: skip
-    return scoring.run()
+    log: logging.Logger,
+) -> ClusterScores:
+    """Score `todo` on the cluster as `plan` says, minting each batch's URLs with
+    `file_urls` just before it is sent and handing results to `write` in chunks of at least
+    `plan.write_every` rows as batches complete, so that a run killed part way keeps every
+    chunk it wrote. A batch that breaks the exactly-once rule, or a model resent too often,
+    raises RuntimeError; the chunks written so far stay."""
+    return _ClusterScoring(client, plan, todo, file_urls, write, log).run()
 
 
 class _ClusterScoring:
@@ -182,26 +132,16 @@ class _ClusterScoring:
 
     def __init__(
         self,
-        context: Any,
         client: Client,
-        config: Any,
-        warehouse: Warehouse,
-        stage: str,
+        plan: ScoringPlan,
         todo: pd.DataFrame,
-        model_bytes: bytes,
-        version: str,
-        *,
-        use_gpu: bool,
-        gpu_addresses: list[str],
+        file_urls: FileUrls,
         write: Callable[[list[dict]], int],
-        runtime: str = "torch",
+        log: logging.Logger,
     ) -> None:
         """Hold the run's inputs and its empty state; nothing is sent yet."""
-        self.context, self.client, self.config = context, client, config
-        self.warehouse, self.stage, self.todo = warehouse, stage, todo
-        self.model_bytes, self.version, self.runtime = model_bytes, version, runtime
-        self.use_gpu, self.gpu_addresses, self.write = use_gpu, gpu_addresses, write
-        self.run_id: str = context.run.run_id
+        self.client, self.plan, self.todo = client, plan, todo
+        self.file_urls, self.write, self.log = file_urls, write, log
         self.results: list[dict] = []
         self.written = 0
         self.shipped_to = 0
@@ -213,20 +153,20 @@ class _ClusterScoring:
         self.alone: set[str] = set()  # batches of one row cut from a batch whose workers died
         self.chunk: list[dict] = []  # results not yet written
         self.done = 0
-        self.n_batches = -(-len(todo) // config.batch_size)
+        self.n_batches = -(-len(todo) // plan.batch_size)
         self.step = max(1, self.n_batches // 10)  # log progress every tenth of the batches
         self.batches: Iterator[tuple[str, pd.DataFrame]] = (
-            (str(i), todo.iloc[start : start + config.batch_size])
-            for i, start in enumerate(range(0, len(todo), config.batch_size))
+            (str(i), todo.iloc[start : start + plan.batch_size])
+            for i, start in enumerate(range(0, len(todo), plan.batch_size))
         )
         self.pending = as_completed(loop=client.loop)  # not the default client's loop
 
-    def run(self) -> tuple[list[dict], int, int, dict[str, float]]:
+    def run(self) -> ClusterScores:
         """Ship the model, score every batch, retry refused URLs; the result of the run."""
         workers = self.client.scheduler_info(n_workers=-1)["workers"]
         self.threads = torch_threads_per_task(self.client)
         self.ship_model()
-        window = self.config.max_batches_in_flight or max(
+        window = self.plan.max_batches_in_flight or max(
             2, 2 * sum(w["nthreads"] for w in workers.values())
         )
         for _ in range(window):
@@ -234,7 +174,7 @@ class _ClusterScoring:
         self.collect()
         self.flush(force=True)
         self.retry_refused()
-        return self.results, self.written, self.shipped_to, self.load_seconds
+        return ClusterScores(self.results, self.written, self.shipped_to, self.load_seconds)
 
     def model_future(self) -> Future:
         """The model's bytes in the cluster, broadcast afresh if they were never sent or a
@@ -243,9 +183,9 @@ class _ClusterScoring:
             # all workers may be restarting (a file killed them): wait for one as long as a
             # task would, not Dask's 30 s connect timeout
             self.shipped = self.client.scatter(
-                self.model_bytes,
+                self.plan.model_bytes,
                 broadcast=True,
-                timeout=setting("CLOTHING_DASK_NO_WORKERS_TIMEOUT_SECONDS"),
+                timeout=self.plan.no_workers_timeout_s,
             )
             self.shipped_to = len(self.client.scheduler_info(n_workers=-1)["workers"])  # now
         return self.shipped
@@ -254,33 +194,33 @@ class _ClusterScoring:
         """Load the model on the workers that do not hold this version yet, and log it."""
         # The model travels only to workers that do not hold this version yet: a long-lived
         # cluster keeps it loaded across runs, a fresh LocalCluster gets it once per worker.
-        suffix = "" if self.runtime == "torch" else f"@{self.runtime}"
-        missing = workers_missing_model(self.client, self.version + suffix)
+        suffix = "" if self.plan.runtime == "torch" else f"@{self.plan.runtime}"
+        missing = workers_missing_model(self.client, self.plan.version + suffix)
         if missing:
             # Load it on every worker before the first batch: a worker still loading would
             # otherwise see its queued batches stolen and sit idle for the rest of the run.
-            eligible = [a for a in missing if not self.use_gpu or a in self.gpu_addresses]
+            eligible = [a for a in missing if not self.plan.use_gpu or a in self.plan.gpu_addresses]
             warm = [
                 self.client.submit(
                     warm_model,
                     self.model_future(),
-                    self.version,
+                    self.plan.version,
                     torch_threads=self.threads,
-                    gpu=self.use_gpu,
-                    runtime=self.runtime,
+                    gpu=self.plan.use_gpu,
+                    runtime=self.plan.runtime,
                     workers=[a],
                     allow_other_workers=True,  # elsewhere if this worker just died
                     pure=False,
-                    key=f"clothing-load-{self.run_id}-{a}",
+                    key=f"clothing-load-{self.plan.run_id}-{a}",
                 )  # fmt: skip
                 for a in eligible
             ]
             self.load_seconds = dict(zip(eligible, self.client.gather(warm), strict=True))
-        self.context.log.info(
-            f"model {self.version} shipped to {self.shipped_to} workers "
+        self.log.info(
+            f"model {self.plan.version} shipped to {self.shipped_to} workers "
             f"({len(missing)} did not hold it; loaded in "
             f"{max(self.load_seconds.values(), default=0.0):.1f}s); "
-            f"scoring on {'GPU' if self.use_gpu else 'CPU'}"
+            f"scoring on {'GPU' if self.plan.use_gpu else 'CPU'}"
         )
 
     def submit(self, rows: list[dict], key: str, *, with_model: bool = False) -> Future:
@@ -289,10 +229,10 @@ class _ClusterScoring:
         # bytes would let one lost worker cancel every batch (Dask keeps one replica of
         # scattered data once nothing waits on it, and that replica can die with its worker).
         return self.client.submit(
-            score_batch, self.model_future() if with_model else None, self.version, rows,
-            torch_threads=self.threads, gpu=self.use_gpu, runtime=self.runtime,
-            resources={"GPU": 1} if self.use_gpu else None,
-            key=f"clothing-score-{self.run_id}-{key}",  # unique per run: never shared
+            score_batch, self.model_future() if with_model else None, self.plan.version, rows,
+            torch_threads=self.threads, gpu=self.plan.use_gpu, runtime=self.plan.runtime,
+            resources={"GPU": 1} if self.plan.use_gpu else None,
+            key=f"clothing-score-{self.plan.run_id}-{key}",  # unique per run: never shared
             pure=False,
         )  # fmt: skip
 
@@ -307,7 +247,7 @@ class _ClusterScoring:
         if batch is None:
             return
         # minted just before use: a presigned URL's clock starts now, not at the run start
-        urls = self.warehouse.file_urls(self.stage, batch["RELATIVE_PATH"].tolist())
+        urls = self.file_urls(batch["RELATIVE_PATH"].tolist())
         rows = batch.assign(URL=urls).to_dict("records")
         self.track(self.submit(rows, key), key, rows)
 
@@ -322,7 +262,7 @@ class _ClusterScoring:
                     self.split(key, rows, exc)
                     continue
                 # this row killed its workers on its own: it gets the ERROR
-                part = [worker_died_result(rows[0], self.version, exc)]
+                part = [worker_died_result(rows[0], self.plan.version, exc)]
             except (ModelNotLoaded, FutureCancelledError):
                 if not self.resend_with_model(key, rows):
                     raise
@@ -331,7 +271,7 @@ class _ClusterScoring:
 
     def split(self, key: str, rows: list[dict], exc: KilledWorker) -> None:
         """Score a batch whose workers died again row by row, to find the row that kills."""
-        self.context.log.warning(
+        self.log.warning(
             f"the Dask worker(s) scoring batch {key} died ({exc.allowed_failures + 1} "
             f"time(s)); scoring its {len(rows)} rows one by one"
         )
@@ -362,22 +302,32 @@ class _ClusterScoring:
         self.done += 1
         self.submit_next()
         if self.done % self.step == 0 or self.done == self.n_batches:
-            self.context.log.info(f"scored {len(self.results)}/{len(self.todo)} images")
+            self.log.info(f"scored {len(self.results)}/{len(self.todo)} images")
 
     def flush(self, *, force: bool = False) -> None:
-        """Write the pending chunk once it holds `config.write_every` rows (or when forced)."""
-        if self.chunk and (force or len(self.chunk) >= max(1, self.config.write_every)):
+        """Write the pending chunk once it holds `plan.write_every` rows (or when forced)."""
+        if self.chunk and (force or len(self.chunk) >= max(1, self.plan.write_every)):
             self.written += self.write(list(self.chunk))
             self.chunk.clear()
 
     def retry_refused(self) -> None:
-        """Score rows whose URL was refused once more with fresh URLs, and write them."""
+        """Rows whose URL the server refused (an expired presigned URL: see
+        `stage.url_refused`) are scored once more with freshly minted URLs, per batch, and
+        written; refused again, their ERROR stays and is recorded. Workers cannot mint URLs,
+        so this runs here."""
         refused = {r["RELATIVE_PATH"] for r in self.results if url_refused(r["ERROR"])}
-        self.results = rescore_refused(
-            self.context, self.results, self.todo, self.warehouse, self.stage,
-            self.config.batch_size,
-            submit=lambda rows, i: self.submit(rows, f"retry-{i}", with_model=True),
-        )  # fmt: skip
+        if not refused:
+            return
+        self.log.warning(f"{len(refused)} file URLs were refused; retrying once with fresh URLs")
+        again = self.todo[self.todo["RELATIVE_PATH"].isin(refused)]
+        futures = []
+        for i, start in enumerate(range(0, len(again), self.plan.batch_size)):
+            batch = again.iloc[start : start + self.plan.batch_size]
+            urls = self.file_urls(batch["RELATIVE_PATH"].tolist())  # minted just now
+            rows = batch.assign(URL=urls).to_dict("records")
+            futures.append(self.submit(rows, f"retry-{i}", with_model=True))
+        retried = {r["RELATIVE_PATH"]: r for f in as_completed(futures) for r in f.result()}
+        self.results = [retried.get(r["RELATIVE_PATH"], r) for r in self.results]
         self.chunk.extend(
             r for r in self.results if r["RELATIVE_PATH"] in refused and not deferred(r)
         )

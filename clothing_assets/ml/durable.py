@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import math
 import os
 import socket
 import threading
@@ -19,8 +20,6 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
-
-from clothing_assets.settings import setting
 
 LOCK_FILE = "training.lock"
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
@@ -108,17 +107,16 @@ def _owner() -> str:
 
 
 @contextlib.contextmanager
-def training_lock(folder: Path, *, timeout_s: float | None = None) -> Iterator[Path]:
+def training_lock(folder: Path, *, timeout_s: float | None) -> Iterator[Path]:
     """Hold the exclusive training lock of `folder` (a cache folder), waiting up to `timeout_s`
-    (CLOTHING_TRAINING_LOCK_TIMEOUT_SECONDS) for another run to release it."""
-    if timeout_s is None:
-        timeout_s = setting("CLOTHING_TRAINING_LOCK_TIMEOUT_SECONDS")
+    (None: as long as it takes) for another run to release it. The deployment's timeout is
+    CLOTHING_TRAINING_LOCK_TIMEOUT_SECONDS, which the caller reads and passes in."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     lock_path = folder / LOCK_FILE
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        deadline = time.monotonic() + timeout_s
+        deadline = math.inf if timeout_s is None else time.monotonic() + timeout_s
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -372,6 +372,7 @@ def fit(
     progress: Callable[[int], None] | None = None,
     on_warning: Callable[[str], None] | None = None,
     on_plan: Callable[[EpochPlan], None] | None = None,
+    lock_timeout_s: float | None = None,
 ) -> FitResult:
     """Train a fresh (or resumed) model and return the best validation epoch's weights.
 
@@ -386,10 +387,15 @@ def fit(
     A checkpoint is written every `checkpoint_every` steps and at every epoch end; if
     `checkpoint_path` holds one with the same `fingerprint`, training resumes from it and ends
     after the same number of steps as an uninterrupted run. With a checkpoint, training holds
-    its folder's `training_lock`; a checkpoint that cannot be written (a full disk) is reported
+    its folder's `training_lock`, waiting up to `lock_timeout_s` for another run to release it
+    (None: as long as it takes); a checkpoint that cannot be written (a full disk) is reported
     to `on_warning` and training goes on.
     """
-    lock = training_lock(checkpoint_path.parent) if checkpoint_path else contextlib.nullcontext()
+    lock = (
+        training_lock(checkpoint_path.parent, timeout_s=lock_timeout_s)
+        if checkpoint_path
+        else contextlib.nullcontext()
+    )
     with lock:
         return _fit(
             train_images, train_labels, val_images, val_labels, classes, settings,

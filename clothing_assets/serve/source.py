@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from clothing_assets.resources.model_store import file_version
+from clothing_assets.resources.model_store import ModelStoreError, file_version
 from clothing_assets.settings import is_set, setting
+
+if TYPE_CHECKING:
+    from clothing_assets.resources.model_store import ModelStoreResource
+    from clothing_assets.resources.warehouse import Warehouse
 
 
 @runtime_checkable
@@ -53,36 +57,66 @@ class RejectedModel(RuntimeError):
     """The champion's stored file failed its check and has not changed since."""
 
 
+class RegistryReader:
+    """The registry as the server reads it: the champion's row, through the warehouse's own
+    query, and its stored file, checked by the model store against the SHA-256 the registry
+    recorded. The warehouse and the store are built once; each call opens (and closes) its
+    own connection, so a reader holds nothing between polls."""
+
+    def __init__(self, warehouse: Warehouse, store: ModelStoreResource) -> None:
+        self.warehouse, self.store = warehouse, store
+
+    def champion(self) -> dict[str, Any] | None:
+        """The champion's registry row, or None before the first promotion."""
+        return self.warehouse.champion()
+
+    def stat(self, version: str) -> tuple[Any, ...] | None:
+        """(size, modification stamp) of the stored file of `version`; None when missing."""
+        return self.store.stat(version)
+
+    def read(self, champion: dict[str, Any]) -> bytes:
+        """The stored file of the registry row `champion`; ModelStoreError when it is missing
+        or does not match its recorded hash."""
+        return self.store.get(champion["VERSION"], champion["SHA256"])
+
+
+def environment_reader() -> RegistryReader:
+    """A reader over this environment's warehouse and model store (`environment`)."""
+    from clothing_assets.environment import registry_parts
+
+    return RegistryReader(*registry_parts())
+
+
 class RegistryModelSource:
     """The model registry's champion: asked of the warehouse at each poll, its file read from
     the model store (checked against its hash) only when the champion changes. A file that
     fails the check is remembered by (version, size, modification stamp) and not read again
     until one of them changes: re-reading and re-hashing a large model every few seconds
-    would only fail again."""
+    would only fail again. The reader is made once, at the first poll that can make it
+    (default: `environment_reader`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, reader: RegistryReader | None = None) -> None:
+        self._reader = reader
         self._seen: tuple[str, bytes] | None = None
         self._rejected: tuple[tuple[Any, ...], str] | None = None
 
     def current(self) -> tuple[str, bytes] | None:
-        from clothing_assets.environment import open_registry
-        from clothing_assets.resources.model_registry import RegistryError
-
-        with open_registry() as registry:
-            champion = registry.champion()
-            if champion is None:
-                return None
-            version = champion["VERSION"]
-            if self._seen is not None and self._seen[0] == version:
-                return self._seen
-            key = (version, registry.store.stat(version))
-            if self._rejected is not None and self._rejected[0] == key:
-                raise RejectedModel(self._rejected[1])
-            try:
-                self._seen = (version, registry.load(version))
-            except RegistryError as exc:
-                self._rejected = (key, str(exc))
-                raise RejectedModel(str(exc)) from None
+        if self._reader is None:
+            self._reader = environment_reader()
+        champion = self._reader.champion()
+        if champion is None:
+            return None
+        version = champion["VERSION"]
+        if self._seen is not None and self._seen[0] == version:
+            return self._seen
+        key = (version, self._reader.stat(version))
+        if self._rejected is not None and self._rejected[0] == key:
+            raise RejectedModel(self._rejected[1])
+        try:
+            self._seen = (version, self._reader.read(champion))
+        except ModelStoreError as exc:
+            self._rejected = (key, str(exc))
+            raise RejectedModel(str(exc)) from None
         return self._seen
 
     def __repr__(self) -> str:
@@ -100,6 +134,7 @@ __all__ = [
     "FileModelSource",
     "ModelSource",
     "RegistryModelSource",
+    "RegistryReader",
     "RejectedModel",
     "default_source",
 ]

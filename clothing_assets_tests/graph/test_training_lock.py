@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,7 @@ _RUN = textwrap.dedent(
     from pathlib import Path
     from clothing_assets.ml.durable import checkpoint_file
     from clothing_assets.ml.train import fit
+    from clothing_assets.settings import setting
     from clothing_assets_tests.graph.test_training_lock import PROCESS_SETTINGS, _data
     folder, fp, hold = Path(sys.argv[1]), sys.argv[2], float(sys.argv[3])
     images, labels = _data()
@@ -45,6 +47,7 @@ _RUN = textwrap.dedent(
     result = fit(
         images, labels, images[:4], labels[:4], ["a", "b"], PROCESS_SETTINGS,
         checkpoint_path=checkpoint_file(folder, fp), fingerprint=fp, on_epoch=slow,
+        lock_timeout_s=setting("CLOTHING_TRAINING_LOCK_TIMEOUT_SECONDS"),
     )
     print("DONE", result.steps, flush=True)
     """
@@ -108,3 +111,32 @@ def test_each_training_job_has_its_own_checkpoint_file(tmp_path):
 
     a, b = checkpoint_file(tmp_path, "a" * 64), checkpoint_file(tmp_path, "b" * 64)
     assert a != b and a.name == f"checkpoint-{'a' * 16}.pt"
+
+
+def test_the_lock_waits_no_longer_than_its_timeout(tmp_path):
+    from clothing_assets.ml.durable import TrainingLockTimeout, training_lock
+
+    with training_lock(tmp_path, timeout_s=None):  # another open file: flock refuses it too
+        started = time.monotonic()
+        with (
+            pytest.raises(TrainingLockTimeout, match="another training run holds"),
+            training_lock(tmp_path, timeout_s=0.5),
+        ):
+            pass
+        assert 0.5 <= time.monotonic() - started < 5
+    with training_lock(tmp_path, timeout_s=0.5):  # released: taken at once
+        pass
+
+
+@pytest.mark.timeout(240)
+def test_the_training_step_waits_for_the_lock_as_long_as_its_variable_says(local_env, monkeypatch):
+    from clothing_assets.ml.durable import training_lock
+    from clothing_assets_tests.support import materialize, step_failure
+
+    monkeypatch.setenv("CLOTHING_TRAINING_LOCK_TIMEOUT_SECONDS", "1")
+    with training_lock(local_env.cache, timeout_s=None):  # another run is training
+        result = materialize(["clothing_dataset_train", "clothing_train", "trained_model"])
+    error = step_failure(result)
+    text = error.message + (error.cause.message if error.cause else "")
+    assert "another training run holds" in text and "waited 1s" in text
+    assert "CLOTHING_TRAINING_LOCK_TIMEOUT_SECONDS" in text

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from clothing_assets.ml.cluster import choose_gpu
+from clothing_assets.ml.cluster import DeviceUnavailable, choose_gpu
 
 
 @pytest.mark.parametrize(
@@ -20,7 +20,7 @@ from clothing_assets.ml.cluster import choose_gpu
 )
 def test_choose_gpu_follows_the_config_and_the_workers(device, gpu_workers, expected):
     if isinstance(expected, str):
-        with pytest.raises(Exception, match=expected):
+        with pytest.raises(DeviceUnavailable, match=expected):
             choose_gpu(device, gpu_workers)
     else:
         assert choose_gpu(device, gpu_workers) is expected
