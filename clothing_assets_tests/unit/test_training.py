@@ -234,8 +234,9 @@ def test_a_model_file_that_would_run_code_is_refused(tmp_path):
         os.remove(marker)
     buffer = io.BytesIO()
     torch.save({"format": "clothing-assets/1", "evil": _Exploit()}, buffer, pickle_module=pickle)
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(ValueError, match="not a clothing-assets model file") as refused:
         load_model(buffer.getvalue())
+    assert isinstance(refused.value.__cause__, pickle.UnpicklingError)
     assert not os.path.exists(marker)
 
 
