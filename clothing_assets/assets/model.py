@@ -165,11 +165,13 @@ def _register(
 ) -> str:
     """Store and register the trained weights as a challenger; its version."""
     from clothing_assets.ml.data import catalog_fingerprint
-    from clothing_assets.ml.train import model_bytes
+    from clothing_assets.ml.model_file import ModelFile
 
     val_accuracy = result.best_val_accuracy
     version = registry.register(
-        model_bytes(result.state_dict, data.classes, settings, val_accuracy=val_accuracy),
+        ModelFile.of_training(
+            result.state_dict, data.classes, settings, val_accuracy=val_accuracy
+        ).to_bytes(),
         {
             "created_at": pd.Timestamp.now(tz="UTC").to_pydatetime(),
             "architecture": settings.architecture, "image_size": settings.image_size,

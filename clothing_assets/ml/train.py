@@ -4,10 +4,8 @@
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import math
-import pickle
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -27,14 +25,14 @@ from clothing_assets.ml.budget import (
     replan_epoch,
     replan_midway,
 )
-from clothing_assets.ml.cpu import bf16_native, cpu_kind
-from clothing_assets.ml.durable import training_lock, write_bytes_atomic
-from clothing_assets.ml.images import cache_size
+from clothing_assets.ml.cpu import cpu_kind
+from clothing_assets.ml.devices import amp_dtype_for, select_device
+from clothing_assets.ml.durable import training_lock
+from clothing_assets.ml.model_file import ModelFile, load_checkpoint, save_checkpoint
 from clothing_assets.ml.models import build_model, normalization, trains_faster_in_fp32
 from clothing_assets.ml.presets import ClassificationPresetEval, ClassificationPresetTrain
 from clothing_assets.ml.settings import TrainSettings
 
-MODEL_FORMAT = "clothing-assets/1"
 log = logging.getLogger(__name__)
 
 
@@ -81,33 +79,6 @@ class FitResult:
         """The kept epoch's validation accuracy; None without validation images."""
         best = next((h for h in self.history if h.epoch == self.best_epoch), None)
         return None if best is None else best.val_acc
-
-
-def select_device(name: str = "auto") -> torch.device:
-    """`auto` picks CUDA when there is a GPU, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def amp_dtype_for(device: torch.device, bf16: str = "auto") -> torch.dtype | None:
-    """bf16 autocast where the hardware runs it natively (CUDA with bf16; CPUs whose
-    `cpu.cpu_kind()` is AVX512-BF16 or AMX-BF16), else None: plain fp32, the fastest path on
-    other CPUs. `on` insists (oneDNN's emulated bf16 on an AVX-512 CPU without BF16 is
-    accepted then); `off` never uses it."""
-    if bf16 == "off":
-        return None
-    if device.type == "cuda":
-        possible = native = torch.cuda.is_bf16_supported()
-    else:
-        # torch's own check is true on any AVX-512 CPU, where bf16 is emulated and slower
-        possible = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        native = possible and bf16_native()
-    if bf16 == "on":
-        if not possible:
-            raise ValueError(f"bf16 was asked for but {device} does not support it")
-        return torch.bfloat16
-    return torch.bfloat16 if native else None
 
 
 def training_amp_dtype(device: torch.device, settings: TrainSettings) -> torch.dtype | None:
@@ -337,27 +308,6 @@ def evaluate(
     return float(loss_sum) / len(images), accuracy, predicted
 
 
-def save_atomic(obj: Any, path: Path) -> bytes:
-    """torch.save `obj` to `path` durably (`durable.write_atomic`: fsynced temp file, rename;
-    a full disk raises DiskFullError and leaves the old file); return the bytes."""
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    data = buffer.getvalue()
-    write_bytes_atomic(path, data)
-    return data
-
-
-def load_checkpoint(path: Path, fingerprint: str) -> dict[str, Any] | None:
-    """The checkpoint at `path` if it belongs to this exact config and data, else None."""
-    if not path.is_file():
-        return None
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - a torn or foreign file is simply not resumable
-        return None
-    return ckpt if isinstance(ckpt, dict) and ckpt.get("fingerprint") == fingerprint else None
-
-
 def fit(
     train_images: torch.Tensor,
     train_labels: torch.Tensor,
@@ -553,7 +503,7 @@ class _Trainer:
         if self.checkpoint_path is None:
             return
         try:
-            save_atomic(self._checkpoint_dict(epoch, batch), self.checkpoint_path)
+            save_checkpoint(self._checkpoint_dict(epoch, batch), self.checkpoint_path)
             self.saved_step = self.step
         except OSError as exc:  # a lost checkpoint costs a resume, not the run
             self.on_warning(f"checkpoint at step {self.step} not written, training goes on: {exc}")
@@ -747,61 +697,6 @@ def _fit(
     return run.result(val, resumed_from=resumed_from, started=started)
 
 
-def model_payload(
-    state_dict: dict[str, torch.Tensor],
-    classes: list[str],
-    settings: TrainSettings,
-    *,
-    val_accuracy: float | None = None,
-) -> dict[str, Any]:
-    """What `model_trained.pt` holds: tensors and plain values only (weights_only-loadable)."""
-    mean, std = normalization(settings.architecture)
-    return {
-        "val_accuracy": val_accuracy,
-        "format": MODEL_FORMAT,
-        "architecture": settings.architecture,
-        "classes": list(classes),
-        "image_size": settings.image_size,
-        "cache_size": cache_size(settings.image_size),
-        "eval_flip": settings.eval_flip,
-        "mean": list(mean),
-        "std": list(std),
-        "state_dict": state_dict,
-    }
-
-
-def model_bytes(
-    state_dict: dict[str, torch.Tensor],
-    classes: list[str],
-    settings: TrainSettings,
-    *,
-    val_accuracy: float | None,
-) -> bytes:
-    """The model file's bytes (`model_payload` saved with torch.save): its version is their hash."""
-    buffer = io.BytesIO()
-    torch.save(model_payload(state_dict, classes, settings, val_accuracy=val_accuracy), buffer)
-    return buffer.getvalue()
-
-
-def load_model(data: bytes, *, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """Rebuild the network from `model_trained.pt` bytes; never unpickles arbitrary objects.
-    Bytes that are not such a file raise ValueError."""
-    try:
-        payload = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
-        raise ValueError(
-            f"not a clothing-assets model file (torch cannot load it: {type(exc).__name__})"
-        ) from exc
-    if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
-        raise ValueError("not a clothing-assets model file (format marker missing)")
-    model = build_model(
-        payload["architecture"], len(payload["classes"]), image_size=payload["image_size"]
-    )
-    model.load_state_dict(payload["state_dict"])
-    model.eval()
-    return model, payload
-
-
 @torch.inference_mode()
 def accuracy_of_model_file(
     data: bytes, images: torch.Tensor, labels: list[str], *, batch_size: int = 128
@@ -809,13 +704,12 @@ def accuracy_of_model_file(
     """Top-1 accuracy of the model in `data` on uint8 `images` (N x 3 x S x S, as decoded for
     training) against class names, evaluated as `fit` evaluates its validation split; images
     stored at another size than the model's are resized to it first."""
-    model, payload = load_model(data)
-    side = payload["cache_size"]
+    model_file = ModelFile.load(data)
+    model = model_file.build()
+    side = model_file.cache_size
     if images.shape[-1] != side or images.shape[-2] != side:
         images = TF.resize(images, [side, side], antialias=True)
-    preset = ClassificationPresetEval(
-        crop_size=payload["image_size"], mean=payload["mean"], std=payload["std"]
-    )
+    preset = model_file.eval_preset()
     device = torch.device("cpu")
     amp_dtype = amp_dtype_for(device)
     predicted: list[int] = []
@@ -823,5 +717,5 @@ def accuracy_of_model_file(
         with torch.autocast("cpu", dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             logits = model(preset(images[start : start + batch_size]))
         predicted += logits.argmax(1).tolist()
-    names = [payload["classes"][i] for i in predicted]
+    names = [model_file.classes[i] for i in predicted]
     return sum(n == t for n, t in zip(names, labels, strict=True)) / max(1, len(labels))

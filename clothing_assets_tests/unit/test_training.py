@@ -11,15 +11,13 @@ from dataclasses import replace
 import pytest
 import torch
 
+from clothing_assets.ml.model_file import ModelFile
 from clothing_assets.ml.train import (
     TrainSettings,
     build_model,
     fit,
-    load_model,
     make_optimizer,
     mix_batch,
-    model_payload,
-    save_atomic,
 )
 
 SETTINGS = TrainSettings(
@@ -214,11 +212,12 @@ def test_model_file_round_trips_with_weights_only(tmp_path):
     result = fit(
         images, labels, images[:6], labels[:6], ["a", "b", "c"], replace(SETTINGS, n_epochs=1)
     )
-    data = save_atomic(
-        model_payload(result.state_dict, ["a", "b", "c"], SETTINGS), tmp_path / "m.pt"
+    data = ModelFile.of_training(result.state_dict, ["a", "b", "c"], SETTINGS).save(
+        tmp_path / "m.pt"
     )
-    model, payload = load_model(data)
-    assert payload["classes"] == ["a", "b", "c"] and payload["image_size"] == 32
+    loaded = ModelFile.load(data)
+    model = loaded.build()
+    assert loaded.classes == ("a", "b", "c") and loaded.image_size == 32
     with torch.no_grad():
         assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 3)
 
@@ -234,8 +233,8 @@ def test_a_model_file_that_would_run_code_is_refused(tmp_path):
         os.remove(marker)
     buffer = io.BytesIO()
     torch.save({"format": "clothing-assets/1", "evil": _Exploit()}, buffer, pickle_module=pickle)
-    with pytest.raises(pickle.UnpicklingError):
-        load_model(buffer.getvalue())
+    with pytest.raises(ValueError, match="not a clothing-assets model file"):
+        ModelFile.load(buffer.getvalue())
     assert not os.path.exists(marker)
 
 
