@@ -69,7 +69,7 @@ def _compare_with_champion(
     context: dg.AssetExecutionContext, registry: ModelRegistry, data: "LabelledImages"
 ) -> tuple[str | None, float | None]:
     """(champion version, its accuracy on `data`'s validation rows), or (None, None)."""
-    from clothing_assets.ml.train import accuracy_of_model_file
+    from clothing_assets.ml.engine import accuracy_of_model_file
 
     labels = data.val_class_names()
     champion = registry.champion()

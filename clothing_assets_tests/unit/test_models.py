@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from clothing_assets.ml import models
+from clothing_assets.ml.engine import training_amp_dtype
 from clothing_assets.ml.model_file import ModelFile
 from clothing_assets.ml.presets import IMAGENET_MEAN, IMAGENET_STD
 from clothing_assets.ml.settings import TrainSettings
-from clothing_assets.ml.train import training_amp_dtype
 
 
 def _packaged_state() -> dict[str, torch.Tensor]:

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from clothing_assets.ml.models import build_model
 from clothing_assets.ml.presets import (
     ClassificationPresetEval,
 )
-from clothing_assets.ml.train import build_model
 
 
 @pytest.mark.parametrize("eval_flip", [False, True])
