@@ -65,8 +65,9 @@ class ModelFile:
 
     @classmethod
     def from_payload(cls, payload: Mapping[str, Any], *, weights: bool = True) -> ModelFile:
-        """The file of a loaded dict; ValueError names a missing field. Files written before
-        `eval_flip` or `cache_size` were stored read as one view at the usual 8/7 side."""
+        """The file of a loaded dict; ValueError names a missing field. A file without
+        `eval_flip` is scored in one view, one without `cache_size` from images stored at the
+        usual 8/7 of the crop (`images.cache_size`)."""
         required = _REQUIRED if weights else _REQUIRED[:-1]
         missing = [name for name in required if name not in payload]
         if missing:
@@ -100,7 +101,7 @@ class ModelFile:
 
     def to_bytes(self) -> bytes:
         """The file's bytes: tensors and plain values only (weights_only-loadable)."""
-        return save_tensors({**self.description(), "state_dict": dict(self.state_dict)})
+        return save_tensors({**self.description(), "state_dict": self.state_dict})
 
     def save(self, path: Path) -> bytes:
         """Write the file to `path` durably (`durable.write_bytes_atomic`); its bytes."""
