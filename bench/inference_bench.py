@@ -35,9 +35,10 @@ from distributed import Client, LocalCluster, wait
 
 from bench.common import jpegs, parse, parser, tagged, timed
 from clothing_assets.ml.cpu import cpu_kind
+from clothing_assets.ml.model_file import ModelFile
 from clothing_assets.ml.runtime import ORT_INT8, RUNTIMES, int8_model_bytes, resolve_runtime
 from clothing_assets.ml.scoring import score_batch, warm_model
-from clothing_assets.ml.train import TrainSettings, model_payload
+from clothing_assets.ml.settings import TrainSettings
 from clothing_assets.resources.model_store import file_version
 
 
@@ -53,9 +54,7 @@ def model_bytes(arch: str, image_size: int, classes: list[str]) -> bytes:
     # one view per image, as the seed-style path scores: the same work per image on both
     # paths (eval_flip, the default, doubles the forward passes of ours)
     settings = TrainSettings(architecture=arch, image_size=image_size, eval_flip=False)
-    buffer = io.BytesIO()
-    torch.save(model_payload(model.state_dict(), classes, settings), buffer)
-    return buffer.getvalue()
+    return ModelFile.of_training(model.state_dict(), classes, settings).to_bytes()
 
 
 def peak_rss_mib(client: Client) -> dict[str, float]:

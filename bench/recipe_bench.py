@@ -37,18 +37,14 @@ import torch
 
 from bench.common import jpegs, parse, parser, tagged, timed
 from clothing_assets.ml.data import load_images, stratified_split
+from clothing_assets.ml.devices import amp_dtype_for
+from clothing_assets.ml.engine import Recipe, epoch_batches, training_amp_dtype
 from clothing_assets.ml.images import cache_size
-from clothing_assets.ml.models import normalization
-from clothing_assets.ml.presets import ClassificationPresetEval
+from clothing_assets.ml.models import build_model, normalization
+from clothing_assets.ml.presets import ClassificationPresetEval, ClassificationPresetTrain
+from clothing_assets.ml.settings import TrainSettings
 from clothing_assets.ml.throughput import measure_throughput, plan_training
-from clothing_assets.ml.train import (
-    TrainSettings,
-    amp_dtype_for,
-    build_model,
-    epoch_batches,
-    fit,
-    training_amp_dtype,
-)
+from clothing_assets.ml.train import fit
 
 # resnet18 from random initialisation at 64 px: the from-scratch baseline (BENCHMARKS.md, Recipes)
 SCRATCH = {"architecture": "resnet18", "weights": "none", "image_size": 64, "base_lr": 0.003,
@@ -187,10 +183,16 @@ def _plan_first(recipes, decoded, labels, rel, classes, holdout) -> dict[str, Tr
         tr, va, _ = _split(labels, rel, holdout, 0, settings.val_fraction)
         images = decoded[cache_size(settings.image_size)].images
         model = build_model(settings.architecture, len(classes), image_size=settings.image_size)
+        preset = ClassificationPresetTrain(
+            crop_size=settings.image_size, scale=(settings.crop_scale_for(settings.n_epochs), 1.0)
+        )  # the crops of the longest plan, as `fit` times its steps
+        recipe = Recipe.of(
+            settings, preset, num_classes=len(classes), device=device,
+            amp_dtype=training_amp_dtype(device, settings),
+        )  # fmt: skip
         measure = partial(
             measure_throughput, model.to(memory_format=torch.channels_last),
-            torch.nn.CrossEntropyLoss(), (images[tr], labels[tr]), (images[va], labels[va]),
-            settings=settings, device=device, amp_dtype=training_amp_dtype(device, settings),
+            (images[tr], labels[tr]), (images[va], labels[va]), recipe, settings=settings,
         )  # fmt: skip
         steps = len(epoch_batches(len(tr), settings.batch_size, seed=0, epoch=0))
         plan = plan_training(None, settings, steps_per_epoch=steps, n_val=len(va), measure=measure)

@@ -15,9 +15,11 @@ from pathlib import Path
 import torch
 
 from bench.common import REPO, jpegs, parse, parser, tagged, timed
+from clothing_assets.ml.devices import amp_dtype_for
+from clothing_assets.ml.images import prepare
+from clothing_assets.ml.model_file import ModelFile
 from clothing_assets.ml.runtime import int8_model_bytes, load_int8_model
-from clothing_assets.ml.scoring import classify, prepare
-from clothing_assets.ml.train import amp_dtype_for, load_model
+from clothing_assets.ml.scoring import classify
 
 
 def _newest_model() -> Path | None:
@@ -25,9 +27,9 @@ def _newest_model() -> Path | None:
     return files[-1] if files else None
 
 
-def _probabilities(model, payload, images, amp_dtype, batch_size: int = 64) -> torch.Tensor:
+def _probabilities(model, model_file, images, amp_dtype, batch_size: int = 64) -> torch.Tensor:
     device = torch.device("cpu")
-    return torch.cat([classify(model, payload, images[i : i + batch_size], device, amp_dtype)
+    return torch.cat([classify(model, model_file, images[i : i + batch_size], device, amp_dtype)
                       for i in range(0, len(images), batch_size)])  # fmt: skip
 
 
@@ -41,25 +43,25 @@ def main() -> None:
     if args.model is None or not args.model.is_file():
         raise SystemExit("no model file: train one (make run) or give --model <file>")
     data = args.model.read_bytes()
-    model, payload = load_model(data)
-    model = model.to(memory_format=torch.channels_last).eval()
+    model_file = ModelFile.load(data)
+    model = model_file.build().to(memory_format=torch.channels_last).eval()
 
     test = jpegs(args.data / "test")
-    truth = torch.tensor([payload["classes"].index(p.parent.name) for p in test])
-    images = [prepare(p.read_bytes(), payload) for p in test]
+    truth = torch.tensor([model_file.classes.index(p.parent.name) for p in test])
+    images = [prepare(p.read_bytes(), model_file.cache_size) for p in test]
     train = jpegs(args.data / "train")
     calibration = [p.read_bytes() for p in train[:: max(1, len(train) // 100)][:100]]
-    (int8_model, int8_payload), seconds = timed(
+    (int8_model, int8_file), seconds = timed(
         lambda: load_int8_model(int8_model_bytes(data, calibration))
     )
     print(tagged(f"int8 model made in {seconds:.1f}s from "
                  f"{len(calibration)} calibration images"), flush=True)  # fmt: skip
 
-    runs = {"torch fp32": (model, payload, None),
-            "onnxruntime-int8": (int8_model, int8_payload, None)}  # fmt: skip
+    runs = {"torch fp32": (model, model_file, None),
+            "onnxruntime-int8": (int8_model, int8_file, None)}  # fmt: skip
     native = amp_dtype_for(torch.device("cpu"))
     if native is not None:  # the scorer's own autocast path; on fp32 CPUs it is the fp32 run
-        runs[f"torch ({str(native).removeprefix('torch.')})"] = (model, payload, native)
+        runs[f"torch ({str(native).removeprefix('torch.')})"] = (model, model_file, native)
     probs = {name: _probabilities(m, p, images, amp) for name, (m, p, amp) in runs.items()}
     fp32 = probs["torch fp32"]
     acc_fp32 = float((fp32.argmax(1) == truth).float().mean())
@@ -73,7 +75,7 @@ def main() -> None:
     print(
         tagged(
             f"runtime_accuracy: {args.model.name}, {len(test)} test images, "
-            f"{payload['architecture']} {payload['image_size']}px: " + "; ".join(lines)
+            f"{model_file.architecture} {model_file.image_size}px: " + "; ".join(lines)
         )
     )
 

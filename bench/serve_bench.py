@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import io
 import os
 import socket
 import statistics
@@ -30,7 +29,9 @@ from pathlib import Path
 import torch
 
 from bench.common import REPO, jpegs, parse, parser, tagged, timed
-from clothing_assets.ml.train import TrainSettings, build_model, model_payload
+from clothing_assets.ml.model_file import ModelFile
+from clothing_assets.ml.models import build_model
+from clothing_assets.ml.settings import TrainSettings
 from clothing_assets.serve.model import LoadedModel
 
 CLASSES = ["dress", "hat", "longsleeve", "outwear", "pants", "shirt", "shoes", "shorts", "skirt",
@@ -43,10 +44,8 @@ def model_file(architecture: str, size: int) -> bytes:
     torch.manual_seed(0)
     # one view per image (eval_flip doubles the forward passes), as the recorded figures
     settings = TrainSettings(architecture=architecture, image_size=size, eval_flip=False)
-    payload = model_payload(build_model(architecture, len(CLASSES)).state_dict(), CLASSES, settings)
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    return buffer.getvalue()
+    state = build_model(architecture, len(CLASSES)).state_dict()
+    return ModelFile.of_training(state, CLASSES, settings).to_bytes()
 
 
 def in_process_ms(data: bytes, jpegs: list[bytes], repeats: int) -> float:

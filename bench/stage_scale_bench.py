@@ -204,8 +204,9 @@ def champion_and_scored_baseline(env: dict[str, str]) -> str:
     import torch
     from dagster_duckdb import DuckDBResource
 
+    from clothing_assets.ml.model_file import ModelFile
+    from clothing_assets.ml.models import build_model
     from clothing_assets.ml.settings import TrainSettings
-    from clothing_assets.ml.train import build_model, model_bytes
     from clothing_assets.resources.duckdb_warehouse import DuckDBWarehouse
     from clothing_assets.resources.model_store import ModelStoreResource
     from clothing_assets.resources.warehouse import PREDICTION_COLUMNS, ModelRecord
@@ -213,9 +214,9 @@ def champion_and_scored_baseline(env: dict[str, str]) -> str:
     in_environment(env)
     classes = sorted(p.name for p in SHARED.iterdir() if p.is_dir())
     torch.manual_seed(0)
-    data = model_bytes(build_model("resnet18", len(classes)).state_dict(), classes,
-                       TrainSettings(architecture="resnet18", image_size=64),
-                       val_accuracy=0.5)  # fmt: skip
+    data = ModelFile.of_training(build_model("resnet18", len(classes)).state_dict(), classes,
+                                 TrainSettings(architecture="resnet18", image_size=64),
+                                 val_accuracy=0.5).to_bytes()  # fmt: skip
     store = ModelStoreResource(directory=env["CLOTHING_MODELS_DIR"],
                                cache_directory=env["CLOTHING_CACHE_DIR"])  # fmt: skip
     version = store.put(data)

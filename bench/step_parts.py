@@ -10,8 +10,8 @@ import torch
 
 from bench.common import median_seconds, parse, parser, tagged
 from clothing_assets.ml.images import cache_size
+from clothing_assets.ml.models import build_model
 from clothing_assets.ml.presets import ClassificationPresetTrain
-from clothing_assets.ml.train import build_model
 
 
 def per_call_ms(fn, repeats: int, calls: int = 10) -> float:

@@ -19,16 +19,11 @@ from torch.utils.data import DataLoader, Dataset
 
 from bench.common import jpegs, parse, parser, tagged
 from clothing_assets.ml.data import load_images
+from clothing_assets.ml.devices import amp_dtype_for, select_device
+from clothing_assets.ml.engine import Recipe, make_optimizer, train_one_epoch, warmup_cosine
 from clothing_assets.ml.images import cache_size
+from clothing_assets.ml.models import build_model
 from clothing_assets.ml.presets import IMAGENET_MEAN, IMAGENET_STD, ClassificationPresetTrain
-from clothing_assets.ml.train import (
-    amp_dtype_for,
-    build_model,
-    make_optimizer,
-    select_device,
-    train_one_epoch,
-    warmup_cosine,
-)
 
 WARMUP_STEPS = 3
 
@@ -55,8 +50,11 @@ def ours(files, labels, args, device) -> float:
     forward = torch.compile(model) if args.compile else model
     opt = _optimizer(model)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(10_000, 0))
-    criterion = nn.CrossEntropyLoss(label_smoothing=0.1)
-    preset = ClassificationPresetTrain(crop_size=args.image_size)
+    recipe = Recipe(
+        preset=ClassificationPresetTrain(crop_size=args.image_size),
+        criterion=nn.CrossEntropyLoss(label_smoothing=0.1), batch_size=args.batch_size, seed=0,
+        device=device, amp_dtype=amp,
+    )  # fmt: skip
     marks: list[float] = []
 
     def on_step(_batch: int, _n: int) -> None:
@@ -72,9 +70,8 @@ def ours(files, labels, args, device) -> float:
     try:
         while True:
             train_one_epoch(
-                model, criterion, opt, sched, images, y, preset=preset,
-                batch_size=args.batch_size, epoch=epoch, seed=0, device=device, amp_dtype=amp,
-                on_step=on_step, forward=forward,
+                model, (images, y), opt, recipe, epoch=epoch, scheduler=sched,
+                forward=forward, on_step=on_step,
             )  # fmt: skip
             epoch += 1
     except _Enough:

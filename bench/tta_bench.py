@@ -21,9 +21,12 @@ import torch.nn.functional as F
 from bench.common import parse, parser, tagged
 from bench.recipe_bench import SCRATCH, _split, _spread, _stage
 from clothing_assets.ml.data import load_images
+from clothing_assets.ml.devices import amp_dtype_for
 from clothing_assets.ml.images import cache_size
+from clothing_assets.ml.models import build_model
 from clothing_assets.ml.presets import IMAGENET_MEAN, IMAGENET_STD, ClassificationPresetTrain
-from clothing_assets.ml.train import TrainSettings, amp_dtype_for, build_model, fit
+from clothing_assets.ml.settings import TrainSettings
+from clothing_assets.ml.train import fit
 
 
 def _normalize(x: torch.Tensor) -> torch.Tensor:

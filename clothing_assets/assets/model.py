@@ -70,7 +70,7 @@ def _compare_with_champion(
     context: dg.AssetExecutionContext, registry: ModelRegistry, data: "LabelledImages"
 ) -> tuple[str | None, float | None]:
     """(champion version, its accuracy on `data`'s validation rows), or (None, None)."""
-    from clothing_assets.ml.train import accuracy_of_model_file
+    from clothing_assets.ml.engine import accuracy_of_model_file
 
     labels = data.val_class_names()
     champion = registry.champion()
@@ -166,11 +166,13 @@ def _register(
 ) -> str:
     """Store and register the trained weights as a challenger; its version."""
     from clothing_assets.ml.data import catalog_fingerprint
-    from clothing_assets.ml.train import model_bytes
+    from clothing_assets.ml.model_file import ModelFile
 
     val_accuracy = result.best_val_accuracy
     version = registry.register(
-        model_bytes(result.state_dict, data.classes, settings, val_accuracy=val_accuracy),
+        ModelFile.of_training(
+            result.state_dict, data.classes, settings, val_accuracy=val_accuracy
+        ).to_bytes(),
         {
             "created_at": pd.Timestamp.now(tz="UTC").to_pydatetime(),
             "architecture": settings.architecture, "image_size": settings.image_size,

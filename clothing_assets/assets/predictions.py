@@ -204,7 +204,7 @@ def _calibration_images(warehouse: Warehouse, train_stage: StageResource) -> lis
 
 def _load_champion(registry: ModelRegistry) -> tuple[str, bytes, list[str]]:
     """(version, file bytes, classes) of the champion, or a Failure that says what to do."""
-    from clothing_assets.ml.train import load_model
+    from clothing_assets.ml.model_file import ModelFile
 
     try:
         champion, model_bytes = registry.load_champion()
@@ -212,7 +212,9 @@ def _load_champion(registry: ModelRegistry) -> tuple[str, bytes, list[str]]:
         raise dg.Failure(description=exc.message, allow_retries=False) from exc
     version = champion["VERSION"]
     try:  # fails here, not on every worker, if the file is bad
-        _, payload = load_model(model_bytes)
+        model_file = ModelFile.load(model_bytes)
+        model_file.build()  # weights that do not fit the network are refused here too
+        classes = list(model_file.classes)
     except Exception as exc:  # noqa: BLE001 - any unreadable or unsafe file is refused
         raise dg.Failure(
             f"refused the champion's model file ({version}): {str(exc).splitlines()[0][:300]}. "
@@ -220,7 +222,7 @@ def _load_champion(registry: ModelRegistry) -> tuple[str, bytes, list[str]]:
             "promote another version (`clothing-assets models list`).",
             allow_retries=False,
         ) from exc
-    return version, model_bytes, payload["classes"]
+    return version, model_bytes, classes
 
 
 def _warn_about_the_run(context, results: list[dict], written: int, *, use_gpu: bool) -> None:

@@ -190,3 +190,11 @@ def cache_size(image_size: int) -> int:
 def resize_square(image: torch.Tensor, side: int) -> torch.Tensor:
     """Resize a 3xHxW uint8 image to side x side (antialiased)."""
     return TF.resize(image, [side, side], antialias=True)
+
+
+def prepare(data: bytes, side: int) -> torch.Tensor:
+    """One file as a model receives it: decoded and reduced, as it is decoded, to the side the
+    model's images are stored at (`ModelFile.cache_size`), as `scoring.score_batch` does for
+    each file of a batch and the server for each request; raises ImageDecodeError. Safe in
+    many threads at once."""
+    return decode_image(data, side=side)

@@ -27,6 +27,8 @@ import torch
 
 from clothing_assets.ml.cpu import cpu_kind
 from clothing_assets.ml.durable import write_bytes_atomic
+from clothing_assets.ml.images import ImageDecodeError, prepare
+from clothing_assets.ml.model_file import ModelFile, load_tensors, save_tensors
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +36,6 @@ TORCH, ORT_INT8 = "torch", "onnxruntime-int8"
 RUNTIMES = ("auto", TORCH, ORT_INT8)
 INT8_FORMAT = "clothing-assets-onnx-int8/1"
 TORCH_FIRST_KINDS = frozenset({"AMX-BF16"})
-# payload entries the scorer needs besides the network (see train.model_payload)
-_META = ("architecture", "classes", "image_size", "cache_size", "mean", "std", "val_accuracy",
-         "eval_flip")  # fmt: skip
 
 
 class RuntimeUnavailable(RuntimeError):
@@ -150,47 +149,37 @@ def quantize_int8(onnx_model: bytes, calibration: torch.Tensor, batch_size: int 
         return out.read_bytes()
 
 
-def calibration_batch(blobs: Sequence[bytes], payload: dict[str, Any]) -> torch.Tensor:
+def calibration_batch(blobs: Sequence[bytes], model_file: ModelFile) -> torch.Tensor:
     """Image files decoded and preprocessed exactly as `scoring.classify` feeds the model."""
-    from clothing_assets.ml.images import ImageDecodeError
-    from clothing_assets.ml.presets import ClassificationPresetEval
-    from clothing_assets.ml.scoring import prepare
-
     images = []
     for blob in blobs:
         try:
-            images.append(prepare(blob, payload))
+            images.append(prepare(blob, model_file.cache_size))
         except ImageDecodeError:
             continue  # a bad calibration file is skipped, as scoring records it
     if not images:
         raise ValueError("no decodable calibration image")
-    preset = ClassificationPresetEval(
-        crop_size=payload["image_size"], mean=payload["mean"], std=payload["std"]
-    )
-    return preset(torch.stack(images)).contiguous()
+    return model_file.eval_preset()(torch.stack(images)).contiguous()
 
 
 def int8_model_bytes(model_bytes: bytes, calibration_blobs: Sequence[bytes]) -> bytes:
     """The int8 ONNX Runtime model of the torch model file `model_bytes`, calibrated on the
     image files `calibration_blobs` (~100 training images); loadable with `torch.load(...,
-    weights_only=True)` like the model file, and by `load_int8_model`. It records the SHA-256
-    of `model_bytes` and of its ONNX graph, so a cached copy is used only for that model file
-    and only whole (`int8_payload`)."""
-    from clothing_assets.ml.train import load_model
-
-    model, payload = load_model(model_bytes)
-    onnx_model = export_onnx(model, payload["image_size"])
-    int8 = quantize_int8(onnx_model, calibration_batch(calibration_blobs, payload))
-    out = {k: payload.get(k) for k in _META}
+    weights_only=True)` like the model file, and by `load_int8_model`. It carries the model
+    file's description (`ModelFile.description`: classes, sizes, normalisation) and records
+    the SHA-256 of `model_bytes` and of its ONNX graph, so a cached copy is used only for that
+    model file and only whole (`int8_payload`)."""
+    model_file = ModelFile.load(model_bytes)
+    onnx_model = export_onnx(model_file.build(), model_file.image_size)
+    int8 = quantize_int8(onnx_model, calibration_batch(calibration_blobs, model_file))
+    out = model_file.description()
     out |= {
         "format": INT8_FORMAT,
         "model_sha256": hashlib.sha256(model_bytes).hexdigest(),
         "onnx_sha256": hashlib.sha256(int8).hexdigest(),
         "onnx": torch.frombuffer(bytearray(int8), dtype=torch.uint8),
     }
-    buffer = io.BytesIO()
-    torch.save(out, buffer)
-    return buffer.getvalue()
+    return save_tensors(out)
 
 
 class OnnxClassifier:
@@ -209,9 +198,10 @@ class OnnxClassifier:
         return torch.from_numpy(logits)
 
 
-def load_int8_model(data: bytes, threads: int = 1) -> tuple[OnnxClassifier, dict[str, Any]]:
-    """(model, payload) from `int8_model_bytes`' bytes, on this worker; RuntimeUnavailable
-    when ONNX Runtime is not installed here, ValueError when `data` is not such a model."""
+def load_int8_model(data: bytes, threads: int = 1) -> tuple[OnnxClassifier, ModelFile]:
+    """(model, the description of the model file it was made from) from `int8_model_bytes`'
+    bytes, on this worker; RuntimeUnavailable when ONNX Runtime is not installed here,
+    ValueError when `data` is not such a model."""
     payload = int8_payload(data)
     missing = missing_packages()
     if missing:
@@ -221,7 +211,7 @@ def load_int8_model(data: bytes, threads: int = 1) -> tuple[OnnxClassifier, dict
             "CLOTHING_SCORING_RUNTIME=torch)"
         )
     onnx_model = payload.pop("onnx").numpy().tobytes()
-    return OnnxClassifier(onnx_model, threads), payload
+    return OnnxClassifier(onnx_model, threads), ModelFile.from_payload(payload, weights=False)
 
 
 def int8_payload(data: bytes, model_sha256: str | None = None) -> dict[str, Any]:
@@ -229,11 +219,7 @@ def int8_payload(data: bytes, model_sha256: str | None = None) -> dict[str, Any]
     against its recorded SHA-256 (a torn or altered file is refused), and, given
     `model_sha256`, that it was made from the model file of that SHA-256. ValueError says why
     not."""
-    try:
-        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torn, foreign or unsafe files all end here
-        reason = (str(exc).splitlines() or [""])[0][:200]
-        raise ValueError(f"not a readable {ORT_INT8} model file ({reason})") from exc
+    payload = load_tensors(data, what=f"readable {ORT_INT8} model")
     if not isinstance(payload, dict) or payload.get("format") != INT8_FORMAT:
         raise ValueError(f"not a {ORT_INT8} model file (make it with int8_model_bytes)")
     graph = payload.get("onnx")

@@ -6,7 +6,7 @@ import ctypes
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
@@ -14,10 +14,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from clothing_assets.ml.images import ImageDecodeError, decode_image, decode_images
-from clothing_assets.ml.presets import ClassificationPresetEval
+from clothing_assets.ml.devices import amp_dtype_for, autocast
+from clothing_assets.ml.images import ImageDecodeError, decode_images
+from clothing_assets.ml.model_file import ModelFile
 from clothing_assets.ml.runtime import load_int8_model
-from clothing_assets.ml.train import amp_dtype_for, load_model
 from clothing_assets.stage import (
     FileTooLargeError,
     ReadLimits,
@@ -34,7 +34,7 @@ DEFERRED_TRANSIENT = "transient"
 DEFERRED_CHANGED = "changed"
 
 # One loaded model per version per worker process, kept across batches and runs.
-_MODELS: dict[str, tuple[nn.Module, dict[str, Any], torch.dtype | None]] = {}
+_MODELS: dict[str, tuple[nn.Module, ModelFile, torch.dtype | None]] = {}
 _LOCK = threading.Lock()
 
 
@@ -90,7 +90,7 @@ def cached_model(
     torch_threads: int,
     device: torch.device,
     runtime: str = "torch",
-) -> tuple[nn.Module, dict[str, Any], torch.dtype | None]:
+) -> tuple[nn.Module, ModelFile, torch.dtype | None]:
     """The model of `version` on `device`, loaded once per process whatever device it was
     saved from, and kept across batches and runs. Raises ModelNotLoaded when it is not here
     and `model_bytes` is None. With `runtime` "onnxruntime-int8", `model_bytes` are
@@ -106,10 +106,10 @@ def cached_model(
                 _MODELS.clear()
                 _MODELS[key] = (*load_int8_model(model_bytes, torch_threads), None)
                 return _MODELS[key]
-            model, payload = load_model(model_bytes, map_location="cpu")
-            model = model.to(device, memory_format=torch.channels_last)
+            model_file = ModelFile.load(model_bytes, map_location="cpu")
+            model = model_file.build().to(device, memory_format=torch.channels_last)
             _MODELS.clear()  # an older version is no longer needed
-            _MODELS[key] = (model, payload, amp_dtype_for(device))
+            _MODELS[key] = (model, model_file, amp_dtype_for(device))
         return _MODELS[key]
 
 
@@ -147,42 +147,27 @@ def _read(row: dict[str, Any], limits: ReadLimits | None = None) -> bytes | tupl
     return data
 
 
-def prepare(data: bytes, payload: dict[str, Any]) -> torch.Tensor:
-    """One file decoded and reduced to the side the model's images are stored at
-    (`payload["cache_size"]`) as it is decoded, ready for `classify`, as `score_batch` does
-    for each file of a batch; raises ImageDecodeError. Safe in many threads at once."""
-    return decode_image(data, side=payload["cache_size"])
-
-
 def classify(
-    model: nn.Module,
-    payload: dict[str, Any],
+    model: nn.Module | Callable[[torch.Tensor], torch.Tensor],
+    model_file: ModelFile,
     images: Sequence[torch.Tensor],
     device: torch.device,
     amp_dtype: torch.dtype | None,
 ) -> torch.Tensor:
-    """Softmax probabilities (N x classes, float32, on the CPU) of `prepare`d images, in one
-    forward pass: the eval preset (center crop, normalise) and autocast as in training. With
-    the model's `eval_flip` (the default: +1 to +1.7 points on held-out images, BENCHMARKS.md,
-    Test-time augmentation), the mean of the image's and its mirror image's probabilities, in
-    a second pass.
+    """Softmax probabilities (N x classes, float32, on the CPU) of `images.prepare`d images, in
+    one forward pass: the model file's eval preset (center crop, normalise) and autocast as in
+    training. With the model's `eval_flip` (the default: +1 to +1.7 points on held-out images,
+    BENCHMARKS.md, Test-time augmentation), the mean of the image's and its mirror image's
+    probabilities, in a second pass.
 
     The batch scorer and the model server both classify through here, so that the same model
     and image give the same answer on either path.
     """
-    preset = ClassificationPresetEval(
-        crop_size=payload["image_size"], mean=payload["mean"], std=payload["std"]
-    )
     batch = torch.stack([image.to(device) for image in images])
-    views = [preset(batch)]
-    if payload.get("eval_flip"):  # model files from before the setting have none: one view
+    views = [model_file.eval_preset()(batch)]
+    if model_file.eval_flip:
         views.append(views[0].flip(3))
-    with (
-        torch.inference_mode(),
-        torch.autocast(
-            device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
-        ),
-    ):
+    with torch.inference_mode(), autocast(device, amp_dtype):
         probs = [torch.softmax(model(view).float(), dim=1) for view in views]
     return (sum(probs) / len(probs)).cpu()
 
@@ -210,12 +195,14 @@ def score_batch(
     `runtime.int8_model_bytes` (CPU only).
     """
     device = scoring_device(gpu)
-    model, payload, amp_dtype = cached_model(model_bytes, version, torch_threads, device, runtime)
+    model, model_file, amp_dtype = cached_model(
+        model_bytes, version, torch_threads, device, runtime
+    )
     out = _blank_results(rows, version, _worker_name(), device.type)
-    images, good = _read_and_decode(rows, out, limits, device, payload["cache_size"])
+    images, good = _read_and_decode(rows, out, limits, device, model_file.cache_size)
     if images:
-        confidence, index = classify(model, payload, images, device, amp_dtype).max(dim=1)
-        classes = payload["classes"]
+        confidence, index = classify(model, model_file, images, device, amp_dtype).max(dim=1)
+        classes = model_file.classes
         for result, conf, idx in zip(good, confidence.tolist(), index.tolist(), strict=True):
             result["TYPE"] = classes[idx]
             result["CONFIDENCE"] = float(conf)

@@ -7,16 +7,16 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 from torch import nn
 
 from clothing_assets.ml.budget import EpochPlan, budget_seconds, plan_epochs, resume_or_plan
-from clothing_assets.ml.presets import ClassificationPresetEval, ClassificationPresetTrain
+from clothing_assets.ml.engine import Recipe, evaluate, make_optimizer, train_one_epoch
+from clothing_assets.ml.presets import ClassificationPresetEval
 from clothing_assets.ml.settings import TrainSettings
-from clothing_assets.ml.train import evaluate, make_optimizer, train_one_epoch
 
 WARMUP_STEPS = 1  # first-call costs (oneDNN primitive creation, allocator growth) not timed
 TIMED_STEPS = 3
@@ -39,14 +39,19 @@ class Throughput:
         return self.batch_size / self.seconds_per_step
 
 
-def _time_steps(model, criterion, images, labels, *, settings, device, amp_dtype) -> float | None:
-    """Seconds per training step of a copy of `model`, over TIMED_STEPS after WARMUP_STEPS."""
+def _time_steps(
+    model: nn.Module,
+    data: tuple[torch.Tensor, torch.Tensor],
+    recipe: Recipe,
+    settings: TrainSettings,
+) -> float | None:
+    """Seconds per training step of a copy of `model`, over TIMED_STEPS after WARMUP_STEPS,
+    with `recipe`'s batches unmixed (mixing costs little time)."""
     twin = copy.deepcopy(model)
     optimizer = make_optimizer(twin, settings.base_lr, settings.weight_decay, settings.optimizer)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _step: 1.0)
-    preset = ClassificationPresetTrain(
-        crop_size=settings.image_size, scale=(settings.crop_scale_for(settings.n_epochs), 1.0)
-    )  # the crops' size costs little time: those of the longest plan
+    recipe = replace(recipe, mixup_alpha=0.0, cutmix_alpha=0.0)
+    device = recipe.device
     marks: list[float] = []
 
     def on_step(_batch: int, _n: int) -> None:
@@ -59,10 +64,8 @@ def _time_steps(model, criterion, images, labels, *, settings, device, amp_dtype
     try:
         for epoch in range(WARMUP_STEPS + TIMED_STEPS):  # tiny sets need several epochs
             _, _, seen = train_one_epoch(
-                twin, criterion, optimizer, scheduler, images, labels, preset=preset,
-                batch_size=settings.batch_size, epoch=epoch, seed=settings.seed, device=device,
-                amp_dtype=amp_dtype, on_step=on_step,
-            )  # fmt: skip
+                twin, data, optimizer, recipe, epoch=epoch, scheduler=scheduler, on_step=on_step
+            )
             if seen == 0:
                 return None  # fewer than two images: nothing to time
     except _Enough:
@@ -72,24 +75,22 @@ def _time_steps(model, criterion, images, labels, *, settings, device, amp_dtype
 
 def measure_throughput(
     model: nn.Module,
-    criterion: nn.Module,
     train: tuple[torch.Tensor, torch.Tensor],
     val: tuple[torch.Tensor, torch.Tensor],
+    recipe: Recipe,
     *,
     settings: TrainSettings,
-    device: torch.device,
-    amp_dtype: torch.dtype | None,
 ) -> Throughput | None:
-    """Time training steps and one validation batch on copies; None with too few images.
+    """Time training steps of `recipe` and one validation batch on copies; None with too few
+    images.
 
     Every random stream is forked and restored (`torch.random.fork_rng`), and augmentation
     draws from per-step generators, so the run that follows is identical to an unmeasured one.
     """
+    device = recipe.device
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
-        per_step = _time_steps(
-            model, criterion, *train, settings=settings, device=device, amp_dtype=amp_dtype
-        )
+        per_step = _time_steps(model, train, recipe, settings)
         if per_step is None:
             return None
         per_val_image = 0.0
@@ -97,9 +98,9 @@ def measure_throughput(
         if n_val:
             started = time.perf_counter()
             evaluate(
-                copy.deepcopy(model), criterion, val[0][:n_val], val[1][:n_val],
+                copy.deepcopy(model), recipe.criterion, val[0][:n_val], val[1][:n_val],
                 preset=ClassificationPresetEval(crop_size=settings.image_size),
-                batch_size=n_val, device=device, amp_dtype=amp_dtype,
+                batch_size=n_val, device=device, amp_dtype=recipe.amp_dtype,
             )  # fmt: skip
             per_val_image = (time.perf_counter() - started) / n_val
     return Throughput(per_step, per_val_image, settings.batch_size)

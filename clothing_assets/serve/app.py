@@ -117,8 +117,8 @@ class ModelHolder:
         log.info(
             "serving model %s (%s, %s px)%s",
             version,
-            loaded.payload["architecture"],
-            loaded.payload["image_size"],
+            loaded.model_file.architecture,
+            loaded.model_file.image_size,
             f", replacing {previous.version}" if previous else "",
         )
 

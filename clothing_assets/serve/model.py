@@ -8,8 +8,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from clothing_assets.ml.scoring import classify, prepare
-from clothing_assets.ml.train import amp_dtype_for, load_model, select_device
+from clothing_assets.ml.devices import amp_dtype_for, select_device
+from clothing_assets.ml.images import prepare
+from clothing_assets.ml.model_file import ModelFile
+from clothing_assets.ml.scoring import classify
 
 
 @dataclass(frozen=True)
@@ -19,7 +21,7 @@ class LoadedModel:
 
     version: str
     model: nn.Module
-    payload: dict[str, Any]
+    model_file: ModelFile
     device: torch.device
     amp_dtype: torch.dtype | None
 
@@ -28,32 +30,32 @@ class LoadedModel:
         """Rebuild the model from `model_trained.pt` bytes (never unpickling arbitrary objects)
         on `device` (`auto`: CUDA when there is a GPU)."""
         target = select_device(device)
-        model, payload = load_model(data, map_location="cpu")
-        model = model.to(target, memory_format=torch.channels_last)
-        return cls(version, model, payload, target, amp_dtype_for(target))
+        model_file = ModelFile.load(data, map_location="cpu")
+        model = model_file.build().to(target, memory_format=torch.channels_last)
+        return cls(version, model, model_file, target, amp_dtype_for(target))
 
     @property
     def classes(self) -> list[str]:
-        return list(self.payload["classes"])
+        return list(self.model_file.classes)
 
     def info(self) -> dict[str, Any]:
         """What GET /model answers."""
         return {
             "model_version": self.version,
-            "architecture": self.payload["architecture"],
-            "image_size": self.payload["image_size"],
+            "architecture": self.model_file.architecture,
+            "image_size": self.model_file.image_size,
             "classes": self.classes,
-            "val_accuracy": self.payload.get("val_accuracy"),
+            "val_accuracy": self.model_file.val_accuracy,
             "device": self.device.type,
         }
 
     def decode(self, data: bytes) -> torch.Tensor:
         """Decode one file and resize it as the batch scorer does; raises ImageDecodeError."""
-        return prepare(data, self.payload)
+        return prepare(data, self.model_file.cache_size)
 
     def probabilities(self, images: list[torch.Tensor]) -> torch.Tensor:
         """Softmax probabilities of decoded images, in one forward pass."""
-        return classify(self.model, self.payload, images, self.device, self.amp_dtype)
+        return classify(self.model, self.model_file, images, self.device, self.amp_dtype)
 
     def answer(self, probabilities: torch.Tensor, top_k: int = 3) -> dict[str, Any]:
         """The JSON answer for one image's probabilities (a 1-D tensor)."""

@@ -14,7 +14,9 @@ import pytest
 import torch
 
 from clothing_assets.ml.data import load_decode_cache, save_decode_cache
-from clothing_assets.ml.train import TrainSettings, fit, save_atomic
+from clothing_assets.ml.model_file import save_checkpoint
+from clothing_assets.ml.settings import TrainSettings
+from clothing_assets.ml.train import fit
 
 SETTINGS = TrainSettings(
     architecture="resnet18", weights="none", image_size=32, n_epochs=1, batch_size=8,
@@ -52,9 +54,9 @@ def _leftovers(folder: Path, keep: set[str]) -> list[str]:
 
 def test_a_full_disk_fails_clearly_and_leaves_the_old_file_and_no_temp_file(small_disk):
     path = small_disk / "model_trained.pt"
-    old = save_atomic({"w": torch.zeros(10)}, path)
+    old = save_checkpoint({"w": torch.zeros(10)}, path)
     with pytest.raises(OSError, match="disk is full") as failed:
-        save_atomic({"w": torch.zeros(1_000_000)}, path)  # 4 MB on a 1 MiB disk
+        save_checkpoint({"w": torch.zeros(1_000_000)}, path)  # 4 MB on a 1 MiB disk
     assert str(path) in str(failed.value)
     assert path.read_bytes() == old
     assert _leftovers(small_disk, {path.name}) == []
@@ -97,7 +99,7 @@ def test_an_atomic_save_fsyncs_the_file_and_then_its_folder(tmp_path, monkeypatc
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", spy)
-    save_atomic({"w": torch.zeros(3)}, tmp_path / "m.pt")
+    save_checkpoint({"w": torch.zeros(3)}, tmp_path / "m.pt")
     assert synced == ["file", "folder"]
     synced.clear()
     save_decode_cache(tmp_path / "c.pt", "k", torch.zeros(1, 3, 4, 4, dtype=torch.uint8))

@@ -14,8 +14,10 @@ import pytest
 import torch
 
 from clothing_assets.ml import runtime
+from clothing_assets.ml.model_file import ModelFile
+from clothing_assets.ml.models import build_model
 from clothing_assets.ml.scoring import loaded_versions, score_batch, warm_model
-from clothing_assets.ml.train import TrainSettings, build_model, model_payload
+from clothing_assets.ml.settings import TrainSettings
 from clothing_assets.resources.model_store import file_version
 from clothing_assets_tests.support import CLASSES, make_stage
 
@@ -33,9 +35,7 @@ def small_model(architecture: str = "resnet18") -> bytes:
     settings = TrainSettings(architecture=architecture, image_size=32)
     model = build_model(architecture, len(CLASSES), weights="none" if architecture == "resnet18"
                         else "imagenet", image_size=32)  # fmt: skip
-    buffer = io.BytesIO()
-    torch.save(model_payload(model.state_dict(), list(CLASSES), settings), buffer)
-    return buffer.getvalue()
+    return ModelFile.of_training(model.state_dict(), CLASSES, settings).to_bytes()
 
 
 def rows_of(files: list[Path]) -> list[dict]:

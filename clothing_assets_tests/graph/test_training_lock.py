@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from clothing_assets.ml.train import TrainSettings
+from clothing_assets.ml.settings import TrainSettings
 from clothing_assets_tests.support import REPO_ROOT
 
 PROCESS_SETTINGS = TrainSettings(

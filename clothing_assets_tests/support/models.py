@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import io
-
 import torch
 
-from clothing_assets.ml.train import TrainSettings, build_model, model_payload
+from clothing_assets.ml.model_file import ModelFile
+from clothing_assets.ml.models import build_model
+from clothing_assets.ml.settings import TrainSettings
 
 TINY_CLASSES = ["hat", "pants", "shoes"]
 
@@ -16,13 +16,11 @@ def tiny_model(seed: int = 0) -> tuple[bytes, str]:
     cheap to score, and the same bytes for the same seed."""
     settings = TrainSettings(architecture="resnet18", image_size=32)
     torch.manual_seed(seed)
-    payload = model_payload(
+    data = ModelFile.of_training(
         build_model("resnet18", len(TINY_CLASSES)).state_dict(), TINY_CLASSES, settings,
         val_accuracy=0.9,
-    )  # fmt: skip
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    return buffer.getvalue(), f"tiny{seed:04d}tiny{seed:04d}"
+    ).to_bytes()  # fmt: skip
+    return data, f"tiny{seed:04d}tiny{seed:04d}"
 
 
 def tiny_model_bytes(seed: int = 0) -> bytes:

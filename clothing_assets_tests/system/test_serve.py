@@ -26,8 +26,10 @@ import pytest
 import torch
 from PIL import Image
 
+from clothing_assets.ml.model_file import ModelFile
+from clothing_assets.ml.models import build_model
 from clothing_assets.ml.scoring import score_batch
-from clothing_assets.ml.train import TrainSettings, build_model, model_payload
+from clothing_assets.ml.settings import TrainSettings
 from clothing_assets.resources.model_store import file_version
 from clothing_assets.serve.batcher import Batcher
 from clothing_assets.serve.cli import main
@@ -56,13 +58,10 @@ CHROMIUM_ARGS = [
 def tiny_model(seed: int = 0) -> bytes:
     """An untrained resnet18 model file at 32 px for three classes (no training)."""
     torch.manual_seed(seed)
-    payload = model_payload(
+    return ModelFile.of_training(
         build_model("resnet18", 3).state_dict(), ["hat", "pants", "shoes"],
         TrainSettings(architecture="resnet18", image_size=32), val_accuracy=0.5,
-    )  # fmt: skip
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    return buffer.getvalue()
+    ).to_bytes()  # fmt: skip
 
 
 def write_model_atomically(models: Path, data: bytes) -> str:

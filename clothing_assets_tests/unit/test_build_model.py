@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from clothing_assets.ml.train import build_model
+from clothing_assets.ml.models import build_model
 
 
 @pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v3_small"])

@@ -3,15 +3,14 @@ its package installs (no download), torchvision's models, and model files that r
 
 from __future__ import annotations
 
-import io
-
 import pytest
 import torch
 
 from clothing_assets.ml import models
+from clothing_assets.ml.engine import training_amp_dtype
+from clothing_assets.ml.model_file import ModelFile
 from clothing_assets.ml.presets import IMAGENET_MEAN, IMAGENET_STD
 from clothing_assets.ml.settings import TrainSettings
-from clothing_assets.ml.train import load_model, model_payload, training_amp_dtype
 
 
 def _packaged_state() -> dict[str, torch.Tensor]:
@@ -48,8 +47,8 @@ def test_lite0_gives_one_output_per_class_at_the_side_it_is_built_for(side):
 def test_model_files_carry_the_normalisation_their_architecture_expects(architecture, mean, std):
     assert models.normalization(architecture) == (mean, std)
     settings = TrainSettings(architecture=architecture, image_size=32)
-    payload = model_payload({}, ["a", "b"], settings)
-    assert (payload["mean"], payload["std"]) == (list(mean), list(std))
+    model_file = ModelFile.of_training({}, ["a", "b"], settings)
+    assert (model_file.mean, model_file.std) == (tuple(mean), tuple(std))
 
 
 def test_a_lite0_model_file_rebuilds_the_same_network():
@@ -57,13 +56,13 @@ def test_a_lite0_model_file_rebuilds_the_same_network():
     torch.manual_seed(0)
     model = models.build_model("efficientnet_lite0", 3, weights="imagenet", image_size=64).eval()
     settings = TrainSettings(image_size=64)  # the default architecture
-    buffer = io.BytesIO()
-    torch.save(model_payload(model.state_dict(), ["a", "b", "c"], settings), buffer)
-    rebuilt, payload = load_model(buffer.getvalue())
+    data = ModelFile.of_training(model.state_dict(), ["a", "b", "c"], settings).to_bytes()
+    loaded = ModelFile.load(data)
+    rebuilt = loaded.build()
     x = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
         assert torch.equal(rebuilt(x), model(x))
-    assert payload["architecture"] == "efficientnet_lite0"
+    assert loaded.architecture == "efficientnet_lite0"
 
 
 @pytest.mark.parametrize(

@@ -15,8 +15,10 @@ import pytest
 import torch
 
 from clothing_assets.ml import runtime
+from clothing_assets.ml.model_file import ModelFile
+from clothing_assets.ml.models import build_model
 from clothing_assets.ml.scoring import score_batch
-from clothing_assets.ml.train import TrainSettings, build_model, model_payload
+from clothing_assets.ml.settings import TrainSettings
 from clothing_assets.resources.model_store import file_version
 from clothing_assets_tests.support import CLASSES, make_stage
 from clothing_assets_tests.support.disks import small_tmpfs
@@ -33,9 +35,7 @@ def model_file(seed: int, classes: tuple[str, ...]) -> bytes:
     torch.manual_seed(seed)
     settings = TrainSettings(architecture="mobilenet_v3_small", weights="none", image_size=32)
     model = build_model("mobilenet_v3_small", len(classes), weights="none", image_size=32)
-    buffer = io.BytesIO()
-    torch.save(model_payload(model.state_dict(), list(classes), settings), buffer)
-    return buffer.getvalue()
+    return ModelFile.of_training(model.state_dict(), classes, settings).to_bytes()
 
 
 @pytest.fixture(scope="module")

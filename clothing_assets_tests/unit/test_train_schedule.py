@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from clothing_assets.ml.train import epoch_batches, warmup_cosine
+from clothing_assets.ml.engine import epoch_batches, warmup_cosine
 
 
 @pytest.mark.parametrize(("total", "warmup"), [(100, 10), (10, 0), (1, 0)])

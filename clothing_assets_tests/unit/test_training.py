@@ -11,16 +11,11 @@ from dataclasses import replace
 import pytest
 import torch
 
-from clothing_assets.ml.train import (
-    TrainSettings,
-    build_model,
-    fit,
-    load_model,
-    make_optimizer,
-    mix_batch,
-    model_payload,
-    save_atomic,
-)
+from clothing_assets.ml.engine import make_optimizer, mix_batch
+from clothing_assets.ml.model_file import ModelFile
+from clothing_assets.ml.models import build_model
+from clothing_assets.ml.settings import TrainSettings
+from clothing_assets.ml.train import fit
 
 SETTINGS = TrainSettings(
     architecture="resnet18", weights="none", image_size=32, n_epochs=2, batch_size=8,
@@ -214,11 +209,12 @@ def test_model_file_round_trips_with_weights_only(tmp_path):
     result = fit(
         images, labels, images[:6], labels[:6], ["a", "b", "c"], replace(SETTINGS, n_epochs=1)
     )
-    data = save_atomic(
-        model_payload(result.state_dict, ["a", "b", "c"], SETTINGS), tmp_path / "m.pt"
+    data = ModelFile.of_training(result.state_dict, ["a", "b", "c"], SETTINGS).save(
+        tmp_path / "m.pt"
     )
-    model, payload = load_model(data)
-    assert payload["classes"] == ["a", "b", "c"] and payload["image_size"] == 32
+    loaded = ModelFile.load(data)
+    model = loaded.build()
+    assert loaded.classes == ("a", "b", "c") and loaded.image_size == 32
     with torch.no_grad():
         assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 3)
 
@@ -234,9 +230,8 @@ def test_a_model_file_that_would_run_code_is_refused(tmp_path):
         os.remove(marker)
     buffer = io.BytesIO()
     torch.save({"format": "clothing-assets/1", "evil": _Exploit()}, buffer, pickle_module=pickle)
-    with pytest.raises(ValueError, match="not a clothing-assets model file") as refused:
-        load_model(buffer.getvalue())
-    assert isinstance(refused.value.__cause__, pickle.UnpicklingError)
+    with pytest.raises(ValueError, match="not a clothing-assets model file"):
+        ModelFile.load(buffer.getvalue())
     assert not os.path.exists(marker)
 
 
@@ -299,10 +294,10 @@ def _scheduled_trainer(settings: TrainSettings, *, epochs: int, seconds_per_epoc
     """A `fit` run's trainer with a budgeted plan of `epochs` and its LR schedule, nothing run:
     (trainer, steps per epoch, training images) for 24 images in batches of 8."""
     from clothing_assets.ml.budget import EpochPlan
-    from clothing_assets.ml.train import _Trainer, planned_schedule
+    from clothing_assets.ml.engine import planned_schedule
+    from clothing_assets.ml.train import _Trainer
 
-    run = _Trainer(settings, ["a", "b", "c"], torch.device("cpu"), checkpoint_path=None,
-                   fingerprint="", on_warning=print)  # fmt: skip
+    run = _Trainer(settings, ["a", "b", "c"], torch.device("cpu"))
     steps, n_train = 3, 24
     run.plan = EpochPlan(
         epochs=epochs, max_epochs=settings.n_epochs, budget_seconds=60.0,
@@ -317,7 +312,7 @@ def _scheduled_trainer(settings: TrainSettings, *, epochs: int, seconds_per_epoc
 def test_a_re_made_plan_resizes_the_schedule_and_keeps_the_lr_so_far():
     """After the first epoch (the warmup), a re-plan from 3 to 6 epochs stretches the cosine to
     end at 0 after 6 epochs; the warmup's LRs are the same under both plans."""
-    from clothing_assets.ml.train import planned_schedule
+    from clothing_assets.ml.engine import planned_schedule
 
     settings = replace(SETTINGS, n_epochs=6, warmup_epochs=1.0)
     run, steps, n_train = _scheduled_trainer(settings, epochs=3, seconds_per_epoch=20.0)
@@ -551,7 +546,7 @@ def test_the_crops_are_chosen_on_the_timed_steps_plan_which_re_plans_keep():
     settings = replace(SETTINGS, n_epochs=40, crop_scale_min=0.0)
     run, _steps, _n = _scheduled_trainer(settings, epochs=30, seconds_per_epoch=2.0)
     run.crop_for(run.plan)
-    assert run.crop_scale_min == 0.25 and run.train_preset.scale == (0.25, 1.0)
+    assert run.crop_scale_min == 0.25 and run.recipe.preset.scale == (0.25, 1.0)
     run.crop_for(replace(run.plan, epochs=12, measured_epochs=30))
     assert run.crop_scale_min == 0.25
     run.crop_for(replace(run.plan, epochs=30, measured_epochs=12))
