@@ -19,7 +19,6 @@ that the summary and the catalog MERGEs read from) and `_presign` (GET_PRESIGNED
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 import uuid
@@ -33,6 +32,14 @@ from dagster_snowflake import SnowflakeResource
 from pydantic import Field, PrivateAttr
 from snowflake.connector import pandas_tools
 
+from clothing_assets.resources.snowflake_sql import (
+    DIRECTORY_TOKEN,
+    STAGE_TOKEN,
+    counts_of,
+    frame_of,
+    render,
+    state_of,
+)
 from clothing_assets.resources.warehouse import (
     PREDICTION_COLUMNS,
     CatalogTable,
@@ -45,13 +52,8 @@ from clothing_assets.resources.warehouse import (
     validate_identifier,
     validate_table,
 )
-from clothing_assets.sql import load_sql
 from clothing_assets.stage import StageResource, redact_url, unsafe_reason
 
-DIALECT = "snowflake"
-STAGE_TOKEN = "__STAGE__"
-INTEGRATION_TOKEN = "__STORAGE_INTEGRATION__"
-DIRECTORY_TOKEN = f"DIRECTORY(@{STAGE_TOKEN})"
 _DDL = (
     "create_clothing_train",
     "create_clothing_test",
@@ -62,77 +64,10 @@ _DDL = (
 )
 # paths per GET_PRESIGNED_URL statement (bound as one JSON array; far below Snowflake's limits)
 PRESIGN_BATCH = 1000
-_TIMESTAMPS = (
-    "LAST_MODIFIED",
-    "PRED_TIMESTAMP",
-    "CREATED_AT",
-    "PROMOTED_AT",
-    "DELETED_AT",
-    "CHANGED_AT",
-)
 
 
 class WriteBackError(RuntimeError):
     """write_pandas did not load every row of a batch; nothing was written."""
-
-
-def render(name: str, *, stage: str | None = None, storage_integration: str | None = None) -> str:
-    """The statement `clothing_assets/sql/snowflake/<name>.sql`, without its comment lines,
-    with its name tokens replaced by validated identifiers; a token left without a name is an
-    error."""
-    # whole-line comments document the files and are not sent
-    text = "\n".join(
-        line for line in load_sql(DIALECT, name).splitlines() if not line.lstrip().startswith("--")
-    )
-    if stage is not None:
-        text = text.replace(STAGE_TOKEN, validate_identifier(stage))
-    if storage_integration is not None:
-        text = text.replace(
-            INTEGRATION_TOKEN, validate_identifier(storage_integration, "storage integration")
-        )
-    if STAGE_TOKEN in text or INTEGRATION_TOKEN in text:
-        raise ValueError(f"statement {name} needs a stage or storage-integration name")
-    return text
-
-
-def _frame(cursor: Any) -> pd.DataFrame:
-    """The cursor's result as a frame with the same dtypes DuckDB gives (UTC timestamps)."""
-    columns = [d[0].upper() for d in cursor.description]
-    frame = pd.DataFrame(cursor.fetchall(), columns=columns)
-    for column in _TIMESTAMPS:
-        if column in frame:
-            frame[column] = pd.to_datetime(frame[column], utc=True)
-    if "SIZE" in frame:
-        frame["SIZE"] = frame["SIZE"].astype("int64")
-    for column in ("IMAGE_SIZE", "VAL_ROWS", "TRAIN_ROWS", "ROWS_SCORED"):
-        if column in frame:
-            frame[column] = frame[column].astype("int64")
-    for column in ("CONFIDENCE", "VAL_ACCURACY", "CHAMPION_VAL_ACCURACY"):
-        if column in frame:
-            frame[column] = frame[column].astype("float64")
-    return frame
-
-
-def _state(row: Sequence[Any]) -> tuple[int, str]:
-    """(file count, change key) of one summarize_*_state row, normalised so that the directory
-    and a catalog table give equal keys for equal files (the count and bytes as integers, the
-    newest time in UTC)."""
-    count, total, newest, files_hash = row
-    newest = "" if newest is None else pd.Timestamp(newest).tz_convert("UTC").isoformat()
-    summary = f"{int(count)}|{int(total or 0)}|{newest}|{files_hash}"
-    return int(count), hashlib.sha256(summary.encode()).hexdigest()
-
-
-def _counts(cursor: Any) -> dict[str, int]:
-    """Snowflake's MERGE and UPDATE answer one row with a column 'number of rows inserted' /
-    'updated' / 'deleted' for each kind of change the statement can make."""
-    row = cursor.fetchone() or ()
-    names = [d[0].lower() for d in cursor.description or ()]
-    return {
-        name.removeprefix("number of rows "): int(value or 0)
-        for name, value in zip(names, row, strict=False)
-        if name.startswith("number of rows ")
-    }
 
 
 class SnowflakeWarehouse(Warehouse):
@@ -285,7 +220,7 @@ class SnowflakeWarehouse(Warehouse):
                 return StageState(files=0, key=f"absent:{name}", exists=False)
             self._refresh_directory(cursor, name, url)
             cursor.execute(self._reads_directory("summarize_stage_directory_state", name))
-            files, key = _state(cursor.fetchone())
+            files, key = state_of(cursor.fetchone())
         return StageState(files=files, key=key)
 
     def catalog_holds(self, table: CatalogTable, state: StageState) -> bool:
@@ -295,7 +230,7 @@ class SnowflakeWarehouse(Warehouse):
         with self._connect() as conn:
             cursor = conn.cursor()
             cursor.execute(render(f"summarize_{table}_state"))
-            return _state(cursor.fetchone())[1] == state.key
+            return state_of(cursor.fetchone())[1] == state.key
 
     def stage_file_count(self, name: str) -> int:
         with self._connect() as conn:
@@ -311,7 +246,7 @@ class SnowflakeWarehouse(Warehouse):
             url = self._stage_url(cursor, stage)
             self._refresh_directory(cursor, stage, url)  # the listing is current at every sync
             cursor.execute(self._reads_directory(f"merge_{table}", stage))
-            counts = _counts(cursor)
+            counts = counts_of(cursor)
             frame = self._read(cursor, table)
         return SyncResult(
             inserted=counts.get("inserted", 0),
@@ -324,7 +259,7 @@ class SnowflakeWarehouse(Warehouse):
     @staticmethod
     def _read(cursor: Any, table: CatalogTable) -> pd.DataFrame:
         cursor.execute(render(f"select_{table}"))
-        return _frame(cursor)
+        return frame_of(cursor)
 
     def read_catalog(self, table: CatalogTable) -> pd.DataFrame:
         validate_table(table)
@@ -335,7 +270,7 @@ class SnowflakeWarehouse(Warehouse):
         with self._connect() as conn:
             cursor = conn.cursor()
             cursor.execute(render("select_unscored_test_rows"), {"model_version": model_version})
-            return _frame(cursor)
+            return frame_of(cursor)
 
     @contextmanager
     def url_session(self, stage: str) -> Iterator[None]:
@@ -403,7 +338,7 @@ class SnowflakeWarehouse(Warehouse):
                 cursor.execute(render("begin_transaction"))
                 try:
                     cursor.execute(render(apply), {"batch": batch})
-                    updated = _counts(cursor).get("updated", 0)
+                    updated = counts_of(cursor).get("updated", 0)
                     cursor.execute(render("commit_transaction"))
                 except BaseException:
                     cursor.execute(render("rollback_transaction"))
@@ -460,4 +395,4 @@ class SnowflakeWarehouse(Warehouse):
         with self._connect() as conn:
             cursor = conn.cursor()
             cursor.execute(render(name), params or {})
-            return _frame(cursor)
+            return frame_of(cursor)

@@ -59,9 +59,9 @@ def test_every_statement_parses_as_snowflake_and_holds_no_credentials(name):
 
 
 def test_stage_statements_reference_the_stage_only_through_validated_tokens():
-    assert "DIRECTORY(@__STAGE__)" in sw.load_sql("snowflake", "merge_clothing_train")
-    assert "DIRECTORY(@__STAGE__)" in sw.load_sql("snowflake", "merge_clothing_test")
-    assert "GET_PRESIGNED_URL(@__STAGE__" in sw.load_sql("snowflake", "select_presigned_urls")
+    assert "DIRECTORY(@__STAGE__)" in load_sql("snowflake", "merge_clothing_train")
+    assert "DIRECTORY(@__STAGE__)" in load_sql("snowflake", "merge_clothing_test")
+    assert "GET_PRESIGNED_URL(@__STAGE__" in load_sql("snowflake", "select_presigned_urls")
     for bad in ("s; DROP TABLE x", "s'", "a.b", "1s"):
         with pytest.raises(InvalidIdentifierError):
             sw.render("create_stage", stage=bad, storage_integration="OK")
