@@ -49,7 +49,9 @@ LITE_WEIGHTS = {
 # autocast, so `bf16: auto` trains it in fp32 there. Lite0 at 128 px on an AVX512-BF16 EPYC:
 # fp32 67.4 and 62.0 img/s against bf16's 64.0 and 60.9 (batch 32, bench/fp32_step.py, two
 # runs), and the main job trained at ~60 img/s in bf16 against ~66 as emulated AVX2 in fp32
-# (BENCHMARKS.md, Training step); its depthwise convolutions gain nothing from bf16 there
+# (BENCHMARKS.md, Training step); its depthwise convolutions gain nothing from bf16 there. On
+# an AMX-BF16 Xeon the bench's fp32 step was faster but the main job trained no faster in fp32,
+# so AMX keeps bf16
 FP32_TRAINING_KINDS = {"efficientnet_lite0": frozenset({"AVX512-BF16"})}
 # TensorFlow's EfficientNet-Lite preprocessing: pixels scaled to [-1, 1]
 LITE_MEAN = (0.5, 0.5, 0.5)
