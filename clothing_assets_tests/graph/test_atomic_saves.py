@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import os
 import stat
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from clothing_assets.ml.data import load_decode_cache, save_decode_cache
 from clothing_assets.ml.model_file import save_checkpoint
 from clothing_assets.ml.settings import TrainSettings
 from clothing_assets.ml.train import fit
+from clothing_assets_tests.support.disks import small_tmpfs
 
 SETTINGS = TrainSettings(
     architecture="resnet18", weights="none", image_size=32, n_epochs=1, batch_size=8,
@@ -33,19 +33,8 @@ def _data() -> tuple[torch.Tensor, torch.Tensor]:
 @pytest.fixture
 def small_disk(tmp_path: Path):
     """A real 1 MiB tmpfs: writes beyond it fail with ENOSPC from the kernel."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here ({done.stderr.strip()})")
-    try:
+    with small_tmpfs(tmp_path / "small") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def _leftovers(folder: Path, keep: set[str]) -> list[str]:
