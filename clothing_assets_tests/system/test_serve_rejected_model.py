@@ -24,9 +24,13 @@ def spoil(path) -> bytes:
 
 
 def restore(path, good: bytes) -> None:
-    path.write_bytes(good)
+    """Put the good bytes back in one rename, as the registry writes, so that a poll never
+    reads a half-written file (which would be rejected, and logged, once more)."""
+    staged = path.with_suffix(".restoring")
+    staged.write_bytes(good)
     stamp = time.time_ns() + 2_000_000_000  # a stamp of its own, even on a coarse clock
-    os.utime(path, ns=(stamp, stamp))
+    os.utime(staged, ns=(stamp, stamp))
+    os.replace(staged, path)
 
 
 def test_the_registry_source_reads_a_rejected_file_once_until_it_changes(local_env, monkeypatch):
