@@ -6,7 +6,10 @@ int8 is a candidate only when it agrees with torch within the tolerance its test
 runtime that answers otherwise is not the same model. The fastest admitted candidate wins.
 A candidate that cannot be built or loaded is left out, and why is recorded.
 
-The choice is kept per model version, CPU kind and ONNX Runtime release as a small JSON file
+The probe runs in the process that decides (clothing_predictions' step), with one thread per
+runtime as a Dask worker task scores, and is keyed by that process's CPU kind: workers on
+another kind of CPU score with the same choice. The choice is kept per model version, CPU
+kind and ONNX Runtime release as a small JSON file
 beside the int8 model cache (`runtimes/`), written atomically: later runs, and the model server,
 read it instead of probing again. The model server serves the runtime recorded here, so that
 its answers are the batch path's.

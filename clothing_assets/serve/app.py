@@ -19,7 +19,6 @@ from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from clothing_assets.ml.devices import select_device
 from clothing_assets.ml.images import ImageDecodeError
 from clothing_assets.ml.runtime import TORCH
 from clothing_assets.serve.batcher import Batcher, InferenceError
@@ -280,11 +279,7 @@ def create_app(source: ModelSource | None = None, config: ServeConfig | None = N
     """The model server for `source` (default: the registry's champion, or
     CLOTHING_SERVE_MODEL_FILE) and `config` (default: the CLOTHING_SERVE_* settings)."""
     config = config or ServeConfig.from_settings()
-    selector = RuntimeSelector(
-        setting("CLOTHING_SCORING_RUNTIME"), setting("CLOTHING_CACHE_DIR"),
-        gpu=select_device("auto").type == "cuda",
-    )  # fmt: skip
-    holder = ModelHolder(source or default_source(), selector)
+    holder = ModelHolder(source or default_source(), RuntimeSelector.from_settings())
     batcher = Batcher(
         max_batch_size=config.max_batch_size,
         max_wait_ms=config.max_wait_ms,

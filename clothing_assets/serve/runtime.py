@@ -22,6 +22,18 @@ class RuntimeSelector:
         self._missed: tuple[tuple[object, ...], str] | None = None
         self._sha256: tuple[str, str] | None = None  # (version, its file's SHA-256)
 
+    @classmethod
+    def from_settings(cls) -> RuntimeSelector:
+        """The selector for CLOTHING_SCORING_RUNTIME and CLOTHING_CACHE_DIR on this machine
+        (torch on a GPU, as the server's model then runs there)."""
+        from clothing_assets.ml.devices import select_device
+        from clothing_assets.settings import setting
+
+        return cls(
+            setting("CLOTHING_SCORING_RUNTIME"), setting("CLOTHING_CACHE_DIR"),
+            gpu=select_device("auto").type == "cuda",
+        )  # fmt: skip
+
     def choose(
         self, version: str, data: bytes, serving: str | None = None
     ) -> tuple[str, str, bytes | None]:
