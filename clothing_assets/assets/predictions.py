@@ -194,19 +194,23 @@ def _runtime_model(
         )
 
     if asked == "auto" and not use_gpu:
-        runtime = _measured_runtime(context, model_bytes, version, model_for, calibration, cache)
+        runtime = _measured_runtime(
+            context, client, model_bytes, version, model_for, calibration, cache
+        )
     context.log.info(f"scoring runtime: {runtime}")
     return runtime, model_for(runtime)
 
 
-def _measured_runtime(context, model_bytes, version, model_for, calibration, cache) -> str:
-    """`auto`'s runtime for this model on this CPU (`runtime_choice.choose_runtime`)."""
+def _measured_runtime(context, client, model_bytes, version, model_for, calibration, cache) -> str:
+    """`auto`'s runtime for this model on this CPU (`runtime_choice.choose_runtime`), timed
+    with the torch threads each Dask task scores with."""
+    from clothing_assets.ml.cluster import torch_threads_per_task
     from clothing_assets.ml.runtime import ORT_INT8
     from clothing_assets.ml.runtime_choice import choose_runtime
 
     choice = choose_runtime(
         model_bytes, version, lambda: model_for(ORT_INT8), calibration, cache,
-        on_warning=context.log.warning,
+        threads=torch_threads_per_task(client), on_warning=context.log.warning,
     )  # fmt: skip
     context.log.info(choice.describe())
     return choice.runtime

@@ -6,8 +6,8 @@ int8 is a candidate only when it agrees with torch within the tolerance its test
 runtime that answers otherwise is not the same model. The fastest admitted candidate wins.
 A candidate that cannot be built or loaded is left out, and why is recorded.
 
-The probe runs in the process that decides (clothing_predictions' step), with one thread per
-runtime as a Dask worker task scores, and is keyed by that process's CPU kind: workers on
+The probe runs in the process that decides (clothing_predictions' step), with as many threads
+as a Dask task scores with, and is keyed by that process's CPU kind: workers on
 another kind of CPU score with the same choice. The choice is kept per model version, CPU
 kind and ONNX Runtime release as a small JSON file
 beside the int8 model cache (`runtimes/`), written atomically: later runs, and the model server,
@@ -203,7 +203,10 @@ def choose_runtime(
     if kept is not None:
         return kept
     model_file = ModelFile.load(model_bytes)
-    candidates: dict[str, Classifier] = {TORCH: model_file.build()}
+    # channels-last, as the batch path's workers hold the model
+    candidates: dict[str, Classifier] = {
+        TORCH: model_file.build().to(memory_format=torch.channels_last)
+    }
     left_out = _add_int8(candidates, int8_bytes, threads)
     images = probe_images(calibration(), model_file) if len(candidates) > 1 else []
     if len(candidates) > 1 and not images:
