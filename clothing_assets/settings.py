@@ -127,7 +127,8 @@ _VARIABLES = [
              "the model store: a folder or fsspec URL (`s3://...` with the `s3` extra) holding "
              "every model version"),
     Variable("CLOTHING_CACHE_DIR", "models/cache", _text,
-             "local scratch: training checkpoints, the decode cache, plots"),
+             "local scratch: training checkpoints, the decode cache, plots, int8 models and "
+             "runtime choices"),
     Variable("CLOTHING_TRAINING_LOCK_TIMEOUT_SECONDS", 3600.0, _positive_number,
              "how long a training run waits for another one training in the same cache folder"),
     Variable("CLOTHING_MIN_VAL_ACCURACY", 0.5, _number,
@@ -159,8 +160,9 @@ _VARIABLES = [
              "a LocalCluster task that no worker can run fails after this long"),
     Variable("CLOTHING_SCORING_RUNTIME", "torch", _scoring_runtime,
              "CPU scoring: `torch`, `onnxruntime-int8` (the `int8` extra; the model is made once "
-             "per version from 100 training images) or `auto`: int8 on CPUs without AMX when "
-             "the extra is installed, else torch"),
+             "per version from 100 training images) or `auto`: the faster of the two on this "
+             "CPU, timed once per model version and CPU kind, int8 only within its accuracy "
+             "tolerance; the model server serves the runtime scoring chose"),
     Variable("CLOTHING_HTTP_TIMEOUT_SECONDS", 30.0, _positive_number,
              "connect and per-read timeout of one HTTP(S) file read"),
     Variable("CLOTHING_HTTP_DEADLINE_SECONDS", 120.0, _positive_number,

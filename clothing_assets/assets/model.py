@@ -1,6 +1,7 @@
 """The model group: `trained_model` trains a challenger, `champion_model` decides which
 version serves (the promotion rule, or a person's choice) and shows the registry."""
 
+import hashlib
 import sys
 import time
 from dataclasses import fields
@@ -12,6 +13,7 @@ from pydantic import Field, create_model
 from tqdm import tqdm
 
 from clothing_assets.assets.catalog import clothing_train
+from clothing_assets.assets.warm_start import Start, WarmStartRefused
 from clothing_assets.ml.settings import TrainSettings
 from clothing_assets.resources.model_registry import Decision, ModelRegistry, RegistryError
 from clothing_assets.resources.model_store import ModelStoreResource
@@ -34,10 +36,30 @@ class _TrainConfigBase(dg.Config):
         description="Keep the decoded uint8 images in models/cache/, tied to the catalog rows "
         "(path, size, last-modified), so a re-run with the same files reads no stage file.",
     )
+    init: str = Field(
+        default="imagenet",
+        description="Where training starts: 'champion': fine-tune from the champion's weights "
+        "(refused when its classes or architecture differ from this run's; with no champion "
+        "yet, as `weights` says), 'imagenet' or 'none' (random). Given alone, `weights` "
+        "decides between the last two.",
+    )
 
     def settings(self) -> TrainSettings:
-        """The `TrainSettings` that `fit` takes, field by field."""
-        return TrainSettings(**{f.name: getattr(self, f.name) for f in fields(TrainSettings)})
+        """The `TrainSettings` that `fit` takes, field by field; `weights` as `init` decides
+        when `init` is imagenet or none."""
+        values = {f.name: getattr(self, f.name) for f in fields(TrainSettings)}
+        if self.resolved_init() != "champion":
+            values["weights"] = self.resolved_init()
+        return TrainSettings(**values)
+
+    def resolved_init(self) -> str:
+        """`init` as the run applies it (`warm_start.resolve_init`)."""
+        from clothing_assets.assets.warm_start import resolve_init
+
+        given = self.model_fields_set
+        return resolve_init(
+            self.init, self.weights, init_given="init" in given, weights_given="weights" in given
+        )
 
 
 _HINTS = get_type_hints(TrainSettings)
@@ -102,7 +124,10 @@ def trained_model(
     from clothing_assets.ml.data import TrainingDataError, labelled_split, training_rows
     from clothing_assets.reports import challenger_inputs_metadata, training_metadata
 
-    settings = config.settings()
+    try:
+        settings = config.settings()
+    except WarmStartRefused as exc:
+        raise dg.Failure(str(exc), allow_retries=False) from exc
     catalog = warehouse.read_catalog("clothing_train")
     try:
         rows = training_rows(catalog, settings.downsample_to, env_var=train_stage.env_var)
@@ -116,7 +141,8 @@ def trained_model(
     if rows["CLASS"].nunique() < 2:
         raise dg.Failure("fewer than two classes have decodable images; see clothing_train.ERROR")
     data = labelled_split(rows, decoded.images, val_fraction=settings.val_fraction)
-    result = _fit(context, settings, data, model_store, rows)
+    start = _start(context, config, model_registry, data.classes)
+    result = _fit(context, settings, data, model_store, rows, start)
     compared_with, champion_accuracy = _compare_with_champion(context, model_registry, data)
     version = _register(
         context, model_registry, settings, result, data, rows, compared_with, champion_accuracy
@@ -127,7 +153,32 @@ def trained_model(
         rows_with_error=int(catalog["ERROR"].notna().sum()) + len(decoded.errors),
         compared_with=compared_with, champion_accuracy=champion_accuracy,
     ))  # fmt: skip
+    metadata.update(start.metadata(config.resolved_init()))
     return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(version))
+
+
+def _start(
+    context: dg.AssetExecutionContext,
+    config: TrainConfig,
+    registry: ModelRegistry,
+    classes: list[str],
+) -> Start:
+    """Where this run starts (`warm_start`); a Failure that names what to change when the
+    champion cannot be fine-tuned for these classes."""
+    from clothing_assets.assets.warm_start import champion_start
+
+    init = config.resolved_init()
+    if init != "champion":
+        return Start(init)
+    try:
+        start = champion_start(registry, classes, config.architecture, config.weights)
+    except WarmStartRefused as exc:
+        raise dg.Failure(str(exc), allow_retries=False) from exc
+    if start.note:
+        context.log.warning(start.note)
+    else:
+        context.log.info(f"fine-tuning from champion {start.version}'s weights")
+    return start
 
 
 def _decode(
@@ -186,8 +237,8 @@ def _register(
     return version
 
 
-def _fit(context, settings, data: "LabelledImages", model_store, rows) -> "FitResult":
-    """Run `fit` on `data` with per-epoch logs and a terminal progress bar."""
+def _fit(context, settings, data: "LabelledImages", model_store, rows, start: Start) -> "FitResult":
+    """Run `fit` on `data` from `start` with per-epoch logs and a terminal progress bar."""
     from clothing_assets.ml.data import job_fingerprint
     from clothing_assets.ml.durable import checkpoint_file
     from clothing_assets.ml.train import fit
@@ -214,6 +265,8 @@ def _fit(context, settings, data: "LabelledImages", model_store, rows) -> "FitRe
         )
 
     fingerprint, steps = job_fingerprint(settings, rows), settings.n_epochs * per_epoch
+    if start.version:  # a checkpoint resumes only a run from the same champion's weights
+        fingerprint = hashlib.sha256(f"{fingerprint}|{start.version}".encode()).hexdigest()
     # one checkpoint per job, under the cache folder's training lock (taken by fit): a
     # concurrent run's checkpoint is neither resumed nor deleted
     checkpoint = checkpoint_file(model_store.cache_root, fingerprint)
@@ -223,6 +276,7 @@ def _fit(context, settings, data: "LabelledImages", model_store, rows) -> "FitRe
             checkpoint_path=checkpoint, fingerprint=fingerprint, on_warning=context.log.warning,
             on_epoch=on_epoch, progress=lambda _n: bar.update(1), on_plan=on_plan,
             lock_timeout_s=setting("CLOTHING_TRAINING_LOCK_TIMEOUT_SECONDS"),
+            init_state=start.state_dict,
         )  # fmt: skip
     checkpoint.unlink(missing_ok=True)
     if result.resumed_from_step:

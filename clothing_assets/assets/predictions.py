@@ -75,6 +75,7 @@ def clothing_predictions(
         load_seconds=run.load_seconds, dashboard=run.dashboard,
         gallery_urls=lambda paths: warehouse.file_urls(test_stage.name, paths),
     )  # fmt: skip
+    metadata["runtime"] = dg.MetadataValue.text(run.runtime)
     context.log.info(
         f"wrote {run.written} predictions in {run.seconds:.1f}s; accuracy vs folders "
         f"{metadata['accuracy'].value:.3f} over {metadata['labelled_rows'].value} rows"
@@ -91,6 +92,7 @@ class _ScoringRun(NamedTuple):
     load_seconds: dict[str, float] = {}
     seconds: float = 0.0
     dashboard: str | None = None
+    runtime: str = "none"  # what scored: torch or onnxruntime-int8
 
 
 def _score(
@@ -147,7 +149,7 @@ def _score(
     _warn_about_the_run(context, results, written, use_gpu=use_gpu)
     return _ScoringRun(
         results, written, shipped_to, load_seconds, time.perf_counter() - started,
-        getattr(client, "dashboard_link", None),
+        getattr(client, "dashboard_link", None), runtime,
     )  # fmt: skip
 
 
@@ -156,7 +158,10 @@ def _runtime_model(
 ) -> tuple[str, bytes]:
     """(runtime, bytes the workers load) for CLOTHING_SCORING_RUNTIME: the int8 model is made
     once per version, calibrated on 100 training images, and cached with the model store's
-    scratch; `auto` scores with torch when a worker lacks ONNX Runtime."""
+    scratch; `auto` measures torch and int8 on this CPU (`runtime_choice`) and scores with
+    torch when a worker lacks ONNX Runtime."""
+    import functools
+
     from clothing_assets.ml.runtime import (
         TORCH,
         RuntimeUnavailable,
@@ -171,7 +176,7 @@ def _runtime_model(
         runtime = resolve_runtime(asked, gpu=use_gpu)
     except RuntimeUnavailable as exc:
         raise dg.Failure(description=str(exc)) from exc
-    lacking = workers_lacking_runtime(client) if runtime != TORCH else []
+    lacking = workers_lacking_runtime(client) if asked != TORCH and not use_gpu else []
     if lacking and asked == "auto":
         context.log.info(f"scoring with torch: workers {lacking} lack the `int8` extra")
         return TORCH, model_bytes
@@ -180,11 +185,35 @@ def _runtime_model(
             f"CLOTHING_SCORING_RUNTIME={asked} but workers {lacking} lack the `int8` extra "
             "(onnxruntime, onnx): install it there, or score with torch"
         )
+    cache = model_registry.store.cache_root
+    calibration = functools.cache(lambda: _calibration_images(warehouse, train_stage))
+
+    def model_for(name: str) -> bytes:
+        return scoring_model_bytes(
+            model_bytes, version, name, calibration, cache, on_warning=context.log.warning
+        )
+
+    if asked == "auto" and not use_gpu:
+        runtime = _measured_runtime(
+            context, client, model_bytes, version, model_for, calibration, cache
+        )
     context.log.info(f"scoring runtime: {runtime}")
-    return runtime, scoring_model_bytes(
-        model_bytes, version, runtime, lambda: _calibration_images(warehouse, train_stage),
-        model_registry.store.cache_root, on_warning=context.log.warning,
+    return runtime, model_for(runtime)
+
+
+def _measured_runtime(context, client, model_bytes, version, model_for, calibration, cache) -> str:
+    """`auto`'s runtime for this model on this CPU (`runtime_choice.choose_runtime`), timed
+    with the torch threads each Dask task scores with."""
+    from clothing_assets.ml.cluster import torch_threads_per_task
+    from clothing_assets.ml.runtime import ORT_INT8
+    from clothing_assets.ml.runtime_choice import choose_runtime
+
+    choice = choose_runtime(
+        model_bytes, version, lambda: model_for(ORT_INT8), calibration, cache,
+        threads=torch_threads_per_task(client), on_warning=context.log.warning,
     )  # fmt: skip
+    context.log.info(choice.describe())
+    return choice.runtime
 
 
 def _calibration_images(warehouse: Warehouse, train_stage: StageResource) -> list[bytes]:

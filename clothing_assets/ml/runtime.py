@@ -59,8 +59,10 @@ def resolve_runtime(name: str, *, gpu: bool = False) -> str:
     """The runtime to score with for the setting `name` (`auto`, `torch`, `onnxruntime-int8`).
 
     `auto` is int8 when ONNX Runtime is installed and `auto_prefers_int8` for this CPU's kind,
-    else torch (with a log line saying why); a GPU always scores with torch. Asking for
-    `onnxruntime-int8` by name where it is not installed raises RuntimeUnavailable.
+    else torch (with a log line saying why): the guess made without measuring. Scoring and
+    the model server measure instead (`runtime_choice.choose_runtime`). A GPU always scores
+    with torch. Asking for `onnxruntime-int8` by name where it is not installed raises
+    RuntimeUnavailable.
     """
     if name not in RUNTIMES:
         raise ValueError(f"unknown scoring runtime {name!r}; one of {', '.join(RUNTIMES)}")

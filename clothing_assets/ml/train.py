@@ -8,7 +8,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -120,6 +120,7 @@ def fit(
     on_warning: Callable[[str], None] | None = None,
     on_plan: Callable[[EpochPlan], None] | None = None,
     lock_timeout_s: float | None = None,
+    init_state: Mapping[str, torch.Tensor] | None = None,
 ) -> FitResult:
     """Train a fresh (or resumed) model and return the best validation epoch's weights.
 
@@ -130,6 +131,8 @@ def fit(
     once more half way against the median epoch (`budget.replan_midway`). The
     learning-rate schedule is sized to the plan, the checkpoint keeps it and a resumed run
     reuses it. `on_plan` gets the plan before the first epoch, and again if it is re-made.
+    With `init_state` (a state dict of the same network and classes) training starts from
+    those weights instead of `settings.weights`.
 
     A checkpoint is written every `checkpoint_every` steps and at every epoch end; if
     `checkpoint_path` holds one with the same `fingerprint`, training resumes from it and ends
@@ -149,8 +152,9 @@ def fit(
     )
     with lock:
         return _fit(
-            (train_images, train_labels), (val_images, val_labels), classes, settings, hooks
-        )
+            (train_images, train_labels), (val_images, val_labels), classes, settings, hooks,
+            init_state,
+        )  # fmt: skip
 
 
 class _Trainer:
@@ -166,14 +170,18 @@ class _Trainer:
         classes: list[str],
         device: torch.device,
         hooks: FitHooks | None = None,
+        init_state: Mapping[str, torch.Tensor] | None = None,
     ) -> None:
         self.settings, self.classes, self.device = settings, classes, device
         self.hooks = hooks or FitHooks()
         torch.manual_seed(settings.seed)
         model = build_model(
-            settings.architecture, len(classes), weights=settings.weights,
+            settings.architecture, len(classes),
+            weights=settings.weights if init_state is None else "none",
             image_size=settings.image_size,
         )  # fmt: skip
+        if init_state is not None:
+            model.load_state_dict(init_state)
         self.model = model.to(device, memory_format=torch.channels_last)
         self.optimizer = make_optimizer(
             self.model, settings.base_lr, settings.weight_decay, settings.optimizer
@@ -416,11 +424,16 @@ class _Trainer:
 
 
 def _fit(
-    train: _Split, val: _Split, classes: list[str], settings: TrainSettings, hooks: FitHooks
+    train: _Split,
+    val: _Split,
+    classes: list[str],
+    settings: TrainSettings,
+    hooks: FitHooks,
+    init_state: Mapping[str, torch.Tensor] | None = None,
 ) -> FitResult:
     """`fit`'s body, run while the checkpoint folder's training lock is held."""
     device = select_device(settings.device)
-    run = _Trainer(settings, classes, device, hooks)
+    run = _Trainer(settings, classes, device, hooks, init_state)
     if device.type == "cuda":
         # a GPU-resident dataset: uint8 images cross the bus once, batches never do
         train, val = tuple(t.to(device) for t in train), tuple(t.to(device) for t in val)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -19,6 +20,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from clothing_assets.ml.images import ImageDecodeError
+from clothing_assets.ml.runtime import TORCH
 from clothing_assets.serve.batcher import Batcher, InferenceError
 from clothing_assets.serve.hosts import TrustedHosts
 from clothing_assets.serve.limits import (
@@ -31,6 +33,7 @@ from clothing_assets.serve.limits import (
     refuse_unread,
 )
 from clothing_assets.serve.model import LoadedModel
+from clothing_assets.serve.runtime import RuntimeSelector
 from clothing_assets.serve.source import ModelSource, default_source
 from clothing_assets.settings import VARIABLES, setting
 
@@ -91,34 +94,48 @@ class ServeConfig:
 
 
 class ModelHolder:
-    """The version being served, switched whenever the source names another one."""
+    """The version being served, switched whenever the source names another one, and served
+    with the batch path's runtime for it (`selector`; default: torch)."""
 
-    def __init__(self, source: ModelSource) -> None:
+    def __init__(self, source: ModelSource, selector: RuntimeSelector | None = None) -> None:
         self.source = source
+        self.selector = selector
         self.current: LoadedModel | None = None
         self.rejected: str | None = None  # a version whose bytes failed to load
         self.source_error: str | None = None
 
     def refresh(self) -> None:
-        """Ask the source once; load and switch to a new version (blocking: run in a thread).
-        A version that fails to load is logged once and the previous one stays: a version
-        names its bytes, so the same version would fail again."""
+        """Ask the source once; load and switch to a new version, or to the runtime the batch
+        path now uses for this one (blocking: run in a thread). A version that fails to load
+        is logged once and the previous one stays: a version names its bytes, so the same
+        version would fail again."""
         found = self.source.current()
-        if found is None or found[0] in (self.rejected, getattr(self.current, "version", None)):
+        if found is None or found[0] == self.rejected:
             return
         version, data = found
+        current = self.current
+        serving = current.runtime if current is not None and current.version == version else None
+        runtime, why, int8 = (
+            self.selector.choose(version, data, serving) if self.selector else (TORCH, "", None)
+        )
+        if current is not None and current.version == version and current.runtime == runtime:
+            if current.runtime_note != why:
+                self.current = dataclasses.replace(current, runtime_note=why)
+            return
         try:
-            loaded = LoadedModel.from_bytes(version, data)
+            loaded = LoadedModel.from_bytes(version, data, int8=int8, note=why)
         except Exception as exc:  # a bad file must not stop the server
             log.error("model %s could not be loaded, keeping the previous one: %s", version, exc)
             self.rejected = version
             return
         previous, self.current = self.current, loaded
         log.info(
-            "serving model %s (%s, %s px)%s",
+            "serving model %s (%s, %s px) with %s%s%s",
             version,
             loaded.model_file.architecture,
             loaded.model_file.image_size,
+            runtime,
+            f" ({why})" if why else "",
             f", replacing {previous.version}" if previous else "",
         )
 
@@ -262,7 +279,7 @@ def create_app(source: ModelSource | None = None, config: ServeConfig | None = N
     """The model server for `source` (default: the registry's champion, or
     CLOTHING_SERVE_MODEL_FILE) and `config` (default: the CLOTHING_SERVE_* settings)."""
     config = config or ServeConfig.from_settings()
-    holder = ModelHolder(source or default_source())
+    holder = ModelHolder(source or default_source(), RuntimeSelector.from_settings())
     batcher = Batcher(
         max_batch_size=config.max_batch_size,
         max_wait_ms=config.max_wait_ms,

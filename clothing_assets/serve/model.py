@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,6 +12,7 @@ from torch import nn
 from clothing_assets.ml.devices import amp_dtype_for, select_device
 from clothing_assets.ml.images import prepare
 from clothing_assets.ml.model_file import ModelFile
+from clothing_assets.ml.runtime import ORT_INT8, TORCH, load_int8_model
 from clothing_assets.ml.scoring import classify
 
 
@@ -20,19 +22,29 @@ class LoadedModel:
     it started with while the server switches to a newer one."""
 
     version: str
-    model: nn.Module
+    model: nn.Module | Callable[[torch.Tensor], torch.Tensor]
     model_file: ModelFile
     device: torch.device
     amp_dtype: torch.dtype | None
+    runtime: str = TORCH
+    runtime_note: str = ""  # why this runtime serves
 
     @classmethod
-    def from_bytes(cls, version: str, data: bytes, device: str = "auto") -> LoadedModel:
+    def from_bytes(
+        cls, version: str, data: bytes, device: str = "auto", *, int8: bytes | None = None,
+        note: str = "",
+    ) -> LoadedModel:  # fmt: skip
         """Rebuild the model from `model_trained.pt` bytes (never unpickling arbitrary objects)
-        on `device` (`auto`: CUDA when there is a GPU)."""
-        target = select_device(device)
+        on `device` (`auto`: CUDA when there is a GPU); with `int8`, the batch path's int8
+        model of those bytes (`runtime.int8_model_bytes`), run by ONNX Runtime on the CPU
+        with this process's torch thread count. `note` says why this runtime serves."""
         model_file = ModelFile.load(data, map_location="cpu")
+        if int8 is not None:
+            session, _ = load_int8_model(int8, torch.get_num_threads())
+            return cls(version, session, model_file, torch.device("cpu"), None, ORT_INT8, note)
+        target = select_device(device)
         model = model_file.build().to(target, memory_format=torch.channels_last)
-        return cls(version, model, model_file, target, amp_dtype_for(target))
+        return cls(version, model, model_file, target, amp_dtype_for(target), TORCH, note)
 
     @property
     def classes(self) -> list[str]:
@@ -47,6 +59,8 @@ class LoadedModel:
             "classes": self.classes,
             "val_accuracy": self.model_file.val_accuracy,
             "device": self.device.type,
+            "runtime": self.runtime,
+            "runtime_note": self.runtime_note,
         }
 
     def decode(self, data: bytes) -> torch.Tensor:
