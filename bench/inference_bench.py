@@ -12,8 +12,10 @@ img/s, ours-2w B img/s, seed-style C img/s, ratio R, scaling S` with R = B/C and
 repeats our widest path on N images to show it stays flat.
 
 --runtime picks our path's scoring runtime as CLOTHING_SCORING_RUNTIME does (`auto`, the default:
-ONNX Runtime int8 on CPUs without native bf16 when the `int8` extra is installed; `torch`;
-`onnxruntime-int8`). The int8 model is made once on the client, before any clock starts,
+the runtime `runtime_choice.choose_runtime` measures fastest on this CPU among torch and, when the
+`int8` extra is installed and its answers agree, ONNX Runtime int8, with the threads one worker
+task scores with; `torch`; `onnxruntime-int8`). The int8 model is made once on the client, before
+any clock starts,
 calibrated on --calibration images of the train stage, and shipped once per worker. Every line
 names the runtime and the CPU kind (flags capped by --cpu-kind, ONEDNN_MAX_CPU_ISA or
 ATEN_CPU_CAPABILITY).
@@ -24,8 +26,10 @@ workers; use a larger --batch-size there (256). The seed-style path stays as the
 """
 
 import argparse
+import functools
 import io
 import itertools
+import tempfile
 from pathlib import Path
 
 import dask
@@ -37,6 +41,7 @@ from bench.common import jpegs, parse, parser, tagged, timed
 from clothing_assets.ml.cpu import cpu_kind
 from clothing_assets.ml.model_file import ModelFile
 from clothing_assets.ml.runtime import ORT_INT8, RUNTIMES, int8_model_bytes, resolve_runtime
+from clothing_assets.ml.runtime_choice import choose_runtime
 from clothing_assets.ml.scoring import score_batch, warm_model
 from clothing_assets.ml.settings import TrainSettings
 from clothing_assets.resources.model_store import file_version
@@ -185,28 +190,48 @@ def arguments() -> argparse.Namespace:
     return parse(described)
 
 
+@functools.cache
+def _int8_bytes(train: Path, calibration: int, data: bytes) -> bytes:
+    """The int8 model of `data`, made once however many times it is asked for."""
+    out, seconds = timed(lambda: int8_model_bytes(data, calibration_blobs(train, calibration)))
+    print(f"{ORT_INT8} model made on the client in {seconds:.1f}s "
+          f"({len(out) / 2**20:.0f} MiB, {calibration} calibration images)")  # fmt: skip
+    return out
+
+
+def chosen_runtime(args: argparse.Namespace, data: bytes, gpu: bool) -> str:
+    """The runtime our path scores with: `--runtime`, or for `auto` on a CPU the one
+    `choose_runtime` measures fastest here (one torch thread per task, as each worker runs)."""
+    if args.runtime != "auto" or gpu:
+        return resolve_runtime(args.runtime, gpu=gpu)
+    train = args.data / "train"
+    with tempfile.TemporaryDirectory() as cache:
+        choice = choose_runtime(
+            data, file_version(data), lambda: _int8_bytes(train, args.calibration, data),
+            lambda: calibration_blobs(train, 32), Path(cache), threads=1,
+        )  # fmt: skip
+    print(choice.describe(), flush=True)
+    return choice.runtime
+
+
 def scoring_model(args: argparse.Namespace, data: bytes, runtime: str) -> bytes:
     """The bytes our workers load: the torch model file, or its int8 model made here once."""
     if runtime != ORT_INT8:
         return data
-    out, seconds = timed(
-        lambda: int8_model_bytes(data, calibration_blobs(args.data / "train", args.calibration))
-    )
-    print(f"{runtime} model made on the client in {seconds:.1f}s "
-          f"({len(out) / 2**20:.0f} MiB, {args.calibration} calibration images)")  # fmt: skip
-    return out
+    return _int8_bytes(args.data / "train", args.calibration, data)
 
 
 def main() -> None:
     args = arguments()
     gpu = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
-    runtime, kind = resolve_runtime(args.runtime, gpu=gpu), cpu_kind()
+    kind = cpu_kind()
 
     stage = args.data / "test"
     files = [str(p) for p in jpegs(stage)]
     paths = list(itertools.islice(itertools.cycle(files), args.images))
     classes = sorted({Path(f).parent.name for f in files})
     data = model_bytes(args.arch, args.image_size, classes)
+    runtime = chosen_runtime(args, data, gpu)
     print(f"{args.images} images from {stage}, {args.arch} at {args.image_size}px, "
           f"model {len(data) / 2**20:.0f} MiB, ours on {'cuda' if gpu else 'cpu'} with "
           f"{runtime}, batch {args.batch_size}, CPU {kind}")  # fmt: skip
