@@ -58,8 +58,11 @@ dev: data $(DAGSTER_HOME)/dagster.yaml
 check: setup
 	$(BIN)/dg check defs
 
+# Both cores: a graph test spends most of its time starting processes and waiting for them,
+# which two tests at once overlap. TEST_WORKERS=0 runs the suite in this one process.
+TEST_WORKERS ?= 2
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal
 
 test-fast: setup
 	$(BIN)/python -m pytest clothing_assets_tests/unit -m "not slow"
