@@ -2,8 +2,10 @@
 
     python -m bench.serve_bench [--data DIR] [--requests N] [--only resnet18] [--clients 1 4 16]
 
-For resnet18 at 128 px and resnet50 at 224 px (untrained model files: speed does not depend on
-the weights), with dynamic batching on (--max-batch-size 16) and off (1), posts the test
+For the model the server serves by default (EfficientNet-Lite0 at the default image size, from
+its installed ImageNet weights, scored as trained by default: each image with its mirror image),
+resnet18 at 128 px and resnet50 at 224 px (untrained, one view per image: speed does not depend
+on the weights), with dynamic batching on (--max-batch-size 16) and off (1), posts the test
 stage's JPEGs from 1, 4 and 16 (--clients) concurrent clients (each a keep-alive connection
 posting one image after another) and prints throughput and p50/p95/p99 latency, plus the
 in-process decode + forward time of one image for comparison and the in-process forward time
@@ -36,16 +38,22 @@ from clothing_assets.serve.model import LoadedModel
 
 CLASSES = ["dress", "hat", "longsleeve", "outwear", "pants", "shirt", "shoes", "shorts", "skirt",
            "t-shirt"]  # fmt: skip
-MODELS = [("resnet18", 128), ("resnet50", 224)]
+DEFAULT = TrainSettings()
+MODELS = [(DEFAULT.architecture, DEFAULT.image_size), ("resnet18", 128), ("resnet50", 224)]
 CLIENTS = (1, 4, 16)
 
 
 def model_file(architecture: str, size: int) -> bytes:
+    """The model file the server loads: the default model as the default training writes it,
+    any other one untrained and scored in one view per image, as the recorded figures."""
     torch.manual_seed(0)
-    # one view per image (eval_flip doubles the forward passes), as the recorded figures
-    settings = TrainSettings(architecture=architecture, image_size=size, eval_flip=False)
-    state = build_model(architecture, len(CLASSES)).state_dict()
-    return ModelFile.of_training(state, CLASSES, settings).to_bytes()
+    if (architecture, size) == (DEFAULT.architecture, DEFAULT.image_size):
+        settings, weights = DEFAULT, DEFAULT.weights
+    else:
+        settings = TrainSettings(architecture=architecture, image_size=size, eval_flip=False)
+        weights = "none"
+    model = build_model(architecture, len(CLASSES), weights=weights, image_size=size)
+    return ModelFile.of_training(model.state_dict(), CLASSES, settings).to_bytes()
 
 
 def in_process_ms(data: bytes, jpegs: list[bytes], repeats: int) -> float:
@@ -152,7 +160,7 @@ def bench_model(arch: str, size: int, jpegs: list[bytes], args: argparse.Namespa
     data = model_file(arch, size)
     (root / "models").mkdir()
     (root / "models" / "model_trained.pt").write_bytes(data)
-    requests = args.requests if arch == "resnet18" else max(16, args.requests // 3)
+    requests = args.requests if arch != "resnet50" else max(16, args.requests // 3)
     local = in_process_ms(data, jpegs, repeats=20)
     print(tagged(f"{arch} {size} px | in-process decode + forward of one image: {local:.1f} ms"))
     one, sixteen = (forward_ms_per_image(data, jpegs, b, repeats=max(4, 64 // b)) for b in (1, 16))
@@ -188,7 +196,9 @@ def bench_model(arch: str, size: int, jpegs: list[bytes], args: argparse.Namespa
 
 def main() -> None:
     described = parser(__doc__)
-    described.add_argument("--requests", type=int, default=96, help="per measurement (resnet18)")
+    described.add_argument(
+        "--requests", type=int, default=96, help="per measurement (a third of it for resnet50)"
+    )
     described.add_argument("--only", default=None, help="one architecture, e.g. resnet18")
     described.add_argument(
         "--clients", type=int, nargs="+", default=list(CLIENTS), help="concurrent clients"
