@@ -12,7 +12,8 @@ in-process decode + forward time of one image for comparison and the in-process 
 per image at batch 1 and 16 (the ceiling of what batching can gain on this CPU). The two
 servers run side by side and each measurement alternates between them in --rounds rounds, the
 in-process time taken between the rounds of the fewest clients: a neighbour's load on a shared
-machine then weighs on both sides of each ratio. Every line names the CPU kind.
+machine then weighs on both sides of each ratio, and the batching gain printed is the median
+of the rounds' ratios. Every line names the CPU kind.
 """
 
 from __future__ import annotations
@@ -163,10 +164,11 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def bench_model(arch: str, size: int, jpegs: list[bytes], args: argparse.Namespace) -> dict:
-    """Every line of one model; returns (throughput, p50) by (batching, clients) and the
-    in-process time. Both servers run at once (the idle one waits): each measurement alternates
-    between them in rounds, and the in-process time is taken between the fewest clients' rounds,
-    so that a neighbour's load on the shared machine weighs on both sides of each ratio."""
+    """Every line of one model; returns (throughput, p50, each round's throughput) by
+    (batching, clients) and the in-process time. Both servers run at once (the idle one
+    waits): each measurement alternates between them in rounds, and the in-process time is
+    taken between the fewest clients' rounds, so that a neighbour's load on the shared machine
+    weighs on both sides of each ratio."""
     root = Path(tempfile.mkdtemp(prefix="serve-bench-"))
     data = model_file(arch, size)
     (root / "models").mkdir()
@@ -205,19 +207,19 @@ def measure(
     """`requests` posts from `clients` clients to each server, in `args.rounds` alternating
     rounds; prints a line per server (and the in-process time after the fewest clients')."""
     per_round = max(2 * clients, -(-requests // args.rounds))
-    seconds = dict.fromkeys(ports, 0.0)
+    rates: dict[int, list[float]] = {batch: [] for batch in ports}
     latencies: dict[int, list[float]] = {batch: [] for batch in ports}
     in_process: list[float] = []
     for turn in range(args.rounds):
         for batch in sorted(ports, reverse=turn % 2 == 0):
             rate, lat = drive(ports[batch], jpegs, clients, per_round)
-            seconds[batch] += per_round / rate
+            rates[batch].append(rate)
             latencies[batch] += lat
         if clients == min(args.clients):
             in_process += local.samples(per_round)
     for batch in sorted(ports, reverse=True):
-        lat, rate = latencies[batch], len(latencies[batch]) / seconds[batch]
-        out[(batch, clients)] = (rate, percentile(lat, 50))
+        lat, rate = latencies[batch], len(rates[batch]) / sum(1 / r for r in rates[batch])
+        out[(batch, clients)] = (rate, percentile(lat, 50), rates[batch])
         print(
             tagged(
                 f"{arch} {size} px | batching {'on ' if batch > 1 else 'off'} | "
@@ -259,7 +261,10 @@ def main() -> None:
         if args.only and arch != args.only:
             continue
         out = bench_model(arch, size, blobs, args)
-        speedup = out[(16, most)][0] / out[(1, most)][0]
+        # the median of the rounds' ratios: a neighbour's burst during one round sways one ratio
+        speedup = statistics.median(
+            on / off for on, off in zip(out[(16, most)][2], out[(1, most)][2], strict=True)
+        )
         lone = out[(16, fewest)][1] / out["in_process_ms"]
         print(
             tagged(
