@@ -1,6 +1,7 @@
 """Model server throughput and latency: the real server process, concurrent HTTP clients.
 
-    python -m bench.serve_bench [--data DIR] [--requests N] [--only resnet18] [--clients 1 4 16]
+    python -m bench.serve_bench [--data DIR] [--requests N] [--rounds 3] [--only resnet18]
+                                [--clients 1 4 16]
 
 For the model the server serves by default (EfficientNet-Lite0 at the default image size, from
 its installed ImageNet weights, scored as trained by default: each image with its mirror image),
