@@ -1,14 +1,20 @@
 """Model server throughput and latency: the real server process, concurrent HTTP clients.
 
-    python -m bench.serve_bench [--data DIR] [--requests N] [--only resnet18] [--clients 1 4 16]
+    python -m bench.serve_bench [--data DIR] [--requests N] [--rounds 3] [--only resnet18]
+                                [--clients 1 4 16]
 
-For resnet18 at 128 px and resnet50 at 224 px (untrained model files: speed does not depend on
-the weights), with dynamic batching on (--max-batch-size 16) and off (1), posts the test
+For the model the server serves by default (EfficientNet-Lite0 at the default image size, from
+its installed ImageNet weights, scored as trained by default: each image with its mirror image),
+resnet18 at 128 px and resnet50 at 224 px (untrained, one view per image: speed does not depend
+on the weights), with dynamic batching on (--max-batch-size 16) and off (1), posts the test
 stage's JPEGs from 1, 4 and 16 (--clients) concurrent clients (each a keep-alive connection
 posting one image after another) and prints throughput and p50/p95/p99 latency, plus the
 in-process decode + forward time of one image for comparison and the in-process forward time
-per image at batch 1 and 16 (the ceiling of what batching can gain on this CPU). Every line
-names the CPU kind.
+per image at batch 1 and 16 (the ceiling of what batching can gain on this CPU). The two
+servers run side by side and each measurement alternates between them in --rounds rounds, the
+in-process time taken between the rounds of the fewest clients: a neighbour's load on a shared
+machine then weighs on both sides of each ratio, and the batching gain printed is the median
+of the rounds' ratios. Every line names the CPU kind.
 """
 
 from __future__ import annotations
@@ -36,34 +42,46 @@ from clothing_assets.serve.model import LoadedModel
 
 CLASSES = ["dress", "hat", "longsleeve", "outwear", "pants", "shirt", "shoes", "shorts", "skirt",
            "t-shirt"]  # fmt: skip
-MODELS = [("resnet18", 128), ("resnet50", 224)]
+DEFAULT = TrainSettings()
+MODELS = [(DEFAULT.architecture, DEFAULT.image_size), ("resnet18", 128), ("resnet50", 224)]
 CLIENTS = (1, 4, 16)
 
 
 def model_file(architecture: str, size: int) -> bytes:
+    """The model file the server loads: the default model as the default training writes it,
+    any other one untrained and scored in one view per image, as the recorded figures."""
     torch.manual_seed(0)
-    # one view per image (eval_flip doubles the forward passes), as the recorded figures
-    settings = TrainSettings(architecture=architecture, image_size=size, eval_flip=False)
-    state = build_model(architecture, len(CLASSES)).state_dict()
-    return ModelFile.of_training(state, CLASSES, settings).to_bytes()
+    if (architecture, size) == (DEFAULT.architecture, DEFAULT.image_size):
+        settings, weights = DEFAULT, DEFAULT.weights
+    else:
+        settings = TrainSettings(architecture=architecture, image_size=size, eval_flip=False)
+        weights = "none"
+    model = build_model(architecture, len(CLASSES), weights=weights, image_size=size)
+    return ModelFile.of_training(model.state_dict(), CLASSES, settings).to_bytes()
 
 
-def in_process_ms(data: bytes, jpegs: list[bytes], repeats: int) -> float:
-    """Median ms of decode + forward of one image in this process, on one worker thread as
-    the server runs its forward passes (on a busy machine, OpenMP in the main thread spins
-    against other processes and measures several times slower)."""
-    loaded, n = LoadedModel.from_bytes("bench", data), len(jpegs)
+class InProcess:
+    """Decode + forward of one image in this process, on one worker thread as the server runs
+    its forward passes (on a busy machine, OpenMP in the main thread spins against other
+    processes and measures several times slower)."""
 
-    def run() -> float:
-        times = []
-        for i in range(repeats + 3):
-            _, seconds = timed(lambda i=i: loaded.probabilities([loaded.decode(jpegs[i % n])]))
-            if i >= 3:  # the first passes warm the allocator and oneDNN's kernels
-                times.append(seconds * 1000)
-        return statistics.median(times)
+    def __init__(self, data: bytes, jpegs: list[bytes]) -> None:
+        self.loaded, self.jpegs, self.done = LoadedModel.from_bytes("bench", data), jpegs, 0
+        self.pool = ThreadPoolExecutor(1)
+        self.samples(3)  # the first passes warm the allocator and oneDNN's kernels
 
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(run).result()
+    def samples(self, n: int) -> list[float]:
+        """The ms of each of `n` images, one after another."""
+
+        def one(blob: bytes) -> float:
+            return timed(lambda: self.loaded.probabilities([self.loaded.decode(blob)]))[1] * 1000
+
+        def run() -> list[float]:
+            times = [one(self.jpegs[(self.done + i) % len(self.jpegs)]) for i in range(n)]
+            self.done += n
+            return times
+
+        return self.pool.submit(run).result()
 
 
 def forward_ms_per_image(data: bytes, jpegs: list[bytes], batch: int, repeats: int) -> float:
@@ -147,48 +165,87 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def bench_model(arch: str, size: int, jpegs: list[bytes], args: argparse.Namespace) -> dict:
-    """Every line of one model; returns throughputs by (batching, clients)."""
+    """Every line of one model; returns (throughput, p50, each round's throughput) by
+    (batching, clients) and the in-process time. Both servers run at once (the idle one
+    waits): each measurement alternates between them in rounds, and the in-process time is
+    taken between the fewest clients' rounds, so that a neighbour's load on the shared machine
+    weighs on both sides of each ratio."""
     root = Path(tempfile.mkdtemp(prefix="serve-bench-"))
     data = model_file(arch, size)
     (root / "models").mkdir()
     (root / "models" / "model_trained.pt").write_bytes(data)
-    requests = args.requests if arch == "resnet18" else max(16, args.requests // 3)
-    local = in_process_ms(data, jpegs, repeats=20)
-    print(tagged(f"{arch} {size} px | in-process decode + forward of one image: {local:.1f} ms"))
+    requests = args.requests if arch != "resnet50" else max(16, args.requests // 3)
+    local = InProcess(data, jpegs)
     one, sixteen = (forward_ms_per_image(data, jpegs, b, repeats=max(4, 64 // b)) for b in (1, 16))
     print(tagged(
         f"{arch} {size} px | in-process forward per image: batch 1 {one:.1f} ms, "
         f"batch 16 {sixteen:.1f} ms: batching can gain at most {one / sixteen:.2f}x here"
     ))  # fmt: skip
-    out = {"in_process_ms": local}
-    for batch in (16, 1):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        server = start_server(root / "models", port, batch, root / f"server-{batch}.log")
-        try:
-            drive(port, jpegs, 4, 8)  # warm-up
-            for clients in args.clients:
-                rate, lat = drive(port, jpegs, clients, max(requests, 2 * clients))
-                out[(batch, clients)] = (rate, percentile(lat, 50))
-                print(
-                    tagged(
-                        f"{arch} {size} px | batching {'on ' if batch > 1 else 'off'} | "
-                        f"{clients:>2} clients | {rate:6.1f} img/s | p50 "
-                        f"{percentile(lat, 50):7.1f} ms | p95 {percentile(lat, 95):7.1f} ms | p99 "
-                        f"{percentile(lat, 99):7.1f} ms | n={len(lat)}"
-                    ),
-                    flush=True,
-                )
-        finally:
+    ports: dict[int, int] = {}
+    servers = []
+    try:
+        for batch in (16, 1):
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                ports[batch] = s.getsockname()[1]
+            log = root / f"server-{batch}.log"
+            servers.append(start_server(root / "models", ports[batch], batch, log))
+            drive(ports[batch], jpegs, 4, 8)  # warm-up
+        out: dict = {}
+        for clients in args.clients:
+            measure(arch, size, jpegs, clients, max(requests, 2 * clients), ports, local, out, args)
+    finally:
+        for server in servers:
             server.terminate()
             server.wait(timeout=30)
     return out
 
 
+def measure(
+    arch: str, size: int, jpegs: list[bytes], clients: int, requests: int, ports: dict[int, int],
+    local: InProcess, out: dict, args: argparse.Namespace,
+) -> None:  # fmt: skip
+    """`requests` posts from `clients` clients to each server, in `args.rounds` alternating
+    rounds; prints a line per server (and the in-process time after the fewest clients')."""
+    per_round = max(2 * clients, -(-requests // args.rounds))
+    rates: dict[int, list[float]] = {batch: [] for batch in ports}
+    latencies: dict[int, list[float]] = {batch: [] for batch in ports}
+    in_process: list[float] = []
+    for turn in range(args.rounds):
+        for batch in sorted(ports, reverse=turn % 2 == 0):
+            rate, lat = drive(ports[batch], jpegs, clients, per_round)
+            rates[batch].append(rate)
+            latencies[batch] += lat
+        if clients == min(args.clients):
+            in_process += local.samples(per_round)
+    for batch in sorted(ports, reverse=True):
+        lat, rate = latencies[batch], len(rates[batch]) / sum(1 / r for r in rates[batch])
+        out[(batch, clients)] = (rate, percentile(lat, 50), rates[batch])
+        print(
+            tagged(
+                f"{arch} {size} px | batching {'on ' if batch > 1 else 'off'} | "
+                f"{clients:>2} clients | {rate:6.1f} img/s | p50 "
+                f"{percentile(lat, 50):7.1f} ms | p95 {percentile(lat, 95):7.1f} ms | p99 "
+                f"{percentile(lat, 99):7.1f} ms | n={len(lat)}"
+            ),
+            flush=True,
+        )
+    if in_process:
+        out["in_process_ms"] = statistics.median(in_process)
+        print(tagged(
+            f"{arch} {size} px | in-process decode + forward of one image: "
+            f"{out['in_process_ms']:.1f} ms"
+        ), flush=True)  # fmt: skip
+
+
 def main() -> None:
     described = parser(__doc__)
-    described.add_argument("--requests", type=int, default=96, help="per measurement (resnet18)")
+    described.add_argument(
+        "--requests", type=int, default=96, help="per measurement (a third of it for resnet50)"
+    )
+    described.add_argument(
+        "--rounds", type=int, default=3, help="alternating rounds per measurement (default 3)"
+    )
     described.add_argument("--only", default=None, help="one architecture, e.g. resnet18")
     described.add_argument(
         "--clients", type=int, nargs="+", default=list(CLIENTS), help="concurrent clients"
@@ -205,7 +262,10 @@ def main() -> None:
         if args.only and arch != args.only:
             continue
         out = bench_model(arch, size, blobs, args)
-        speedup = out[(16, most)][0] / out[(1, most)][0]
+        # the median of the rounds' ratios: a neighbour's burst during one round sways one ratio
+        speedup = statistics.median(
+            on / off for on, off in zip(out[(16, most)][2], out[(1, most)][2], strict=True)
+        )
         lone = out[(16, fewest)][1] / out["in_process_ms"]
         print(
             tagged(

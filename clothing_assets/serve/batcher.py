@@ -17,6 +17,13 @@ class InferenceError(RuntimeError):
     """The forward pass failed: the server's fault, never the image's."""
 
 
+@dataclass(frozen=True)
+class _Decoded:
+    """A lone request's image, handed back to be batched with requests that came meanwhile."""
+
+    image: torch.Tensor
+
+
 @dataclass
 class _Item:
     loaded: LoadedModel
@@ -31,6 +38,12 @@ class Batcher:
     waits (at most `max_wait_ms`) only while other requests are still being decoded: a lone
     request runs at once. Forward passes run one at a time in their own thread, so torch's
     intra-op threads (set by the app) are never shared between two batches.
+
+    A request that arrives while the server is idle (nothing queued, decoding or classifying)
+    is decoded and classified in one job on the forward thread, without the round trip from a
+    decode thread through the event loop to the forward thread. If another request arrives
+    while it is being decoded, its image is queued first for the next batch instead, so a burst
+    is still classified together.
     """
 
     def __init__(self, *, max_batch_size: int, max_wait_ms: float, decode_threads: int) -> None:
@@ -41,6 +54,8 @@ class Batcher:
         self._items: deque[_Item] = deque()
         self._wake = asyncio.Event()
         self._decoding = 0
+        self._busy = False  # a lone job or a batch holds the forward thread
+        self._arrivals = 0  # requests so far: a lone job sees whether others came meanwhile
         self._task: asyncio.Task[None] | None = None
         self.forwards = 0  # forward passes and the images they classified, for GET /model
         self.images = 0
@@ -61,22 +76,72 @@ class Batcher:
     async def predict(self, loaded: LoadedModel, data: bytes) -> torch.Tensor:
         """The softmax probabilities of one file's image under `loaded`; raises
         ImageDecodeError (or what the decoder raised) for a file that is not a usable image."""
-        loop = asyncio.get_running_loop()
-        self._decoding += 1
-        try:
-            image = await loop.run_in_executor(self._decode_pool, loaded.decode, data)
-        finally:
-            self._decoding -= 1
-            self._wake.set()  # a batch waiting for this decode need not wait any longer
-        future: asyncio.Future[torch.Tensor] = loop.create_future()
-        self._items.append(_Item(loaded, image, future))
+        self._arrivals += 1
+        handed_back = False
+        if not (self._busy or self._items or self._decoding):
+            image = await self._alone(loaded, data)
+            if not isinstance(image, _Decoded):
+                return image
+            image, handed_back = image.image, True
+        else:
+            image = await self._decode(loaded, data)
+        future: asyncio.Future[torch.Tensor] = asyncio.get_running_loop().create_future()
+        item = _Item(loaded, image, future)
+        if handed_back:  # it came before the requests queued while it was decoded
+            self._items.appendleft(item)
+        else:
+            self._items.append(item)
         self._wake.set()
         return await future
 
+    async def _decode(self, loaded: LoadedModel, data: bytes) -> torch.Tensor:
+        """`data`'s image, decoded in the decode pool."""
+        self._decoding += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._decode_pool, loaded.decode, data
+            )
+        finally:
+            self._decoding -= 1
+            self._wake.set()  # a batch waiting for this decode need not wait any longer
+
+    async def _alone(self, loaded: LoadedModel, data: bytes) -> torch.Tensor | _Decoded:
+        """Decode and classify on the forward thread, holding it: the probabilities, or the
+        decoded image when others arrived meanwhile (to be batched with theirs). Raises what
+        the decoder raised, or InferenceError."""
+        self._busy = True
+        try:
+            out = await asyncio.get_running_loop().run_in_executor(
+                self._forward_pool, self._decode_then_classify, loaded, data, self._arrivals
+            )
+        finally:
+            self._busy = False
+            self._wake.set()  # the batcher waits for the forward thread to be free
+        if isinstance(out, torch.Tensor):
+            self.forwards += 1
+            self.images += 1
+        return out
+
+    def _decode_then_classify(
+        self, loaded: LoadedModel, data: bytes, arrivals: int
+    ) -> torch.Tensor | _Decoded:
+        image = loaded.decode(data)
+        if self._arrivals != arrivals:  # read across threads: a stale count only delays a batch
+            return _Decoded(image)
+        try:
+            return loaded.probabilities([image])[0]
+        except Exception as exc:  # the forward pass's failure, never the image's
+            raise InferenceError(f"forward pass failed: {exc}") from exc
+
     async def _run(self) -> None:
         while True:
-            batch = await self._collect()
-            await self._forward(batch)
+            while self._busy or not self._items:
+                await self._wait(None)
+            self._busy = True
+            try:
+                await self._forward(await self._collect())
+            finally:
+                self._busy = False
 
     async def _wait(self, timeout: float | None) -> bool:
         """Wait for news (a queued image or a finished decode); False on timeout."""
@@ -96,8 +161,6 @@ class Batcher:
 
     async def _collect(self) -> list[_Item]:
         """The next batch: the oldest queued image and its same-version followers."""
-        while not self._items:
-            await self._wait(None)
         first = self._items.popleft()
         batch = [first]
         deadline = asyncio.get_running_loop().time() + self.max_wait
