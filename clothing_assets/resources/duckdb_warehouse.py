@@ -45,6 +45,9 @@ _DDL = (
     "alter_clothing_test_add_etag",
     "create_clothing_models",
     "create_clothing_model_events",
+    "create_clothing_near_duplicates",
+    "create_clothing_label_issues",
+    "create_clothing_label_fixes",
 )
 _PARAM = re.compile(r"\$([a-z_][a-z0-9_]*)")
 
@@ -287,6 +290,20 @@ class DuckDBWarehouse(Warehouse):
                 conn.execute("ROLLBACK")
                 raise
         return int(updated)
+
+    def _replace_results(self, table: str, frame: pd.DataFrame) -> int:
+        with self._connect() as conn:
+            conn.execute("BEGIN TRANSACTION")
+            try:
+                conn.execute(load_sql("duckdb", f"delete_{table}"))
+                conn.register("result_batch", frame)
+                conn.execute(load_sql("duckdb", f"insert_{table}"))
+                conn.unregister("result_batch")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return len(frame)
 
     @staticmethod
     def _bind(name: str, params: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:

@@ -24,6 +24,7 @@ TIMESTAMPS = (
     "PROMOTED_AT",
     "DELETED_AT",
     "CHANGED_AT",
+    "DECIDED_AT",
 )
 
 
@@ -55,10 +56,10 @@ def frame_of(cursor: Any) -> pd.DataFrame:
             frame[column] = pd.to_datetime(frame[column], utc=True)
     if "SIZE" in frame:
         frame["SIZE"] = frame["SIZE"].astype("int64")
-    for column in ("IMAGE_SIZE", "VAL_ROWS", "TRAIN_ROWS", "ROWS_SCORED"):
+    for column in ("IMAGE_SIZE", "VAL_ROWS", "TRAIN_ROWS", "ROWS_SCORED", "RANK"):
         if column in frame:
             frame[column] = frame[column].astype("int64")
-    for column in ("CONFIDENCE", "VAL_ACCURACY", "CHAMPION_VAL_ACCURACY"):
+    for column in ("CONFIDENCE", "VAL_ACCURACY", "CHAMPION_VAL_ACCURACY", "SIMILARITY", "SCORE"):
         if column in frame:
             frame[column] = frame[column].astype("float64")
     return frame

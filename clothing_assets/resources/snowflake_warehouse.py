@@ -61,6 +61,9 @@ _DDL = (
     "alter_clothing_test_add_etag",
     "create_clothing_models",
     "create_clothing_model_events",
+    "create_clothing_near_duplicates",
+    "create_clothing_label_issues",
+    "create_clothing_label_fixes",
 )
 # paths per GET_PRESIGNED_URL statement (bound as one JSON array; far below Snowflake's limits)
 PRESIGN_BATCH = 1000
@@ -312,10 +315,12 @@ class SnowflakeWarehouse(Warehouse):
             minted.update(zip(part, self._presign(cursor, stage, url, part), strict=True))
         return minted
 
-    def _apply_batch(self, create: str, apply: str, frame: pd.DataFrame) -> int:
+    def _apply_batch(self, create: str, apply: str | Sequence[str], frame: pd.DataFrame) -> int:
         """Load `frame` into a fresh TEMPORARY table with write_pandas (its return value
-        checked), then run the one statement `apply` from it in a transaction; the table is
-        dropped in any case. A failure anywhere leaves the target table as it was."""
+        checked), then run the statement(s) `apply` from it in one transaction; the table is
+        dropped in any case. A failure anywhere leaves the target table as it was. Returns
+        the rows the last statement updated or inserted."""
+        statements = [apply] if isinstance(apply, str) else list(apply)
         batch = f"CLOTHING_BATCH_{uuid.uuid4().hex.upper()}"  # per call: runs never collide
         with self._connect() as conn:
             cursor = conn.cursor()
@@ -337,8 +342,10 @@ class SnowflakeWarehouse(Warehouse):
                     )
                 cursor.execute(render("begin_transaction"))
                 try:
-                    cursor.execute(render(apply), {"batch": batch})
-                    updated = counts_of(cursor).get("updated", 0)
+                    for statement in statements:
+                        cursor.execute(render(statement), {"batch": batch})
+                    counts = counts_of(cursor)
+                    updated = counts.get("updated", counts.get("inserted", 0))
                     cursor.execute(render("commit_transaction"))
                 except BaseException:
                     cursor.execute(render("rollback_transaction"))
@@ -378,6 +385,21 @@ class SnowflakeWarehouse(Warehouse):
         return self._apply_batch(
             "create_temp_catalog_errors", "update_clothing_train_errors", frame
         )
+
+    def _replace_results(self, table: str, frame: pd.DataFrame) -> int:
+        frame = frame.copy()
+        for column in frame.columns:
+            if column in ("SIMILARITY", "SCORE"):
+                frame[column] = frame[column].astype("float64")
+            elif column == "RANK":
+                frame[column] = frame[column].astype("int64")
+            else:
+                frame[column] = frame[column].astype("string")
+        if frame.empty:
+            self._run([(f"delete_{table}", {})])
+            return 0
+        self._apply_batch(f"create_temp_{table}", [f"delete_{table}", f"insert_{table}"], frame)
+        return len(frame)
 
     def _run(self, statements: Sequence[tuple[str, dict[str, Any]]]) -> None:
         with self._connect() as conn:

@@ -62,6 +62,13 @@ def validate_table(table: object) -> CatalogTable:
     return table  # type: ignore[return-value]
 
 
+# Tables an asset replaces whole with each materialization, and their columns
+RESULT_COLUMNS: dict[str, list[str]] = {
+    "clothing_near_duplicates": ["PATH_A", "STAGE_A", "PATH_B", "STAGE_B", "SIMILARITY", "KIND"],
+    "clothing_label_issues": ["RELATIVE_PATH", "GIVEN", "SUGGESTED", "SCORE", "RANK"],
+}
+LABEL_DECISIONS = ("fix", "keep")
+
 MODEL_STATUSES = ("champion", "challenger", "rejected", "retired")
 # what a read-only connection needs to find (it creates nothing)
 REQUIRED_TABLES = (*CATALOG_TABLES, "clothing_models", "clothing_model_events")
@@ -230,6 +237,64 @@ class Warehouse(dg.ConfigurableResource, ABC):
         if state.listing is None:
             return False
         return catalog_matches(state.listing, self.read_catalog(validate_table(table)))
+
+    # -- results replaced whole, and the label decisions ---------------------------------
+
+    @abstractmethod
+    def _replace_results(self, table: str, frame: pd.DataFrame) -> int:
+        """Replace every row of the result table `table` (a RESULT_COLUMNS key) with `frame`'s
+        rows in one transaction; return the rows written."""
+
+    def replace_results(self, table: str, frame: pd.DataFrame) -> int:
+        """Replace the result table `table` with `frame` (its RESULT_COLUMNS) atomically: a
+        failure leaves the previous rows in place."""
+        if table not in RESULT_COLUMNS:
+            raise InvalidIdentifierError(
+                f"unknown result table {table!r}; expected one of {', '.join(RESULT_COLUMNS)}"
+            )
+        columns = RESULT_COLUMNS[table]
+        missing = set(columns) - set(frame.columns)
+        if missing:
+            raise ValueError(f"{table} rows lack columns {sorted(missing)}")
+        return self._replace_results(table, frame[columns].reset_index(drop=True))
+
+    def read_results(self, table: str) -> pd.DataFrame:
+        """The rows of the result table `table`, in its order (most similar or most
+        suspicious first)."""
+        if table not in RESULT_COLUMNS:
+            raise InvalidIdentifierError(f"unknown result table {table!r}")
+        return self._select(f"select_{table}")
+
+    def record_label_decision(
+        self,
+        relative_path: str,
+        decision: str,
+        label: str,
+        previous_label: str,
+        decided_by: str | None = None,
+    ) -> None:
+        """Append a person's decision on a training image's label to clothing_label_fixes:
+        'fix' sets `label` in place of `previous_label`, 'keep' confirms `label`."""
+        if decision not in LABEL_DECISIONS:
+            raise ValueError(f"unknown label decision {decision!r}; one of {LABEL_DECISIONS}")
+        params = {
+            "relative_path": relative_path,
+            "decision": decision,
+            "label": label,
+            "previous_label": previous_label,
+            "decided_at": datetime.now(UTC),
+            "decided_by": decided_by,
+        }
+        self._run([("insert_clothing_label_fix", params)])
+
+    def read_label_fixes(self) -> pd.DataFrame:
+        """Every label decision, oldest first."""
+        return self._select("select_clothing_label_fixes")
+
+    def latest_label_decisions(self) -> pd.DataFrame:
+        """The newest decision per path (RELATIVE_PATH, DECISION, LABEL, ...)."""
+        fixes = self.read_label_fixes()
+        return fixes.drop_duplicates("RELATIVE_PATH", keep="last").reset_index(drop=True)
 
     # -- two primitives each backend implements; the registry below is written once ------
 

@@ -1,0 +1,126 @@
+"""Near-duplicate pairs among embedded images: exact copies by content hash, near copies by
+the cosine similarity of their L2-normalised embeddings.
+
+The similarity pass is a blocked matrix product: each block of rows is multiplied with the
+rows after it (the upper triangle only), so memory stays at one block x n similarities and
+BLAS does the work on every core. Kept free of torch and Dagster.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+PAIR_COLUMNS = ["PATH_A", "STAGE_A", "PATH_B", "STAGE_B", "SIMILARITY", "KIND"]
+# The stage order of a pair's two sides: a cross-stage pair has its train image as A.
+STAGE_ORDER = {"train": 0, "test": 1}
+# Rows per block of the matrix product: 2048 x 100,000 float32 similarities are 800 MB at the
+# first block and shrink after it; smaller blocks cost more BLAS calls for no memory needed.
+DEFAULT_BLOCK_ROWS = 1024
+
+
+def similar_index_pairs(
+    vectors: np.ndarray, threshold: float, *, block_rows: int = DEFAULT_BLOCK_ROWS
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(i, j, similarity) of every pair i < j of rows of `vectors` (L2-normalised, [n, d])
+    whose dot product is at least `threshold`, in row order."""
+    matrix = np.ascontiguousarray(vectors, dtype=np.float32)
+    n = len(matrix)
+    found_i, found_j, found_s = [], [], []
+    for start in range(0, n, block_rows):
+        stop = min(start + block_rows, n)
+        block = matrix[start:stop] @ matrix[start:].T  # [rows, n - start]
+        # only j > i: the diagonal and what lies below it in this block's square
+        block[np.tril_indices(stop - start, m=block.shape[1])] = -np.inf
+        rows, cols = np.nonzero(block >= threshold)
+        found_i.append(rows + start)
+        found_j.append(cols + start)
+        found_s.append(block[rows, cols])
+    if not found_i:
+        empty = np.empty(0, dtype=np.int64)
+        return empty, empty, np.empty(0, dtype=np.float32)
+    return np.concatenate(found_i), np.concatenate(found_j), np.concatenate(found_s)
+
+
+def _oriented(paths: Sequence[str], stages: Sequence[str], i: int, j: int) -> tuple:
+    """(path_a, stage_a, path_b, stage_b) with the train side (then the smaller path) first."""
+    a, b = (paths[i], stages[i]), (paths[j], stages[j])
+    if (STAGE_ORDER.get(b[1], 2), b[0]) < (STAGE_ORDER.get(a[1], 2), a[0]):
+        a, b = b, a
+    return a[0], a[1], b[0], b[1]
+
+
+def exact_pairs(frame: pd.DataFrame) -> pd.DataFrame:
+    """Every pair of rows of `frame` (RELATIVE_PATH, STAGE, CONTENT_SHA256) with equal
+    CONTENT_SHA256, KIND 'exact' and SIMILARITY 1."""
+    paths, stages = frame["RELATIVE_PATH"].tolist(), frame["STAGE"].tolist()
+    records = []
+    hashes = frame["CONTENT_SHA256"].dropna()
+    for members in hashes.groupby(hashes).indices.values():
+        for i, j in itertools.combinations(sorted(members), 2):
+            records.append((*_oriented(paths, stages, i, j), 1.0, "exact"))
+    return pd.DataFrame.from_records(records, columns=PAIR_COLUMNS)
+
+
+def duplicate_pairs(
+    frame: pd.DataFrame, threshold: float, *, block_rows: int = DEFAULT_BLOCK_ROWS
+) -> pd.DataFrame:
+    """The exact and near pairs among `frame`'s rows (RELATIVE_PATH, STAGE, CONTENT_SHA256,
+    EMBEDDING), within each stage and across them, most similar first. A pair with equal
+    content hashes is 'exact' only; others at cosine similarity >= `threshold` are 'near'."""
+    frame = frame.reset_index(drop=True)
+    exact = exact_pairs(frame)
+    if len(frame) < 2:
+        return exact
+    vectors = np.stack(frame["EMBEDDING"].to_numpy()).astype(np.float32, copy=False)
+    i, j, similarity = similar_index_pairs(vectors, threshold, block_rows=block_rows)
+    hashes = frame["CONTENT_SHA256"].to_numpy()
+    same = (hashes[i] == hashes[j]) & pd.notna(hashes[i])
+    paths, stages = frame["RELATIVE_PATH"].tolist(), frame["STAGE"].tolist()
+    near = pd.DataFrame.from_records(
+        [
+            (*_oriented(paths, stages, a, b), float(s), "near")
+            for a, b, s in zip(i[~same], j[~same], similarity[~same], strict=True)
+        ],
+        columns=PAIR_COLUMNS,
+    )
+    parts = [part for part in (exact, near) if not part.empty]
+    pairs = pd.concat(parts, ignore_index=True) if parts else exact
+    pairs["SIMILARITY"] = pairs["SIMILARITY"].astype("float64")
+    return pairs.sort_values(
+        ["SIMILARITY", "PATH_A", "PATH_B"], ascending=[False, True, True]
+    ).reset_index(drop=True)
+
+
+def leaked_train_paths(pairs: pd.DataFrame) -> set[str]:
+    """The train images that have an exact or near copy in the test stage."""
+    cross = pairs[(pairs["STAGE_A"] == "train") & (pairs["STAGE_B"] == "test")]
+    return set(cross["PATH_A"])
+
+
+def pair_counts(pairs: pd.DataFrame) -> dict[str, int]:
+    """Pairs per KIND and per scope: 'train', 'test' (within a stage) and 'train_test'."""
+    scope = (
+        np.where(pairs["STAGE_A"] == pairs["STAGE_B"], pairs["STAGE_A"], "train_test")
+        if len(pairs)
+        else np.array([], dtype=object)
+    )
+    counts = {"exact": 0, "near": 0, "train": 0, "test": 0, "train_test": 0}
+    for name, value in pd.Series(pairs["KIND"]).value_counts().items():
+        counts[str(name)] = int(value)
+    for name, value in pd.Series(scope, dtype=object).value_counts().items():
+        counts[str(name)] = int(value)
+    return counts
+
+
+def threshold_for(positives: Sequence[float], negatives: Sequence[float]) -> float:
+    """A similarity threshold between copies (`positives`: each planted copy's similarity to
+    its original) and distinct images (`negatives`: each image's highest similarity to any
+    other original): the midpoint between the 2nd percentile of the positives and the 99.9th
+    of the negatives, so that both tails are weighed and a few outliers move it little."""
+    low = float(np.percentile(np.asarray(positives, dtype=np.float64), 2))
+    high = float(np.percentile(np.asarray(negatives, dtype=np.float64), 99.9))
+    return (low + high) / 2

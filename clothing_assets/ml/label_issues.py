@@ -1,0 +1,129 @@
+"""Training images whose given label their embeddings disagree with, in the manner of
+confident learning (Northcutt et al., 2021): out-of-fold class probabilities from a linear
+head on the embeddings, a per-class confidence threshold, and a rank by self-confidence.
+
+Out-of-fold: the images are dealt into folds, and each fold's probabilities come from a head
+trained on the other folds only, so that no image is judged by a model that learned its
+label. Kept free of Dagster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+ISSUE_COLUMNS = ["RELATIVE_PATH", "GIVEN", "SUGGESTED", "SCORE", "RANK"]
+DEFAULT_FOLDS = 5
+# L2 penalty of the linear head per image: a mislabelled image must not be memorised by the
+# folds that train on it, or its class's threshold rises with it.
+DEFAULT_WEIGHT_DECAY = 1e-3
+
+
+def fold_of(labels: np.ndarray, folds: int, seed: int = 0) -> np.ndarray:
+    """Each image's fold (0..folds-1), dealt class by class in a seeded shuffle, so that every
+    fold holds about the same share of each class."""
+    rng = np.random.default_rng(seed)
+    assignment = np.empty(len(labels), dtype=np.int64)
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        assignment[members] = (np.arange(len(members)) + rng.integers(folds)) % folds
+    return assignment
+
+
+def fit_linear_head(
+    features: np.ndarray, labels: np.ndarray, classes: int, *, weight_decay: float, steps: int
+) -> torch.nn.Linear:
+    """A softmax-regression head fitted with L-BFGS on the whole set at once."""
+    x = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
+    y = torch.from_numpy(labels.astype(np.int64))
+    head = torch.nn.Linear(x.shape[1], classes)
+    optimizer = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=steps,
+                                  line_search_fn="strong_wolfe")  # fmt: skip
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(head(x), y)
+        loss = loss + weight_decay * head.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return head
+
+
+def out_of_fold_probabilities(
+    features: np.ndarray,
+    labels: np.ndarray,
+    classes: int,
+    *,
+    folds: int = DEFAULT_FOLDS,
+    weight_decay: float = DEFAULT_WEIGHT_DECAY,
+    steps: int = 200,
+    seed: int = 0,
+) -> np.ndarray:
+    """[n, classes] probabilities, each row from a head that did not train on that row."""
+    folds = max(2, min(folds, len(labels)))
+    assignment = fold_of(labels, folds, seed)
+    probabilities = np.zeros((len(labels), classes), dtype=np.float64)
+    torch.manual_seed(seed)
+    for fold in range(folds):
+        held = assignment == fold
+        if not held.any():
+            continue
+        head = fit_linear_head(features[~held], labels[~held], classes,
+                               weight_decay=weight_decay, steps=steps)  # fmt: skip
+        with torch.no_grad():
+            logits = head(torch.from_numpy(np.ascontiguousarray(features[held], np.float32)))
+        probabilities[held] = torch.softmax(logits, dim=1).double().numpy()
+    return probabilities
+
+
+def confident_issues(probabilities: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Which rows confident learning counts off the diagonal of its confident joint: the class
+    the row is confidently in (the most probable of the classes whose probability reaches
+    that class's threshold, the mean probability its own members give it) is not its label."""
+    classes = probabilities.shape[1]
+    thresholds = np.array([
+        probabilities[labels == c, c].mean() if (labels == c).any() else np.inf
+        for c in range(classes)
+    ])  # fmt: skip
+    confident = np.where(probabilities >= thresholds, probabilities, -np.inf)
+    has_class = np.isfinite(confident).any(axis=1)
+    return has_class & (confident.argmax(axis=1) != labels)
+
+
+def rank_label_issues(
+    paths: Sequence[str], given: Sequence[str], probabilities: np.ndarray, classes: Sequence[str]
+) -> pd.DataFrame:
+    """The rows confident learning flags (ISSUE_COLUMNS), most suspicious first: SCORE is one
+    minus the probability of the given label, SUGGESTED the most probable class."""
+    index = {name: i for i, name in enumerate(classes)}
+    labels = np.array([index[g] for g in given], dtype=np.int64)
+    flagged = confident_issues(probabilities, labels)
+    score = 1.0 - probabilities[np.arange(len(labels)), labels]
+    frame = pd.DataFrame({
+        "RELATIVE_PATH": list(paths),
+        "GIVEN": list(given),
+        "SUGGESTED": [classes[i] for i in probabilities.argmax(axis=1)],
+        "SCORE": score,
+    })[flagged]  # fmt: skip
+    frame = frame.sort_values(["SCORE", "RELATIVE_PATH"], ascending=[False, True])
+    frame["RANK"] = np.arange(1, len(frame) + 1, dtype=np.int64)
+    return frame.reset_index(drop=True)[ISSUE_COLUMNS]
+
+
+def label_issues(
+    paths: Sequence[str], given: Sequence[str], features: np.ndarray, *, folds: int = DEFAULT_FOLDS
+) -> pd.DataFrame:
+    """The label-review queue of images `paths` with labels `given` and embeddings
+    `features` [n, d]: out-of-fold probabilities, then `rank_label_issues`."""
+    classes = sorted(set(given))
+    if len(classes) < 2 or len(paths) < 2 * len(classes):
+        return pd.DataFrame(columns=ISSUE_COLUMNS)
+    index = {name: i for i, name in enumerate(classes)}
+    labels = np.array([index[g] for g in given], dtype=np.int64)
+    probabilities = out_of_fold_probabilities(features, labels, len(classes), folds=folds)
+    return rank_label_issues(paths, given, probabilities, classes)
