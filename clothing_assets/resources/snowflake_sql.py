@@ -16,6 +16,7 @@ DIALECT = "snowflake"
 STAGE_TOKEN = "__STAGE__"
 INTEGRATION_TOKEN = "__STORAGE_INTEGRATION__"
 DIRECTORY_TOKEN = f"DIRECTORY(@{STAGE_TOKEN})"
+DIMENSION_TOKEN = "__DIMENSION__"
 
 TIMESTAMPS = (
     "LAST_MODIFIED",
@@ -24,6 +25,7 @@ TIMESTAMPS = (
     "PROMOTED_AT",
     "DELETED_AT",
     "CHANGED_AT",
+    "EMBEDDED_AT",
 )
 
 
@@ -44,6 +46,17 @@ def render(name: str, *, stage: str | None = None, storage_integration: str | No
     if STAGE_TOKEN in text or INTEGRATION_TOKEN in text:
         raise ValueError(f"statement {name} needs a stage or storage-integration name")
     return text
+
+
+def render_dimension(name: str, dimension: int) -> str:
+    """`render(name)` with its `__DIMENSION__` token (a VECTOR's length) replaced by
+    `dimension`, a positive integer."""
+    if isinstance(dimension, bool) or not isinstance(dimension, int) or dimension < 1:
+        raise ValueError(f"an embedding length must be a positive integer, got {dimension!r}")
+    text = render(name)
+    if DIMENSION_TOKEN not in text:
+        raise ValueError(f"statement {name} has no {DIMENSION_TOKEN} to replace")
+    return text.replace(DIMENSION_TOKEN, str(dimension))
 
 
 def frame_of(cursor: Any) -> pd.DataFrame:
