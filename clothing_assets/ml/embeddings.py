@@ -11,8 +11,10 @@ embedding together: scoring embeds the test images from the same decode and the 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import torch
@@ -84,3 +86,30 @@ def embed_with(
 def content_sha256(data: bytes) -> str:
     """The SHA-256 of a file's bytes (hex): equal for exact copies whatever their names."""
     return hashlib.sha256(data).hexdigest()
+
+
+def embedding_rows(results: Sequence[dict[str, Any]], stage: str) -> list[dict[str, Any]]:
+    """The clothing_embeddings rows of scoring results made with `embed` (`scoring.score_batch`)
+    of files of `stage` ('train' or 'test'): each result's EMBEDDING, or its ERROR when it has
+    none. Results left for the next run (DEFERRED) and results without either are not rows."""
+    now = datetime.now(UTC)
+    rows = []
+    for result in results:
+        vector, error = result.get("EMBEDDING"), result.get("ERROR")
+        if result.get("DEFERRED") or (vector is None and not error):
+            continue
+        rows.append(
+            {
+                "RELATIVE_PATH": result["RELATIVE_PATH"],
+                "STAGE": stage,
+                "MODEL_VERSION": result["MODEL_VERSION"],
+                "SIZE": result["SIZE"],
+                "LAST_MODIFIED": result["LAST_MODIFIED"],
+                "ETAG": result.get("ETAG"),
+                "CONTENT_SHA256": result.get("CONTENT_SHA256"),
+                "EMBEDDING": vector,
+                "ERROR": None if vector is not None else error,
+                "EMBEDDED_AT": result.get("PRED_TIMESTAMP") or now,
+            }
+        )
+    return rows
