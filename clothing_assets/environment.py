@@ -260,6 +260,8 @@ def asset_kinds(environment: str | None = None) -> dict[str, set[str]]:
         "champion_model": {warehouse},
         "clothing_predictions": {warehouse},
         "image_embeddings": {warehouse},
+        "near_duplicates": {warehouse},
+        "label_issues": {warehouse},
     }
 
 

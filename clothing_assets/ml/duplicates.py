@@ -20,6 +20,9 @@ STAGE_ORDER = {"train": 0, "test": 1}
 # Rows per block of the matrix product: 2048 x 100,000 float32 similarities are 800 MB at the
 # first block and shrink after it; smaller blocks cost more BLAS calls for no memory needed.
 DEFAULT_BLOCK_ROWS = 1024
+# Cosine similarity at or above which two embeddings are near copies, from `threshold_for` on
+# planted copies of the shared images (BENCHMARKS.md, Near-duplicates)
+NEAR_THRESHOLD = 0.9
 
 
 def similar_index_pairs(

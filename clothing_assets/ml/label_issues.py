@@ -10,16 +10,26 @@ label. Kept free of Dagster.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import torch
+
+if TYPE_CHECKING:  # torch loads with the head's fit; the label columns need none of it
+    import torch
 
 ISSUE_COLUMNS = ["RELATIVE_PATH", "GIVEN", "SUGGESTED", "SCORE", "RANK"]
 DEFAULT_FOLDS = 5
 # L2 penalty of the linear head per image: a mislabelled image must not be memorised by the
 # folds that train on it, or its class's threshold rises with it.
 DEFAULT_WEIGHT_DECAY = 1e-3
+
+
+def effective_labels(rows: pd.DataFrame, decisions: pd.DataFrame) -> pd.Series:
+    """The label of each training row (RELATIVE_PATH, CLASS from its folder): a person's
+    newest decision (clothing_label_fixes, one row per path) where there is one, else CLASS."""
+    decided = dict(zip(decisions["RELATIVE_PATH"], decisions["LABEL"], strict=True))
+    return rows["RELATIVE_PATH"].map(decided).fillna(rows["CLASS"])
 
 
 def fold_of(labels: np.ndarray, folds: int, seed: int = 0) -> np.ndarray:
@@ -37,6 +47,8 @@ def fit_linear_head(
     features: np.ndarray, labels: np.ndarray, classes: int, *, weight_decay: float, steps: int
 ) -> torch.nn.Linear:
     """A softmax-regression head fitted with L-BFGS on the whole set at once."""
+    import torch
+
     x = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
     y = torch.from_numpy(labels.astype(np.int64))
     head = torch.nn.Linear(x.shape[1], classes)
@@ -65,6 +77,8 @@ def out_of_fold_probabilities(
     seed: int = 0,
 ) -> np.ndarray:
     """[n, classes] probabilities, each row from a head that did not train on that row."""
+    import torch
+
     folds = max(2, min(folds, len(labels)))
     assignment = fold_of(labels, folds, seed)
     probabilities = np.zeros((len(labels), classes), dtype=np.float64)
