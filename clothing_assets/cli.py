@@ -6,6 +6,9 @@ clothing-assets models promote VERSION [--reason TEXT] [--no-rescore] [--force]
 clothing-assets predictions [-n 20]
 clothing-assets serve [--host 127.0.0.1] [--port 8000] [--workers N]
 clothing-assets predict IMAGE...
+clothing-assets labels list [-n 20]
+clothing-assets labels fix PATH CLASS
+clothing-assets labels keep PATH
 
 A configuration or usage mistake ends with one `error:` line on stderr and exit status 2.
 """
@@ -19,6 +22,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from clothing_assets.commandline import CommandParser, fail, positive_int, run
+from clothing_assets.labels_cli import add_commands as add_label_commands
 from clothing_assets.serve.cli import add_commands as add_serve_commands
 
 LIST_COLUMNS = [
@@ -190,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     shown.set_defaults(func=predictions)
     add_serve_commands(commands)
+    add_label_commands(commands)
     return parser
 
 

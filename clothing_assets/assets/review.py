@@ -162,9 +162,9 @@ def label_issues(
 ) -> dg.MaterializeResult:
     """clothing_label_issues: the label-review queue, most suspicious first. Each training
     image is judged by a linear head on the embeddings trained on the other folds only (out of
-    fold), against its label as training uses it (a person's fix where there is one); images a
-    person kept are left out of the queue."""
-    from clothing_assets.ml.label_issues import effective_labels
+    fold), against its label as training uses it (a person's fix where there is one); an image
+    whose label a person set or confirmed is left out of the queue."""
+    from clothing_assets.ml.label_issues import effective_labels, unanswered
     from clothing_assets.ml.label_issues import label_issues as find_issues
     from clothing_assets.plots import png_markdown
     from clothing_assets.stage import class_of
@@ -176,15 +176,15 @@ def label_issues(
     given = effective_labels(embedded, decisions)
     features = _stack(embedded)
     issues = find_issues(embedded["RELATIVE_PATH"].tolist(), given.tolist(), features)
-    kept = set(decisions.loc[decisions["DECISION"] == "keep", "RELATIVE_PATH"])
-    issues = issues[~issues["RELATIVE_PATH"].isin(kept)].reset_index(drop=True)
+    flagged = len(issues)
+    issues = unanswered(issues, decisions).reset_index(drop=True)
     issues["RANK"] = range(1, len(issues) + 1)
     warehouse.replace_results("clothing_label_issues", issues)
     context.log.info(f"{len(issues)} of {len(embedded)} training labels flagged for review")
     metadata: dict[str, dg.MetadataValue] = {
         "train_embeddings": dg.MetadataValue.int(len(embedded)),
         "flagged": dg.MetadataValue.int(len(issues)),
-        "kept_by_a_person": dg.MetadataValue.int(len(kept)),
+        "answered_by_a_person": dg.MetadataValue.int(flagged - len(issues)),
         "fixed_by_a_person": dg.MetadataValue.int(int((decisions["DECISION"] == "fix").sum())),
         "top": dg.MetadataValue.md(_markdown_table(
             ["rank", "path", "given", "suggested", "score"],

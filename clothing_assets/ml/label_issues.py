@@ -32,6 +32,20 @@ def effective_labels(rows: pd.DataFrame, decisions: pd.DataFrame) -> pd.Series:
     return rows["RELATIVE_PATH"].map(decided).fillna(rows["CLASS"])
 
 
+def unanswered(issues: pd.DataFrame, decisions: pd.DataFrame) -> pd.DataFrame:
+    """The rows of `issues` (RELATIVE_PATH, GIVEN, ...) no person has answered: a row leaves
+    the queue once the newest decision on its path (`decisions`, one row per path) set or
+    confirmed its GIVEN label, or replaced it."""
+    newest = decisions.set_index("RELATIVE_PATH")
+    labels = newest["LABEL"].to_dict()
+    previous = newest["PREVIOUS_LABEL"].to_dict()
+    answered = [
+        path in labels and given in (labels[path], previous[path])
+        for path, given in zip(issues["RELATIVE_PATH"], issues["GIVEN"], strict=True)
+    ]
+    return issues[~np.array(answered, dtype=bool)]
+
+
 def fold_of(labels: np.ndarray, folds: int, seed: int = 0) -> np.ndarray:
     """Each image's fold (0..folds-1), dealt class by class in a seeded shuffle, so that every
     fold holds about the same share of each class."""

@@ -438,6 +438,10 @@ class Warehouse(dg.ConfigurableResource, ABC):
         }
         self._run([("insert_clothing_label_fix", params)])
 
+    def table_names(self) -> list[str]:
+        """The names of the tables the warehouse holds (its schema's)."""
+        return [str(name) for name in self._select("select_table_names").iloc[:, 0]]
+
     def read_label_fixes(self) -> pd.DataFrame:
         """Every label decision, oldest first."""
         return self._select("select_clothing_label_fixes")
