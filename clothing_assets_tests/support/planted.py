@@ -57,9 +57,10 @@ def _colour(rng: np.random.Generator) -> tuple[int, int, int]:
     return tuple(int(v) for v in rng.integers(0, 256, 3))
 
 
-def garment_jpeg(name: str, seed: int, size: int = 320) -> bytes:
+def garment_jpeg(name: str, seed: int, size: int = 320, *, class_colour: bool = True) -> bytes:
     """A JPEG photo-like image: a random striped background, random clutter, and the class's
-    garment silhouette in a random colour, place and size."""
+    garment silhouette at a random place and size, in its class's colour (jittered) or, with
+    `class_colour` False, in a random one."""
     rng = np.random.default_rng(seed)
     image = _background(rng, size)
     draw = ImageDraw.Draw(image)
@@ -70,7 +71,8 @@ def garment_jpeg(name: str, seed: int, size: int = 320) -> bytes:
         (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=_colour(rng))
     side = int(rng.integers(size * 6 // 10, size - size // 10))
     x0, y0 = (int(v) for v in rng.integers(2, size - side - 2, 2))
-    colour = np.clip(np.array(GARMENT_COLOURS[name]) + rng.integers(-25, 26, 3), 0, 255)
+    base = np.array(GARMENT_COLOURS[name] if class_colour else _colour(rng))
+    colour = np.clip(base + rng.integers(-25, 26, 3), 0, 255)
     _shape(draw, name, (x0, y0, x0 + side, y0 + side), tuple(int(v) for v in colour))
     return _jpeg(image.filter(ImageFilter.GaussianBlur(1.0)), 92)
 
@@ -111,24 +113,31 @@ class PlantedStage:
 
 
 def planted_stage(
-    per_class: int, *, originals_copied: int, mislabel_share: float = 0.05, seed: int = 0
+    per_class: int,
+    *,
+    originals_copied: int,
+    mislabel_share: float = 0.05,
+    test_per_class: int | None = None,
+    class_colour: bool = True,
+    seed: int = 0,
 ) -> PlantedStage:
-    """`per_class` train images per class and a test stage of half as many; the first
-    `originals_copied` train images each get one copy of every COPY_KINDS, alternately in the
-    train and the test stage; then `mislabel_share` of the train originals (none of them
-    copied) are moved to the next class's folder."""
+    """`per_class` train images per class and `test_per_class` (default half as many) test
+    images; the first `originals_copied` train images each get one copy of every COPY_KINDS,
+    alternately in the train and the test stage; then `mislabel_share` of the train originals
+    (none of them copied) are moved to the next class's folder."""
     stage = PlantedStage()
     rng = np.random.default_rng(seed)
     originals = []
+    tests = per_class // 2 if test_per_class is None else test_per_class
     for c, name in enumerate(PLANTED_CLASSES):
-        for i in range(per_class):
-            path = f"{name}/{name}_{i:03d}.jpg"
-            stage.files[("train", path)] = garment_jpeg(name, seed * 100_000 + c * 1000 + i)
-            originals.append(path)
-        for i in range(per_class // 2):
-            stage.files[("test", f"{name}/t_{name}_{i:03d}.jpg")] = garment_jpeg(
-                name, seed * 100_000 + c * 1000 + 500 + i
+        for i in range(per_class + tests):
+            where, prefix = ("train", "") if i < per_class else ("test", "t_")
+            path = f"{name}/{prefix}{name}_{i:03d}.jpg"
+            stage.files[(where, path)] = garment_jpeg(
+                name, seed * 100_000 + c * 1000 + i, class_colour=class_colour
             )
+            if where == "train":
+                originals.append(path)
     order = rng.permutation(len(originals))
     copied = [originals[i] for i in order[:originals_copied]]
     for n, path in enumerate(copied):
