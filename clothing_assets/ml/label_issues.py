@@ -32,7 +32,8 @@ def effective_labels(rows: pd.DataFrame, decisions: pd.DataFrame) -> pd.Series:
     """The label of each training row (RELATIVE_PATH, CLASS from its folder): a person's
     newest decision (clothing_label_fixes, one row per path) where there is one, else CLASS."""
     decided = dict(zip(decisions["RELATIVE_PATH"], decisions["LABEL"], strict=True))
-    return rows["RELATIVE_PATH"].map(decided).fillna(rows["CLASS"])
+    chosen = rows["RELATIVE_PATH"].map(decided)
+    return chosen.where(chosen.notna(), rows["CLASS"]).astype(object)
 
 
 def unanswered(issues: pd.DataFrame, decisions: pd.DataFrame) -> pd.DataFrame:
