@@ -40,7 +40,8 @@ def _rows(catalog: pd.DataFrame, stage: str, rng) -> list[dict]:
         rows.append({
             "RELATIVE_PATH": r.RELATIVE_PATH, "STAGE": stage, "MODEL_VERSION": "v1",
             "SIZE": r.SIZE, "LAST_MODIFIED": r.LAST_MODIFIED, "ETAG": r.ETAG,
-            "CONTENT_SHA256": f"{stage}:{r.RELATIVE_PATH}", "EMBEDDING": _vector(rng, CENTRES[folder]),
+            "CONTENT_SHA256": f"{stage}:{r.RELATIVE_PATH}",
+            "EMBEDDING": _vector(rng, CENTRES[folder]),
             "ERROR": None, "EMBEDDED_AT": now,
         })  # fmt: skip
     return rows
