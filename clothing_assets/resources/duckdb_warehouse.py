@@ -19,6 +19,7 @@ from clothing_assets.resources.warehouse import (
     EMBEDDING_COLUMNS,
     NEAREST_COLUMNS,
     PREDICTION_COLUMNS,
+    READ_EMBEDDING_COLUMNS,
     CatalogTable,
     EmbeddingError,
     StageSummary,
@@ -394,8 +395,8 @@ class DuckDBWarehouse(Warehouse):
         if stage is not None:
             validate_embedding_stage(stage)
         with self._connect() as conn:
-            if self._dimension(conn) is None:
-                self._ensure_placeholder(conn)
+            if self._dimension(conn) is None:  # nothing embedded yet
+                return pd.DataFrame(columns=READ_EMBEDDING_COLUMNS)
             if model_version is None:
                 row = conn.execute(load_sql("duckdb", "select_newest_embedded_version")).fetchone()
                 model_version = row[0] if row else ""

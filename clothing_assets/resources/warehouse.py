@@ -99,6 +99,7 @@ def query_vector(vector: Any, k: int) -> list[float]:
 
 
 NEAREST_COLUMNS = ["RELATIVE_PATH", "STAGE", "SIMILARITY", "LABEL"]
+READ_EMBEDDING_COLUMNS = ["RELATIVE_PATH", "STAGE", "MODEL_VERSION", "CONTENT_SHA256", "EMBEDDING"]
 
 
 def with_labels(nearest: pd.DataFrame) -> pd.DataFrame:
