@@ -2,6 +2,7 @@
 
 import random
 import re
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -15,6 +16,7 @@ import pandas as pd
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
+from clothing_assets.resources.embedding_index import EmbeddingIndex, top_k
 from clothing_assets.resources.warehouse import (
     EMBEDDING_COLUMNS,
     NEAREST_COLUMNS,
@@ -57,6 +59,17 @@ _DDL = (
 _PARAM = re.compile(r"\$([a-z_][a-z0-9_]*)")
 _ARRAY_TYPE = re.compile(r"^FLOAT\[(\d+)\]$")
 DIMENSION_TOKEN = "__DIMENSION__"
+
+
+_INDEXES: dict[str, EmbeddingIndex] = {}
+_INDEXES_LOCK = threading.Lock()
+
+
+def _index_of(database: str) -> EmbeddingIndex:
+    """The search matrices of one DuckDB file, shared by every resource on it in this process."""
+    key = database if database == ":memory:" else str(Path(database).expanduser().resolve())
+    with _INDEXES_LOCK:
+        return _INDEXES.setdefault(key, EmbeddingIndex(key))
 
 
 def _with_dimension(name: str, dimension: int) -> str:
@@ -408,21 +421,37 @@ class DuckDBWarehouse(Warehouse):
         return frame
 
     def nearest_embeddings(self, vector: Any, k: int, model_version: str) -> pd.DataFrame:
+        """Searched in an in-process matrix of the version's embeddings (`embedding_index`:
+        chosen by measurement over DuckDB's brute-force SQL), read again only when they or
+        the test predictions change."""
         values = query_vector(vector, k)
+        dimension = self.embeddings_dimension()
+        if dimension is None:
+            return pd.DataFrame(columns=NEAREST_COLUMNS)
+        if dimension != len(values):
+            raise EmbeddingError(
+                f"the query vector has {len(values)} values; the stored embeddings have "
+                f"{dimension} (embed the image with the model that embedded the catalog)"
+            )
+        matrix = _index_of(self.duckdb.database).matrix(
+            model_version, self._embeddings_key, self._embedding_matrix
+        )
+        return with_labels(top_k(matrix, np.asarray(values, dtype=np.float32), k))
+
+    def _embeddings_key(self, model_version: str) -> tuple:
         with self._connect() as conn:
-            dimension = self._dimension(conn)
-            if dimension is None:
-                return pd.DataFrame(columns=NEAREST_COLUMNS)
-            if dimension != len(values):
-                raise EmbeddingError(
-                    f"the query vector has {len(values)} values; the stored embeddings have "
-                    f"{dimension} (embed the image with the model that embedded the catalog)"
-                )
+            row = conn.execute(
+                load_sql("duckdb", "select_embeddings_key"), {"model_version": model_version}
+            ).fetchone()
+        return tuple(row)
+
+    def _embedding_matrix(self, model_version: str) -> pd.DataFrame:
+        with self._connect() as conn:
             frame = conn.execute(
-                _with_dimension("select_nearest_embeddings", dimension),
-                {"vector": values, "k": k, "model_version": model_version},
+                load_sql("duckdb", "select_embedding_matrix"), {"model_version": model_version}
             ).df()
-        return with_labels(frame)
+        frame["PREDICTED"] = frame["PREDICTED"].astype(object).where(frame["PREDICTED"].notna())
+        return frame
 
     @staticmethod
     def _bind(name: str, params: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
