@@ -33,7 +33,6 @@ from clothing_assets.resources.warehouse import (
     validate_embedding_stage,
     validate_identifier,
     validate_table,
-    with_labels,
 )
 from clothing_assets.settings import ConfigurationError
 from clothing_assets.sql import load_sql
@@ -425,32 +424,37 @@ class DuckDBWarehouse(Warehouse):
         chosen by measurement over DuckDB's brute-force SQL), read again only when they or
         the test predictions change."""
         values = query_vector(vector, k)
-        dimension = self.embeddings_dimension()
-        if dimension is None:
-            return pd.DataFrame(columns=NEAREST_COLUMNS)
-        if dimension != len(values):
-            raise EmbeddingError(
-                f"the query vector has {len(values)} values; the stored embeddings have "
-                f"{dimension} (embed the image with the model that embedded the catalog)"
-            )
         matrix = _index_of(self.duckdb.database).matrix(
             model_version, self._embeddings_key, self._embedding_matrix
         )
-        return with_labels(top_k(matrix, np.asarray(values, dtype=np.float32), k))
+        if not len(matrix.vectors):
+            return pd.DataFrame(columns=NEAREST_COLUMNS)
+        if matrix.vectors.shape[1] != len(values):
+            raise EmbeddingError(
+                f"the query vector has {len(values)} values; the stored embeddings have "
+                f"{matrix.vectors.shape[1]} (embed the image with the model that embedded the "
+                "catalog)"
+            )
+        return top_k(matrix, np.asarray(values, dtype=np.float32), k)
 
     def _embeddings_key(self, model_version: str) -> tuple:
         with self._connect() as conn:
+            dimension = self._dimension(conn)
+            if dimension is None:
+                return (None,)
             row = conn.execute(
                 load_sql("duckdb", "select_embeddings_key"), {"model_version": model_version}
             ).fetchone()
-        return tuple(row)
+        return (dimension, *row)
 
     def _embedding_matrix(self, model_version: str) -> pd.DataFrame:
         with self._connect() as conn:
+            if self._dimension(conn) is None:
+                return pd.DataFrame(columns=["RELATIVE_PATH", "STAGE", "EMBEDDING", "PREDICTED"])
             frame = conn.execute(
                 load_sql("duckdb", "select_embedding_matrix"), {"model_version": model_version}
             ).df()
-        frame["PREDICTED"] = frame["PREDICTED"].astype(object).where(frame["PREDICTED"].notna())
+        frame["PREDICTED"] = [None if pd.isna(v) else str(v) for v in frame["PREDICTED"]]
         return frame
 
     @staticmethod
