@@ -2,6 +2,7 @@
 
 import random
 import re
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -15,10 +16,12 @@ import pandas as pd
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
+from clothing_assets.resources.embedding_index import EmbeddingIndex, top_k
 from clothing_assets.resources.warehouse import (
     EMBEDDING_COLUMNS,
     NEAREST_COLUMNS,
     PREDICTION_COLUMNS,
+    READ_EMBEDDING_COLUMNS,
     CatalogTable,
     EmbeddingError,
     StageSummary,
@@ -30,7 +33,6 @@ from clothing_assets.resources.warehouse import (
     validate_embedding_stage,
     validate_identifier,
     validate_table,
-    with_labels,
 )
 from clothing_assets.settings import ConfigurationError
 from clothing_assets.sql import load_sql
@@ -59,6 +61,17 @@ _DDL = (
 _PARAM = re.compile(r"\$([a-z_][a-z0-9_]*)")
 _ARRAY_TYPE = re.compile(r"^FLOAT\[(\d+)\]$")
 DIMENSION_TOKEN = "__DIMENSION__"
+
+
+_INDEXES: dict[str, EmbeddingIndex] = {}
+_INDEXES_LOCK = threading.Lock()
+
+
+def _index_of(database: str) -> EmbeddingIndex:
+    """The search matrices of one DuckDB file, shared by every resource on it in this process."""
+    key = database if database == ":memory:" else str(Path(database).expanduser().resolve())
+    with _INDEXES_LOCK:
+        return _INDEXES.setdefault(key, EmbeddingIndex(key))
 
 
 def _with_dimension(name: str, dimension: int) -> str:
@@ -397,8 +410,8 @@ class DuckDBWarehouse(Warehouse):
         if stage is not None:
             validate_embedding_stage(stage)
         with self._connect() as conn:
-            if self._dimension(conn) is None:
-                self._ensure_placeholder(conn)
+            if self._dimension(conn) is None:  # nothing embedded yet
+                return pd.DataFrame(columns=READ_EMBEDDING_COLUMNS)
             if model_version is None:
                 row = conn.execute(load_sql("duckdb", "select_newest_embedded_version")).fetchone()
                 model_version = row[0] if row else ""
@@ -410,21 +423,42 @@ class DuckDBWarehouse(Warehouse):
         return frame
 
     def nearest_embeddings(self, vector: Any, k: int, model_version: str) -> pd.DataFrame:
+        """Searched in an in-process matrix of the version's embeddings (`embedding_index`:
+        chosen by measurement over DuckDB's brute-force SQL), read again only when they or
+        the test predictions change."""
         values = query_vector(vector, k)
+        matrix = _index_of(self.duckdb.database).matrix(
+            model_version, self._embeddings_key, self._embedding_matrix
+        )
+        if not len(matrix.vectors):
+            return pd.DataFrame(columns=NEAREST_COLUMNS)
+        if matrix.vectors.shape[1] != len(values):
+            raise EmbeddingError(
+                f"the query vector has {len(values)} values; the stored embeddings have "
+                f"{matrix.vectors.shape[1]} (embed the image with the model that embedded the "
+                "catalog)"
+            )
+        return top_k(matrix, np.asarray(values, dtype=np.float32), k)
+
+    def _embeddings_key(self, model_version: str) -> tuple:
         with self._connect() as conn:
             dimension = self._dimension(conn)
             if dimension is None:
-                return pd.DataFrame(columns=NEAREST_COLUMNS)
-            if dimension != len(values):
-                raise EmbeddingError(
-                    f"the query vector has {len(values)} values; the stored embeddings have "
-                    f"{dimension} (embed the image with the model that embedded the catalog)"
-                )
+                return (None,)
+            row = conn.execute(
+                load_sql("duckdb", "select_embeddings_key"), {"model_version": model_version}
+            ).fetchone()
+        return (dimension, *row)
+
+    def _embedding_matrix(self, model_version: str) -> pd.DataFrame:
+        with self._connect() as conn:
+            if self._dimension(conn) is None:
+                return pd.DataFrame(columns=["RELATIVE_PATH", "STAGE", "EMBEDDING", "PREDICTED"])
             frame = conn.execute(
-                _with_dimension("select_nearest_embeddings", dimension),
-                {"vector": values, "k": k, "model_version": model_version},
+                load_sql("duckdb", "select_embedding_matrix"), {"model_version": model_version}
             ).df()
-        return with_labels(frame)
+        frame["PREDICTED"] = [None if pd.isna(v) else str(v) for v in frame["PREDICTED"]]
+        return frame
 
     def _replace_results(self, table: str, frame: pd.DataFrame) -> int:
         with self._connect() as conn:

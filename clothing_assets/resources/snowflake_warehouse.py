@@ -46,6 +46,7 @@ from clothing_assets.resources.warehouse import (
     EMBEDDING_COLUMNS,
     NEAREST_COLUMNS,
     PREDICTION_COLUMNS,
+    READ_EMBEDDING_COLUMNS,
     CatalogTable,
     EmbeddingError,
     StageState,
@@ -424,7 +425,9 @@ class SnowflakeWarehouse(Warehouse):
         if stage is not None:
             validate_embedding_stage(stage)
         with self._connect() as conn:
-            cursor, _ = self._ready_cursor(conn)
+            cursor = conn.cursor()
+            if self._dimension(cursor) is None:  # nothing embedded yet
+                return pd.DataFrame(columns=READ_EMBEDDING_COLUMNS)
             if model_version is None:
                 cursor.execute(render("select_newest_embedded_version"))
                 row = cursor.fetchone()

@@ -99,6 +99,7 @@ def query_vector(vector: Any, k: int) -> list[float]:
 
 
 NEAREST_COLUMNS = ["RELATIVE_PATH", "STAGE", "SIMILARITY", "LABEL"]
+READ_EMBEDDING_COLUMNS = ["RELATIVE_PATH", "STAGE", "MODEL_VERSION", "CONTENT_SHA256", "EMBEDDING"]
 
 
 def with_labels(nearest: pd.DataFrame) -> pd.DataFrame:
@@ -107,8 +108,10 @@ def with_labels(nearest: pd.DataFrame) -> pd.DataFrame:
     image; SIMILARITY as float64."""
     frame = nearest.copy()
     given = frame["RELATIVE_PATH"].map(class_of)
-    frame["LABEL"] = given.where(frame["STAGE"] == "train", frame["PREDICTED"])
-    frame["LABEL"] = frame["LABEL"].astype(object).where(frame["LABEL"].notna(), None)
+    labels = given.where(frame["STAGE"] == "train", frame["PREDICTED"])
+    # object, so that a test image without a prediction has None (not a string NaN)
+    frame["LABEL"] = pd.Series([None if pd.isna(v) else v for v in labels], dtype=object,
+                               index=frame.index)  # fmt: skip
     frame["SIMILARITY"] = frame["SIMILARITY"].astype("float64")
     return frame[NEAREST_COLUMNS].reset_index(drop=True)
 

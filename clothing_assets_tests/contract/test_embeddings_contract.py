@@ -17,6 +17,7 @@ import pytest
 
 from clothing_assets.resources.warehouse import EmbeddingError, Warehouse
 from clothing_assets_tests.contract.test_warehouse_contract import (  # noqa: F401 - fixtures
+    predictions,
     stage,
     warehouse,
 )
@@ -160,3 +161,20 @@ def test_a_champion_with_another_length_makes_the_table_again(cataloged):
     assert w.embeddings_dimension() == 4
     assert w.read_embeddings(model_version="v1").empty  # another length cannot be compared
     assert len(w.read_embeddings(model_version="v2")) == 4
+
+
+def test_the_search_sees_new_embeddings_and_predictions_at_once(cataloged):
+    """The DuckDB search keeps a matrix in memory: a write (of embeddings, or of predictions
+    that label test images) is seen by the next query."""
+    w = cataloged
+    train = rows_for(w, "train", "v1", {"x": [1.0, 0.0]})
+    w.write_embedding_rows(train[:1])
+    assert list(w.nearest_embeddings([1.0, 0.0], 5, "v1")["STAGE"]) == ["train"]
+    [test_row] = [r for r in rows_for(w, "test", "v1", {"x": [0.0, 1.0]})][:1]
+    w.write_embedding_rows([test_row])
+    found = w.nearest_embeddings([0.0, 1.0], 5, "v1")
+    assert list(found["STAGE"]) == ["test", "train"] and found["LABEL"].iloc[0] is None
+    catalog = w.read_catalog("clothing_test")
+    scored = predictions(catalog[catalog["RELATIVE_PATH"] == test_row["RELATIVE_PATH"]], "v1")
+    assert w.write_predictions(scored) == 1
+    assert w.nearest_embeddings([0.0, 1.0], 1, "v1")["LABEL"].tolist() == ["hat"]
