@@ -23,6 +23,8 @@ ASSETS = {
     "champion_model",
     "clothing_predictions",
     "image_embeddings",
+    "near_duplicates",
+    "label_issues",
 }
 
 
@@ -42,6 +44,8 @@ def test_defs_load_with_every_asset_in_dependency_order(local_env):
     assert upstream["image_embeddings"] == {
         "clothing_train", "clothing_test", "champion_model", "clothing_predictions"
     }  # fmt: skip
+    # the review reads the embeddings; training reads the review's tables without a dependency
+    assert upstream["near_duplicates"] == upstream["label_issues"] == {"image_embeddings"}
     for job in ("sync_catalogs", "train_model", "score_test_images", "promote_model", "everything"):
         assert loaded.resolve_job_def(job) is not None
 
