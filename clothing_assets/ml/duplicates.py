@@ -38,13 +38,17 @@ def similar_index_pairs(
     found_i, found_j, found_s = [], [], []
     for start in range(0, n, block_rows):
         stop = min(start + block_rows, n)
-        block = matrix[start:stop] @ matrix[start:].T  # [rows, n - start]
-        # only j > i: the diagonal and what lies below it in this block's square
-        block[np.tril_indices(stop - start, m=block.shape[1])] = -np.inf
-        rows, cols = np.nonzero(block >= threshold)
-        found_i.append(rows + start)
-        found_j.append(cols + start)
-        found_s.append(block[rows, cols])
+        block = matrix[start:stop] @ matrix[start:].T  # [rows, n - start]: j >= start only
+        # j > i only: mask the diagonal and below in the block's leading square
+        square = block[:, : stop - start]
+        square[np.tril_indices(stop - start)] = -np.inf
+        # one reduction finds the few rows with a pair; only those are searched
+        rows = np.flatnonzero(block.max(axis=1) >= threshold)
+        if len(rows):
+            hit_rows, cols = np.nonzero(block[rows] >= threshold)
+            found_i.append(rows[hit_rows] + start)
+            found_j.append(cols + start)
+            found_s.append(block[rows[hit_rows], cols])
     if not found_i:
         empty = np.empty(0, dtype=np.int64)
         return empty, empty, np.empty(0, dtype=np.float32)
