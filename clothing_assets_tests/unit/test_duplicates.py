@@ -3,6 +3,8 @@ blocked similarity product whose block size changes nothing, train-first pairs."
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -26,7 +28,7 @@ def _near(vector: np.ndarray, rng: np.random.Generator, noise: float = 0.05) -> 
     return copy / np.linalg.norm(copy)
 
 
-def test_every_pair_above_the_threshold_is_found_whatever_the_block_size():
+def test_every_pair_above_the_threshold_is_found_whatever_the_block_size_or_screen():
     rng = np.random.default_rng(0)
     vectors = _unit(rng, 200)
     vectors[150] = _near(vectors[3], rng)
@@ -34,8 +36,8 @@ def test_every_pair_above_the_threshold_is_found_whatever_the_block_size():
     brute = vectors @ vectors.T
     expected = {(i, j) for i, j in zip(*np.nonzero(brute >= 0.8), strict=True) if i < j}
     assert expected == {(3, 150), (120, 199)}
-    for block_rows in (1, 7, 64, 1000):
-        i, j, similarity = similar_index_pairs(vectors, 0.8, block_rows=block_rows)
+    for block_rows, bf16 in itertools.product((1, 7, 64, 1000), (False, True)):
+        i, j, similarity = similar_index_pairs(vectors, 0.8, block_rows=block_rows, bf16=bf16)
         assert set(zip(i.tolist(), j.tolist(), strict=True)) == expected
         assert similarity == pytest.approx(brute[i, j], abs=1e-5)
 
@@ -99,3 +101,20 @@ def test_the_calibrated_threshold_keeps_the_precision_and_finds_the_most_copies(
     assert calibrate_threshold(similarities, is_copy, min_precision=0.8) == pytest.approx(0.89)
     with pytest.raises(ValueError, match="planted copy"):
         calibrate_threshold([0.9], [False])
+
+
+def test_the_bfloat16_screen_keeps_float32s_answer_at_the_threshold():
+    rng = np.random.default_rng(4)
+    vectors = _unit(rng, 300, d=1280) * 0.05  # small shared part, so the pairs are the planted
+    for i, cosine in enumerate((0.8204, 0.8196, 0.95)):
+        base = np.zeros(1280, np.float32)
+        base[2 * i] = 1.0
+        other = np.zeros(1280, np.float32)
+        other[2 * i], other[2 * i + 1] = cosine, np.sqrt(1 - cosine**2)
+        vectors[10 * i], vectors[10 * i + 5] = base, other
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    plain = similar_index_pairs(vectors, 0.82, bf16=False)
+    screened = similar_index_pairs(vectors, 0.82, bf16=True)
+    assert set(zip(*screened[:2], strict=True)) == set(zip(*plain[:2], strict=True))
+    assert set(zip(plain[0].tolist(), plain[1].tolist(), strict=True)) == {(0, 5), (20, 25)}
+    assert screened[2] == pytest.approx(plain[2], abs=1e-6)
