@@ -5,6 +5,11 @@ head on the embeddings, a per-class confidence threshold, and a rank by self-con
 Out-of-fold: the images are dealt into folds, and each fold's probabilities come from a head
 trained on the other folds only, so that no image is judged by a model that learned its
 label. Kept free of Dagster.
+
+Why not cleanlab: its `find_label_issues` starts from the same out-of-fold probabilities,
+which it leaves to the caller (with scikit-learn's `cross_val_predict`); taking it would add
+cleanlab and scikit-learn (with SciPy, joblib and threadpoolctl) to the locked dependencies
+for the threshold-and-rank step that is a few lines here, tested on planted mislabels.
 """
 
 from __future__ import annotations
