@@ -4,7 +4,8 @@ How it relates to scoring. `clothing_predictions` embeds the test images it scor
 Dask pass, from the same decode and forward pass, and writes their clothing_embeddings rows
 with each chunk of predictions: a test image is read once. `image_embeddings` runs after it and
 embeds what is still missing for the champion: the train stage, and test images that scoring
-did not embed (scored before the champion changed, or a run stopped between the two writes).
+did not embed (scored before the champion changed, a run stopped between the two writes, or
+scored by the int8 runtime, whose ONNX graph answers logits alone: those are read again).
 Both go through `ml.cluster.score_on_cluster`, so they keep scoring's guarantees: chunked
 write-back, resume after a kill (only rows without an embedding are read again), a per-file
 ERROR, rows of changed files left for the next sync.

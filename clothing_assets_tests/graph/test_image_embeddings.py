@@ -26,7 +26,9 @@ SYNC = ["clothing_dataset", "clothing_test", "clothing_dataset_train", "clothing
 
 
 @pytest.mark.timeout(300)
-def test_scoring_embeds_the_test_stage_and_image_embeddings_the_rest(local_env):
+def test_scoring_embeds_the_test_stage_and_image_embeddings_the_rest(local_env, monkeypatch):
+    # torch scores and embeds in one pass on every CPU (the int8 graph answers logits alone)
+    monkeypatch.setenv("CLOTHING_SCORING_RUNTIME", "torch")
     model_bytes = tiny_model_bytes()
     version = register_model(local_env, model_bytes)
     # one run, one cluster: scoring, then image_embeddings
