@@ -25,7 +25,12 @@ from clothing_assets.resources.duckdb_warehouse import DuckDBWarehouse
 from clothing_assets.resources.model_store import file_version
 from clothing_assets.serve.app import ServeConfig, create_app
 from clothing_assets.serve.model import LoadedModel
-from clothing_assets.serve.similar import SimilarSearch, WarehouseCatalog, embed_upload
+from clothing_assets.serve.similar import (
+    NoEmbeddings,
+    SimilarSearch,
+    WarehouseCatalog,
+    embed_upload,
+)
 from clothing_assets.serve.source import FileModelSource
 from clothing_assets_tests.support import COLOURS, make_stage, write_image
 from clothing_assets_tests.support.models import tiny_model_bytes
@@ -195,3 +200,16 @@ def test_the_page_shows_similar_thumbnails_under_the_prediction(similar_server):
             assert page.is_visible("#result")
         finally:
             browser.close()
+
+
+def test_a_version_without_embeddings_says_what_to_materialize(similar_server):
+    """The served model is not the one that embedded the catalog: a 503 that names the asset."""
+    _, roots, _ = similar_server
+    warehouse = DuckDBWarehouse(
+        duckdb=DuckDBResource(database=str(roots["train"].parent / "w.duckdb"))
+    )
+    other_bytes = tiny_model_bytes(seed=1)
+    other = LoadedModel.from_bytes(file_version(other_bytes), other_bytes)
+    search = SimilarSearch(WarehouseCatalog(warehouse, STAGES))
+    with pytest.raises(NoEmbeddings, match="materialize image_embeddings"):
+        search.search(other, (roots["test"] / "hat" / "hat_0.jpg").read_bytes(), 3)
