@@ -213,3 +213,13 @@ def test_a_version_without_embeddings_says_what_to_materialize(similar_server):
     search = SimilarSearch(WarehouseCatalog(warehouse, STAGES))
     with pytest.raises(NoEmbeddings, match="materialize image_embeddings"):
         search.search(other, (roots["test"] / "hat" / "hat_0.jpg").read_bytes(), 3)
+
+
+def test_the_servers_catalog_waits_for_a_locked_duckdb_file_only_briefly(local_env):
+    from clothing_assets.environment import TEST_STAGE, TRAIN_STAGE
+    from clothing_assets.serve.similar import SEARCH_LOCK_WAIT_S, environment_catalog
+
+    catalog = environment_catalog()
+    assert catalog.stage_names == {"train": TRAIN_STAGE, "test": TEST_STAGE}
+    assert catalog.warehouse.lock_timeout_s == SEARCH_LOCK_WAIT_S
+    assert catalog.warehouse.duckdb.database == str(local_env.duckdb)
