@@ -57,6 +57,7 @@ def test_scoring_embeds_the_test_stage_and_image_embeddings_the_rest(local_env, 
     assert meta["train_embeddings"] == 6 * len(CLASSES)
     assert meta["test_embeddings"] == 3 * len(CLASSES)
     assert meta["dimension"] == 512 and meta["model_version"] == version
+    assert meta["embedding_map"].startswith("![embedding map](data:image/png;base64,")
 
     # a changed file and an undecodable one: only those two are read again
     write_image(local_env.train / "hat" / "hat_0.jpg", COLOURS["shoes"], seed=7, size=48)
