@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 import uvicorn
 from dagster_duckdb import DuckDBResource
 from PIL import Image
 
-from clothing_assets.ml.embeddings import content_sha256
+from clothing_assets.ml.embeddings import content_sha256, embed_batch
+from clothing_assets.ml.images import prepare
 from clothing_assets.resources.duckdb_warehouse import DuckDBWarehouse
 from clothing_assets.resources.model_store import file_version
 from clothing_assets.serve.app import ServeConfig, create_app
@@ -29,7 +31,6 @@ from clothing_assets.serve.similar import (
     NoEmbeddings,
     SimilarSearch,
     WarehouseCatalog,
-    embed_upload,
 )
 from clothing_assets.serve.source import FileModelSource
 from clothing_assets_tests.support import COLOURS, make_stage, write_image
@@ -41,17 +42,29 @@ STAGES = {"train": "similar_train", "test": "similar_test"}
 
 
 def embed_catalog(warehouse: DuckDBWarehouse, loaded: LoadedModel, roots: dict[str, Path]):
-    """Every cataloged file embedded by `loaded`, as image_embeddings would store it."""
-    rows = []
-    for stage, root in roots.items():
-        for r in warehouse.unembedded_rows(stage, loaded.version).itertuples():
-            data = (root / r.RELATIVE_PATH).read_bytes()
-            rows.append({
-                "RELATIVE_PATH": r.RELATIVE_PATH, "STAGE": stage, "MODEL_VERSION": loaded.version,
-                "SIZE": r.SIZE, "LAST_MODIFIED": r.LAST_MODIFIED, "ETAG": r.ETAG,
-                "CONTENT_SHA256": content_sha256(data), "EMBEDDING": embed_upload(loaded, data),
-                "ERROR": None, "EMBEDDED_AT": datetime.now(UTC),
-            })  # fmt: skip
+    """Every cataloged file embedded by `loaded` (in one forward pass, as `embed_upload`
+    prepares each), as image_embeddings would store it."""
+    todo = [(stage, r, (root / r.RELATIVE_PATH).read_bytes())
+            for stage, root in roots.items()
+            for r in warehouse.unembedded_rows(stage, loaded.version).itertuples()]  # fmt: skip
+    model_file = loaded.model_file
+    batch = torch.stack([prepare(data, model_file.cache_size) for _, _, data in todo])
+    vectors = embed_batch(loaded.model, model_file.eval_preset()(batch))
+    rows = [
+        {
+            "RELATIVE_PATH": r.RELATIVE_PATH,
+            "STAGE": stage,
+            "MODEL_VERSION": loaded.version,
+            "SIZE": r.SIZE,
+            "LAST_MODIFIED": r.LAST_MODIFIED,
+            "ETAG": r.ETAG,
+            "CONTENT_SHA256": content_sha256(data),
+            "EMBEDDING": vector,
+            "ERROR": None,
+            "EMBEDDED_AT": datetime.now(UTC),
+        }  # fmt: skip
+        for (stage, r, data), vector in zip(todo, vectors, strict=True)
+    ]
     assert warehouse.write_embedding_rows(rows) == len(rows)
 
 
