@@ -25,6 +25,7 @@ from clothing_assets_tests.support.models import tiny_model_bytes
 SYNC = ["clothing_dataset", "clothing_test", "clothing_dataset_train", "clothing_train"]
 
 
+@pytest.mark.slow  # two runs on a Dask LocalCluster
 @pytest.mark.timeout(300)
 def test_scoring_embeds_the_test_stage_and_image_embeddings_the_rest(local_env, monkeypatch):
     # torch scores and embeds in one pass on every CPU (the int8 graph answers logits alone)
