@@ -4,7 +4,8 @@ How it relates to scoring. `clothing_predictions` embeds the test images it scor
 Dask pass, from the same decode and forward pass, and writes their clothing_embeddings rows
 with each chunk of predictions: a test image is read once. `image_embeddings` runs after it and
 embeds what is still missing for the champion: the train stage, and test images that scoring
-did not embed (scored before the champion changed, or a run stopped between the two writes).
+did not embed (scored before the champion changed, a run stopped between the two writes, or
+scored by the int8 runtime, whose ONNX graph answers logits alone: those are read again).
 Both go through `ml.cluster.score_on_cluster`, so they keep scoring's guarantees: chunked
 write-back, resume after a kill (only rows without an embedding are read again), a per-file
 ERROR, rows of changed files left for the next sync.
@@ -24,6 +25,8 @@ from clothing_assets.resources.dask_cluster import DaskClusterResource
 from clothing_assets.resources.model_registry import ModelRegistry
 from clothing_assets.resources.warehouse import Warehouse
 from clothing_assets.stage import StageResource
+
+MAP_POINTS = 3000  # embeddings drawn on the metadata's map at most
 
 
 class EmbedConfig(dg.Config):
@@ -140,7 +143,7 @@ def _metadata(
         ["| stage | embedded now | errors now | embeddings of the champion |", "|---|---|---|---|"]
         + [f"| {s} | {done[s][0]} | {done[s][1]} | {per_stage.get(s, 0)} |" for s in done]
     )
-    return {
+    metadata = {
         "model_version": dg.MetadataValue.text(version),
         "dimension": dg.MetadataValue.int(dimension),
         "embedded": dg.MetadataValue.int(sum(n for n, _ in done.values())),
@@ -151,3 +154,25 @@ def _metadata(
         "seconds": dg.MetadataValue.float(round(seconds, 2)),
         "summary": dg.MetadataValue.md(table),
     }
+    if len(stored) >= 3:
+        metadata["embedding_map"] = dg.MetadataValue.md(_embedding_map(warehouse, stored))
+    return metadata
+
+
+def _embedding_map(warehouse: Warehouse, stored: pd.DataFrame) -> str:
+    """The map of up to MAP_POINTS embeddings (`plots.embedding_map_png`) as inline markdown."""
+    import numpy as np
+
+    from clothing_assets.plots import embedding_map_png, png_markdown
+    from clothing_assets.stage import class_of
+
+    shown = stored.sample(n=min(MAP_POINTS, len(stored)), random_state=0)
+    predicted = warehouse.read_catalog("clothing_test").set_index("RELATIVE_PATH")["TYPE"]
+    labels = [
+        class_of(path) if stage == "train" else predicted.get(path)
+        for path, stage in zip(shown["RELATIVE_PATH"], shown["STAGE"], strict=True)
+    ]
+    labels = [None if pd.isna(label) else label for label in labels]
+    png = embedding_map_png(np.stack(shown["EMBEDDING"].to_list()), labels,
+                            shown["STAGE"].tolist(), f"{len(shown)} embeddings")  # fmt: skip
+    return png_markdown(png, "embedding map")

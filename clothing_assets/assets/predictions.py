@@ -59,10 +59,11 @@ def clothing_predictions(
     """TYPE, CONFIDENCE, PRED_TIMESTAMP and MODEL_VERSION for every clothing_test row the
     champion has not scored, computed on the Dask cluster and written back.
 
-    The same pass embeds each scored test image (`ml.embeddings`: from the same decode and
-    forward pass, never a second read) and writes its clothing_embeddings row with each chunk
-    of predictions; `image_embeddings` embeds the train stage and any test image still without
-    an embedding of the champion."""
+    Scoring with torch, the same pass embeds each scored test image (`ml.embeddings`: from the
+    same decode and forward pass, never a second read) and writes its clothing_embeddings row
+    with each chunk of predictions; `image_embeddings` embeds the train stage and any test
+    image still without an embedding of the champion (all of them when the int8 runtime
+    scored: its ONNX graph answers logits alone)."""
     from clothing_assets.reports import scoring_metadata
 
     version, model_bytes, classes = _load_champion(model_registry)
@@ -137,7 +138,8 @@ def _score(
         batch_size=config.batch_size, write_every=config.write_every,
         max_batches_in_flight=config.max_batches_in_flight,
         no_workers_timeout_s=dask.no_workers_timeout_s,
-        runtime=runtime, use_gpu=use_gpu, gpu_addresses=tuple(gpu_addresses), embed=True,
+        runtime=runtime, use_gpu=use_gpu, gpu_addresses=tuple(gpu_addresses),
+        embed=runtime == "torch",  # the int8 graph answers logits alone
     )  # fmt: skip
     started = time.perf_counter()
     try:

@@ -37,9 +37,6 @@ DEFERRED_CHANGED = "changed"
 
 # One loaded model per version per worker process, kept across batches and runs.
 _MODELS: dict[str, tuple[nn.Module, ModelFile, torch.dtype | None]] = {}
-# The torch network of a version scored by another runtime (int8 ONNX gives logits only), kept
-# to embed with; one version at a time.
-_EMBEDDERS: dict[str, nn.Module] = {}
 _LOCK = threading.Lock()
 
 
@@ -179,23 +176,20 @@ def classify_and_embed(
     amp_dtype: torch.dtype | None,
     *,
     embed: bool = False,
-    embedder: nn.Module | None = None,
 ) -> tuple[torch.Tensor, list[np.ndarray] | None]:
     """`classify`'s probabilities and, with `embed`, each image's embedding (`ml.embeddings`:
     the head's input, L2-normalised, float32) of the unflipped view, read from the same forward
-    pass. A model that is not a torch module (the int8 runtime) is embedded by `embedder`, the
-    same network in torch, from the same prepared batch."""
+    pass. `embed` needs a torch module (ValueError otherwise)."""
     batch = torch.stack([image.to(device) for image in images])
     views = [model_file.eval_preset()(batch)]
     if model_file.eval_flip:
         views.append(views[0].flip(3))
-    hooked = model if isinstance(model, nn.Module) else embedder
+    if embed and not isinstance(model, nn.Module):
+        raise ValueError("embedding needs a torch model; the int8 runtime answers logits alone")
     embeddings = None
     with torch.inference_mode(), autocast(device, amp_dtype):
-        if embed and hooked is not None:
-            with capture_embeddings(hooked) as captured:
-                if hooked is not model:
-                    hooked(views[0])
+        if embed:
+            with capture_embeddings(model) as captured:
                 probs = [torch.softmax(model(view).float(), dim=1) for view in views]
             embeddings = list(normalised(captured[0]))
         else:
@@ -227,8 +221,11 @@ def score_batch(
     `runtime.int8_model_bytes` (CPU only).
 
     With `embed`, each result also has CONTENT_SHA256 (of the bytes read) and EMBEDDING (the
-    image's float32 embedding from the same decode and forward pass; None when ERROR).
+    image's float32 embedding from the same decode and forward pass; None when ERROR). Only
+    the torch runtime embeds: the int8 ONNX graph answers logits alone.
     """
+    if embed and runtime != "torch":
+        raise ValueError(f"embedding needs the torch runtime; {runtime} answers logits alone")
     device = scoring_device(gpu)
     model, model_file, amp_dtype = cached_model(
         model_bytes, version, torch_threads, device, runtime
@@ -236,9 +233,8 @@ def score_batch(
     out = _blank_results(rows, version, _worker_name(), device.type)
     images, good = _read_and_decode(rows, out, limits, device, model_file.cache_size, embed)
     if images:
-        embedder = _embedder(version, model_file, device) if embed and runtime != "torch" else None
         probs, embeddings = classify_and_embed(
-            model, model_file, images, device, amp_dtype, embed=embed, embedder=embedder
+            model, model_file, images, device, amp_dtype, embed=embed
         )
         confidence, index = probs.max(dim=1)
         classes = model_file.classes
@@ -251,15 +247,6 @@ def score_batch(
     for result in out:
         result["PRED_TIMESTAMP"] = now
     return out
-
-
-def _embedder(version: str, model_file: ModelFile, device: torch.device) -> nn.Module:
-    """The torch network of `version` on `device` to embed with when another runtime scores."""
-    with _LOCK:
-        if version not in _EMBEDDERS:
-            _EMBEDDERS.clear()
-            _EMBEDDERS[version] = model_file.build().to(device)
-        return _EMBEDDERS[version]
 
 
 def _blank_results(

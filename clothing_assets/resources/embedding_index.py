@@ -72,7 +72,14 @@ class EmbeddingIndex:
             cached = self._matrices.get(version)
             if cached is not None and stamp is not None and self._stamps.get(version) == stamp:
                 return cached
-        key = key_of(version)
+        try:
+            key = key_of(version)
+        except Exception:
+            # the warehouse cannot answer now (locked by a run, away): the last matrix read
+            # answers meanwhile, and the next query asks again
+            if cached is not None:
+                return cached
+            raise
         if cached is not None and cached.key == key:
             with self._lock:
                 self._stamps[version] = stamp

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 MAX_K = 50
 DEFAULT_K = 8
 THUMBNAIL_SIDE = 160
+SEARCH_LOCK_WAIT_S = 2.0
 # (stage, path) pairs /similar answered, kept for their thumbnails; the oldest are forgotten
 REMEMBERED_PATHS = 10_000
 
@@ -70,10 +71,14 @@ class WarehouseCatalog:
 
 
 def environment_catalog() -> WarehouseCatalog:
-    """The catalog of this environment: its warehouse and its two stages' names."""
+    """The catalog of this environment: its warehouse and its two stages' names. A DuckDB file
+    that a run holds locked is waited for SEARCH_LOCK_WAIT_S at most: the search then answers
+    from the embeddings it read last (`embedding_index`), not after the run."""
     from clothing_assets.environment import TEST_STAGE, TRAIN_STAGE, registry_parts
 
     warehouse, _store = registry_parts()
+    if hasattr(warehouse, "lock_timeout_s"):  # DuckDB
+        warehouse = warehouse.model_copy(update={"lock_timeout_s": SEARCH_LOCK_WAIT_S})
     return WarehouseCatalog(warehouse, {"train": TRAIN_STAGE, "test": TEST_STAGE})
 
 

@@ -178,3 +178,29 @@ def test_the_search_sees_new_embeddings_and_predictions_at_once(cataloged):
     scored = predictions(catalog[catalog["RELATIVE_PATH"] == test_row["RELATIVE_PATH"]], "v1")
     assert w.write_predictions(scored) == 1
     assert w.nearest_embeddings([0.0, 1.0], 1, "v1")["LABEL"].tolist() == ["hat"]
+
+
+def test_before_any_embedding_reads_are_empty_and_bad_input_is_refused_before_sql(warehouse):  # noqa: F811
+    """Runs on fakesnow too: no statement here creates or reads a VECTOR."""
+    assert warehouse.embeddings_dimension() is None
+    assert warehouse.read_embeddings().empty
+    assert list(warehouse.read_embeddings(stage="test").columns) == [
+        "RELATIVE_PATH", "STAGE", "MODEL_VERSION", "CONTENT_SHA256", "EMBEDDING"
+    ]  # fmt: skip
+    assert warehouse.newest_embedded_version() is None
+    assert warehouse.delete_stale_embeddings() == 0
+    assert warehouse.write_embedding_rows([]) == 0
+    row = {
+        "RELATIVE_PATH": "hat/a.jpg", "STAGE": "train", "MODEL_VERSION": "v1", "SIZE": 1,
+        "LAST_MODIFIED": None, "ETAG": None, "CONTENT_SHA256": "x", "ERROR": None,
+        "EMBEDDING": np.ones(2, dtype=np.float32), "EMBEDDED_AT": datetime.now(UTC),
+    }  # fmt: skip
+    with pytest.raises(EmbeddingError, match="different lengths"):
+        warehouse.write_embedding_rows([row, {**row, "EMBEDDING": np.ones(3)}])
+    with pytest.raises(EmbeddingError, match="unknown embedding stage"):
+        warehouse.read_embeddings(stage="validation")
+    with pytest.raises(EmbeddingError, match="k must be"):
+        warehouse.nearest_embeddings([1.0, 0.0], 0, "v1")
+    # only ERRORs and no table yet: nothing to write until a length is known
+    assert warehouse.write_embedding_rows([{**row, "EMBEDDING": None, "ERROR": "bad"}]) == 0
+    assert warehouse.embeddings_dimension() is None

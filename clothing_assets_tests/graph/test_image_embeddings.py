@@ -25,8 +25,11 @@ from clothing_assets_tests.support.models import tiny_model_bytes
 SYNC = ["clothing_dataset", "clothing_test", "clothing_dataset_train", "clothing_train"]
 
 
+@pytest.mark.slow  # two runs on a Dask LocalCluster
 @pytest.mark.timeout(300)
-def test_scoring_embeds_the_test_stage_and_image_embeddings_the_rest(local_env):
+def test_scoring_embeds_the_test_stage_and_image_embeddings_the_rest(local_env, monkeypatch):
+    # torch scores and embeds in one pass on every CPU (the int8 graph answers logits alone)
+    monkeypatch.setenv("CLOTHING_SCORING_RUNTIME", "torch")
     model_bytes = tiny_model_bytes()
     version = register_model(local_env, model_bytes)
     # one run, one cluster: scoring, then image_embeddings
@@ -55,6 +58,7 @@ def test_scoring_embeds_the_test_stage_and_image_embeddings_the_rest(local_env):
     assert meta["train_embeddings"] == 6 * len(CLASSES)
     assert meta["test_embeddings"] == 3 * len(CLASSES)
     assert meta["dimension"] == 512 and meta["model_version"] == version
+    assert meta["embedding_map"].startswith("![embedding map](data:image/png;base64,")
 
     # a changed file and an undecodable one: only those two are read again
     write_image(local_env.train / "hat" / "hat_0.jpg", COLOURS["shoes"], seed=7, size=48)

@@ -16,16 +16,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 import uvicorn
 from dagster_duckdb import DuckDBResource
 from PIL import Image
 
-from clothing_assets.ml.embeddings import content_sha256
+from clothing_assets.ml.embeddings import content_sha256, embed_batch
+from clothing_assets.ml.images import prepare
 from clothing_assets.resources.duckdb_warehouse import DuckDBWarehouse
 from clothing_assets.resources.model_store import file_version
 from clothing_assets.serve.app import ServeConfig, create_app
 from clothing_assets.serve.model import LoadedModel
-from clothing_assets.serve.similar import SimilarSearch, WarehouseCatalog, embed_upload
+from clothing_assets.serve.similar import (
+    NoEmbeddings,
+    SimilarSearch,
+    WarehouseCatalog,
+)
 from clothing_assets.serve.source import FileModelSource
 from clothing_assets_tests.support import COLOURS, make_stage, write_image
 from clothing_assets_tests.support.models import tiny_model_bytes
@@ -36,17 +42,29 @@ STAGES = {"train": "similar_train", "test": "similar_test"}
 
 
 def embed_catalog(warehouse: DuckDBWarehouse, loaded: LoadedModel, roots: dict[str, Path]):
-    """Every cataloged file embedded by `loaded`, as image_embeddings would store it."""
-    rows = []
-    for stage, root in roots.items():
-        for r in warehouse.unembedded_rows(stage, loaded.version).itertuples():
-            data = (root / r.RELATIVE_PATH).read_bytes()
-            rows.append({
-                "RELATIVE_PATH": r.RELATIVE_PATH, "STAGE": stage, "MODEL_VERSION": loaded.version,
-                "SIZE": r.SIZE, "LAST_MODIFIED": r.LAST_MODIFIED, "ETAG": r.ETAG,
-                "CONTENT_SHA256": content_sha256(data), "EMBEDDING": embed_upload(loaded, data),
-                "ERROR": None, "EMBEDDED_AT": datetime.now(UTC),
-            })  # fmt: skip
+    """Every cataloged file embedded by `loaded` (in one forward pass, as `embed_upload`
+    prepares each), as image_embeddings would store it."""
+    todo = [(stage, r, (root / r.RELATIVE_PATH).read_bytes())
+            for stage, root in roots.items()
+            for r in warehouse.unembedded_rows(stage, loaded.version).itertuples()]  # fmt: skip
+    model_file = loaded.model_file
+    batch = torch.stack([prepare(data, model_file.cache_size) for _, _, data in todo])
+    vectors = embed_batch(loaded.model, model_file.eval_preset()(batch))
+    rows = [
+        {
+            "RELATIVE_PATH": r.RELATIVE_PATH,
+            "STAGE": stage,
+            "MODEL_VERSION": loaded.version,
+            "SIZE": r.SIZE,
+            "LAST_MODIFIED": r.LAST_MODIFIED,
+            "ETAG": r.ETAG,
+            "CONTENT_SHA256": content_sha256(data),
+            "EMBEDDING": vector,
+            "ERROR": None,
+            "EMBEDDED_AT": datetime.now(UTC),
+        }  # fmt: skip
+        for (stage, r, data), vector in zip(todo, vectors, strict=True)
+    ]
     assert warehouse.write_embedding_rows(rows) == len(rows)
 
 
@@ -195,3 +213,26 @@ def test_the_page_shows_similar_thumbnails_under_the_prediction(similar_server):
             assert page.is_visible("#result")
         finally:
             browser.close()
+
+
+def test_a_version_without_embeddings_says_what_to_materialize(similar_server):
+    """The served model is not the one that embedded the catalog: a 503 that names the asset."""
+    _, roots, _ = similar_server
+    warehouse = DuckDBWarehouse(
+        duckdb=DuckDBResource(database=str(roots["train"].parent / "w.duckdb"))
+    )
+    other_bytes = tiny_model_bytes(seed=1)
+    other = LoadedModel.from_bytes(file_version(other_bytes), other_bytes)
+    search = SimilarSearch(WarehouseCatalog(warehouse, STAGES))
+    with pytest.raises(NoEmbeddings, match="materialize image_embeddings"):
+        search.search(other, (roots["test"] / "hat" / "hat_0.jpg").read_bytes(), 3)
+
+
+def test_the_servers_catalog_waits_for_a_locked_duckdb_file_only_briefly(local_env):
+    from clothing_assets.environment import TEST_STAGE, TRAIN_STAGE
+    from clothing_assets.serve.similar import SEARCH_LOCK_WAIT_S, environment_catalog
+
+    catalog = environment_catalog()
+    assert catalog.stage_names == {"train": TRAIN_STAGE, "test": TEST_STAGE}
+    assert catalog.warehouse.lock_timeout_s == SEARCH_LOCK_WAIT_S
+    assert catalog.warehouse.duckdb.database == str(local_env.duckdb)
