@@ -127,13 +127,16 @@ def near_quality(frame: pd.DataFrame, vectors: np.ndarray) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     described = parser(__doc__)
     described.add_argument("--model", type=Path, default=None, help="a model file")
-    described.add_argument("--images", type=int, default=None, help="use the first N images")
+    described.add_argument("--images", type=int, default=None, help="use N of the images")
     described.add_argument("--copied", type=float, default=0.1)
     described.add_argument("--mislabelled", type=float, default=0.05)
     described.add_argument("--embeddings", type=int, default=100_000)
     args = parse(described, argv)
     print(torch_line())
-    files = jpegs(args.data / "train", args.images)
+    files = jpegs(args.data / "train")
+    if args.images is not None:  # a seeded sample across the classes, not the first folders
+        order = np.random.default_rng(0).permutation(len(files))[: args.images]
+        files = [files[i] for i in sorted(order)]
     frame, classes = planted(files, args.copied, args.mislabelled)
     file = model_file(args.model, classes)
     vectors, seconds = timed(lambda: embed_all(file, frame["DATA"].tolist()))
