@@ -49,17 +49,24 @@ def _pairs_gallery(
     warehouse: Warehouse, stages: dict[str, StageResource], pairs: pd.DataFrame
 ) -> bytes | None:
     """The closest pairs side by side, captioned with their similarity and kind."""
+    from contextlib import ExitStack
+
     import torch
 
     from clothing_assets.plots import gallery_png
 
     tiles = []
-    for row in pairs.head(GALLERY_ROWS).itertuples():
-        a = _tile(warehouse, stages, row.STAGE_A, row.PATH_A)
-        b = _tile(warehouse, stages, row.STAGE_B, row.PATH_B)
-        if a is not None and b is not None:
-            caption = f"{row.STAGE_A}/{row.PATH_A}\n{row.STAGE_B}/{row.PATH_B}\n"
-            tiles.append((torch.cat([a, b], dim=2), f"{caption}{row.KIND} {row.SIMILARITY:.3f}"))
+    with ExitStack() as sessions:  # one connection per stage mints every URL (Snowflake)
+        for stage in stages.values():
+            sessions.enter_context(warehouse.url_session(stage.name))
+        for row in pairs.head(GALLERY_ROWS).itertuples():
+            a = _tile(warehouse, stages, row.STAGE_A, row.PATH_A)
+            b = _tile(warehouse, stages, row.STAGE_B, row.PATH_B)
+            if a is not None and b is not None:
+                caption = f"{row.STAGE_A}/{row.PATH_A}\n{row.STAGE_B}/{row.PATH_B}\n"
+                tiles.append(
+                    (torch.cat([a, b], dim=2), f"{caption}{row.KIND} {row.SIMILARITY:.3f}")
+                )
     return gallery_png(tiles, "closest pairs (A | B)", columns=2) if tiles else None
 
 
@@ -148,11 +155,12 @@ def _issues_gallery(
     from clothing_assets.plots import gallery_png
 
     tiles = []
-    for row in issues.head(12).itertuples():
-        image = _tile(warehouse, {"train": train_stage}, "train", row.RELATIVE_PATH)
-        if image is not None:
-            caption = f"#{row.RANK} {row.GIVEN} → {row.SUGGESTED} ({row.SCORE:.2f})"
-            tiles.append((image, caption))
+    with warehouse.url_session(train_stage.name):
+        for row in issues.head(12).itertuples():
+            image = _tile(warehouse, {"train": train_stage}, "train", row.RELATIVE_PATH)
+            if image is not None:
+                caption = f"#{row.RANK} {row.GIVEN} → {row.SUGGESTED} ({row.SCORE:.2f})"
+                tiles.append((image, caption))
     return gallery_png(tiles, "most suspicious labels (given → suggested)") if tiles else None
 
 
