@@ -13,7 +13,7 @@ import pytest
 import torch
 from dagster_duckdb import DuckDBResource
 
-from clothing_assets.assets.model import _reviewed
+from clothing_assets.assets.model import TrainConfig, _reviewed
 from clothing_assets.cli import main
 from clothing_assets.ml.data import training_rows
 from clothing_assets.resources.duckdb_warehouse import DuckDBWarehouse
@@ -151,5 +151,6 @@ def test_training_uses_the_fixed_labels_and_leaves_out_leaked_images(embedded, l
                                     if p != LEAKED[0]]  # fmt: skip
     assert kept.set_index("RELATIVE_PATH").at[MISLABELLED, "CLASS"] == "hat"
     assert (shown["leaked_excluded"].value, shown["labels_fixed"].value) == (1, 1)
+    assert TrainConfig().exclude_leaked is True  # what a run without config does
     everything, _, shown = _reviewed(context, embedded, rows, images, exclude_leaked=False)
     assert len(everything) == len(rows) and shown["leaked_excluded"].value == 0
