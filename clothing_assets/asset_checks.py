@@ -8,6 +8,7 @@ import pandas as pd
 from clothing_assets.assets.catalog import clothing_test, clothing_train
 from clothing_assets.assets.model import trained_model
 from clothing_assets.assets.predictions import clothing_predictions
+from clothing_assets.assets.review import no_train_test_leakage
 from clothing_assets.resources.warehouse import CatalogTable, Warehouse
 from clothing_assets.settings import setting
 from clothing_assets.stage import StageResource, class_of
@@ -161,4 +162,5 @@ ALL_CHECKS = [
     predictions_complete,
     confidence_in_range,
     predicted_class_mix_drift,
+    no_train_test_leakage,
 ]

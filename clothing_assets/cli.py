@@ -6,6 +6,10 @@ clothing-assets models promote VERSION [--reason TEXT] [--no-rescore] [--force]
 clothing-assets predictions [-n 20]
 clothing-assets serve [--host 127.0.0.1] [--port 8000] [--workers N]
 clothing-assets predict IMAGE...
+clothing-assets similar IMAGE [-k 8]
+clothing-assets labels list [-n 20]
+clothing-assets labels fix PATH CLASS
+clothing-assets labels keep PATH
 
 A configuration or usage mistake ends with one `error:` line on stderr and exit status 2.
 """
@@ -15,10 +19,12 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import pandas as pd
 
 from clothing_assets.commandline import CommandParser, fail, positive_int, run
+from clothing_assets.labels_cli import add_commands as add_label_commands
 from clothing_assets.serve.cli import add_commands as add_serve_commands
 
 LIST_COLUMNS = [
@@ -119,6 +125,54 @@ def predictions(args: argparse.Namespace) -> int:
     return 0
 
 
+def similar_k(raw: str) -> int:
+    """A number of similar images: a whole number from 1 to 50."""
+    from clothing_assets.serve.similar import MAX_K
+
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_K:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a whole number from 1 to {MAX_K}")
+    return int(raw)
+
+
+def format_similar(found: pd.DataFrame) -> str:
+    """The nearest cataloged images as a plain-text table, most similar first."""
+    rows = [
+        [f"{r.SIMILARITY:.4f}", r.STAGE, "" if r.LABEL is None else str(r.LABEL), r.RELATIVE_PATH]
+        for r in found.itertuples()
+    ]
+    return _table(["similarity", "stage", "label", "path"], rows)
+
+
+def similar(args: argparse.Namespace) -> int:
+    """Print the k cataloged images nearest to IMAGE by the champion's embeddings, read-only.
+    Exit 1 when IMAGE is not a usable image; 2 without a champion or its embeddings."""
+    from clothing_assets.environment import open_registry, open_warehouse
+    from clothing_assets.serve.model import LoadedModel
+    from clothing_assets.serve.similar import embed_upload
+    from clothing_assets.settings import ConfigurationError, setting
+
+    with open_registry(read_only=True) as registry:
+        champion, model_bytes = registry.load_champion()
+    loaded = LoadedModel.from_bytes(champion["VERSION"], model_bytes)
+    max_bytes = setting("CLOTHING_SERVE_MAX_BYTES")
+    try:
+        if args.image.stat().st_size > max_bytes:
+            raise ValueError(f"file exceeds the limit of {max_bytes} bytes")
+        vector = embed_upload(loaded, args.image.read_bytes())
+    except (OSError, ValueError, RuntimeError) as exc:  # ImageDecodeError is a ValueError
+        return fail(f"{args.image}: {str(exc).splitlines()[0]}", 1)
+    with open_warehouse(read_only=True) as warehouse:
+        found = warehouse.nearest_embeddings(vector, args.k, loaded.version)
+    if found.empty:
+        raise ConfigurationError(
+            f"the warehouse holds no embeddings of the champion {loaded.version}: materialize "
+            "image_embeddings (`dagster asset materialize -m clothing_assets.definitions "
+            "--select image_embeddings`)"
+        )
+    print(format_similar(found))
+    return 0
+
+
 def models_promote(args: argparse.Namespace) -> int:
     """Check the version, then run the `promote_model` job (promotion and rescoring) in this
     process, recorded in the Dagster instance (DAGSTER_HOME) so that it shows in the UI."""
@@ -189,7 +243,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="how many of the latest scored rows to show",
     )  # fmt: skip
     shown.set_defaults(func=predictions)
+    near = commands.add_parser(
+        "similar", help="the cataloged images most like IMAGE (by the champion's embeddings)"
+    )
+    near.add_argument("image", type=Path, help="an image file")
+    near.add_argument(
+        "-k", type=similar_k, default=8, help="how many similar images to show (1 to 50)"
+    )
+    near.set_defaults(func=similar)
     add_serve_commands(commands)
+    add_label_commands(commands)
     return parser
 
 

@@ -3,7 +3,7 @@
 import dagster as dg
 
 from clothing_assets.asset_checks import ALL_CHECKS
-from clothing_assets.assets import catalog, model, predictions, stages
+from clothing_assets.assets import catalog, embeddings, model, predictions, review, stages
 from clothing_assets.environment import asset_kinds, asset_metadata, resources_for
 from clothing_assets.freshness import freshness_windows, with_freshness
 from clothing_assets.jobs import JOBS
@@ -13,9 +13,9 @@ from clothing_assets.settings import setting
 
 
 def all_assets() -> list[dg.AssetsDefinition]:
-    """The seven assets, stages to predictions, with the kinds and metadata of the active
-    deployment (its warehouse, its stages' stores and locations) and the freshness policies
-    of the configured windows."""
+    """The assets, stages to predictions, embeddings and the review of duplicates and labels,
+    with the kinds and metadata of the active deployment (its warehouse, its stages' stores and
+    locations) and the freshness policies of the configured windows."""
     kinds, metadata = asset_kinds(), asset_metadata()
     windows = freshness_windows()
 
@@ -24,7 +24,7 @@ def all_assets() -> list[dg.AssetsDefinition]:
         spec = spec.merge_attributes(kinds=kinds.get(name, set()), metadata=metadata.get(name, {}))
         return with_freshness(spec, windows[name]) if name in windows else spec
 
-    loaded = dg.load_assets_from_modules([stages, catalog, model, predictions])
+    loaded = dg.load_assets_from_modules([stages, catalog, model, predictions, embeddings, review])
     return list(dg.map_asset_specs(for_this_deployment, loaded))
 
 

@@ -259,6 +259,9 @@ def asset_kinds(environment: str | None = None) -> dict[str, set[str]]:
         "clothing_test": {warehouse},
         "champion_model": {warehouse},
         "clothing_predictions": {warehouse},
+        "image_embeddings": {warehouse},
+        "near_duplicates": {warehouse},
+        "label_issues": {warehouse},
     }
 
 

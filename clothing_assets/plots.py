@@ -115,3 +115,27 @@ def registry_chart_png(models) -> bytes:
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=7, loc="lower right")
     return _png(fig)
+
+
+def embedding_map_png(
+    vectors: np.ndarray, labels: Sequence[str | None], stages: Sequence[str], title: str
+) -> bytes:
+    """The embeddings projected on their two principal components, a colour per label (the
+    class folder of a train image, the prediction of a test image), train as dots and test as
+    crosses: classes the model separates form separate clouds."""
+    centred = vectors - vectors.mean(axis=0)
+    _, _, axes = np.linalg.svd(centred, full_matrices=False)
+    points = centred @ axes[:2].T if len(axes) >= 2 else np.zeros((len(vectors), 2))
+    names = ["?" if label is None else str(label) for label in labels]
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    colours = plt.get_cmap("tab10")
+    for i, name in enumerate(sorted(set(names))):
+        for stage, marker in (("train", "o"), ("test", "x")):
+            chosen = [j for j, (n, s) in enumerate(zip(names, stages, strict=True))
+                      if n == name and s == stage]  # fmt: skip
+            if chosen:
+                ax.scatter(points[chosen, 0], points[chosen, 1], s=10, marker=marker,
+                           color=colours(i % 10), label=f"{name} ({stage})", alpha=0.7)  # fmt: skip
+    ax.set(xlabel="first principal component", ylabel="second", title=title)
+    ax.legend(fontsize="x-small", ncol=2, loc="best")
+    return _png(fig)

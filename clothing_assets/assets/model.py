@@ -43,6 +43,11 @@ class _TrainConfigBase(dg.Config):
         "yet, as `weights` says), 'imagenet' or 'none' (random). Given alone, `weights` "
         "decides between the last two.",
     )
+    exclude_leaked: bool = Field(
+        default=True,
+        description="Leave out the train images that near_duplicates paired with a test image "
+        "(clothing_near_duplicates), so that the test stage measures unseen images.",
+    )
 
     def settings(self) -> TrainSettings:
         """The `TrainSettings` that `fit` takes, field by field; `weights` as `init` decides
@@ -138,9 +143,11 @@ def trained_model(
     )
     _record_decode_errors(context, warehouse, rows, decoded)
     rows = rows.iloc[decoded.kept].reset_index(drop=True)
+    rows, images, reviewed = _reviewed(context, warehouse, rows, decoded.images,
+                                       exclude_leaked=config.exclude_leaked)  # fmt: skip
     if rows["CLASS"].nunique() < 2:
         raise dg.Failure("fewer than two classes have decodable images; see clothing_train.ERROR")
-    data = labelled_split(rows, decoded.images, val_fraction=settings.val_fraction)
+    data = labelled_split(rows, images, val_fraction=settings.val_fraction)
     start = _start(context, config, model_registry, data.classes)
     result = _fit(context, settings, data, model_store, rows, start)
     compared_with, champion_accuracy = _compare_with_champion(context, model_registry, data)
@@ -154,6 +161,7 @@ def trained_model(
         compared_with=compared_with, champion_accuracy=champion_accuracy,
     ))  # fmt: skip
     metadata.update(start.metadata(config.resolved_init()))
+    metadata.update(reviewed)
     return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(version))
 
 
@@ -179,6 +187,45 @@ def _start(
     else:
         context.log.info(f"fine-tuning from champion {start.version}'s weights")
     return start
+
+
+def _reviewed(
+    context: dg.AssetExecutionContext,
+    warehouse: Warehouse,
+    rows: pd.DataFrame,
+    images,
+    *,
+    exclude_leaked: bool,
+) -> tuple[pd.DataFrame, object, dict[str, dg.MetadataValue]]:
+    """`rows` (with their decoded `images`) labelled as people decided in clothing_label_fixes,
+    and with `exclude_leaked` without the train images clothing_near_duplicates pairs with a
+    test image; the metadata that counts both. Applied after decoding, so the decode cache of
+    the catalog rows serves whatever the review decided."""
+    from clothing_assets.ml.duplicates import leaked_train_paths
+    from clothing_assets.ml.label_issues import effective_labels
+
+    labels = effective_labels(rows, warehouse.latest_label_decisions())
+    fixed = int((labels != rows["CLASS"]).sum())
+    rows = rows.assign(CLASS=labels)
+    leaked = (
+        leaked_train_paths(warehouse.read_results("clothing_near_duplicates"))
+        if exclude_leaked
+        else set()
+    )
+    keep = ~rows["RELATIVE_PATH"].isin(leaked).to_numpy()
+    if fixed or not keep.all():
+        context.log.info(
+            f"{fixed} labels as fixed by a person; {int((~keep).sum())} train images left out "
+            "as near-duplicates of test images"
+        )
+    metadata = {
+        "labels_fixed": dg.MetadataValue.int(fixed),
+        "exclude_leaked": dg.MetadataValue.bool(exclude_leaked),
+        "leaked_excluded": dg.MetadataValue.int(int((~keep).sum())),
+    }
+    import torch
+
+    return rows[keep].reset_index(drop=True), images[torch.from_numpy(keep)], metadata
 
 
 def _decode(

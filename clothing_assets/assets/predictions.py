@@ -57,7 +57,13 @@ def clothing_predictions(
     dask: DaskClusterResource,
 ) -> dg.MaterializeResult:
     """TYPE, CONFIDENCE, PRED_TIMESTAMP and MODEL_VERSION for every clothing_test row the
-    champion has not scored, computed on the Dask cluster and written back."""
+    champion has not scored, computed on the Dask cluster and written back.
+
+    Scoring with torch, the same pass embeds each scored test image (`ml.embeddings`: from the
+    same decode and forward pass, never a second read) and writes its clothing_embeddings row
+    with each chunk of predictions; `image_embeddings` embeds the train stage and any test
+    image still without an embedding of the champion (all of them when the int8 runtime
+    scored: its ONNX graph answers logits alone)."""
     from clothing_assets.reports import scoring_metadata
 
     version, model_bytes, classes = _load_champion(model_registry)
@@ -135,13 +141,15 @@ def _score(
         max_batches_in_flight=config.max_batches_in_flight,
         no_workers_timeout_s=dask.no_workers_timeout_s,
         runtime=runtime, use_gpu=use_gpu, gpu_addresses=tuple(gpu_addresses),
+        embed=runtime == "torch",  # the int8 graph answers logits alone
     )  # fmt: skip
     started = time.perf_counter()
     try:
         # every batch's URLs are minted on one warehouse connection for the whole step
         with warehouse.url_session(test_stage.name):
             results, written, shipped_to, load_seconds = score_on_cluster(
-                client, plan, todo, write=warehouse.write_prediction_rows, log=context.log,
+                client, plan, todo, write=lambda rows: write_scored(warehouse, rows),
+                log=context.log,
                 file_urls=lambda paths: warehouse.file_urls(test_stage.name, paths),
             )  # fmt: skip
     except RuntimeError as exc:
@@ -151,6 +159,17 @@ def _score(
         results, written, shipped_to, load_seconds, time.perf_counter() - started,
         getattr(client, "dashboard_link", None), runtime,
     )  # fmt: skip
+
+
+def write_scored(warehouse: Warehouse, rows: list[dict]) -> int:
+    """Write a chunk of scoring results: the predictions, then the test images' embeddings
+    (each its own transaction; a run stopped in between leaves embeddings for
+    `image_embeddings` to make). Returns the predictions written."""
+    from clothing_assets.ml.embeddings import embedding_rows
+
+    written = warehouse.write_prediction_rows(rows)
+    warehouse.write_embedding_rows(embedding_rows(rows, "test"))
+    return written
 
 
 def _runtime_model(

@@ -55,6 +55,7 @@ class ScoringPlan:
     runtime: str = "torch"
     use_gpu: bool = False
     gpu_addresses: tuple[str, ...] = ()
+    embed: bool = False  # results carry EMBEDDING and CONTENT_SHA256 (`scoring.score_batch`)
 
 
 class ClusterScores(NamedTuple):
@@ -231,7 +232,7 @@ class _ClusterScoring:
         return self.client.submit(
             score_batch, self.model_future() if with_model else None, self.plan.version, rows,
             torch_threads=self.threads, gpu=self.plan.use_gpu, runtime=self.plan.runtime,
-            resources={"GPU": 1} if self.plan.use_gpu else None,
+            embed=self.plan.embed, resources={"GPU": 1} if self.plan.use_gpu else None,
             key=f"clothing-score-{self.plan.run_id}-{key}",  # unique per run: never shared
             pure=False,
         )  # fmt: skip

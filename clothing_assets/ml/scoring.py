@@ -11,10 +11,12 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from clothing_assets.ml.devices import amp_dtype_for, autocast
+from clothing_assets.ml.embeddings import capture_embeddings, content_sha256, normalised
 from clothing_assets.ml.images import ImageDecodeError, decode_images
 from clothing_assets.ml.model_file import ModelFile
 from clothing_assets.ml.runtime import load_int8_model
@@ -163,13 +165,36 @@ def classify(
     The batch scorer and the model server both classify through here, so that the same model
     and image give the same answer on either path.
     """
+    return classify_and_embed(model, model_file, images, device, amp_dtype)[0]
+
+
+def classify_and_embed(
+    model: nn.Module | Callable[[torch.Tensor], torch.Tensor],
+    model_file: ModelFile,
+    images: Sequence[torch.Tensor],
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
+    *,
+    embed: bool = False,
+) -> tuple[torch.Tensor, list[np.ndarray] | None]:
+    """`classify`'s probabilities and, with `embed`, each image's embedding (`ml.embeddings`:
+    the head's input, L2-normalised, float32) of the unflipped view, read from the same forward
+    pass. `embed` needs a torch module (ValueError otherwise)."""
     batch = torch.stack([image.to(device) for image in images])
     views = [model_file.eval_preset()(batch)]
     if model_file.eval_flip:
         views.append(views[0].flip(3))
+    if embed and not isinstance(model, nn.Module):
+        raise ValueError("embedding needs a torch model; the int8 runtime answers logits alone")
+    embeddings = None
     with torch.inference_mode(), autocast(device, amp_dtype):
-        probs = [torch.softmax(model(view).float(), dim=1) for view in views]
-    return (sum(probs) / len(probs)).cpu()
+        if embed:
+            with capture_embeddings(model) as captured:
+                probs = [torch.softmax(model(view).float(), dim=1) for view in views]
+            embeddings = list(normalised(captured[0]))
+        else:
+            probs = [torch.softmax(model(view).float(), dim=1) for view in views]
+    return (sum(probs) / len(probs)).cpu(), embeddings
 
 
 def score_batch(
@@ -181,6 +206,7 @@ def score_batch(
     gpu: bool = False,
     limits: ReadLimits | None = None,
     runtime: str = "torch",
+    embed: bool = False,
 ) -> list[dict[str, Any]]:
     """Read, decode and classify `rows` (each with URL, RELATIVE_PATH, SIZE, LAST_MODIFIED, ETAG;
     a None URL is a path the stage refused, recorded and never read).
@@ -193,19 +219,30 @@ def score_batch(
     for a result to write). A bad file never fails the batch. `model_bytes` may be None when
     the worker already holds `version`; with `runtime` "onnxruntime-int8" they are
     `runtime.int8_model_bytes` (CPU only).
+
+    With `embed`, each result also has CONTENT_SHA256 (of the bytes read) and EMBEDDING (the
+    image's float32 embedding from the same decode and forward pass; None when ERROR). Only
+    the torch runtime embeds: the int8 ONNX graph answers logits alone.
     """
+    if embed and runtime != "torch":
+        raise ValueError(f"embedding needs the torch runtime; {runtime} answers logits alone")
     device = scoring_device(gpu)
     model, model_file, amp_dtype = cached_model(
         model_bytes, version, torch_threads, device, runtime
     )
     out = _blank_results(rows, version, _worker_name(), device.type)
-    images, good = _read_and_decode(rows, out, limits, device, model_file.cache_size)
+    images, good = _read_and_decode(rows, out, limits, device, model_file.cache_size, embed)
     if images:
-        confidence, index = classify(model, model_file, images, device, amp_dtype).max(dim=1)
+        probs, embeddings = classify_and_embed(
+            model, model_file, images, device, amp_dtype, embed=embed
+        )
+        confidence, index = probs.max(dim=1)
         classes = model_file.classes
         for result, conf, idx in zip(good, confidence.tolist(), index.tolist(), strict=True):
             result["TYPE"] = classes[idx]
             result["CONFIDENCE"] = float(conf)
+        for result, vector in zip(good, embeddings or [], strict=False):
+            result["EMBEDDING"] = vector
     now = datetime.now(UTC)
     for result in out:
         result["PRED_TIMESTAMP"] = now
@@ -248,12 +285,17 @@ def _read_and_decode(
     limits: ReadLimits | None,
     device: torch.device,
     side: int,
+    embed: bool = False,
 ) -> tuple[list[torch.Tensor], list[dict[str, Any]]]:
     """Read and decode `rows`' files in parallel, setting the ERROR in `out` of each unusable
-    one; return the decoded images and, in the same order, the results they belong to."""
+    one (and, with `embed`, the CONTENT_SHA256 of each file read and an EMBEDDING of None);
+    return the decoded images and, in the same order, the results they belong to."""
     blobs = list(_read_pool().map(lambda row: _read(row, limits), rows))
     readable = [i for i, b in enumerate(blobs) if isinstance(b, bytes)]
     for i, blob in enumerate(blobs):
+        if embed:
+            out[i]["EMBEDDING"] = None
+            out[i]["CONTENT_SHA256"] = content_sha256(blob) if isinstance(blob, bytes) else None
         if isinstance(blob, tuple):
             out[i]["DEFERRED"], out[i]["ERROR"] = blob
     images, good = [], []

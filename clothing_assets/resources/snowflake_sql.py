@@ -16,6 +16,7 @@ DIALECT = "snowflake"
 STAGE_TOKEN = "__STAGE__"
 INTEGRATION_TOKEN = "__STORAGE_INTEGRATION__"
 DIRECTORY_TOKEN = f"DIRECTORY(@{STAGE_TOKEN})"
+DIMENSION_TOKEN = "__DIMENSION__"
 
 TIMESTAMPS = (
     "LAST_MODIFIED",
@@ -24,6 +25,8 @@ TIMESTAMPS = (
     "PROMOTED_AT",
     "DELETED_AT",
     "CHANGED_AT",
+    "EMBEDDED_AT",
+    "DECIDED_AT",
 )
 
 
@@ -46,6 +49,17 @@ def render(name: str, *, stage: str | None = None, storage_integration: str | No
     return text
 
 
+def render_dimension(name: str, dimension: int) -> str:
+    """`render(name)` with its `__DIMENSION__` token (a VECTOR's length) replaced by
+    `dimension`, a positive integer."""
+    if isinstance(dimension, bool) or not isinstance(dimension, int) or dimension < 1:
+        raise ValueError(f"an embedding length must be a positive integer, got {dimension!r}")
+    text = render(name)
+    if DIMENSION_TOKEN not in text:
+        raise ValueError(f"statement {name} has no {DIMENSION_TOKEN} to replace")
+    return text.replace(DIMENSION_TOKEN, str(dimension))
+
+
 def frame_of(cursor: Any) -> pd.DataFrame:
     """The cursor's result as a frame with the same dtypes DuckDB gives (UTC timestamps)."""
     columns = [d[0].upper() for d in cursor.description]
@@ -55,10 +69,11 @@ def frame_of(cursor: Any) -> pd.DataFrame:
             frame[column] = pd.to_datetime(frame[column], utc=True)
     if "SIZE" in frame:
         frame["SIZE"] = frame["SIZE"].astype("int64")
-    for column in ("IMAGE_SIZE", "VAL_ROWS", "TRAIN_ROWS", "ROWS_SCORED"):
+    for column in ("IMAGE_SIZE", "VAL_ROWS", "TRAIN_ROWS", "ROWS_SCORED", "RANK"):
         if column in frame:
             frame[column] = frame[column].astype("int64")
-    for column in ("CONFIDENCE", "VAL_ACCURACY", "CHAMPION_VAL_ACCURACY"):
+    numbers = ("CONFIDENCE", "VAL_ACCURACY", "CHAMPION_VAL_ACCURACY", "SIMILARITY", "SCORE")
+    for column in numbers:
         if column in frame:
             frame[column] = frame[column].astype("float64")
     return frame

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any
+from urllib.parse import urlencode
 
 import torch
 from fastapi import FastAPI, Request
@@ -34,6 +35,7 @@ from clothing_assets.serve.limits import (
 )
 from clothing_assets.serve.model import LoadedModel
 from clothing_assets.serve.runtime import RuntimeSelector
+from clothing_assets.serve.similar import NoEmbeddings, SimilarSearch, parse_k
 from clothing_assets.serve.source import ModelSource, default_source
 from clothing_assets.settings import VARIABLES, setting
 
@@ -275,9 +277,14 @@ def _lifespan(config: ServeConfig, holder: ModelHolder, batcher: Batcher) -> Any
     return lifespan
 
 
-def create_app(source: ModelSource | None = None, config: ServeConfig | None = None) -> FastAPI:
+def create_app(
+    source: ModelSource | None = None,
+    config: ServeConfig | None = None,
+    similar: SimilarSearch | None = None,
+) -> FastAPI:
     """The model server for `source` (default: the registry's champion, or
-    CLOTHING_SERVE_MODEL_FILE) and `config` (default: the CLOTHING_SERVE_* settings)."""
+    CLOTHING_SERVE_MODEL_FILE) and `config` (default: the CLOTHING_SERVE_* settings);
+    /similar searches `similar` (default: this environment's warehouse and stages)."""
     config = config or ServeConfig.from_settings()
     holder = ModelHolder(source or default_source(), RuntimeSelector.from_settings())
     batcher = Batcher(
@@ -329,7 +336,85 @@ def create_app(source: ModelSource | None = None, config: ServeConfig | None = N
         finally:
             budget.give_back(held)
 
+    add_similar_routes(app, holder, config, budget, similar or SimilarSearch())
     return app
+
+
+def add_similar_routes(
+    app: FastAPI, holder: ModelHolder, config: ServeConfig, budget: ByteBudget,
+    search: SimilarSearch,
+) -> None:  # fmt: skip
+    """POST /similar (the body of /predict, `?k=` from 1 to 50) and GET /thumbnail."""
+
+    @app.post(
+        "/similar",
+        response_model=SimilarAnswer,
+        responses={**PREDICT_ERRORS, 400: {"model": ErrorDetail, "description": "a bad k"}},
+        openapi_extra={"requestBody": PREDICT_BODY},
+    )
+    async def similar(request: Request) -> Any:
+        held = [0]
+        try:
+            return await _similar(request, holder, config, budget, held, search)
+        finally:
+            budget.give_back(held)
+
+    @app.get("/thumbnail", responses={404: {"model": ErrorDetail}})
+    async def thumbnail(stage: str, path: str) -> Response:
+        jpeg = await asyncio.to_thread(search.thumbnail, stage, path)
+        if jpeg is None:
+            return _error(404, "no such image among the answers of /similar")
+        return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "max-age=300"})
+
+
+class SimilarImage(BaseModel):
+    """One cataloged image near the uploaded one."""
+
+    path: str
+    stage: str = Field(description="'train' or 'test'")
+    label: str | None = Field(description="the given label (train) or the prediction (test)")
+    similarity: float = Field(description="cosine similarity of the embeddings, -1 to 1")
+    thumbnail: str = Field(description="the URL of its thumbnail on this server")
+
+
+class SimilarAnswer(BaseModel):
+    """POST /similar's answer: the nearest cataloged images, most similar first."""
+
+    similar: list[SimilarImage]
+    model_version: str
+
+
+async def _similar(
+    request: Request,
+    holder: ModelHolder,
+    config: ServeConfig,
+    budget: ByteBudget,
+    held: list[int],
+    search: SimilarSearch,
+) -> dict[str, Any] | Response:
+    loaded = holder.current
+    if loaded is None:
+        return refuse_unread(request, config.body_limits(), 503, holder.missing()).response()
+    try:
+        k = parse_k(request.query_params.get("k"))
+    except ValueError as exc:
+        return refuse_unread(request, config.body_limits(), 400, str(exc)).response()
+    data = await _image_bytes(request, config.body_limits(), budget, held)
+    if isinstance(data, Response):
+        return data
+    try:
+        found = await asyncio.to_thread(search.search, loaded, data, k)
+    except ImageDecodeError as exc:
+        return _error(_decode_status(exc), str(exc))
+    except NoEmbeddings as exc:
+        return _error(503, str(exc))
+    except Exception as exc:  # noqa: BLE001 - the warehouse may be busy or away: say so
+        log.error("similar-image search failed: %s", exc)
+        return _error(503, f"the embeddings could not be searched now: {str(exc)[:200]}")
+    for item in found:
+        query = urlencode({"stage": item["stage"], "path": item["path"]})
+        item["thumbnail"] = f"thumbnail?{query}"  # relative: works behind a path prefix too
+    return {"similar": found, "model_version": loaded.version}
 
 
 async def _predict(

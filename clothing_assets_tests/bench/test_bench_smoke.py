@@ -68,6 +68,16 @@ SMOKE = {
         ["--only", "resnet18", "--requests", "2", "--clients", "1"],
         rf"resnet18 128 px \| 1 clients: batching {NUMBER}x one-at-a-time",
     ),
+    "similar_bench": (
+        ["--embeddings", "500", "--queries", "3", "--arch", "resnet18", "--image-size", "32"],
+        rf"similar_bench: 500 embeddings x 512, resnet18 32px: /similar p50 {NUMBER} ms .*"
+        rf"peak RSS {NUMBER} MiB$",
+    ),
+    "duplicates_bench": (
+        ["--model", "{model}", "--copied", "0.2", "--mislabelled", "0.1", "--embeddings", "500"],
+        rf"duplicates_bench: mislabels {NUMBER} % in the top 2x \(\d+ of \d+\), pass over 500 "
+        rf"embeddings {NUMBER}s \(\d+ pairs\), peak RSS {NUMBER} MB$",
+    ),
     "stage_scale_bench": (["--files", "10", "--s3-files", "0", "--no-score"], None),
 }  # fmt: skip
 # benches that make their own tensors: no --data

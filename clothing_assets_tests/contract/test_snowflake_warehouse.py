@@ -38,7 +38,7 @@ def as_sent(name: str) -> str:
     """The statement as the connector sends it: comment lines dropped, name tokens replaced,
     pyformat parameters interpolated client-side as quoted literals (numbers bare)."""
     text = sw.render(name, stage="CLOTHING_DATASET", storage_integration="MY_INTEGRATION")
-    text = text.replace("%(expiry)s", "900")
+    text = text.replace("%(expiry)s", "900").replace("__DIMENSION__", "1280")
     return re.sub(r"%\((\w+)\)s", lambda m: f"'{m.group(1).upper()}'", text)
 
 

@@ -22,10 +22,13 @@ ASSETS = {
     "trained_model",
     "champion_model",
     "clothing_predictions",
+    "image_embeddings",
+    "near_duplicates",
+    "label_issues",
 }
 
 
-def test_defs_load_with_the_seven_assets_in_dependency_order(local_env):
+def test_defs_load_with_every_asset_in_dependency_order(local_env):
     loaded = defs()
     graph = loaded.resolve_asset_graph()
     assert {k.to_user_string() for k in graph.get_all_asset_keys()} == ASSETS
@@ -38,6 +41,11 @@ def test_defs_load_with_the_seven_assets_in_dependency_order(local_env):
     assert upstream["trained_model"] == {"clothing_train"}
     assert upstream["champion_model"] == {"trained_model"}
     assert upstream["clothing_predictions"] == {"clothing_test", "champion_model"}
+    assert upstream["image_embeddings"] == {
+        "clothing_train", "clothing_test", "champion_model", "clothing_predictions"
+    }  # fmt: skip
+    # the review reads the embeddings; training reads the review's tables without a dependency
+    assert upstream["near_duplicates"] == upstream["label_issues"] == {"image_embeddings"}
     for job in ("sync_catalogs", "train_model", "score_test_images", "promote_model", "everything"):
         assert loaded.resolve_job_def(job) is not None
 
@@ -114,7 +122,7 @@ def test_steps_that_could_collide_are_in_pools_limited_to_one(local_env):
 
     graph = defs().resolve_asset_graph()
     pools = {k.to_user_string(): graph.get(k).pools for k in graph.get_all_asset_keys()}
-    assert pools["clothing_predictions"] == {"clothing_scoring"}
+    assert pools["clothing_predictions"] == pools["image_embeddings"] == {"clothing_scoring"}
     assert pools["trained_model"] == {"clothing_training"}
     for key in ("clothing_dataset", "clothing_test", "clothing_train", "champion_model"):
         assert pools[key] == {"clothing_warehouse"}, key

@@ -15,3 +15,18 @@ def test_confusion_matrix_and_scores():
     precision, recall = per_class_scores(counts)
     assert precision[1] == pytest.approx(2 / 3) and recall[0] == pytest.approx(0.5)
     assert math.isnan(precision[2])
+
+
+def test_embedding_map_draws_labelled_stages():
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from clothing_assets.plots import embedding_map_png
+
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((6, 8)).astype(np.float32)
+    png = embedding_map_png(vectors, ["hat", "hat", None, "shoes", "shoes", "hat"],
+                            ["train", "train", "test", "train", "test", "test"], "six")  # fmt: skip
+    assert Image.open(io.BytesIO(png)).format == "PNG"

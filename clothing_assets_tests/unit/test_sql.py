@@ -21,5 +21,7 @@ def test_every_duckdb_statement_is_one_statement():
     names = sql_names("duckdb")
     assert len(names) >= 15
     for name in names:
-        statements = duckdb.extract_statements(load_sql("duckdb", name))
+        # an embedding length token becomes a number, as `duckdb_warehouse` renders it
+        text = load_sql("duckdb", name).replace("__DIMENSION__", "8")
+        statements = duckdb.extract_statements(text)
         assert len(statements) == 1, name

@@ -1,0 +1,1 @@
+DELETE FROM clothing_label_issues;

@@ -1,0 +1,1 @@
+DELETE FROM clothing_near_duplicates;

@@ -1,0 +1,1 @@
+DROP TABLE IF EXISTS clothing_embeddings_batch;

@@ -1,0 +1,79 @@
+"""image_embeddings and the test-stage embeddings that scoring writes in the same pass: every
+cataloged image embedded once per champion, incrementally, with a per-file ERROR."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+
+from clothing_assets.ml.embeddings import embed_batch
+from clothing_assets.ml.images import prepare
+from clothing_assets.ml.model_file import ModelFile
+from clothing_assets_tests.support import (
+    CLASSES,
+    COLOURS,
+    materialize,
+    metadata_of,
+    read_table,
+    register_model,
+    write_image,
+)
+from clothing_assets_tests.support.models import tiny_model_bytes
+
+SYNC = ["clothing_dataset", "clothing_test", "clothing_dataset_train", "clothing_train"]
+
+
+@pytest.mark.slow  # two runs on a Dask LocalCluster
+@pytest.mark.timeout(300)
+def test_scoring_embeds_the_test_stage_and_image_embeddings_the_rest(local_env, monkeypatch):
+    # torch scores and embeds in one pass on every CPU (the int8 graph answers logits alone)
+    monkeypatch.setenv("CLOTHING_SCORING_RUNTIME", "torch")
+    model_bytes = tiny_model_bytes()
+    version = register_model(local_env, model_bytes)
+    # one run, one cluster: scoring, then image_embeddings
+    first = materialize([*SYNC, "clothing_predictions", "image_embeddings"], None)
+    assert first.success, [e.message for e in first.all_events if e.is_failure]
+
+    # scoring wrote the test stage's embeddings from the same read: hash of the same bytes
+    table = read_table(local_env, "clothing_embeddings")
+    table = table[table["STAGE"] == "test"]
+    assert len(table) == 3 * len(CLASSES)
+    assert set(table["MODEL_VERSION"]) == {version} and table["ERROR"].isna().all()
+    row = table.iloc[0]
+    data = (local_env.test / row["RELATIVE_PATH"]).read_bytes()
+    assert row["CONTENT_SHA256"] == hashlib.sha256(data).hexdigest()
+    stored = np.asarray(row["EMBEDDING"], dtype=np.float32)
+    assert stored.shape == (512,) and np.linalg.norm(stored) == pytest.approx(1.0, abs=1e-4)
+    # the same vector the server computes for the same bytes (`embed_batch`), up to autocast
+    model_file = ModelFile.load(model_bytes)
+    image = prepare(data, model_file.cache_size)
+    local = embed_batch(model_file.build(), model_file.eval_preset()(image[None]))[0]
+    assert float(stored @ local) > 0.99
+
+    meta = metadata_of(first, "image_embeddings")
+    # only the train stage is read: the test images were embedded while they were scored
+    assert meta["embedded"] == 6 * len(CLASSES) and meta["errors"] == 0
+    assert meta["train_embeddings"] == 6 * len(CLASSES)
+    assert meta["test_embeddings"] == 3 * len(CLASSES)
+    assert meta["dimension"] == 512 and meta["model_version"] == version
+    assert meta["embedding_map"].startswith("![embedding map](data:image/png;base64,")
+
+    # a changed file and an undecodable one: only those two are read again
+    write_image(local_env.train / "hat" / "hat_0.jpg", COLOURS["shoes"], seed=7, size=48)
+    (local_env.train / "hat" / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    again = materialize([*SYNC, "image_embeddings"], None)
+    assert again.success, [e.message for e in again.all_events if e.is_failure]
+    meta = metadata_of(again, "image_embeddings")
+    assert (meta["embedded"], meta["errors"], meta["stale_deleted"]) == (2, 1, 1)
+    table = read_table(local_env, "clothing_embeddings").set_index(["STAGE", "RELATIVE_PATH"])
+    broken = table.loc[("train", "hat/broken.jpg")]
+    assert "decode" in broken["ERROR"] or "image" in broken["ERROR"], broken["ERROR"]
+    assert not isinstance(broken["EMBEDDING"], list | np.ndarray)
+    changed = (local_env.train / "hat" / "hat_0.jpg").read_bytes()
+    assert table.loc[("train", "hat/hat_0.jpg"), "CONTENT_SHA256"] == (
+        hashlib.sha256(changed).hexdigest()
+    )
+    nothing = materialize(["image_embeddings"], None)  # nothing to read: no cluster starts
+    assert metadata_of(nothing, "image_embeddings")["embedded"] == 0

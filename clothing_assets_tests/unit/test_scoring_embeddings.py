@@ -1,0 +1,61 @@
+"""score_batch with `embed`: each scored file's embedding and the SHA-256 of the bytes read,
+from the same read and the same forward pass, on the torch and the int8 runtime."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from clothing_assets.ml.embeddings import embed_batch, embedding_rows
+from clothing_assets.ml.images import prepare
+from clothing_assets.ml.model_file import ModelFile
+from clothing_assets.ml.scoring import score_batch
+from clothing_assets.stage import stage_file_url
+from clothing_assets_tests.support import COLOURS, write_image
+from clothing_assets_tests.support.models import tiny_model
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("embed-stage")
+    paths = [write_image(root / "hat" / f"h{i}.jpg", COLOURS["hat"], seed=i) for i in range(3)]
+    (root / "hat" / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    rows = []
+    for path in [*paths, root / "hat" / "broken.jpg"]:
+        relative = str(path.relative_to(root))
+        rows.append({"RELATIVE_PATH": relative, "URL": stage_file_url(str(root), relative),
+                     "SIZE": path.stat().st_size, "LAST_MODIFIED": None, "ETAG": None})  # fmt: skip
+    return root, rows
+
+
+def test_embed_gives_each_file_its_embedding_and_hash_from_one_read(files):
+    root, rows = files
+    model_bytes, version = tiny_model()
+    results = score_batch(model_bytes, version, rows, embed=True)
+    model_file = ModelFile.load(model_bytes)
+    model = model_file.build()
+    for result in results[:3]:
+        data = (root / result["RELATIVE_PATH"]).read_bytes()
+        assert result["CONTENT_SHA256"] == hashlib.sha256(data).hexdigest()
+        assert result["TYPE"] is not None and result["EMBEDDING"].shape == (512,)
+        image = model_file.eval_preset()(prepare(data, model_file.cache_size)[None])
+        alone = embed_batch(model, image)[0]
+        assert float(result["EMBEDDING"] @ alone) > 0.99  # autocast may round a little
+    broken = results[3]
+    assert broken["ERROR"] and broken["EMBEDDING"] is None and broken["CONTENT_SHA256"]
+    made = embedding_rows(results, "test")
+    assert [r["STAGE"] for r in made] == ["test"] * 4
+    assert made[3]["ERROR"] == broken["ERROR"] and made[3]["EMBEDDING"] is None
+    assert all(r["ERROR"] is None for r in made[:3])
+    assert "EMBEDDING" not in score_batch(model_bytes, version, rows[:1])[0]  # only when asked
+
+
+def test_only_the_torch_runtime_embeds(files):
+    """The int8 ONNX graph answers logits alone: asked to embed, it refuses before reading."""
+    from clothing_assets.ml.runtime import ORT_INT8
+
+    _, rows = files
+    model_bytes, version = tiny_model()
+    with pytest.raises(ValueError, match="embedding needs the torch runtime"):
+        score_batch(model_bytes, version, rows[:1], embed=True, runtime=ORT_INT8)
