@@ -5,7 +5,9 @@ import dagster as dg
 catalog_selection = dg.AssetSelection.groups("stages", "catalog")
 
 sync_catalogs_job = dg.define_asset_job(
-    "sync_catalogs", selection=catalog_selection, description="Refresh both stages and catalogs."
+    "sync_catalogs",
+    selection=catalog_selection,
+    description="Observe both stages and sync both catalogs.",
 )
 train_job = dg.define_asset_job(
     "train_model", selection=dg.AssetSelection.assets("trained_model", "champion_model"),

@@ -94,11 +94,16 @@ def read_table(env: LocalEnv, name: str) -> pd.DataFrame:
 
 
 def metadata_of(result: dg.ExecuteInProcessResult, key: str) -> dict:
-    """The metadata values of the one materialization of asset `key` in `result`."""
-    [mat] = [
-        m for m in result.get_asset_materialization_events() if m.asset_key.to_user_string() == key
+    """The metadata values of the one materialization (or, for an observed asset such as a
+    stage, the one observation) of asset `key` in `result`."""
+    events = [
+        e.event_specific_data
+        for e in result.all_events
+        if e.event_type_value in ("ASSET_MATERIALIZATION", "ASSET_OBSERVATION")
+        and e.asset_key.to_user_string() == key
     ]
-    return {k: v.value for k, v in mat.materialization.metadata.items()}
+    [event] = [getattr(e, "materialization", None) or e.asset_observation for e in events]
+    return {k: v.value for k, v in event.metadata.items()}
 
 
 def champion_version(env: LocalEnv) -> str | None:
