@@ -15,6 +15,7 @@ import yaml
 from clothing_assets.automation import AUTOMATION_SENSOR, MAX_RUN_RETRIES
 from clothing_assets.definitions import all_assets, defs
 from clothing_assets.environment import TEST_STAGE, TRAIN_STAGE, resources_for
+from clothing_assets.jobs import JOBS
 from clothing_assets.sensors import recorded_version
 from clothing_assets_tests.support import (
     COLOURS,
@@ -81,6 +82,19 @@ def test_no_change_records_nothing_and_launches_nothing(local_env):
             observations
         )
         assert instance.get_runs_count() == 1  # the first sync's
+
+
+def test_a_sync_job_records_the_stage_versions_so_the_automation_adds_nothing(local_env):
+    """A run of `sync_catalogs` by hand observes the stages it syncs: the observer then has
+    no new version to record, and no condition asks for the same sync again."""
+    with dg.instance_for_test() as instance:
+        auto = Automation(instance)
+        auto.evaluate()
+        loaded = dg.Definitions(assets=all_assets(), resources=resources_for(), jobs=JOBS)
+        assert loaded.resolve_job_def("sync_catalogs").execute_in_process(instance=instance).success
+        assert None not in _stage_versions(instance)
+        assert isinstance(auto.observe(), dg.SkipReason)
+        assert auto.evaluate() == set()
 
 
 def test_a_fresh_instance_syncs_a_missing_catalog_once_its_stage_is_observed(local_env):
