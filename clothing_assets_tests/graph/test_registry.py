@@ -213,7 +213,9 @@ def _lifecycle(
     b = warehouse.read_models()["VERSION"].iloc[-1]
     assert b != a and warehouse.model(b)["STATUS"] == "rejected"
 
+    # the runs above did not observe the stages: the baseline, before the first evaluation
     automation = Automation(instance, resources())
+    automation.observe()
     automation.evaluate()
     write_image(env.test / "hat" / "late arrival.jpg", COLOURS["hat"], seed=555)
     automation.observe()
