@@ -73,9 +73,14 @@ def materialize(
     **kwargs,
 ) -> dg.ExecuteInProcessResult:
     """Materialize `selection` of the real assets (and checks) on the environment's resources
-    (or on `resources`)."""
+    (or on `resources`); "*" is the whole graph with the stages' observations, as the
+    `everything` job runs it."""
     from clothing_assets.definitions import all_assets, all_checks
     from clothing_assets.environment import resources_for
+    from clothing_assets.jobs import stages
+
+    if selection == "*":
+        selection = stages | dg.AssetSelection.all()
 
     return dg.materialize(
         [*all_assets(), *(all_checks() if checks else [])],
