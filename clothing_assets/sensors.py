@@ -1,166 +1,117 @@
-"""One sensor per stage: a cheap look at the stage (names, sizes, timestamps, ETags; never image
-bytes) compared with the last one through a cursor; a change requests a sync (and, for the test
-stage, scoring). The look is the warehouse's (`Warehouse.stage_state`): DuckDB mode lists the
-stage's location with fsspec; Snowflake mode refreshes the stage's directory table and reads a
-summary of it, never the bucket.
+"""The stage observer: every `CLOTHING_SENSOR_INTERVAL_SECONDS` it observes both stages
+(assets/stages.py: a cheap look through the warehouse, never image bytes) and records an
+observation with the stage's new data version only when that version changed. Automation
+(automation.py) reacts to the new version; an unchanged stage records nothing and launches
+nothing.
 
-The test-stage sensor also rescores when nothing changed but clothing_predictions was last
-materialized longer ago than `rescore_after`: that run scores whatever is left unscored (and
-starts no cluster when nothing is), so its freshness policy fails only when scoring itself
-stops, not when the stage is merely quiet."""
+It is a sensor rather than an automation condition on the stages because a condition can
+only observe by launching a run: one run per stage per interval, each importing the code
+location, on a stage that has not changed.
 
-import json
+It also rescores when clothing_predictions was last materialized longer ago than
+`rescore_after` and there is a champion: that run scores whatever is left unscored (and
+starts no cluster when nothing is), so the predictions' freshness policy fails only when
+scoring itself stops, not when the stage is merely quiet. Whether a champion exists is a
+question for the model registry, which no automation condition can ask."""
+
 import time
 from datetime import timedelta
 
 import dagster as dg
+from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
+from clothing_assets.assets.stages import observe_stage
+from clothing_assets.automation import RETRY_TAGS
+from clothing_assets.environment import TEST_STAGE, TRAIN_STAGE
 from clothing_assets.freshness import window_label
 from clothing_assets.resources.warehouse import Warehouse
 from clothing_assets.stage import StageLocationError, StageResource
 
-MAX_SENSOR_RETRIES = 3
+OBSERVER = "clothing_stage_observer"
+SCORE_ASSET = "clothing_predictions"
 
 
-def _retry_of_failed_run(
-    context: dg.SensorEvaluationContext, previous: dict
-) -> tuple[str, str] | None:
-    """(run key, change) to request the last change's sync again when the run requested for it
-    failed (the cursor moved on when it was requested), at most MAX_SENSOR_RETRIES times."""
-    key, attempt = previous.get("run_key"), previous.get("attempt", 0)
-    if not key or attempt >= MAX_SENSOR_RETRIES:
+def recorded_version(instance: dg.DagsterInstance, key: dg.AssetKey) -> str | None:
+    """The data version of the latest observation of `key` (in a run or by the observer)."""
+    records = instance.fetch_observations(key, limit=1).records
+    if not records or records[0].asset_observation is None:
         return None
-    runs = context.instance.get_runs(filters=dg.RunsFilter(tags={"dagster/run_key": key}), limit=1)
-    if not runs or runs[0].status != dg.DagsterRunStatus.FAILURE:
+    return records[0].asset_observation.tags.get(DATA_VERSION_TAG)
+
+
+def observe(
+    context: dg.SensorEvaluationContext, warehouse: Warehouse, asset: str, stage: StageResource
+) -> dg.AssetObservation | None:
+    """An observation of the stage asset `asset` (`stage`) carrying its data version when that
+    version differs from the recorded one; None when it does not, or when the stage cannot be
+    listed (logged)."""
+    try:
+        state, metadata = observe_stage(warehouse, stage)
+    except StageLocationError as exc:
+        context.log.warning(f"stage {stage.name} not observed: {exc}")
         return None
-    base = key.split("#", 1)[0]
-    return f"{base}#retry{attempt + 1}", f"retry {attempt + 1} of a failed sync"
+    key = dg.AssetKey(asset)
+    previous = recorded_version(context.instance, key)
+    if previous == state.key:
+        return None
+    context.log.info(
+        f"stage {stage.name}: new data version {state.key[:16]} ({state.files} files)"
+        + (f", was {previous[:16]}" if previous else "")
+    )
+    return dg.AssetObservation(key, metadata=metadata, tags={DATA_VERSION_TAG: state.key})
 
 
-def _describe(previous: dict | None, files: int) -> str:
-    if previous is None:
-        return f"first look: {files} files"
-    delta = files - previous["files"]
-    return f"{files} files ({delta:+d})" if delta else f"{files} files, some changed"
-
-
-def _rescore_if_stale(
-    context: dg.SensorEvaluationContext,
-    stage: StageResource,
-    warehouse: Warehouse,
-    score_assets: list[str],
-    rescore_after: timedelta | None,
+def rescore_if_stale(
+    context: dg.SensorEvaluationContext, warehouse: Warehouse, rescore_after: timedelta | None
 ) -> dg.RunRequest | None:
-    """A run of `score_assets` when their latest materialization is older than `rescore_after`
-    (or there is none) and there is a champion to score with; keyed by the period, so one
-    run per period at most, and a failed one is tried again in the next period."""
-    if not score_assets or rescore_after is None:
+    """A run of clothing_predictions when its latest materialization is older than
+    `rescore_after` (or there is none) and there is a champion to score with; keyed by the
+    period, so one run per period at most."""
+    if rescore_after is None:
         return None
     period = rescore_after.total_seconds()
     now = time.time()
-    latest = context.instance.get_latest_materialization_event(dg.AssetKey(score_assets[-1]))
+    latest = context.instance.get_latest_materialization_event(dg.AssetKey(SCORE_ASSET))
     if latest is not None and now - latest.timestamp < period:
         return None
     if not warehouse.champion():
         return None
     age = "never" if latest is None else f"{(now - latest.timestamp) / 3600:.1f} h ago"
-    context.log.info(f"{score_assets[-1]} last materialized {age}; requesting a rescoring")
+    context.log.info(f"{SCORE_ASSET} last materialized {age}; requesting a rescoring")
     return dg.RunRequest(
-        run_key=f"{stage.name}:rescore:{int(now // period)}",
-        asset_selection=[dg.AssetKey(a) for a in score_assets],
-        tags={"clothing/stage": stage.name, "clothing/change": f"rescore, last scored {age}"},
+        run_key=f"{SCORE_ASSET}:rescore:{int(now // period)}",
+        asset_selection=[dg.AssetKey(SCORE_ASSET)],
+        tags={**RETRY_TAGS, "clothing/change": f"rescore, last scored {age}"},
     )
 
 
-def evaluate_stage(
-    context: dg.SensorEvaluationContext,
-    stage: StageResource,
-    warehouse: Warehouse,
-    *,
-    sync_assets: list[str],
-    score_assets: list[str],
-    rescore_after: timedelta | None = None,
-) -> dg.RunRequest | dg.SkipReason:
-    """One tick: look at the stage through the warehouse, compare with the cursor, request
-    `sync_assets` (plus `score_assets` once there is a champion model) when anything changed;
-    when nothing did, `score_assets` alone once they are older than `rescore_after`."""
-    try:
-        state = warehouse.stage_state(stage)
-    except StageLocationError as exc:
-        return dg.SkipReason(str(exc))
-    digest, files = state.key, state.files
-    previous = json.loads(context.cursor) if context.cursor else None
-    run_key = f"{stage.name}:{(previous or {}).get('digest', '')[:16]}>{digest[:16]}"
-    if previous is not None and previous["digest"] == digest:
-        retry = _retry_of_failed_run(context, previous)
-        if retry is None:
-            stale = _rescore_if_stale(context, stage, warehouse, score_assets, rescore_after)
-            return stale or dg.SkipReason(f"no change in stage {stage.name} ({files} files)")
-        run_key, change = retry
-    else:
-        change = _describe(previous, files)
-    context.update_cursor(
-        json.dumps({"digest": digest, "files": files, "run_key": run_key,
-                    "attempt": (previous or {}).get("attempt", 0) + 1 if "retry" in change else 0})
-    )  # fmt: skip
-    table = sync_assets[-1]
-    if previous is None and warehouse.catalog_holds(table, state):
-        # a fresh instance (or a reset sensor): nothing to do if the catalog is current
-        return dg.SkipReason(f"first look: {files} files, all already in {table}")
-    assets = sync_assets + (score_assets if score_assets and warehouse.champion() else [])
-    context.log.info(f"stage {stage.name}: {change}; requesting {', '.join(assets)}")
-    return dg.RunRequest(
-        # keyed by the transition, so a retried tick never launches the same run twice
-        run_key=run_key,
-        asset_selection=[dg.AssetKey(a) for a in assets],
-        tags={"clothing/stage": stage.name, "clothing/change": change},
-    )
-
-
-TRAIN_SYNC = ["clothing_dataset_train", "clothing_train"]
-TEST_SYNC = ["clothing_dataset", "clothing_test"]
-TEST_SCORE = ["clothing_predictions"]
-
-
-def build_sensors(
+def build_stage_observer(
     minimum_interval_seconds: int = 60, *, rescore_after: timedelta | None = None
-) -> list[dg.SensorDefinition]:
-    """The train-stage and test-stage sensors, ticking at most every `minimum_interval_seconds`;
-    the test-stage one also rescores predictions older than `rescore_after` (None: never)."""
-
-    @dg.sensor(
-        minimum_interval_seconds=minimum_interval_seconds,
-        asset_selection=TRAIN_SYNC,
-        default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Syncs clothing_train when files in the train stage change.",
-    )
-    def clothing_train_stage_sensor(
-        context: dg.SensorEvaluationContext,
-        train_stage: StageResource,
-        warehouse: Warehouse,
-    ):
-        return evaluate_stage(
-            context, train_stage, warehouse, sync_assets=TRAIN_SYNC, score_assets=[]
-        )
-
-    test_description = "Syncs clothing_test and scores its new rows when the test stage changes"
+) -> dg.SensorDefinition:
+    """The stage observer, ticking at most every `minimum_interval_seconds`; it also rescores
+    predictions older than `rescore_after` (None: never)."""
+    description = "Observes both stages; records a new data version when files change"
     if rescore_after:
-        test_description += f"; rescores once the predictions are {window_label(rescore_after)} old"
+        description += f"; rescores once the predictions are {window_label(rescore_after)} old"
 
     @dg.sensor(
+        name=OBSERVER,
         minimum_interval_seconds=minimum_interval_seconds,
-        asset_selection=TEST_SYNC + TEST_SCORE,
+        asset_selection=[SCORE_ASSET],
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description=test_description,
+        description=description,
     )
-    def clothing_test_stage_sensor(
+    def clothing_stage_observer(
         context: dg.SensorEvaluationContext,
-        test_stage: StageResource,
         warehouse: Warehouse,
+        train_stage: StageResource,
+        test_stage: StageResource,
     ):
-        return evaluate_stage(
-            context, test_stage, warehouse, sync_assets=TEST_SYNC, score_assets=TEST_SCORE,
-            rescore_after=rescore_after,
-        )  # fmt: skip
+        stages = {TRAIN_STAGE: train_stage, TEST_STAGE: test_stage}
+        events = [e for a, s in stages.items() if (e := observe(context, warehouse, a, s))]
+        rescore = rescore_if_stale(context, warehouse, rescore_after)
+        if not events and rescore is None:
+            return dg.SkipReason("no stage changed")
+        return dg.SensorResult(run_requests=[rescore] if rescore else [], asset_events=events)
 
-    return [clothing_train_stage_sensor, clothing_test_stage_sensor]
+    return clothing_stage_observer

@@ -6,8 +6,8 @@ import pandas as pd
 from clothing_assets.assets.retries import TRANSIENT_FAILURES
 from clothing_assets.assets.stages import clothing_dataset, clothing_dataset_train
 from clothing_assets.reports import catalog_column_schema
-from clothing_assets.resources.warehouse import CatalogTable, Warehouse
-from clothing_assets.stage import StageResource, class_of
+from clothing_assets.resources.warehouse import CatalogTable, StageSummary, Warehouse
+from clothing_assets.stage import StageLocationError, StageResource, class_of, redact_url
 
 
 def class_counts_markdown(frame: pd.DataFrame) -> str:
@@ -19,11 +19,36 @@ def class_counts_markdown(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def refresh_stage(
+    context: dg.AssetExecutionContext, warehouse: Warehouse, stage: StageResource
+) -> StageSummary:
+    """Create the stage in the warehouse if missing and refresh its directory listing, which
+    the sync then reads."""
+    warehouse.create_stage(stage.name, stage.url)
+    try:
+        summary = warehouse.refresh_stage(stage.name, env_var=stage.env_var)
+    except StageLocationError as exc:
+        # a location that does not exist is configuration: retrying cannot make it appear
+        raise dg.Failure(description=str(exc), allow_retries=False) from exc
+    shown = redact_url(summary.url)
+    context.log.info(
+        f"stage {summary.name}: {summary.file_count} files, {summary.total_bytes:,} bytes "
+        f"at {shown}"
+    )
+    if summary.file_count == 0:
+        context.log.warning(f"stage {summary.name} at {shown} holds no files")
+    return summary
+
+
 def sync(
-    context: dg.AssetExecutionContext, warehouse: Warehouse, table: CatalogTable, stage: str
+    context: dg.AssetExecutionContext,
+    warehouse: Warehouse,
+    table: CatalogTable,
+    stage: StageResource,
 ) -> dg.MaterializeResult:
-    """Sync `table` from `stage` and report the changes."""
-    result = warehouse.sync_catalog(table, stage)
+    """Refresh `stage`'s listing, sync `table` from it and report the changes."""
+    summary = refresh_stage(context, warehouse, stage)
+    result = warehouse.sync_catalog(table, stage.name)
     context.log.info(
         f"{table}: {result.inserted} inserted, {result.updated} updated, "
         f"{result.deleted} deleted; {result.rows} rows, {result.errors} with an ERROR"
@@ -38,6 +63,8 @@ def sync(
             "rows_with_error": dg.MetadataValue.int(result.errors),
             "images_per_class": dg.MetadataValue.md(class_counts_markdown(frame)),
             "dagster/column_schema": catalog_column_schema(table),
+            "stage_files": dg.MetadataValue.int(summary.file_count),
+            "stage_bytes": dg.MetadataValue.int(summary.total_bytes),
         }
     )
 
@@ -53,7 +80,7 @@ def clothing_train(
     context: dg.AssetExecutionContext, warehouse: Warehouse, train_stage: StageResource
 ) -> dg.MaterializeResult:
     """clothing_train(FILE_URL, RELATIVE_PATH, SIZE, LAST_MODIFIED, ERROR), one row per file."""
-    return sync(context, warehouse, "clothing_train", train_stage.name)
+    return sync(context, warehouse, "clothing_train", train_stage)
 
 
 @dg.asset(
@@ -68,4 +95,4 @@ def clothing_test(
 ) -> dg.MaterializeResult:
     """clothing_test(..., PRED_TIMESTAMP, TYPE, CONFIDENCE, MODEL_VERSION, ERROR); a changed
     file's prediction is cleared, unchanged rows keep theirs."""
-    return sync(context, warehouse, "clothing_test", test_stage.name)
+    return sync(context, warehouse, "clothing_test", test_stage)

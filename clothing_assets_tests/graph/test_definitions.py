@@ -83,6 +83,7 @@ def test_every_named_config_is_accepted_by_the_main_job(local_env):
 
 
 def test_environment_values_are_resolved_at_run_time_not_import(local_env, monkeypatch):
+    from clothing_assets.assets.catalog import clothing_test
     from clothing_assets.assets.stages import clothing_dataset
 
     resources = resources_for()
@@ -91,7 +92,7 @@ def test_environment_values_are_resolved_at_run_time_not_import(local_env, monke
     # the variable changes after the definitions were built: the run uses the new value
     moved = local_env.root / "elsewhere" / "moved.duckdb"
     monkeypatch.setenv("CLOTHING_DUCKDB_PATH", str(moved))
-    assert dg.materialize([clothing_dataset], resources=resources).success
+    assert dg.materialize([clothing_dataset, clothing_test], resources=resources).success
     assert moved.is_file() and not local_env.duckdb.exists()
 
     monkeypatch.setenv("CLOTHING_WAREHOUSE", "nonsense")
@@ -116,16 +117,18 @@ def test_steps_that_could_collide_are_in_pools_limited_to_one(local_env):
     pools = {k.to_user_string(): graph.get(k).pools for k in graph.get_all_asset_keys()}
     assert pools["clothing_predictions"] == {"clothing_scoring"}
     assert pools["trained_model"] == {"clothing_training"}
-    for key in ("clothing_dataset", "clothing_test", "clothing_train", "champion_model"):
+    for key in ("clothing_test", "clothing_train", "champion_model"):
         assert pools[key] == {"clothing_warehouse"}, key
+    # a stage observation only reads (a listing, or a directory table's summary)
+    assert pools["clothing_dataset"] == pools["clothing_dataset_train"] == set()
     settings = yaml.safe_load((ROOT / "deploy" / "dagster.yaml").read_text())
     with dg.instance_for_test(overrides=settings) as instance:
         assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
 
 
 def test_loading_the_code_location_and_syncing_import_neither_torch_nor_torchvision(local_env):
-    """The stage and catalog steps and the sensors use none of it; only training and scoring
-    import torch, when they run."""
+    """The stage observations, the catalog steps and the sensors use none of it; only training
+    and scoring import torch, when they run."""
     code = (
         "import sys; import dagster as dg; import clothing_assets.definitions as d; "
         "from clothing_assets.environment import resources_for; d.defs(); "

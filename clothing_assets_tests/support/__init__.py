@@ -73,9 +73,14 @@ def materialize(
     **kwargs,
 ) -> dg.ExecuteInProcessResult:
     """Materialize `selection` of the real assets (and checks) on the environment's resources
-    (or on `resources`)."""
+    (or on `resources`); "*" is the whole graph with the stages' observations, as the
+    `everything` job runs it."""
     from clothing_assets.definitions import all_assets, all_checks
     from clothing_assets.environment import resources_for
+    from clothing_assets.jobs import stages
+
+    if selection == "*":
+        selection = stages | dg.AssetSelection.all()
 
     return dg.materialize(
         [*all_assets(), *(all_checks() if checks else [])],
@@ -94,11 +99,16 @@ def read_table(env: LocalEnv, name: str) -> pd.DataFrame:
 
 
 def metadata_of(result: dg.ExecuteInProcessResult, key: str) -> dict:
-    """The metadata values of the one materialization of asset `key` in `result`."""
-    [mat] = [
-        m for m in result.get_asset_materialization_events() if m.asset_key.to_user_string() == key
+    """The metadata values of the one materialization (or, for an observed asset such as a
+    stage, the one observation) of asset `key` in `result`."""
+    events = [
+        e.event_specific_data
+        for e in result.all_events
+        if e.event_type_value in ("ASSET_MATERIALIZATION", "ASSET_OBSERVATION")
+        and e.asset_key.to_user_string() == key
     ]
-    return {k: v.value for k, v in mat.materialization.metadata.items()}
+    [event] = [getattr(e, "materialization", None) or e.asset_observation for e in events]
+    return {k: v.value for k, v in event.metadata.items()}
 
 
 def champion_version(env: LocalEnv) -> str | None:
