@@ -1,7 +1,16 @@
-"""The catalog tables: one row per stage file, synced without losing predictions."""
+"""The catalog tables: one row per stage file, synced without losing predictions.
+
+A sync's data version is the stage data version of the files the catalog now holds
+(`Warehouse.catalog_version`), and the sync records it as an observation of its stage too. A
+file that lands while the sync runs is missing from that version: the stage observer's next
+look differs from it and records the stage's version again, and the catalog's condition
+(automation.py) asks for another sync while the two versions differ."""
+
+from collections.abc import Iterator
 
 import dagster as dg
 import pandas as pd
+from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
 from clothing_assets.assets.retries import TRANSIENT_FAILURES
 from clothing_assets.assets.stages import clothing_dataset, clothing_dataset_train
@@ -44,9 +53,11 @@ def sync(
     context: dg.AssetExecutionContext,
     warehouse: Warehouse,
     table: CatalogTable,
+    stage_asset: str,
     stage: StageResource,
-) -> dg.MaterializeResult:
-    """Refresh `stage`'s listing, sync `table` from it and report the changes."""
+) -> Iterator[dg.MaterializeResult | dg.AssetObservation]:
+    """Refresh `stage`'s listing, sync `table` from it and report the changes; then observe
+    `stage_asset` at the version the catalog was synced to."""
     summary = refresh_stage(context, warehouse, stage)
     result = warehouse.sync_catalog(table, stage.name)
     context.log.info(
@@ -54,7 +65,8 @@ def sync(
         f"{result.deleted} deleted; {result.rows} rows, {result.errors} with an ERROR"
     )
     frame = warehouse.read_catalog(table)
-    return dg.MaterializeResult(
+    synced = warehouse.catalog_version(table, frame)
+    yield dg.MaterializeResult(
         metadata={
             "dagster/row_count": dg.MetadataValue.int(result.rows),
             "inserted": dg.MetadataValue.int(result.inserted),
@@ -65,7 +77,13 @@ def sync(
             "dagster/column_schema": catalog_column_schema(table),
             "stage_files": dg.MetadataValue.int(summary.file_count),
             "stage_bytes": dg.MetadataValue.int(summary.total_bytes),
-        }
+        },
+        data_version=dg.DataVersion(synced),
+    )
+    yield dg.AssetObservation(
+        stage_asset,
+        metadata={"synced_by": dg.MetadataValue.text(table)},
+        tags={DATA_VERSION_TAG: synced},
     )
 
 
@@ -78,9 +96,9 @@ def sync(
 )
 def clothing_train(
     context: dg.AssetExecutionContext, warehouse: Warehouse, train_stage: StageResource
-) -> dg.MaterializeResult:
+) -> Iterator[dg.MaterializeResult | dg.AssetObservation]:
     """clothing_train(FILE_URL, RELATIVE_PATH, SIZE, LAST_MODIFIED, ERROR), one row per file."""
-    return sync(context, warehouse, "clothing_train", train_stage)
+    yield from sync(context, warehouse, "clothing_train", "clothing_dataset_train", train_stage)
 
 
 @dg.asset(
@@ -92,7 +110,7 @@ def clothing_train(
 )
 def clothing_test(
     context: dg.AssetExecutionContext, warehouse: Warehouse, test_stage: StageResource
-) -> dg.MaterializeResult:
+) -> Iterator[dg.MaterializeResult | dg.AssetObservation]:
     """clothing_test(..., PRED_TIMESTAMP, TYPE, CONFIDENCE, MODEL_VERSION, ERROR); a changed
     file's prediction is cleared, unchanged rows keep theirs."""
-    return sync(context, warehouse, "clothing_test", test_stage)
+    yield from sync(context, warehouse, "clothing_test", "clothing_dataset", test_stage)

@@ -203,8 +203,8 @@ def test_dg_list_defs_shows_the_kinds_and_windows_of_the_environment(local_env, 
         key: (a.get("automation_condition") or {}).get("label") for key, a in listed.items()
     }
     assert conditions["trained_model"] == "retrain on 0 3 * * 0 (UTC)"
-    assert conditions["clothing_predictions"] == "eager"
-    assert conditions["clothing_test"] == "eager, or a first sync"
+    assert conditions["clothing_predictions"] == "eager, with a champion"
+    assert conditions["clothing_test"] == "stage version not synced, or eager"
     assert conditions["clothing_dataset"] is None  # observed, not materialized
     listing = json.loads(result.stdout)
     assert {s["name"] for s in listing["sensors"]} == {"clothing_automation", OBSERVER}

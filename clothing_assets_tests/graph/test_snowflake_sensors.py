@@ -87,8 +87,9 @@ def test_the_snowflake_mode_observer_on_fakesnow_records_a_version_per_change(sn
 def test_the_version_is_the_directory_table_summary_the_catalog_is_compared_with(
     snowflake_mode,
 ):
-    """The observer's version is the key the catalog's own summary answers with, so a synced
-    catalog and its observed stage agree, and a removed file changes the version."""
+    """The observer's version is the key the catalog's own summary answers with (the version
+    a sync records), so a synced catalog and its observed stage agree, and a removed file
+    changes the version."""
     warehouse, resources, root = snowflake_mode
     warehouse.create_stage(TEST_STAGE, str(root))
     with dg.instance_for_test() as instance:
@@ -98,6 +99,8 @@ def test_the_version_is_the_directory_table_summary_the_catalog_is_compared_with
             "clothing_test", warehouse.stage_state(resources["test_stage"])
         )
         assert warehouse.stage_state(resources["test_stage"]).key == before
+        # the version a sync records, or the automation would sync an unchanged stage again
+        assert warehouse.catalog_version("clothing_test") == before
 
         (root / "hat" / "hat_0.jpg").unlink()
         after = observe(instance, resources)[TEST_STAGE]

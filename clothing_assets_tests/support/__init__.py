@@ -100,12 +100,17 @@ def read_table(env: LocalEnv, name: str) -> pd.DataFrame:
 
 def metadata_of(result: dg.ExecuteInProcessResult, key: str) -> dict:
     """The metadata values of the one materialization (or, for an observed asset such as a
-    stage, the one observation) of asset `key` in `result`."""
+    stage, the one observation its own step made: a catalog's sync also observes its stage)
+    of asset `key` in `result`."""
     events = [
         e.event_specific_data
         for e in result.all_events
-        if e.event_type_value in ("ASSET_MATERIALIZATION", "ASSET_OBSERVATION")
+        if e.asset_key is not None
         and e.asset_key.to_user_string() == key
+        and (
+            e.event_type_value == "ASSET_MATERIALIZATION"
+            or (e.event_type_value == "ASSET_OBSERVATION" and e.step_key == key)
+        )
     ]
     [event] = [getattr(e, "materialization", None) or e.asset_observation for e in events]
     return {k: v.value for k, v in event.metadata.items()}
