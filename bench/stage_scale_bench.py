@@ -173,8 +173,8 @@ def sensor_ticks(env: dict[str, str]) -> dict[str, float | str]:
     loading the code location."""
     import dagster as dg
 
+    from clothing_assets.defs.sensors import OBSERVER, build_stage_observer
     from clothing_assets.environment import resources_for
-    from clothing_assets.sensors import OBSERVER, build_stage_observer
 
     in_environment(env)
     sensor = build_stage_observer()

@@ -2,7 +2,7 @@
 (assets/stages.py: a cheap look through the warehouse, never image bytes) and records an
 observation with the stage's new data version only when that version changed. Automation
 (automation.py) reacts to the new version; an unchanged stage records nothing and launches
-nothing.
+nothing. `sensors()` gives the location this observer and the automation sensor.
 
 It is a sensor rather than an automation condition on the stages because a condition can
 only observe by launching a run: one run per stage per interval, each importing the code
@@ -20,11 +20,12 @@ from datetime import timedelta
 import dagster as dg
 from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
-from clothing_assets.assets.stages import observe_stage
-from clothing_assets.automation import RETRY_TAGS
+from clothing_assets.defs.assets.stages import observe_stage
+from clothing_assets.defs.automation import RETRY_TAGS, build_automation_sensor
 from clothing_assets.environment import TEST_STAGE, TRAIN_STAGE
-from clothing_assets.freshness import window_label
+from clothing_assets.freshness import freshness_windows, window_label
 from clothing_assets.resources.warehouse import Warehouse
+from clothing_assets.settings import setting
 from clothing_assets.stage import StageLocationError, StageResource
 
 OBSERVER = "clothing_stage_observer"
@@ -115,3 +116,19 @@ def build_stage_observer(
         return dg.SensorResult(run_requests=[rescore] if rescore else [], asset_events=events)
 
     return clothing_stage_observer
+
+
+@dg.definitions
+def sensors() -> dg.Definitions:
+    """The stage observer and the automation sensor, both on CLOTHING_SENSOR_INTERVAL_SECONDS,
+    read when the location loads."""
+    interval = setting("CLOTHING_SENSOR_INTERVAL_SECONDS")
+    # rescoring at half the freshness window leaves a failed rescoring run one more try
+    # before the policy fails
+    rescore_after = freshness_windows()["clothing_predictions"] / 2
+    return dg.Definitions(
+        sensors=[
+            build_stage_observer(interval, rescore_after=rescore_after),
+            build_automation_sensor(interval),
+        ]
+    )

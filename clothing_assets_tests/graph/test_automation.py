@@ -6,9 +6,9 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
-from clothing_assets.asset_checks import total_variation
-from clothing_assets.automation import AUTOMATION_SENSOR
 from clothing_assets.definitions import all_assets, all_checks, defs
+from clothing_assets.defs.automation import AUTOMATION_SENSOR
+from clothing_assets.defs.checks import total_variation
 from clothing_assets.environment import resources_for
 from clothing_assets.settings import VARIABLES
 from clothing_assets_tests.support import TINY_RUN_CONFIG, champion_version, read_table

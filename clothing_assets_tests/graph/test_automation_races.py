@@ -8,10 +8,10 @@ from __future__ import annotations
 import dagster as dg
 from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
-from clothing_assets.automation import NO_CHAMPION
+from clothing_assets.defs.automation import NO_CHAMPION
+from clothing_assets.defs.sensors import recorded_version
 from clothing_assets.environment import TEST_STAGE, TRAIN_STAGE
 from clothing_assets.resources.duckdb_warehouse import DuckDBWarehouse
-from clothing_assets.sensors import recorded_version
 from clothing_assets_tests.support import COLOURS, read_table, register_model, write_image
 from clothing_assets_tests.support.automation import Automation
 

@@ -12,11 +12,11 @@ import dagster as dg
 import pytest
 import yaml
 
-from clothing_assets.automation import AUTOMATION_SENSOR, MAX_RUN_RETRIES
 from clothing_assets.definitions import all_assets, defs
+from clothing_assets.defs.automation import AUTOMATION_SENSOR, MAX_RUN_RETRIES
+from clothing_assets.defs.jobs import JOBS
+from clothing_assets.defs.sensors import recorded_version
 from clothing_assets.environment import TEST_STAGE, TRAIN_STAGE, resources_for
-from clothing_assets.jobs import JOBS
-from clothing_assets.sensors import recorded_version
 from clothing_assets_tests.support import (
     COLOURS,
     REPO_ROOT,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tomllib
 
 import dagster as dg
 import pytest
@@ -83,8 +84,8 @@ def test_every_named_config_is_accepted_by_the_main_job(local_env):
 
 
 def test_environment_values_are_resolved_at_run_time_not_import(local_env, monkeypatch):
-    from clothing_assets.assets.catalog import clothing_test
-    from clothing_assets.assets.stages import clothing_dataset
+    from clothing_assets.defs.assets.catalog import clothing_test
+    from clothing_assets.defs.assets.stages import clothing_dataset
 
     resources = resources_for()
     database = resources["warehouse"].duckdb.database
@@ -100,14 +101,20 @@ def test_environment_values_are_resolved_at_run_time_not_import(local_env, monke
         resources_for()
 
 
-def test_dagster_cli_validates_the_location(local_env, tmp_path):
+def test_dagster_cli_validates_the_location_declared_once_in_tool_dg(local_env, tmp_path):
+    """`dagster` without a target reads pyproject.toml's [tool.dg], the one declaration of the
+    code location (no workspace.yaml, no [tool.dagster])."""
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "dagster" not in pyproject["tool"] and not (ROOT / "workspace.yaml").exists()
+    assert pyproject["tool"]["dg"]["project"]["root_module"] == "clothing_assets"
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path)}
     result = subprocess.run(
-        [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
+        [sys.executable, "-m", "dagster", "definitions", "validate"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "Validation successful" in result.stdout + result.stderr
+    output = result.stdout + result.stderr
+    assert "Validation successful for code location clothing_assets" in output
 
 
 def test_steps_that_could_collide_are_in_pools_limited_to_one(local_env):
@@ -143,3 +150,26 @@ def test_loading_the_code_location_and_syncing_import_neither_torch_nor_torchvis
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_the_location_is_the_defs_folder_in_a_checkout_and_in_a_wheel(local_env, monkeypatch):
+    """Every definition comes from clothing_assets/defs, loaded by `dg.load_from_defs_folder`
+    through pyproject.toml in a checkout, and as the same tree from the package where no
+    pyproject.toml sits beside it (an installed wheel)."""
+    import clothing_assets.definitions as location
+
+    def names(loaded: dg.Definitions) -> tuple:
+        graph = loaded.resolve_asset_graph()
+        return (
+            {k.to_user_string() for k in graph.get_all_asset_keys()},
+            {c.name for c in graph.asset_check_keys},
+            {j.name for j in loaded.jobs or []},
+            {s.name for s in loaded.sensors or []},
+            set(loaded.resources or {}),
+        )
+
+    checkout = names(location.defs_folder())
+    assert checkout[0] == ASSETS and names(defs()) == checkout
+    assert "everything" in checkout[2] and "clothing_automation" in checkout[3]
+    monkeypatch.setattr(location, "PACKAGE", local_env.root / "site-packages" / "clothing_assets")
+    assert names(location.defs_folder()) == checkout

@@ -17,8 +17,8 @@ import duckdb
 import pytest
 
 from clothing_assets.definitions import defs
+from clothing_assets.defs.sensors import OBSERVER, build_stage_observer
 from clothing_assets.environment import RESOURCES_BY_ENVIRONMENT, WAREHOUSE_KIND, resources_for
-from clothing_assets.sensors import OBSERVER, build_stage_observer
 from clothing_assets.settings import VARIABLES, SettingsError
 from clothing_assets_tests.support import REPO_ROOT, register_model, sensor_tick
 

@@ -12,8 +12,8 @@ import dagster as dg
 import pytest
 from PIL import Image
 
-from clothing_assets.jobs import stages
-from clothing_assets.sensors import recorded_version
+from clothing_assets.defs.jobs import stages
+from clothing_assets.defs.sensors import recorded_version
 from clothing_assets.stage import StageLocationError, list_stage, listing_digest
 from clothing_assets_tests.support import (
     COLOURS,

@@ -15,8 +15,8 @@ import dagster as dg
 import fakesnow
 import pytest
 
+from clothing_assets.defs.sensors import build_stage_observer, recorded_version
 from clothing_assets.environment import TEST_STAGE, TRAIN_STAGE
-from clothing_assets.sensors import build_stage_observer, recorded_version
 from clothing_assets.stage import StageResource
 from clothing_assets_tests.support import COLOURS, make_stage, write_image
 from clothing_assets_tests.support.fakesnow_warehouse import (

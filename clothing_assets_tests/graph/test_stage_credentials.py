@@ -88,8 +88,8 @@ def test_credentials_in_a_stage_url_appear_in_no_event_log_metadata_or_table(
 def test_the_observer_message_for_an_unreachable_stage_hides_its_credentials(
     local_env, monkeypatch, capfd
 ):
+    from clothing_assets.defs.sensors import build_stage_observer
     from clothing_assets.environment import resources_for
-    from clothing_assets.sensors import build_stage_observer
 
     monkeypatch.setenv(
         "CLOTHING_TRAIN_STAGE_URL", f"http://{SECRET_USER}:{SECRET_TOKEN}@127.0.0.1:1/train"

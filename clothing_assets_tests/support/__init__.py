@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-# the repository's root (pyproject.toml, workspace.yaml) and the shared dataset beside it
+# the repository's root (pyproject.toml declares the code location) and the shared dataset
+# beside it
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHARED_DATASET = REPO_ROOT.parent / "shared" / "clothing-dataset-small"
 
@@ -76,8 +77,8 @@ def materialize(
     (or on `resources`); "*" is the whole graph with the stages' observations, as the
     `everything` job runs it."""
     from clothing_assets.definitions import all_assets, all_checks
+    from clothing_assets.defs.jobs import stages
     from clothing_assets.environment import resources_for
-    from clothing_assets.jobs import stages
 
     if selection == "*":
         selection = stages | dg.AssetSelection.all()

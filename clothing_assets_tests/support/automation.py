@@ -15,7 +15,7 @@ class Automation:
 
     def __init__(self, instance: dg.DagsterInstance, resources: dict | None = None):
         from clothing_assets.definitions import defs
-        from clothing_assets.sensors import OBSERVER
+        from clothing_assets.defs.sensors import OBSERVER
 
         self.instance = instance
         self.resources = resources

@@ -69,7 +69,7 @@ def webserver(local_env, tmp_path):
     port = free_port()
     log = (tmp_path / "webserver.log").open("w")
     proc = subprocess.Popen(
-        [str(WEBSERVER), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+        [str(WEBSERVER), "-h", "127.0.0.1", "-p", str(port)],  # the location: [tool.dg]
         cwd=ROOT, env={**os.environ, "DAGSTER_HOME": str(home)}, stdout=log,
         stderr=subprocess.STDOUT,
     )  # fmt: skip

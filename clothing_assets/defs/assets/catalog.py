@@ -12,8 +12,8 @@ import dagster as dg
 import pandas as pd
 from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
-from clothing_assets.assets.retries import TRANSIENT_FAILURES
-from clothing_assets.assets.stages import clothing_dataset, clothing_dataset_train
+from clothing_assets.defs.assets.retries import TRANSIENT_FAILURES
+from clothing_assets.defs.assets.stages import clothing_dataset, clothing_dataset_train
 from clothing_assets.reports import catalog_column_schema
 from clothing_assets.resources.warehouse import CatalogTable, StageSummary, Warehouse
 from clothing_assets.stage import StageLocationError, StageResource, class_of, redact_url

@@ -11,7 +11,7 @@ import pandas as pd
 from pydantic import Field, create_model
 from tqdm import tqdm
 
-from clothing_assets.assets.catalog import clothing_train
+from clothing_assets.defs.assets.catalog import clothing_train
 from clothing_assets.ml.settings import TrainSettings
 from clothing_assets.resources.model_registry import Decision, ModelRegistry, RegistryError
 from clothing_assets.resources.model_store import ModelStoreResource
