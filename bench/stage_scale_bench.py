@@ -163,34 +163,39 @@ def in_environment(env: dict[str, str]):
     os.environ.update({k: v for k, v in env.items() if k.startswith(("CLOTHING_", "AWS_"))})
 
 
+SAID = ("skip", "observ", "no stage changed")
+
+
 def sensor_ticks(env: dict[str, str]) -> dict[str, float | str]:
-    """In-process: a fresh tick (cursor None: the catalog comparison) and a steady tick (the
-    cursor of the previous one, nothing changed); then `dagster sensor preview` with that
-    cursor, wall time including loading the code location."""
+    """In-process: a fresh tick of the stage observer (an empty instance: both stages listed
+    and their versions recorded) and a steady tick (nothing changed: listed, compared with the
+    recorded versions, nothing recorded); then `dagster sensor preview`, wall time including
+    loading the code location."""
     import dagster as dg
 
+    from clothing_assets.defs.sensors import OBSERVER, build_stage_observer
     from clothing_assets.environment import resources_for
-    from clothing_assets.sensors import build_sensors
 
     in_environment(env)
-    _, sensor = build_sensors()
+    sensor = build_stage_observer()
     resources = resources_for()
     figures: dict[str, float | str] = {}
-    cursor = None
     with dg.DagsterInstance.ephemeral() as instance:
         for name in ("fresh", "steady"):
             with dg.build_sensor_context(
-                instance=instance, cursor=cursor,
+                instance=instance,
                 resources={k: resources[k] for k in sensor.required_resource_keys},
             ) as context:  # fmt: skip
                 result, figures[f"tick_{name}_s"] = timed(lambda context=context: sensor(context))
-                cursor = context.cursor
-            figures[f"tick_{name}_result"] = getattr(result, "skip_message", None) or "run request"
-    seconds, _, output = cli(["sensor", "preview", "clothing_test_stage_sensor", "-m",
-                              "clothing_assets.definitions", "--cursor", cursor], env)  # fmt: skip
+            for event in getattr(result, "asset_events", []):
+                instance.report_runless_asset_event(event)
+            figures[f"tick_{name}_result"] = getattr(result, "skip_message", None) or "observed"
+    seconds, _, output = cli(["sensor", "preview", OBSERVER, "-m",
+                              "clothing_assets.definitions"], env)  # fmt: skip
     figures["preview_cli_s"] = seconds
-    said = [line for line in output.splitlines() if "skip" in line.lower() or "run" in line.lower()
-            and "request" in line.lower()]  # fmt: skip
+    said = [
+        line for line in output.splitlines() if "skip" in line.lower() or "observ" in line.lower()
+    ]
     figures["preview_said"] = said[-1][-160:] if said else ""
     return figures
 

@@ -1,55 +1,82 @@
-"""The code location: assets, checks, jobs, sensors, schedules and the environment's resources."""
+"""The code location: the defs folder (clothing_assets/defs: the asset groups, checks, jobs,
+automation and resources), loaded as `dg` loads it, each asset given the kinds and metadata of
+the active deployment, its freshness policy and its automation condition."""
+
+import importlib
+from collections.abc import Callable
+from pathlib import Path
 
 import dagster as dg
+from dagster._record import copy
+from dagster.components.core.component_tree import ComponentTreeException
 
-from clothing_assets.asset_checks import ALL_CHECKS
-from clothing_assets.assets import catalog, embeddings, model, predictions, review, stages
-from clothing_assets.environment import asset_kinds, asset_metadata, resources_for
+from clothing_assets.defs.automation import automation_conditions
+from clothing_assets.environment import asset_kinds, asset_metadata
 from clothing_assets.freshness import freshness_windows, with_freshness
-from clothing_assets.jobs import JOBS
-from clothing_assets.schedules import build_retrain_schedule
-from clothing_assets.sensors import build_sensors
-from clothing_assets.settings import setting
+from clothing_assets.settings import ConfigurationError, setting
+
+PACKAGE = Path(__file__).parent
+
+
+def for_this_deployment() -> Callable[[dg.AssetSpec], dg.AssetSpec]:
+    """A spec mapping that adds the active deployment's kinds and metadata (its warehouse, its
+    stages' stores and locations), the freshness policies of the configured windows and the
+    automation conditions of the configured cron."""
+    kinds, metadata = asset_kinds(), asset_metadata()
+    windows = freshness_windows()
+    conditions = automation_conditions(setting("CLOTHING_RETRAIN_CRON"))
+
+    def mapped(spec: dg.AssetSpec) -> dg.AssetSpec:
+        name = spec.key.to_user_string()
+        spec = spec.merge_attributes(kinds=kinds.get(name, set()), metadata=metadata.get(name, {}))
+        if name in conditions:
+            spec = spec.replace_attributes(automation_condition=conditions[name])
+        return with_freshness(spec, windows[name]) if name in windows else spec
+
+    return mapped
+
+
+def defs_folder() -> dg.Definitions:
+    """Everything in clothing_assets/defs. In a checkout, `dg.load_from_defs_folder` finds the
+    project through pyproject.toml's [tool.dg]; an installed wheel carries no pyproject.toml,
+    so there the same folder is loaded as a component tree rooted at the package. A setting the
+    project cannot use is raised as itself (its message names the variable), not inside the
+    tree's report of which module failed."""
+    try:
+        if (PACKAGE.parent / "pyproject.toml").is_file():
+            return dg.load_from_defs_folder(path_within_project=PACKAGE)
+        tree = dg.ComponentTree.from_module(
+            defs_module=importlib.import_module("clothing_assets.defs"),
+            project_root=PACKAGE.parent,
+        )
+        return tree.build_defs()
+    except ComponentTreeException as exc:
+        if isinstance(exc.__cause__, ConfigurationError):
+            raise exc.__cause__ from None
+        raise
+
+
+def location() -> dg.Definitions:
+    """The defs folder with each asset's attributes for this deployment."""
+    loaded = defs_folder()
+    # A module that imports an asset (a dependency, an asset check's target) holds it too, so
+    # the folder lists it once per module. Dagster accepts the same object twice, but mapped
+    # copies would be two assets with one key: map each asset once.
+    unique = list({id(asset): asset for asset in loaded.assets or []}.values())
+    return copy(loaded, assets=list(dg.map_asset_specs(for_this_deployment(), unique)))
 
 
 def all_assets() -> list[dg.AssetsDefinition]:
-    """The assets, stages to predictions, embeddings and the review of duplicates and labels,
-    with the kinds and metadata of the active deployment (its warehouse, its stages' stores and
-    locations) and the freshness policies of the configured windows."""
-    kinds, metadata = asset_kinds(), asset_metadata()
-    windows = freshness_windows()
-
-    def for_this_deployment(spec: dg.AssetSpec) -> dg.AssetSpec:
-        name = spec.key.to_user_string()
-        spec = spec.merge_attributes(kinds=kinds.get(name, set()), metadata=metadata.get(name, {}))
-        return with_freshness(spec, windows[name]) if name in windows else spec
-
-    loaded = dg.load_assets_from_modules([stages, catalog, model, predictions, embeddings, review])
-    return list(dg.map_asset_specs(for_this_deployment, loaded))
+    """Every asset, stages to predictions and the embeddings, as the location defines them."""
+    return list(location().assets or [])
 
 
 def all_checks() -> list[dg.AssetChecksDefinition]:
     """The asset checks defined apart from their assets."""
-    return list(ALL_CHECKS)
+    return list(location().asset_checks or [])
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
     """Loaded lazily by Dagster, so the environment is read when the location loads."""
-    return dg.Definitions(
-        assets=all_assets(),
-        asset_checks=all_checks(),
-        jobs=JOBS,
-        # rescoring at half the freshness window leaves a failed rescoring run one more try
-        # before the policy fails
-        sensors=build_sensors(
-            setting("CLOTHING_SENSOR_INTERVAL_SECONDS"),
-            rescore_after=freshness_windows()["clothing_predictions"] / 2,
-        ),
-        schedules=[build_retrain_schedule(setting("CLOTHING_RETRAIN_CRON"))],
-        resources=resources_for(),
-        # Every step in the run's own process: a step process would import Dagster and the
-        # code location again (seconds each, more than a no-change sync's work at 100,000
-        # files); the steps are a chain, so there is little parallelism to lose.
-        executor=dg.in_process_executor,
-    )
+    return location()

@@ -237,13 +237,16 @@ class SnowflakeWarehouse(Warehouse):
         return StageState(files=files, key=key)
 
     def catalog_holds(self, table: CatalogTable, state: StageState) -> bool:
-        if not state.exists:
-            return False
+        return state.exists and self.catalog_version(table) == state.key
+
+    def catalog_version(self, table: CatalogTable, catalog: pd.DataFrame | None = None) -> str:
+        """The catalog's summary (`summarize_<table>_state`), which equals the stage
+        directory's for the same files; one query, whatever `catalog` holds."""
         validate_table(table)  # one of the two catalogs, so the name is a SQL file
         with self._connect() as conn:
             cursor = conn.cursor()
             cursor.execute(render(f"summarize_{table}_state"))
-            return state_of(cursor.fetchone())[1] == state.key
+            return state_of(cursor.fetchone())[1]
 
     def stage_file_count(self, name: str) -> int:
         with self._connect() as conn:

@@ -385,6 +385,13 @@ class Warehouse(dg.ConfigurableResource, ABC):
         listing = list_stage(stage.url, env_var=stage.env_var)
         return StageState(files=len(listing), key=listing_digest(listing), listing=listing)
 
+    def catalog_version(self, table: CatalogTable, catalog: pd.DataFrame | None = None) -> str:
+        """The stage data version of the files `table` holds: the `stage_state(...).key` of a
+        stage holding exactly those files. `catalog` is the table when the caller has just read
+        it. A sync records it, so that a file the sync did not see still differs from it."""
+        frame = self.read_catalog(validate_table(table)) if catalog is None else catalog
+        return listing_digest(frame)
+
     def catalog_holds(self, table: CatalogTable, state: StageState) -> bool:
         """Whether `table` already holds exactly the files `state` saw (a fresh sensor then
         has nothing to request)."""

@@ -260,7 +260,9 @@ def listing_digest(listing: pd.DataFrame) -> str:
     size, last-modified or ETag), whatever the rows' order: pandas' fixed-key row hashes,
     sorted, then SHA-256. Vectorised: 0.1 s rather than 2.5 s for 100,000 files."""
     columns = listing[["RELATIVE_PATH", "SIZE", "LAST_MODIFIED", "ETAG"]].copy()
-    columns["LAST_MODIFIED"] = pd.to_datetime(columns["LAST_MODIFIED"], utc=True)
+    # microseconds, a catalog table's precision, so that a listing and the catalog synced from
+    # it give one digest whatever unit pandas inferred for either
+    columns["LAST_MODIFIED"] = pd.to_datetime(columns["LAST_MODIFIED"], utc=True).dt.as_unit("us")
     columns["ETAG"] = columns["ETAG"].fillna("").astype(str)
     rows = np.sort(pd.util.hash_pandas_object(columns, index=False).to_numpy())
     return hashlib.sha256(rows.tobytes()).hexdigest()

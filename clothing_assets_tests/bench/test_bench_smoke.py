@@ -132,7 +132,7 @@ def test_the_stage_scale_bench_syncs_a_small_stage_through_the_cli(data):
     assert lines[0]["cpu"] == cpu_kind()
     [local] = [line for line in lines if line.get("stage") == "local"]
     assert local["files"] == 10 and local["nochange_sync_s"] > 0
-    assert local["tick_steady_result"].startswith("no change in stage")
+    assert local["tick_steady_result"].startswith("no stage changed")
     assert "score_run_s" not in local  # --no-score
 
 

@@ -1,122 +1,45 @@
-"""Sensors, the retraining schedule and the promotion gate."""
+"""The promotion gate, and the retraining condition's cron from its variable. (The stage
+observer and the conditions on real stages: test_declarative_automation.py.)"""
 
 from __future__ import annotations
 
 import dagster as dg
 import pytest
 
-from clothing_assets.asset_checks import total_variation
 from clothing_assets.definitions import all_assets, all_checks, defs
+from clothing_assets.defs.automation import AUTOMATION_SENSOR
+from clothing_assets.defs.checks import total_variation
 from clothing_assets.environment import resources_for
-from clothing_assets.schedules import DEFAULT_RETRAIN_CRON
-from clothing_assets.sensors import build_sensors
-from clothing_assets_tests.support import (
-    COLOURS,
-    TINY_RUN_CONFIG,
-    champion_version,
-    materialize,
-    read_table,
-    register_model,
-    sensor_tick,
-    write_image,
-)
+from clothing_assets.settings import VARIABLES
+from clothing_assets_tests.support import TINY_RUN_CONFIG, champion_version, read_table
 
-_tick = sensor_tick
-
-
-def _keys(request: dg.RunRequest) -> set[str]:
-    return {k.to_user_string() for k in request.asset_selection}
-
-
-def test_stage_sensor_requests_runs_on_change_and_skips_otherwise(local_env):
-    train_sensor, test_sensor = build_sensors(minimum_interval_seconds=30)
-    assert train_sensor.minimum_interval_seconds == 30
-    with dg.instance_for_test() as instance:
-        first, cursor = _tick(train_sensor, None, instance)
-        assert isinstance(first, dg.RunRequest)
-        assert _keys(first) == {"clothing_dataset_train", "clothing_train"}
-
-        second, cursor = _tick(train_sensor, cursor, instance)
-        assert isinstance(second, dg.SkipReason) and "no change" in second.skip_message
-
-        write_image(local_env.train / "hat" / "added.jpg", COLOURS["hat"], seed=3)
-        added, cursor = _tick(train_sensor, cursor, instance)
-        assert isinstance(added, dg.RunRequest) and "(+1)" in added.tags["clothing/change"]
-        assert added.run_key != first.run_key
-
-        (local_env.train / "hat" / "added.jpg").unlink()
-        removed, cursor = _tick(train_sensor, cursor, instance)
-        assert isinstance(removed, dg.RunRequest) and "(-1)" in removed.tags["clothing/change"]
-
-        # the test-stage sensor scores as well, once there is a champion
-        request, _ = _tick(test_sensor, None, instance)
-        assert _keys(request) == {"clothing_dataset", "clothing_test"}
-        register_model(local_env, b"a champion's bytes")
-        request, _ = _tick(test_sensor, None, instance)
-        assert _keys(request) == {"clothing_dataset", "clothing_test", "clothing_predictions"}
-
-
-def test_a_fresh_sensor_launches_no_run_when_the_catalog_already_matches(local_env):
-    assert materialize(["clothing_dataset", "clothing_test"], None).success
-    _, test_sensor = build_sensors()
-    with dg.instance_for_test() as instance:
-        first, cursor = _tick(test_sensor, None, instance)
-        assert isinstance(first, dg.SkipReason) and "already in clothing_test" in (
-            first.skip_message
-        )
-        write_image(local_env.test / "hat" / "new.jpg", COLOURS["hat"], seed=8)
-        changed, _ = _tick(test_sensor, cursor, instance)
-        assert isinstance(changed, dg.RunRequest)
-
-
-def test_a_change_whose_run_failed_is_requested_again(local_env, monkeypatch):
-    """The cursor moves on when a run is requested; if that run fails, the next ticks request
-    the same change again (a bounded number of times) instead of skipping it for ever."""
-    train_sensor, _ = build_sensors()
-    with dg.instance_for_test() as instance:
-        request, cursor = _tick(train_sensor, None, instance)
-        assert isinstance(request, dg.RunRequest)
-        monkeypatch.setenv("CLOTHING_DUCKDB_PATH", str(local_env.root))  # a folder: fails
-        failed = dg.materialize(
-            all_assets(), resources=resources_for(), selection=request.asset_selection,
-            instance=instance, tags={"dagster/run_key": request.run_key}, raise_on_error=False,
-        )  # fmt: skip
-        assert not failed.success
-        again, cursor = _tick(train_sensor, cursor, instance)
-        assert isinstance(again, dg.RunRequest) and "retry 1" in again.tags["clothing/change"]
-        assert again.run_key != request.run_key
-        monkeypatch.setenv("CLOTHING_DUCKDB_PATH", str(local_env.duckdb))
-        done = dg.materialize(
-            all_assets(), resources=resources_for(), selection=again.asset_selection,
-            instance=instance, tags={"dagster/run_key": again.run_key},
-        )  # fmt: skip
-        assert done.success
-        quiet, _ = _tick(train_sensor, cursor, instance)
-        assert isinstance(quiet, dg.SkipReason) and "no change" in quiet.skip_message
-
-
-def test_sensor_skips_with_the_reason_when_the_stage_is_missing(local_env, monkeypatch):
-    monkeypatch.setenv("CLOTHING_TEST_STAGE_URL", str(local_env.root / "gone"))
-    _, test_sensor = build_sensors()
-    with dg.instance_for_test() as instance:
-        result, cursor = _tick(test_sensor, None, instance)
-    assert isinstance(result, dg.SkipReason)
-    assert "CLOTHING_TEST_STAGE_URL" in result.skip_message and cursor is None
+DEFAULT_RETRAIN_CRON = VARIABLES["CLOTHING_RETRAIN_CRON"].default
 
 
 @pytest.mark.parametrize(
     ("cron", "expected"), [(None, DEFAULT_RETRAIN_CRON), ("0 1 * * *", "0 1 * * *")]
 )
-def test_retrain_schedule_cron_and_target(local_env, monkeypatch, cron, expected):
+def test_the_retraining_condition_follows_the_cron_variable(local_env, monkeypatch, cron, expected):
+    """trained_model's condition ticks on CLOTHING_RETRAIN_CRON (UTC); the one automation
+    sensor evaluates every asset's condition, and no schedule is left beside it."""
     if cron:
         monkeypatch.setenv("CLOTHING_RETRAIN_CRON", cron)
     loaded = defs()
-    [schedule] = loaded.schedules
-    assert schedule.cron_schedule == expected and schedule.execution_timezone == "UTC"
-    job = loaded.resolve_job_def(schedule.job_name)
-    selected = {k.to_user_string() for k in job.asset_layer.selected_asset_keys}
-    assert {"trained_model", "clothing_predictions", "clothing_train", "clothing_test"} <= selected
-    assert "challenger_promoted" in {k.name for k in job.asset_layer.asset_graph.asset_check_keys}
+    assert not loaded.schedules
+    graph = loaded.resolve_asset_graph()
+    condition = graph.get(dg.AssetKey("trained_model")).automation_condition
+    assert condition.get_label() == f"retrain on {expected} (UTC)"
+    ticks = [c for c in _walk(condition) if "cron_tick_passed" in c.name]
+    assert ticks and all(c.cron_schedule == expected for c in ticks)
+    sensor = loaded.resolve_sensor_def(AUTOMATION_SENSOR)
+    materialized = {k for k in graph.get_all_asset_keys() if graph.get(k).is_materializable}
+    assert sensor.asset_selection.resolve(graph) == materialized  # the stages are observed
+
+
+def _walk(condition: dg.AutomationCondition):
+    yield condition
+    for child in condition.children:
+        yield from _walk(child)
 
 
 def test_a_challenger_below_the_gate_is_rejected_and_never_scores(local_env, monkeypatch):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tomllib
 
 import dagster as dg
 import pytest
@@ -91,7 +92,8 @@ def test_every_named_config_is_accepted_by_the_main_job(local_env):
 
 
 def test_environment_values_are_resolved_at_run_time_not_import(local_env, monkeypatch):
-    from clothing_assets.assets.stages import clothing_dataset
+    from clothing_assets.defs.assets.catalog import clothing_test
+    from clothing_assets.defs.assets.stages import clothing_dataset
 
     resources = resources_for()
     database = resources["warehouse"].duckdb.database
@@ -99,7 +101,7 @@ def test_environment_values_are_resolved_at_run_time_not_import(local_env, monke
     # the variable changes after the definitions were built: the run uses the new value
     moved = local_env.root / "elsewhere" / "moved.duckdb"
     monkeypatch.setenv("CLOTHING_DUCKDB_PATH", str(moved))
-    assert dg.materialize([clothing_dataset], resources=resources).success
+    assert dg.materialize([clothing_dataset, clothing_test], resources=resources).success
     assert moved.is_file() and not local_env.duckdb.exists()
 
     monkeypatch.setenv("CLOTHING_WAREHOUSE", "nonsense")
@@ -107,14 +109,20 @@ def test_environment_values_are_resolved_at_run_time_not_import(local_env, monke
         resources_for()
 
 
-def test_dagster_cli_validates_the_location(local_env, tmp_path):
+def test_dagster_cli_validates_the_location_declared_once_in_tool_dg(local_env, tmp_path):
+    """`dagster` without a target reads pyproject.toml's [tool.dg], the one declaration of the
+    code location (no workspace.yaml, no [tool.dagster])."""
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "dagster" not in pyproject["tool"] and not (ROOT / "workspace.yaml").exists()
+    assert pyproject["tool"]["dg"]["project"]["root_module"] == "clothing_assets"
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path)}
     result = subprocess.run(
-        [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
+        [sys.executable, "-m", "dagster", "definitions", "validate"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "Validation successful" in result.stdout + result.stderr
+    output = result.stdout + result.stderr
+    assert "Validation successful for code location clothing_assets" in output
 
 
 def test_steps_that_could_collide_are_in_pools_limited_to_one(local_env):
@@ -124,16 +132,18 @@ def test_steps_that_could_collide_are_in_pools_limited_to_one(local_env):
     pools = {k.to_user_string(): graph.get(k).pools for k in graph.get_all_asset_keys()}
     assert pools["clothing_predictions"] == pools["image_embeddings"] == {"clothing_scoring"}
     assert pools["trained_model"] == {"clothing_training"}
-    for key in ("clothing_dataset", "clothing_test", "clothing_train", "champion_model"):
+    for key in ("clothing_test", "clothing_train", "champion_model"):
         assert pools[key] == {"clothing_warehouse"}, key
+    # a stage observation only reads (a listing, or a directory table's summary)
+    assert pools["clothing_dataset"] == pools["clothing_dataset_train"] == set()
     settings = yaml.safe_load((ROOT / "deploy" / "dagster.yaml").read_text())
     with dg.instance_for_test(overrides=settings) as instance:
         assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
 
 
 def test_loading_the_code_location_and_syncing_import_neither_torch_nor_torchvision(local_env):
-    """The stage and catalog steps and the sensors use none of it; only training and scoring
-    import torch, when they run."""
+    """The stage observations, the catalog steps and the sensors use none of it; only training
+    and scoring import torch, when they run."""
     code = (
         "import sys; import dagster as dg; import clothing_assets.definitions as d; "
         "from clothing_assets.environment import resources_for; d.defs(); "
@@ -148,3 +158,26 @@ def test_loading_the_code_location_and_syncing_import_neither_torch_nor_torchvis
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_the_location_is_the_defs_folder_in_a_checkout_and_in_a_wheel(local_env, monkeypatch):
+    """Every definition comes from clothing_assets/defs, loaded by `dg.load_from_defs_folder`
+    through pyproject.toml in a checkout, and as the same tree from the package where no
+    pyproject.toml sits beside it (an installed wheel)."""
+    import clothing_assets.definitions as location
+
+    def names(loaded: dg.Definitions) -> tuple:
+        graph = loaded.resolve_asset_graph()
+        return (
+            {k.to_user_string() for k in graph.get_all_asset_keys()},
+            {c.name for c in graph.asset_check_keys},
+            {j.name for j in loaded.jobs or []},
+            {s.name for s in loaded.sensors or []},
+            set(loaded.resources or {}),
+        )
+
+    checkout = names(location.defs_folder())
+    assert checkout[0] == ASSETS and names(defs()) == checkout
+    assert "everything" in checkout[2] and "clothing_automation" in checkout[3]
+    monkeypatch.setattr(location, "PACKAGE", local_env.root / "site-packages" / "clothing_assets")
+    assert names(location.defs_folder()) == checkout

@@ -333,7 +333,7 @@ def test_a_warehouse_locked_by_another_process_waits_then_names_it(tmp_path):
 def test_a_run_on_an_unusable_warehouse_fails_naming_the_file_and_variable(local_env):
     local_env.duckdb.parent.mkdir(parents=True)
     local_env.duckdb.write_bytes(b"not a database" * 100)
-    result = _materialize(["clothing_dataset_train"])
+    result = _materialize(["clothing_dataset_train", "clothing_train"])
     assert not result.success
     [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     error = failure.step_failure_data.error

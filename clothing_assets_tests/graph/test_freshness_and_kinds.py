@@ -17,10 +17,10 @@ import duckdb
 import pytest
 
 from clothing_assets.definitions import defs
+from clothing_assets.defs.sensors import OBSERVER, build_stage_observer
 from clothing_assets.environment import RESOURCES_BY_ENVIRONMENT, WAREHOUSE_KIND, resources_for
-from clothing_assets.sensors import build_sensors
 from clothing_assets.settings import VARIABLES, SettingsError
-from clothing_assets_tests.support import REPO_ROOT, materialize, register_model, sensor_tick
+from clothing_assets_tests.support import REPO_ROOT, register_model, sensor_tick
 
 DG = Path(sys.executable).parent / "dg"
 STAGES = ("clothing_dataset_train", "clothing_dataset")
@@ -198,36 +198,61 @@ def test_dg_list_defs_shows_the_kinds_and_windows_of_the_environment(local_env, 
     assert set(listed["clothing_dataset"]["kinds"]) == {"file"}
     assert set(listed["clothing_train"]["kinds"]) == {"snowflake"}
     assert set(listed["clothing_predictions"]["kinds"]) == {"dask", "snowflake"}
+    # the automation as the UI shows it: the conditions and the two sensors, no schedule
+    conditions = {
+        key: (a.get("automation_condition") or {}).get("label") for key, a in listed.items()
+    }
+    assert conditions["trained_model"] == "retrain on 0 3 * * 0 (UTC)"
+    assert conditions["clothing_predictions"] == "eager, with a champion"
+    assert conditions["clothing_test"] == "stage version not synced, or eager"
+    assert conditions["clothing_dataset"] is None  # observed, not materialized
+    listing = json.loads(result.stdout)
+    assert {s["name"] for s in listing["sensors"]} == {"clothing_automation", OBSERVER}
+    assert not listing["schedules"]
+
+
+def _observe(observer: dg.SensorDefinition, instance: dg.DagsterInstance):
+    """One observer tick on this environment's resources, its observations stored."""
+    result, _ = sensor_tick(observer, None, instance)
+    for event in getattr(result, "asset_events", []):
+        instance.report_runless_asset_event(event)
+    return result
+
+
+def _rescoring(result) -> dg.RunRequest | None:
+    requests = getattr(result, "run_requests", None) or []
+    return requests[0] if requests else None
 
 
 def test_a_quiet_test_stage_is_rescored_before_the_predictions_go_stale(local_env):
     """Nothing new to score still needs a scoring run now and then, or the predictions' policy
     would fail on a stage that is merely quiet; the run is asked for only with a champion."""
-    assert materialize(["clothing_dataset", "clothing_test"], None).success
-    _, test_sensor = build_sensors(rescore_after=timedelta(seconds=2))
+    observer = build_stage_observer(rescore_after=timedelta(seconds=2))
     with dg.instance_for_test() as instance:
-        first, cursor = sensor_tick(test_sensor, None, instance)
-        assert isinstance(first, dg.SkipReason)  # the catalog already holds the stage
-        no_champion, cursor = sensor_tick(test_sensor, cursor, instance)
-        assert isinstance(no_champion, dg.SkipReason) and "no change" in no_champion.skip_message
+        first = _observe(observer, instance)
+        assert _rescoring(first) is None  # both stages observed; no champion to score with
+        no_champion = _observe(observer, instance)
+        assert isinstance(no_champion, dg.SkipReason) and "no stage changed" in (
+            no_champion.skip_message
+        )
 
         register_model(local_env, b"a champion's bytes")
-        never, cursor = sensor_tick(test_sensor, cursor, instance)
-        assert isinstance(never, dg.RunRequest)
+        never = _rescoring(_observe(observer, instance))
         assert [k.to_user_string() for k in never.asset_selection] == ["clothing_predictions"]
         assert "never" in never.tags["clothing/change"]
+        assert never.tags["dagster/max_retries"] == "3"
 
         instance.report_runless_asset_event(dg.AssetMaterialization("clothing_predictions"))
-        fresh, cursor = sensor_tick(test_sensor, cursor, instance)
+        fresh = _observe(observer, instance)
         assert isinstance(fresh, dg.SkipReason)
 
         time.sleep(2.1)
-        stale, cursor = sensor_tick(test_sensor, cursor, instance)
-        assert isinstance(stale, dg.RunRequest) and stale.run_key != never.run_key
+        stale = _rescoring(_observe(observer, instance))
+        assert stale is not None and stale.run_key != never.run_key
         assert "h ago" in stale.tags["clothing/change"]
 
 
 def test_the_location_rescores_at_half_the_predictions_window(local_env, monkeypatch):
     monkeypatch.setenv("CLOTHING_PREDICTIONS_MAX_LAG_HOURS", "6")
-    sensor = defs().resolve_sensor_def("clothing_test_stage_sensor")
+    sensor = defs().resolve_sensor_def(OBSERVER)
     assert sensor.description.endswith("rescores once the predictions are 3h old")

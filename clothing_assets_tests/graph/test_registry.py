@@ -30,9 +30,9 @@ from clothing_assets.resources.model_registry import (
 )
 from clothing_assets.resources.model_store import ModelStoreResource
 from clothing_assets.resources.warehouse import ModelRecord, Warehouse
-from clothing_assets.sensors import build_sensors
 from clothing_assets_tests.contract.test_warehouse_contract import predictions
 from clothing_assets_tests.support import COLOURS, TINY_TRAINING, write_image
+from clothing_assets_tests.support.automation import Automation
 from clothing_assets_tests.support.fakesnow_warehouse import (
     NOP_REGEXES,
     FakesnowWarehouse,
@@ -213,14 +213,15 @@ def _lifecycle(
     b = warehouse.read_models()["VERSION"].iloc[-1]
     assert b != a and warehouse.model(b)["STATUS"] == "rejected"
 
+    # the runs above did not observe the stages: the baseline, before the first evaluation
+    automation = Automation(instance, resources())
+    automation.observe()
+    automation.evaluate()
     write_image(env.test / "hat" / "late arrival.jpg", COLOURS["hat"], seed=555)
-    [sensor] = [s for s in build_sensors() if s.name == "clothing_test_stage_sensor"]
-    with dg.build_sensor_context(
-        instance=instance, resources={k: resources()[k] for k in sensor.required_resource_keys}
-    ) as context:
-        request = sensor(context)
-    assert dg.AssetKey("clothing_predictions") in request.asset_selection
-    third = _run(resources(), request.asset_selection, None, instance)
+    automation.observe()
+    requested = automation.evaluate()
+    assert requested == {"clothing_test", "clothing_predictions"}
+    third = _run(resources(), sorted(requested), None, instance)
     assert third.success
     table = warehouse.read_catalog("clothing_test")
     assert set(table["MODEL_VERSION"]) == {a} and "hat/late arrival.jpg" in set(

@@ -13,8 +13,8 @@ import pytest
 import torch
 from dagster_duckdb import DuckDBResource
 
-from clothing_assets.assets.model import TrainConfig, _reviewed
 from clothing_assets.cli import main
+from clothing_assets.defs.assets.model import TrainConfig, _reviewed
 from clothing_assets.ml.data import training_rows
 from clothing_assets.resources.duckdb_warehouse import DuckDBWarehouse
 from clothing_assets_tests.support import metadata_of

@@ -12,15 +12,16 @@ import dagster as dg
 import pytest
 from PIL import Image
 
-from clothing_assets.sensors import build_sensors
+from clothing_assets.defs.jobs import stages
+from clothing_assets.defs.sensors import recorded_version
 from clothing_assets.stage import StageLocationError, list_stage, listing_digest
 from clothing_assets_tests.support import (
     COLOURS,
     materialize,
     read_table,
-    sensor_tick,
     write_image,
 )
+from clothing_assets_tests.support.automation import Automation
 from clothing_assets_tests.support.s3_server import (
     BUCKET,
     FAKE_ACCESS_KEY,
@@ -69,7 +70,8 @@ def _jpeg(colour: tuple[int, int, int], tmp_path, seed: int) -> bytes:
     return data
 
 
-_tick = sensor_tick
+def _test_version(instance: dg.DagsterInstance) -> str | None:
+    return recorded_version(instance, dg.AssetKey("clothing_dataset"))
 
 
 def _records_holding(instance: dg.DagsterInstance, needle: str) -> list[str]:
@@ -89,36 +91,39 @@ def test_s3_stages_sync_score_and_follow_changes(local_env, s3_endpoint, monkeyp
     test_url = upload(local_env.test, "test")
     monkeypatch.setenv("CLOTHING_TRAIN_STAGE_URL", train_url)
     monkeypatch.setenv("CLOTHING_TEST_STAGE_URL", test_url)
-    _, test_sensor = build_sensors(minimum_interval_seconds=30)
     with dg.instance_for_test() as instance:
-        first = materialize(instance=instance)
+        # the stages observed in the same run, as the jobs do
+        first = materialize(stages | dg.AssetSelection.all(), instance=instance)
         assert first.success
         table = read_table(local_env, "clothing_test")
         assert len(table) == 9 and table["MODEL_VERSION"].notna().all()
         assert table["FILE_URL"].str.startswith(f"s3://{BUCKET_PATH}/test/").all()
         before = table.set_index("RELATIVE_PATH")
 
-        first, cursor = _tick(test_sensor, None, instance)  # the catalog is already current
-        assert isinstance(first, dg.SkipReason) and "already in" in first.skip_message
-        skip, cursor = _tick(test_sensor, cursor, instance)
-        assert isinstance(skip, dg.SkipReason)
+        automation = Automation(instance)
+        automation.evaluate()
+        # the run observed both stages: an unchanged stage records nothing and requests nothing
+        quiet = automation.observe()
+        assert isinstance(quiet, dg.SkipReason), quiet
+        assert automation.evaluate() == set()
 
         fs = s3()
-        # overwrite with new bytes (a new ETag), delete, add: each is a change the sensor sees
+        # overwrite with new bytes (a new ETag), delete, add: each is a new data version
+        versions = {_test_version(instance)}
         fs.pipe(f"{BUCKET_PATH}/test/hat/hat_0.jpg", _jpeg(COLOURS["shoes"], tmp_path, 7))
-        changed, cursor = _tick(test_sensor, cursor, instance)
-        assert isinstance(changed, dg.RunRequest), changed
+        automation.observe()
+        versions.add(_test_version(instance))
         fs.rm(f"{BUCKET_PATH}/test/pants/pants_1.jpg")
-        removed, cursor = _tick(test_sensor, cursor, instance)
-        assert isinstance(removed, dg.RunRequest) and "(-1)" in removed.tags["clothing/change"]
+        automation.observe()
+        versions.add(_test_version(instance))
         fs.pipe(f"{BUCKET_PATH}/test/shoes/added.jpg", _jpeg(COLOURS["shoes"], tmp_path, 8))
-        added, cursor = _tick(test_sensor, cursor, instance)
-        assert isinstance(added, dg.RunRequest) and "(+1)" in added.tags["clothing/change"]
-        assert "clothing_predictions" in {k.to_user_string() for k in added.asset_selection}
+        automation.observe()
+        versions.add(_test_version(instance))
+        assert len(versions) == 4
+        requested = automation.evaluate()
+        assert requested == {"clothing_test", "clothing_predictions"}
 
-        second = materialize(
-            [k.to_user_string() for k in added.asset_selection], run_config=None, instance=instance
-        )
+        second = materialize(sorted(requested), run_config=None, instance=instance)
         assert second.success
         after = read_table(local_env, "clothing_test").set_index("RELATIVE_PATH")
         assert "pants/pants_1.jpg" not in after.index

@@ -266,7 +266,7 @@ def test_every_torch_load_in_the_package_is_weights_only():
 def test_model_files_that_would_run_code_are_refused_and_run_nothing(local_env):
     marker = local_env.root / "pwned"
     # a poisoned checkpoint is not resumed from: training starts afresh, nothing runs
-    from clothing_assets.assets.model import TrainConfig
+    from clothing_assets.defs.assets.model import TrainConfig
     from clothing_assets.ml.data import job_fingerprint, training_rows
     from clothing_assets.ml.durable import checkpoint_file
 

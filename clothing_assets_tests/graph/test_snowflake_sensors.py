@@ -1,12 +1,12 @@
-"""The stage sensors in Snowflake mode ask the warehouse, never the bucket: each tick refreshes
+"""The stage observer in Snowflake mode asks the warehouse, never the bucket: each tick refreshes
 the stage's directory table (ALTER STAGE ... REFRESH) and reads one summary of it
-(`summarize_stage_directory_state`), whose key is the sensor's cursor.
+(`summarize_stage_directory_state`), whose key is the stage's data version.
 
 On fakesnow the refresh and DIRECTORY(@stage) are stood in for (fakesnow_warehouse.py: the
 stage's folder listed into a table that replaces the relation; the rest of the statement is the
-production text, which test_snowflake_warehouse.py also parses as Snowflake SQL). The sensors'
-own stage resources point at a location that does not exist: were they listed, every tick
-would skip.
+production text, which test_snowflake_warehouse.py also parses as Snowflake SQL). The
+observer's own stage resources point at a location that does not exist: were they listed, no
+version would be recorded.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import dagster as dg
 import fakesnow
 import pytest
 
+from clothing_assets.defs.sensors import build_stage_observer, recorded_version
 from clothing_assets.environment import TEST_STAGE, TRAIN_STAGE
-from clothing_assets.sensors import build_sensors
 from clothing_assets.stage import StageResource
 from clothing_assets_tests.support import COLOURS, make_stage, write_image
 from clothing_assets_tests.support.fakesnow_warehouse import (
@@ -24,6 +24,8 @@ from clothing_assets_tests.support.fakesnow_warehouse import (
     FakesnowWarehouse,
     fake_connection,
 )
+
+STAGES = (TRAIN_STAGE, TEST_STAGE)
 
 
 @pytest.fixture
@@ -41,65 +43,68 @@ def snowflake_mode(tmp_path):
         yield warehouse, resources, root
 
 
-def tick(sensor, cursor, instance, resources):
+def observe(instance, resources) -> dict[str, str | None]:
+    """One tick of the stage observer on `resources`, its observations stored as the daemon
+    stores them: each stage's recorded data version afterwards."""
+    observer = build_stage_observer()
     with dg.build_sensor_context(
         instance=instance,
-        cursor=cursor,
-        resources={k: resources[k] for k in sensor.required_resource_keys},
+        resources={k: resources[k] for k in observer.required_resource_keys},
     ) as context:
-        return sensor(context), context.cursor
+        result = observer(context)
+    for event in getattr(result, "asset_events", []):
+        instance.report_runless_asset_event(event)
+    return {name: recorded_version(instance, dg.AssetKey(name)) for name in STAGES}
 
 
-def test_the_snowflake_mode_sensor_on_fakesnow_requests_on_change_and_skips_otherwise(
-    snowflake_mode,
-):
+def test_the_snowflake_mode_observer_on_fakesnow_records_a_version_per_change(snowflake_mode):
     warehouse, resources, root = snowflake_mode
-    _, test_sensor = build_sensors()
     with dg.instance_for_test() as instance:
-        # no stage in the warehouse yet: the sync that creates it is requested
-        absent, cursor = tick(test_sensor, None, instance, resources)
-        assert isinstance(absent, dg.RunRequest), absent
-        assert absent.tags["clothing/change"] == "first look: 0 files"
+        # no stage in the warehouse yet: a version saying so, which the first sync replaces
+        absent = observe(instance, resources)
+        assert absent[TEST_STAGE] == f"absent:{TEST_STAGE}"
 
         warehouse.create_stage(TEST_STAGE, str(root))
-        first, cursor = tick(test_sensor, cursor, instance, resources)
-        assert isinstance(first, dg.RunRequest) and first.tags["clothing/change"] == "4 files (+4)"
-        same, cursor = tick(test_sensor, cursor, instance, resources)
-        assert isinstance(same, dg.SkipReason) and "no change" in same.skip_message
+        first = observe(instance, resources)
+        assert first[TEST_STAGE] != absent[TEST_STAGE]
+        assert first[TRAIN_STAGE] == absent[TRAIN_STAGE]
+        count = len(instance.fetch_observations(dg.AssetKey(TEST_STAGE), limit=10).records)
+        assert observe(instance, resources) == first  # no change: nothing recorded
+        assert len(instance.fetch_observations(dg.AssetKey(TEST_STAGE), limit=10).records) == count
 
         write_image(root / "hat" / "added.jpg", COLOURS["hat"], seed=3)
-        added, cursor = tick(test_sensor, cursor, instance, resources)
-        assert isinstance(added, dg.RunRequest) and "(+1)" in added.tags["clothing/change"]
-        assert added.run_key != first.run_key
-        again, cursor = tick(test_sensor, cursor, instance, resources)
-        assert isinstance(again, dg.SkipReason)
+        added = observe(instance, resources)
+        assert added[TEST_STAGE] not in (first[TEST_STAGE], absent[TEST_STAGE])
+        assert observe(instance, resources) == added
 
         write_image(root / "shoes" / "shoes_0.jpg", COLOURS["hat"], seed=9, size=50)
-        rewritten, cursor = tick(test_sensor, cursor, instance, resources)
-        assert isinstance(rewritten, dg.RunRequest)
-        assert rewritten.tags["clothing/change"] == "5 files, some changed"
+        rewritten = observe(instance, resources)
+        assert rewritten[TEST_STAGE] != added[TEST_STAGE]
+        [latest] = instance.fetch_observations(dg.AssetKey(TEST_STAGE), limit=1).records
+        assert latest.asset_observation.metadata["file_count"].value == 5
 
 
-def test_a_fresh_snowflake_mode_sensor_skips_when_the_catalog_holds_the_directory(
+def test_the_version_is_the_directory_table_summary_the_catalog_is_compared_with(
     snowflake_mode,
 ):
+    """The observer's version is the key the catalog's own summary answers with (the version
+    a sync records), so a synced catalog and its observed stage agree, and a removed file
+    changes the version."""
     warehouse, resources, root = snowflake_mode
-    train_sensor, test_sensor = build_sensors()
     warehouse.create_stage(TEST_STAGE, str(root))
-    warehouse.create_stage(TRAIN_STAGE, str(root))
     with dg.instance_for_test() as instance:
-        before, _ = tick(test_sensor, None, instance, resources)
-        assert isinstance(before, dg.RunRequest)  # the catalog is still empty
-
+        before = observe(instance, resources)[TEST_STAGE]
         warehouse.sync_catalog("clothing_test", TEST_STAGE)
-        warehouse.sync_catalog("clothing_train", TRAIN_STAGE)
-        for sensor, table in ((train_sensor, "clothing_train"), (test_sensor, "clothing_test")):
-            fresh, cursor = tick(sensor, None, instance, resources)  # the test sensor's last
-            assert isinstance(fresh, dg.SkipReason), fresh
-            assert f"4 files, all already in {table}" in fresh.skip_message
+        assert warehouse.catalog_holds(
+            "clothing_test", warehouse.stage_state(resources["test_stage"])
+        )
+        assert warehouse.stage_state(resources["test_stage"]).key == before
+        # the version a sync records, or the automation would sync an unchanged stage again
+        assert warehouse.catalog_version("clothing_test") == before
 
         (root / "hat" / "hat_0.jpg").unlink()
-        removed, _ = tick(test_sensor, cursor, instance, resources)
-        assert isinstance(removed, dg.RunRequest) and "(-1)" in removed.tags["clothing/change"]
-        behind, _ = tick(test_sensor, None, instance, resources)
-        assert isinstance(behind, dg.RunRequest)  # a fresh sensor sees the catalog is behind
+        after = observe(instance, resources)[TEST_STAGE]
+        assert after != before
+        assert not warehouse.catalog_holds(
+            "clothing_test", warehouse.stage_state(resources["test_stage"])
+        )

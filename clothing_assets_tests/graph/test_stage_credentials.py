@@ -85,22 +85,25 @@ def test_credentials_in_a_stage_url_appear_in_no_event_log_metadata_or_table(
         assert secret not in tables
 
 
-def test_a_sensor_skip_reason_for_an_unreachable_stage_hides_its_credentials(
-    local_env, monkeypatch
+def test_the_observer_message_for_an_unreachable_stage_hides_its_credentials(
+    local_env, monkeypatch, capfd
 ):
+    from clothing_assets.defs.sensors import build_stage_observer
     from clothing_assets.environment import resources_for
-    from clothing_assets.sensors import build_sensors
 
     monkeypatch.setenv(
         "CLOTHING_TRAIN_STAGE_URL", f"http://{SECRET_USER}:{SECRET_TOKEN}@127.0.0.1:1/train"
     )
-    [sensor] = [s for s in build_sensors() if "train" in s.name]
+    observer = build_stage_observer()
     resources = resources_for()
     with dg.build_sensor_context(
         instance=dg.DagsterInstance.ephemeral(),
-        resources={k: resources[k] for k in sensor.required_resource_keys},
+        resources={k: resources[k] for k in observer.required_resource_keys},
     ) as context:
-        skipped = sensor(context)
-    assert isinstance(skipped, dg.SkipReason)
-    assert "http://***@127.0.0.1:1/train" in skipped.skip_message
-    assert SECRET_USER not in skipped.skip_message and SECRET_TOKEN not in skipped.skip_message
+        result = observer(context)
+    logged = capfd.readouterr().err
+    assert "not observed" in logged and "http://***@127.0.0.1:1/train" in logged
+    assert SECRET_USER not in logged and SECRET_TOKEN not in logged
+    # the test stage is still observed, and nothing recorded names the train stage's secret
+    recorded = dg.serialize_value(result.asset_events)
+    assert SECRET_USER not in recorded and SECRET_TOKEN not in recorded

@@ -28,7 +28,8 @@ def test_a_catalog_sync_that_meets_a_locked_warehouse_is_retried_and_succeeds(lo
     from clothing_assets.environment import resources_for
     from clothing_assets.resources.duckdb_warehouse import DuckDBWarehouse
 
-    first = materialize(["clothing_dataset_train"], None)
+    # the warehouse file exists (the lock below needs it): a first sync made it
+    first = materialize(["clothing_dataset_train", "clothing_train"], None)
     assert first.success, [e.message for e in first.all_events if e.is_failure]
     # another process holds the file for 4 s; this warehouse gives up waiting after 1 s
     impatient = DuckDBWarehouse(
@@ -56,7 +57,7 @@ def test_a_catalog_sync_that_meets_a_locked_warehouse_is_retried_and_succeeds(lo
 def test_an_unusable_warehouse_file_is_not_retried(local_env):
     local_env.duckdb.parent.mkdir(parents=True)
     local_env.duckdb.write_bytes(b"not a database" * 100)
-    result = materialize(["clothing_dataset_train"], None)
+    result = materialize(["clothing_dataset_train", "clothing_train"], None)
     assert not result.success
     kinds = [e.event_type_value for e in result.all_events]
     assert "STEP_FAILURE" in kinds and "STEP_UP_FOR_RETRY" not in kinds

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from clothing_assets.assets.warm_start import WarmStartRefused, resolve_init
+from clothing_assets.defs.assets.warm_start import WarmStartRefused, resolve_init
 from clothing_assets.ml.model_file import ModelFile
 from clothing_assets.ml.models import build_model
 from clothing_assets.ml.settings import TrainSettings

@@ -10,8 +10,9 @@ import sys
 
 from clothing_assets_tests.support import REPO_ROOT
 
-# Run first in the subprocess: any import of the two packages fails as if absent. The snowpark
-# wheel's .pth file imports the `snowflake` namespace at interpreter start, so that goes too.
+# Run first in the subprocess: any import of the two packages fails as if absent, and their entry
+# points are gone as if never installed. The snowpark wheel's .pth file imports the `snowflake`
+# namespace at interpreter start, so that goes too.
 ABSENT_SNOWFLAKE = """
 import sys
 BLOCKED = ("dagster_snowflake", "snowflake")
@@ -23,6 +24,15 @@ class _Absent:
             raise ModuleNotFoundError(f"No module named {name!r}", name=name)
         return None
 sys.meta_path.insert(0, _Absent())
+# nor are their entry points: loading the defs folder loads every installed dg plugin
+import importlib.metadata as _metadata
+_entry_points = _metadata.entry_points
+def _installed_entry_points(**params):
+    found = _entry_points(**params)
+    if "group" not in params:
+        return found
+    return type(found)(e for e in found if e.value.partition(".")[0] not in BLOCKED)
+_metadata.entry_points = _installed_entry_points
 """
 
 

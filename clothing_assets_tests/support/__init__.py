@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-# the repository's root (pyproject.toml, workspace.yaml) and the shared dataset beside it
+# the repository's root (pyproject.toml declares the code location) and the shared dataset
+# beside it
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHARED_DATASET = REPO_ROOT.parent / "shared" / "clothing-dataset-small"
 
@@ -73,9 +74,14 @@ def materialize(
     **kwargs,
 ) -> dg.ExecuteInProcessResult:
     """Materialize `selection` of the real assets (and checks) on the environment's resources
-    (or on `resources`)."""
+    (or on `resources`); "*" is the whole graph with the stages' observations, as the
+    `everything` job runs it."""
     from clothing_assets.definitions import all_assets, all_checks
+    from clothing_assets.defs.jobs import stages
     from clothing_assets.environment import resources_for
+
+    if selection == "*":
+        selection = stages | dg.AssetSelection.all()
 
     return dg.materialize(
         [*all_assets(), *(all_checks() if checks else [])],
@@ -94,11 +100,21 @@ def read_table(env: LocalEnv, name: str) -> pd.DataFrame:
 
 
 def metadata_of(result: dg.ExecuteInProcessResult, key: str) -> dict:
-    """The metadata values of the one materialization of asset `key` in `result`."""
-    [mat] = [
-        m for m in result.get_asset_materialization_events() if m.asset_key.to_user_string() == key
+    """The metadata values of the one materialization (or, for an observed asset such as a
+    stage, the one observation its own step made: a catalog's sync also observes its stage)
+    of asset `key` in `result`."""
+    events = [
+        e.event_specific_data
+        for e in result.all_events
+        if e.asset_key is not None
+        and e.asset_key.to_user_string() == key
+        and (
+            e.event_type_value == "ASSET_MATERIALIZATION"
+            or (e.event_type_value == "ASSET_OBSERVATION" and e.step_key == key)
+        )
     ]
-    return {k: v.value for k, v in mat.materialization.metadata.items()}
+    [event] = [getattr(e, "materialization", None) or e.asset_observation for e in events]
+    return {k: v.value for k, v in event.metadata.items()}
 
 
 def champion_version(env: LocalEnv) -> str | None:

@@ -69,7 +69,7 @@ def webserver(local_env, tmp_path):
     port = free_port()
     log = (tmp_path / "webserver.log").open("w")
     proc = subprocess.Popen(
-        [str(WEBSERVER), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+        [str(WEBSERVER), "-h", "127.0.0.1", "-p", str(port)],  # the location: [tool.dg]
         cwd=ROOT, env={**os.environ, "DAGSTER_HOME": str(home)}, stdout=log,
         stderr=subprocess.STDOUT,
     )  # fmt: skip
@@ -88,9 +88,10 @@ def test_webserver_shows_the_project_and_runs_a_job(webserver, local_env):
         "sync_catalogs", "train_model", "score_test_images", "promote_model", "everything",
     }  # fmt: skip
     assert {s["name"] for s in repo["sensors"]} == {
-        "clothing_train_stage_sensor", "clothing_test_stage_sensor",
-    }  # fmt: skip
-    assert {s["name"] for s in repo["schedules"]} == {"retrain_schedule"}
+        "clothing_stage_observer",
+        "clothing_automation",
+    }
+    assert not repo["schedules"]  # retraining is trained_model's automation condition
     assets = {"/".join(n["assetKey"]["path"]): n for n in data["assetNodes"]}
     assert set(assets) == {
         "clothing_dataset_train", "clothing_dataset", "clothing_train", "clothing_test",

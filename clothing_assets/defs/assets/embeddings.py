@@ -17,10 +17,10 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from clothing_assets.assets.catalog import clothing_test, clothing_train
-from clothing_assets.assets.model import champion_model
-from clothing_assets.assets.predictions import _load_champion, clothing_predictions
-from clothing_assets.assets.retries import TRANSIENT_FAILURES
+from clothing_assets.defs.assets.catalog import clothing_test, clothing_train
+from clothing_assets.defs.assets.model import champion_model
+from clothing_assets.defs.assets.predictions import _load_champion, clothing_predictions
+from clothing_assets.defs.assets.retries import TRANSIENT_FAILURES
 from clothing_assets.resources.dask_cluster import DaskClusterResource
 from clothing_assets.resources.model_registry import ModelRegistry
 from clothing_assets.resources.warehouse import Warehouse

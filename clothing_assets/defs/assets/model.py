@@ -12,8 +12,8 @@ import pandas as pd
 from pydantic import Field, create_model
 from tqdm import tqdm
 
-from clothing_assets.assets.catalog import clothing_train
-from clothing_assets.assets.warm_start import Start, WarmStartRefused
+from clothing_assets.defs.assets.catalog import clothing_train
+from clothing_assets.defs.assets.warm_start import Start, WarmStartRefused
 from clothing_assets.ml.settings import TrainSettings
 from clothing_assets.resources.model_registry import Decision, ModelRegistry, RegistryError
 from clothing_assets.resources.model_store import ModelStoreResource
@@ -59,7 +59,7 @@ class _TrainConfigBase(dg.Config):
 
     def resolved_init(self) -> str:
         """`init` as the run applies it (`warm_start.resolve_init`)."""
-        from clothing_assets.assets.warm_start import resolve_init
+        from clothing_assets.defs.assets.warm_start import resolve_init
 
         given = self.model_fields_set
         return resolve_init(
@@ -173,7 +173,7 @@ def _start(
 ) -> Start:
     """Where this run starts (`warm_start`); a Failure that names what to change when the
     champion cannot be fine-tuned for these classes."""
-    from clothing_assets.assets.warm_start import champion_start
+    from clothing_assets.defs.assets.warm_start import champion_start
 
     init = config.resolved_init()
     if init != "champion":

@@ -5,10 +5,9 @@ reports itself: `challenger_promoted`.)"""
 import dagster as dg
 import pandas as pd
 
-from clothing_assets.assets.catalog import clothing_test, clothing_train
-from clothing_assets.assets.model import trained_model
-from clothing_assets.assets.predictions import clothing_predictions
-from clothing_assets.assets.review import no_train_test_leakage
+from clothing_assets.defs.assets.catalog import clothing_test, clothing_train
+from clothing_assets.defs.assets.model import trained_model
+from clothing_assets.defs.assets.predictions import clothing_predictions
 from clothing_assets.resources.warehouse import CatalogTable, Warehouse
 from clothing_assets.settings import setting
 from clothing_assets.stage import StageResource, class_of
@@ -152,15 +151,3 @@ def predicted_class_mix_drift(warehouse: Warehouse) -> dg.AssetCheckResult:
             ),
         },
     )
-
-
-ALL_CHECKS = [
-    clothing_train_matches_stage,
-    clothing_test_matches_stage,
-    clothing_train_unusable_files,
-    clothing_test_unusable_files,
-    predictions_complete,
-    confidence_in_range,
-    predicted_class_mix_drift,
-    no_train_test_leakage,
-]

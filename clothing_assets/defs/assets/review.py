@@ -13,7 +13,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from clothing_assets.assets.embeddings import image_embeddings
+from clothing_assets.defs.assets.embeddings import image_embeddings
 from clothing_assets.ml.duplicates import NEAR_THRESHOLD
 from clothing_assets.resources.warehouse import Warehouse
 from clothing_assets.stage import StageResource
