@@ -63,6 +63,10 @@ _ARRAY_TYPE = re.compile(r"^FLOAT\[(\d+)\]$")
 DIMENSION_TOKEN = "__DIMENSION__"
 
 
+# DuckDB's connect and close race on one file when threads of a process open and close it at
+# once ("Unique file handle conflict: Cannot attach ..."): the model server's request threads
+# do. Opening and closing (not the work in between) take turns within the process.
+_OPEN_CLOSE = threading.Lock()
 _INDEXES: dict[str, EmbeddingIndex] = {}
 _INDEXES_LOCK = threading.Lock()
 
@@ -122,7 +126,10 @@ class DuckDBWarehouse(Warehouse):
         delay = 0.05
         while True:
             try:
-                return duckdb.connect(database=database, read_only=self.read_only, config=config)
+                with _OPEN_CLOSE:
+                    return duckdb.connect(
+                        database=database, read_only=self.read_only, config=config
+                    )
             except duckdb.IOException as exc:
                 locked = "lock" in str(exc).lower()
                 remaining = deadline - time.monotonic()
@@ -177,7 +184,8 @@ class DuckDBWarehouse(Warehouse):
                     conn.execute(load_sql("duckdb", name))
             yield conn
         finally:
-            conn.close()
+            with _OPEN_CLOSE:
+                conn.close()
 
     def _require_tables(self, conn: duckdb.DuckDBPyConnection) -> None:
         """A read-only connection creates no table: one that is missing is a warehouse the

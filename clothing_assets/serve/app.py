@@ -282,9 +282,8 @@ def create_app(
     config: ServeConfig | None = None,
     similar: SimilarSearch | None = None,
 ) -> FastAPI:
-    """The model server for `source` (default: the registry's champion, or
-    CLOTHING_SERVE_MODEL_FILE) and `config` (default: the CLOTHING_SERVE_* settings);
-    /similar searches `similar` (default: this environment's warehouse and stages)."""
+    """The server of `source` (default: the champion, or CLOTHING_SERVE_MODEL_FILE) with `config`
+    (default: CLOTHING_SERVE_*); /similar searches `similar` (default: this environment's)."""
     config = config or ServeConfig.from_settings()
     holder = ModelHolder(source or default_source(), RuntimeSelector.from_settings())
     batcher = Batcher(

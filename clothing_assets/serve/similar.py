@@ -71,12 +71,13 @@ class WarehouseCatalog:
 
 
 def environment_catalog() -> WarehouseCatalog:
-    """The catalog of this environment: its warehouse and its two stages' names. A DuckDB file
-    that a run holds locked is waited for SEARCH_LOCK_WAIT_S at most: the search then answers
-    from the embeddings it read last (`embedding_index`), not after the run."""
+    """The catalog of this environment: its warehouse, read-only (the server creates and
+    changes nothing there; a warehouse never materialized is a clear 503), and its two stages'
+    names. A DuckDB file that a run holds locked is waited for SEARCH_LOCK_WAIT_S at most: the
+    search then answers from the embeddings it read last (`embedding_index`)."""
     from clothing_assets.environment import TEST_STAGE, TRAIN_STAGE, registry_parts
 
-    warehouse, _store = registry_parts()
+    warehouse, _store = registry_parts(read_only=True)
     if hasattr(warehouse, "lock_timeout_s"):  # DuckDB
         warehouse = warehouse.model_copy(update={"lock_timeout_s": SEARCH_LOCK_WAIT_S})
     return WarehouseCatalog(warehouse, {"train": TRAIN_STAGE, "test": TEST_STAGE})

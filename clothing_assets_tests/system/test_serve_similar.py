@@ -235,4 +235,5 @@ def test_the_servers_catalog_waits_for_a_locked_duckdb_file_only_briefly(local_e
     catalog = environment_catalog()
     assert catalog.stage_names == {"train": TRAIN_STAGE, "test": TEST_STAGE}
     assert catalog.warehouse.lock_timeout_s == SEARCH_LOCK_WAIT_S
+    assert catalog.warehouse.read_only  # the server creates and changes nothing there
     assert catalog.warehouse.duckdb.database == str(local_env.duckdb)
