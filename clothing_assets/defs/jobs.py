@@ -28,10 +28,16 @@ score_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets("clothing_dataset", "clothing_test", "clothing_predictions"),
     description="Sync the test catalog and score its unscored rows with the champion.",
 )
+review_job = dg.define_asset_job(
+    "review_images",
+    selection=dg.AssetSelection.assets("image_embeddings", "near_duplicates", "label_issues"),
+    description="Embed what the champion has not, then find near-duplicates, train/test leakage "
+    "and training labels the data disagrees with.",
+)
 everything_job = dg.define_asset_job(
     "everything",
     selection=stages | dg.AssetSelection.all(),
     description="The whole graph, in order.",
 )
 
-JOBS = [sync_catalogs_job, train_job, score_job, promote_job, everything_job]
+JOBS = [sync_catalogs_job, train_job, score_job, promote_job, review_job, everything_job]

@@ -47,8 +47,13 @@ def test_defs_load_with_every_asset_in_dependency_order(local_env):
     }  # fmt: skip
     # the review reads the embeddings; training reads the review's tables without a dependency
     assert upstream["near_duplicates"] == upstream["label_issues"] == {"image_embeddings"}
-    for job in ("sync_catalogs", "train_model", "score_test_images", "promote_model", "everything"):
+    jobs = ("sync_catalogs", "train_model", "score_test_images", "promote_model", "everything")
+    for job in jobs:
         assert loaded.resolve_job_def(job) is not None
+    review = loaded.resolve_job_def("review_images")
+    assert {key.to_user_string() for key in review.asset_layer.selected_asset_keys} == {
+        "image_embeddings", "near_duplicates", "label_issues"
+    }  # fmt: skip
 
 
 def test_documented_run_config_is_accepted(local_env):
