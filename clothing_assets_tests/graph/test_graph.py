@@ -66,10 +66,11 @@ def test_whole_graph_catalogs_trains_and_scores(local_env):
     assert stage_meta["file_count"] == 6 * len(CLASSES)
 
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
-    assert len(checks) == 8 and "challenger_promoted" in checks
+    assert len(checks) == 9 and "challenger_promoted" in checks
     for name, evaluation in checks.items():
-        # a one-epoch model's class mix may well drift: that check only has to run
-        assert evaluation.passed or name == "predicted_class_mix_drift", name
+        # a one-epoch model's class mix may well drift, and the generated stages' images of a
+        # class are one colour, so train and test hold near-copies: those checks only have to run
+        assert evaluation.passed or name in ("predicted_class_mix_drift", "no_train_test_leakage")
 
 
 def test_the_default_model_trains_from_installed_weights_and_scores_on_dask(local_env):

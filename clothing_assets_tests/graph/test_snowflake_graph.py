@@ -20,7 +20,7 @@ import fakesnow
 from clothing_assets.definitions import all_assets, all_checks
 from clothing_assets.environment import TEST_STAGE, TRAIN_STAGE, resources_with
 from clothing_assets.stage import unsafe_reason
-from clothing_assets_tests.support import CLASSES, TINY_RUN_CONFIG
+from clothing_assets_tests.support import CLASSES, TINY_RUN_CONFIG, WITHOUT_EMBEDDINGS
 from clothing_assets_tests.support.fakesnow_warehouse import (
     NOP_REGEXES,
     FakesnowWarehouse,
@@ -62,6 +62,7 @@ def test_graph_on_snowflake_sql_scores_every_image_through_expiring_urls(local_e
         )
         result = dg.materialize(
             [*all_assets(), *all_checks()],
+            selection=WITHOUT_EMBEDDINGS,
             resources=resources_with(warehouse),
             run_config=TINY_RUN_CONFIG,
             raise_on_error=False,

@@ -96,6 +96,7 @@ def test_webserver_shows_the_project_and_runs_a_job(webserver, local_env):
     assert set(assets) == {
         "clothing_dataset_train", "clothing_dataset", "clothing_train", "clothing_test",
         "trained_model", "champion_model", "clothing_predictions",
+        "image_embeddings", "near_duplicates", "label_issues",
     }  # fmt: skip
     checks = {c["name"] for n in assets.values() for c in n["assetChecksOrError"]["checks"]}
     assert {"challenger_promoted", "predictions_complete"} <= checks
@@ -175,6 +176,11 @@ def test_dg_dev_stops_on_ctrl_c_and_leaves_no_process(local_env, tmp_path):
         # about 9 s from SIGINT to the last process on this 2-core machine; the bound allows
         # a loaded CI runner
         proc.wait(timeout=90)
+        # a code server gets no SIGINT of its own: it ends when its parent's heartbeats stop
+        # (45 s), so allow that long and a little more
+        deadline = time.monotonic() + 60
+        while _session_processes(proc.pid) and time.monotonic() < deadline:
+            time.sleep(1)
         assert _session_processes(proc.pid) == []
     finally:
         if proc.poll() is None:
