@@ -20,7 +20,6 @@ that the summary and the catalog MERGEs read from) and `_presign` (GET_PRESIGNED
 from __future__ import annotations
 
 import json
-import re
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
@@ -33,33 +32,26 @@ from dagster_snowflake import SnowflakeResource
 from pydantic import Field, PrivateAttr
 from snowflake.connector import pandas_tools
 
+from clothing_assets.resources.snowflake_review import SnowflakeReview
 from clothing_assets.resources.snowflake_sql import (
     DIRECTORY_TOKEN,
     STAGE_TOKEN,
     counts_of,
     frame_of,
     render,
-    render_dimension,
     state_of,
 )
 from clothing_assets.resources.warehouse import (
-    EMBEDDING_COLUMNS,
-    NEAREST_COLUMNS,
     PREDICTION_COLUMNS,
-    READ_EMBEDDING_COLUMNS,
     CatalogTable,
-    EmbeddingError,
     StageState,
     StageSummary,
     SyncResult,
     Warehouse,
     WarehouseNotFoundError,
     missing_tables,
-    query_vector,
-    validate_embedding_stage,
     validate_identifier,
     validate_table,
-    with_labels,
 )
 from clothing_assets.stage import StageResource, redact_url, unsafe_reason
 
@@ -74,7 +66,6 @@ _DDL = (
     "create_clothing_label_issues",
     "create_clothing_label_fixes",
 )
-_VECTOR_TYPE = re.compile(r"^VECTOR\(FLOAT,\s*(\d+)\)$", re.IGNORECASE)
 # paths per GET_PRESIGNED_URL statement (bound as one JSON array; far below Snowflake's limits)
 PRESIGN_BATCH = 1000
 
@@ -83,7 +74,7 @@ class WriteBackError(RuntimeError):
     """write_pandas did not load every row of a batch; nothing was written."""
 
 
-class SnowflakeWarehouse(Warehouse):
+class SnowflakeWarehouse(SnowflakeReview, Warehouse):
     """Stages, catalogs and predictions in a Snowflake database and schema."""
 
     snowflake: SnowflakeResource
@@ -328,140 +319,6 @@ class SnowflakeWarehouse(Warehouse):
             minted.update(zip(part, self._presign(cursor, stage, url, part), strict=True))
         return minted
 
-    # -- embeddings --------------------------------------------------------------------
-
-    @staticmethod
-    def _dimension(cursor: Any) -> int | None:
-        """EMBEDDING's length, from DESCRIBE TABLE; None while the table does not exist."""
-        from snowflake.connector.errors import ProgrammingError
-
-        try:
-            cursor.execute(render("describe_clothing_embeddings"))
-        except ProgrammingError:
-            return None  # "does not exist or not authorized": made at the first write
-        columns = [d[0].lower() for d in cursor.description]
-        for row in cursor.fetchall():
-            record = dict(zip(columns, row, strict=False))
-            if str(record.get("name", "")).upper() == "EMBEDDING":
-                match = _VECTOR_TYPE.match(str(record.get("type", "")).strip())
-                return int(match.group(1)) if match else None
-        return None
-
-    def embeddings_dimension(self) -> int | None:
-        with self._connect() as conn:
-            return self._dimension(conn.cursor())
-
-    def prepare_embeddings(self, dimension: int) -> bool:
-        create = render_dimension("create_clothing_embeddings", dimension)
-        with self._connect() as conn:
-            cursor = conn.cursor()
-            current = self._dimension(cursor)
-            if current == dimension:
-                return False
-            cursor.execute(render("drop_clothing_embeddings"))
-            cursor.execute(create)
-        return current is not None
-
-    def _ready_cursor(self, conn: Any) -> tuple[Any, int | None]:
-        """A cursor, and the table's length; an empty table of length 1 is made when there is
-        none yet, to query against (`prepare_embeddings` makes it again for the real one)."""
-        cursor = conn.cursor()
-        dimension = self._dimension(cursor)
-        if dimension is None:
-            cursor.execute(render_dimension("create_clothing_embeddings", 1))
-        return cursor, dimension
-
-    def unembedded_rows(self, stage: str, model_version: str) -> pd.DataFrame:
-        validate_embedding_stage(stage)
-        with self._connect() as conn:
-            cursor, _ = self._ready_cursor(conn)
-            cursor.execute(
-                render("select_unembedded_rows"), {"stage": stage, "model_version": model_version}
-            )
-            return frame_of(cursor)
-
-    def write_embeddings(self, embeddings: pd.DataFrame) -> int:
-        missing = set(EMBEDDING_COLUMNS) - set(embeddings.columns)
-        if missing:
-            raise ValueError(f"embeddings lack columns {sorted(missing)}")
-        if embeddings.empty:
-            return 0
-        dimension = self.embeddings_dimension()
-        if dimension is None:
-            raise ValueError("clothing_embeddings does not exist: prepare_embeddings first")
-        frame = embeddings[EMBEDDING_COLUMNS].reset_index(drop=True).copy()
-        frame["SIZE"] = frame["SIZE"].astype("int64")
-        for column in ("LAST_MODIFIED", "EMBEDDED_AT"):
-            frame[column] = pd.to_datetime(frame[column], utc=True)
-        frame["EMBEDDING"] = [None if v is None else json.dumps([float(x) for x in v])
-                              for v in frame["EMBEDDING"]]  # fmt: skip
-        for column in ("RELATIVE_PATH", "STAGE", "MODEL_VERSION", "ETAG", "CONTENT_SHA256",
-                       "EMBEDDING", "ERROR"):  # fmt: skip
-            frame[column] = frame[column].astype("string")
-        return self._apply_batch(
-            "create_temp_embeddings", "merge_clothing_embeddings", frame,
-            apply_text=render_dimension("merge_clothing_embeddings", dimension),
-        )  # fmt: skip
-
-    def delete_stale_embeddings(self) -> int:
-        with self._connect() as conn:
-            cursor = conn.cursor()
-            if self._dimension(cursor) is None:
-                return 0
-            cursor.execute(render("delete_stale_embeddings"))
-            return counts_of(cursor).get("deleted", 0)
-
-    def newest_embedded_version(self) -> str | None:
-        with self._connect() as conn:
-            cursor = conn.cursor()
-            if self._dimension(cursor) is None:
-                return None
-            cursor.execute(render("select_newest_embedded_version"))
-            row = cursor.fetchone()
-        return row[0] if row else None
-
-    def read_embeddings(
-        self, stage: str | None = None, model_version: str | None = None
-    ) -> pd.DataFrame:
-        import numpy as np
-
-        if stage is not None:
-            validate_embedding_stage(stage)
-        with self._connect() as conn:
-            cursor = conn.cursor()
-            if self._dimension(cursor) is None:  # nothing embedded yet
-                return pd.DataFrame(columns=READ_EMBEDDING_COLUMNS)
-            if model_version is None:
-                cursor.execute(render("select_newest_embedded_version"))
-                row = cursor.fetchone()
-                model_version = row[0] if row else ""
-            cursor.execute(
-                render("select_clothing_embeddings"),
-                {"stage": stage, "model_version": model_version},
-            )
-            frame = frame_of(cursor)
-        frame["EMBEDDING"] = [np.asarray(_vector(v), dtype=np.float32) for v in frame["EMBEDDING"]]
-        return frame
-
-    def nearest_embeddings(self, vector: Any, k: int, model_version: str) -> pd.DataFrame:
-        values = query_vector(vector, k)
-        with self._connect() as conn:
-            cursor = conn.cursor()
-            dimension = self._dimension(cursor)
-            if dimension is None:
-                return pd.DataFrame(columns=NEAREST_COLUMNS)
-            if dimension != len(values):
-                raise EmbeddingError(
-                    f"the query vector has {len(values)} values; the stored embeddings have "
-                    f"{dimension} (embed the image with the model that embedded the catalog)"
-                )
-            cursor.execute(
-                render_dimension("select_nearest_embeddings", dimension),
-                {"vector": json.dumps(values), "k": k, "model_version": model_version},
-            )
-            frame = frame_of(cursor)
-        return with_labels(frame)
-
     def _apply_batch(
         self,
         create: str,
@@ -541,23 +398,6 @@ class SnowflakeWarehouse(Warehouse):
             "create_temp_catalog_errors", "update_clothing_train_errors", frame
         )
 
-    def _replace_results(self, table: str, frame: pd.DataFrame) -> int:
-        frame = frame.copy()
-        for column in frame.columns:
-            if column in ("SIMILARITY", "SCORE"):
-                frame[column] = frame[column].astype("float64")
-            elif column == "RANK":
-                frame[column] = frame[column].astype("int64")
-            else:
-                frame[column] = frame[column].astype("string")
-        if frame.empty:
-            self._run([(f"delete_{table}", {})])
-            return 0
-        self._apply_batch(
-            f"create_temp_{table}", f"insert_{table}", frame, first=[f"delete_{table}"]
-        )
-        return len(frame)
-
     def _run(self, statements: Sequence[tuple[str, dict[str, Any]]]) -> None:
         with self._connect() as conn:
             cursor = conn.cursor()
@@ -575,8 +415,3 @@ class SnowflakeWarehouse(Warehouse):
             cursor = conn.cursor()
             cursor.execute(render(name), params or {})
             return frame_of(cursor)
-
-
-def _vector(value: Any) -> list[float]:
-    """A VECTOR as the connector returns it (a list, or JSON text) as a list of floats."""
-    return json.loads(value) if isinstance(value, str) else list(value)

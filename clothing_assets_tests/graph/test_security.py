@@ -20,6 +20,7 @@ import torch
 from dagster_duckdb import DuckDBResource
 
 import clothing_assets
+import clothing_assets.resources.duckdb_review as duckdb_review_module
 import clothing_assets.resources.duckdb_warehouse as duckdb_warehouse_module
 from clothing_assets.definitions import all_assets
 from clothing_assets.environment import resources_for
@@ -329,7 +330,8 @@ def test_a_secret_from_the_environment_appears_in_no_log_metadata_or_sql(
         statements.append(real_load_sql(dialect, name))
         return statements[-1]
 
-    monkeypatch.setattr(duckdb_warehouse_module, "load_sql", recording_load_sql)
+    for module in (duckdb_warehouse_module, duckdb_review_module):
+        monkeypatch.setattr(module, "load_sql", recording_load_sql)
     resources = resources_for()
     resources["warehouse"] = TokenWarehouse(
         duckdb=DuckDBResource(database=dg.EnvVar("CLOTHING_DUCKDB_PATH")),
