@@ -49,7 +49,8 @@ CHUNK = 20_000  # synthetic rows per insert
 
 def model_bytes(architecture: str, size: int) -> bytes:
     torch.manual_seed(0)
-    settings = TrainSettings(architecture=architecture, image_size=size, eval_flip=False)
+    # the default model's settings but its side: with its mirrored view, as the server scores
+    settings = TrainSettings(architecture=architecture, image_size=size)
     state = build_model(architecture, len(CLASSES), image_size=size).state_dict()
     return ModelFile.of_training(state, CLASSES, settings).to_bytes()
 
@@ -122,7 +123,9 @@ def main(argv: list[str] | None = None) -> None:
     described.add_argument("--embeddings", type=int, default=100_000, help="rows in the table")
     described.add_argument("--queries", type=int, default=50, help="POST /similar requests")
     described.add_argument("--arch", default="efficientnet_lite0", help="the model's network")
-    described.add_argument("--image-size", type=int, default=224, help="the model's input side")
+    described.add_argument(
+        "--image-size", type=int, default=TrainSettings().image_size, help="the model's input side"
+    )
     args = parse(described, argv)
     images = [p.read_bytes() for p in jpegs(args.data / "test", args.queries)]
     with tempfile.TemporaryDirectory(prefix="similar-bench-") as tmp:
