@@ -43,7 +43,7 @@ from clothing_assets.ml.models import build_model
 from clothing_assets.ml.settings import TrainSettings
 
 KINDS = ("half", "jpeg40", "crop10", "reencoded", "exact")
-SWEEP = (0.76, 0.78, 0.80, 0.82, 0.84, 0.86, 0.88, 0.90)
+SWEEP = (0.78, 0.82, 0.86, 0.88, 0.90, 0.92, 0.93, 0.94, 0.95, 0.96)
 
 
 def copy_of(data: bytes, kind: str) -> bytes:
