@@ -10,6 +10,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from clothing_assets.resources.duckdb_transactions import transaction
 from clothing_assets.resources.embedding_index import EmbeddingIndex, top_k
 from clothing_assets.resources.review_tables import (
     EMBEDDING_COLUMNS,
@@ -61,14 +62,9 @@ class DuckDBReview:
             current = self._dimension(conn)
             if current == dimension:
                 return False
-            conn.execute("BEGIN TRANSACTION")
-            try:
+            with transaction(conn):
                 conn.execute(load_sql("duckdb", "drop_clothing_embeddings"))
                 conn.execute(create)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
         return current is not None
 
     def unembedded_rows(self, stage: str, model_version: str) -> pd.DataFrame:
@@ -98,8 +94,7 @@ class DuckDBReview:
             dimension = self._dimension(conn)
             if dimension is None:
                 raise ValueError("clothing_embeddings does not exist: prepare_embeddings first")
-            conn.execute("BEGIN TRANSACTION")
-            try:
+            with transaction(conn):
                 conn.register("embedded_batch", batch)
                 conn.execute(_with_dimension("create_temp_embeddings", dimension))
                 conn.unregister("embedded_batch")
@@ -107,10 +102,6 @@ class DuckDBReview:
                     load_sql("duckdb", "insert_clothing_embeddings")
                 ).fetchone()
                 conn.execute(load_sql("duckdb", "drop_temp_embeddings"))
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
         return int(written)
 
     def delete_stale_embeddings(self) -> int:
@@ -184,15 +175,9 @@ class DuckDBReview:
         return frame
 
     def _replace_results(self, table: str, frame: pd.DataFrame) -> int:
-        with self._connect() as conn:
-            conn.execute("BEGIN TRANSACTION")
-            try:
-                conn.execute(load_sql("duckdb", f"delete_{table}"))
-                conn.register("result_batch", frame)
-                conn.execute(load_sql("duckdb", f"insert_{table}"))
-                conn.unregister("result_batch")
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+        with self._connect() as conn, transaction(conn):
+            conn.execute(load_sql("duckdb", f"delete_{table}"))
+            conn.register("result_batch", frame)
+            conn.execute(load_sql("duckdb", f"insert_{table}"))
+            conn.unregister("result_batch")
         return len(frame)

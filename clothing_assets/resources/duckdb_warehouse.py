@@ -16,6 +16,7 @@ from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
 from clothing_assets.resources.duckdb_review import DuckDBReview
+from clothing_assets.resources.duckdb_transactions import transaction
 from clothing_assets.resources.warehouse import (
     PREDICTION_COLUMNS,
     CatalogTable,
@@ -196,17 +197,12 @@ class DuckDBWarehouse(DuckDBReview, Warehouse):
         # List outside the connection: a slow object store must not hold the file lock.
         stage_listing = list_stage(url, env_var=env_var)
         with self._connect() as conn:
-            conn.execute("BEGIN TRANSACTION")
-            try:
+            with transaction(conn):
                 conn.execute(load_sql("duckdb", "delete_stale_stage_directory"), {"stage": name})
                 conn.register("stage_listing", stage_listing)
                 conn.execute(load_sql("duckdb", "insert_new_stage_directory"), {"stage": name})
                 conn.unregister("stage_listing")
                 conn.execute(load_sql("duckdb", "update_stage_refreshed"), {"name": name})
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
             count, total = conn.execute(
                 load_sql("duckdb", "summarize_stage_directory"), {"stage": name}
             ).fetchone()
@@ -266,20 +262,14 @@ class DuckDBWarehouse(DuckDBReview, Warehouse):
         if missing:
             raise ValueError(f"predictions lack columns {sorted(missing)}")
         scored_batch = predictions[PREDICTION_COLUMNS]
-        with self._connect() as conn:
-            conn.execute("BEGIN TRANSACTION")
-            try:
-                conn.register("scored_batch", scored_batch)
-                conn.execute(load_sql("duckdb", "create_temp_predictions"))
-                conn.unregister("scored_batch")
-                (updated,) = conn.execute(
-                    load_sql("duckdb", "update_clothing_test_predictions")
-                ).fetchone()
-                conn.execute(load_sql("duckdb", "drop_temp_predictions"))
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+        with self._connect() as conn, transaction(conn):
+            conn.register("scored_batch", scored_batch)
+            conn.execute(load_sql("duckdb", "create_temp_predictions"))
+            conn.unregister("scored_batch")
+            (updated,) = conn.execute(
+                load_sql("duckdb", "update_clothing_test_predictions")
+            ).fetchone()
+            conn.execute(load_sql("duckdb", "drop_temp_predictions"))
         return int(updated)
 
     def record_errors(self, table: CatalogTable, errors: pd.DataFrame) -> int:
@@ -287,20 +277,12 @@ class DuckDBWarehouse(DuckDBReview, Warehouse):
             raise ValueError("record_errors supports clothing_train; test errors come with scoring")
         if errors.empty:
             return 0
-        with self._connect() as conn:
-            conn.execute("BEGIN TRANSACTION")
-            try:
-                conn.register("catalog_errors", errors[["RELATIVE_PATH", "ERROR"]])
-                conn.execute(load_sql("duckdb", "create_temp_catalog_errors"))
-                conn.unregister("catalog_errors")
-                (updated,) = conn.execute(
-                    load_sql("duckdb", "update_clothing_train_errors")
-                ).fetchone()
-                conn.execute(load_sql("duckdb", "drop_temp_catalog_errors"))
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+        with self._connect() as conn, transaction(conn):
+            conn.register("catalog_errors", errors[["RELATIVE_PATH", "ERROR"]])
+            conn.execute(load_sql("duckdb", "create_temp_catalog_errors"))
+            conn.unregister("catalog_errors")
+            (updated,) = conn.execute(load_sql("duckdb", "update_clothing_train_errors")).fetchone()
+            conn.execute(load_sql("duckdb", "drop_temp_catalog_errors"))
         return int(updated)
 
     @staticmethod
@@ -311,15 +293,9 @@ class DuckDBWarehouse(DuckDBReview, Warehouse):
         return text, {k: v for k, v in (params or {}).items() if k in wanted}
 
     def _run(self, statements: Sequence[tuple[str, dict[str, Any]]]) -> None:
-        with self._connect() as conn:
-            conn.execute("BEGIN TRANSACTION")
-            try:
-                for name, params in statements:
-                    conn.execute(*self._bind(name, params))
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+        with self._connect() as conn, transaction(conn):
+            for name, params in statements:
+                conn.execute(*self._bind(name, params))
 
     def _select(self, name: str, params: dict[str, Any] | None = None) -> pd.DataFrame:
         with self._connect() as conn:
