@@ -40,7 +40,7 @@ from clothing_assets.ml.data import load_images, stratified_split
 from clothing_assets.ml.devices import amp_dtype_for
 from clothing_assets.ml.engine import Recipe, epoch_batches, training_amp_dtype
 from clothing_assets.ml.images import cache_size
-from clothing_assets.ml.models import build_model, normalization
+from clothing_assets.ml.models import build_model, freeze_early_layers, normalization
 from clothing_assets.ml.presets import ClassificationPresetEval, ClassificationPresetTrain
 from clothing_assets.ml.settings import TrainSettings
 from clothing_assets.ml.throughput import measure_throughput, plan_training
@@ -56,6 +56,10 @@ RECIPES = {
     "lite96": {"image_size": 96},
     "lite-scale50": {"crop_scale_min": 0.5},
     "lite-lr3": {"base_lr": 0.003},
+    # how many early blocks keep their ImageNet weights (the default freezes 5)
+    "lite-freeze0": {"frozen_blocks": 0},
+    "lite-freeze3": {"frozen_blocks": 3},
+    "lite-freeze8": {"frozen_blocks": 8},
     # the recipes below vary the from-scratch resnet18 (SCRATCH) and compare against it
     "scratch": SCRATCH,
     # smaller crops cost (112/128)^2 = 0.77 of a step: more epochs fit in the same budget
@@ -183,6 +187,8 @@ def _plan_first(recipes, decoded, labels, rel, classes, holdout) -> dict[str, Tr
         tr, va, _ = _split(labels, rel, holdout, 0, settings.val_fraction)
         images = decoded[cache_size(settings.image_size)].images
         model = build_model(settings.architecture, len(classes), image_size=settings.image_size)
+        if settings.weights != "none":
+            freeze_early_layers(model, settings.frozen_blocks)  # as `fit` freezes them
         preset = ClassificationPresetTrain(
             crop_size=settings.image_size, scale=(settings.crop_scale_for(settings.n_epochs), 1.0)
         )  # the crops of the longest plan, as `fit` times its steps

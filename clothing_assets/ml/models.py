@@ -46,13 +46,11 @@ LITE_WEIGHTS = {
     ),
 }  # fmt: skip
 # CPU kinds on which an architecture's training step ran faster in fp32 than under bf16
-# autocast, so `bf16: auto` trains it in fp32 there. Lite0 at 128 px on an AVX512-BF16 EPYC:
-# fp32 67.4 and 62.0 img/s against bf16's 64.0 and 60.9 (batch 32, bench/fp32_step.py, two
-# runs), and the main job trained at ~60 img/s in bf16 against ~66 as emulated AVX2 in fp32
-# (BENCHMARKS.md, Training step); its depthwise convolutions gain nothing from bf16 there. On
-# an AMX-BF16 Xeon the bench's fp32 step was faster but the main job trained no faster in fp32,
-# so AMX keeps bf16
-FP32_TRAINING_KINDS = {"efficientnet_lite0": frozenset({"AVX512-BF16"})}
+# autocast, so `bf16: auto` trains it in fp32 there; its depthwise convolutions gain nothing from
+# bf16. Lite0 at 128 px, batch 32 (bench/fp32_step.py; BENCHMARKS.md, Training step): on an
+# AVX512-BF16 EPYC fp32 67.4 and 62.0 img/s against bf16's 64.0 and 60.9; on an AMX-BF16 Xeon
+# fp32 ran 1.24x and 1.3x bf16 in two runs a day apart
+FP32_TRAINING_KINDS = {"efficientnet_lite0": frozenset({"AVX512-BF16", "AMX-BF16"})}
 # TensorFlow's EfficientNet-Lite preprocessing: pixels scaled to [-1, 1]
 LITE_MEAN = (0.5, 0.5, 0.5)
 LITE_STD = (0.5, 0.5, 0.5)
@@ -188,3 +186,42 @@ def _replace_head(model: nn.Module, num_classes: int) -> None:
         raise ValueError("model has no linear head to replace")
     parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
     setattr(parent, name.rsplit(".", 1)[-1], nn.Linear(last.in_features, num_classes))
+
+
+def early_layers(model: nn.Module) -> tuple[list[nn.Module], list[nn.Module]]:
+    """(stem, blocks in input order) of a network, the layers `freeze_early_layers` can keep
+    fixed: EfficientNet-Lite's `_conv_stem`/`_bn0` and `_blocks`; a ResNet's `conv1`/`bn1` and
+    the blocks of `layer1`..`layer4`; a torchvision model with a `features` sequence (MobileNet,
+    EfficientNet, ConvNeXt, VGG...) its first entry and the rest, each a block."""
+    if hasattr(model, "_blocks") and hasattr(model, "_conv_stem"):
+        return [model._conv_stem, model._bn0], list(model._blocks)
+    if all(hasattr(model, n) for n in ("conv1", "bn1", "layer1", "layer4")):
+        layers = [model.layer1, model.layer2, model.layer3, model.layer4]
+        return [model.conv1, model.bn1], [block for layer in layers for block in layer]
+    features = getattr(model, "features", None)
+    if isinstance(features, nn.Sequential) and len(features) > 1:
+        return [features[0]], list(features[1:])
+    raise ValueError(
+        f"{type(model).__name__} has no stem and blocks that frozen_blocks knows how to find; "
+        "set frozen_blocks: 0 to train every layer"
+    )
+
+
+def freeze_early_layers(model: nn.Module, blocks: int) -> int:
+    """Keep the stem and the first `blocks` blocks of `model` at their weights (no gradients,
+    so backpropagation stops above them); the number of parameters frozen. Their batch norms
+    still normalise each batch by its own statistics in training mode."""
+    if blocks <= 0:
+        return 0
+    stem, body = early_layers(model)
+    if blocks > len(body):
+        raise ValueError(
+            f"frozen_blocks {blocks} is more than the {len(body)} blocks of "
+            f"{type(model).__name__}; the head and the last blocks must train"
+        )
+    frozen = 0
+    for layer in [*stem, *body[:blocks]]:
+        for parameter in layer.parameters():
+            parameter.requires_grad_(False)
+            frozen += parameter.numel()
+    return frozen

@@ -63,6 +63,14 @@ class TrainSettings:
         f"plan, {SHORT_PLAN_CROP_SCALE} when the timed steps planned at most "
         f"{SHORT_PLAN_EPOCHS} epochs, else {LONG_PLAN_CROP_SCALE}.",
     )
+    # 5: the stem and the blocks at 64-16 px (up to 40 channels) keep their pretrained weights,
+    # so backpropagation stops above them (BENCHMARKS.md, Recipes)
+    frozen_blocks: int = _setting(
+        5,
+        "Keep the stem and the first N blocks of a pretrained network at their starting "
+        "weights (ImageNet's or the champion's): a faster step; 0: train every layer. A network "
+        "trained from random initialisation (weights: none) trains every layer.",
+    )
     warmup_epochs: float = _setting(1.0)
     downsample_to: float = _setting(1.0, "Fraction of the training data used.")
     val_fraction: float = _setting(0.1, "Stratified validation split of the catalog.")

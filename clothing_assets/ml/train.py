@@ -38,7 +38,7 @@ from clothing_assets.ml.engine import (
 )
 from clothing_assets.ml.fit_types import EpochStats, FitHooks, FitResult
 from clothing_assets.ml.model_file import ModelFile, load_checkpoint, save_checkpoint
-from clothing_assets.ml.models import build_model
+from clothing_assets.ml.models import build_model, freeze_early_layers
 from clothing_assets.ml.presets import ClassificationPresetTrain
 from clothing_assets.ml.settings import TrainSettings
 from clothing_assets.ml.throughput import measure_throughput, plan_training
@@ -105,6 +105,7 @@ class _Trainer:
 
     plan: EpochPlan
     scheduler: torch.optim.lr_scheduler.LambdaLR
+    frozen_parameters: int = 0
 
     def __init__(
         self,
@@ -124,6 +125,8 @@ class _Trainer:
         )  # fmt: skip
         if init_state is not None:
             model.load_state_dict(init_state)
+        if settings.weights != "none" or init_state is not None:
+            self.frozen_parameters = freeze_early_layers(model, settings.frozen_blocks)
         self.model = model.to(device, memory_format=torch.channels_last)
         self.optimizer = make_optimizer(
             self.model, settings.base_lr, settings.weight_decay, settings.optimizer

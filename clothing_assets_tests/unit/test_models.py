@@ -85,7 +85,7 @@ def test_the_default_recipe_starts_from_installed_weights():
 @pytest.mark.parametrize(
     ("architecture", "kind", "fp32"),
     [("efficientnet_lite0", "AVX512-BF16", True),  # measured: fp32 steps faster than bf16
-     ("efficientnet_lite0", "AMX-BF16", False),  # the job trained no faster in fp32
+     ("efficientnet_lite0", "AMX-BF16", True),  # measured: fp32 steps 1.3x bf16's
      ("resnet18", "AVX512-BF16", False)],
 )  # fmt: skip
 def test_bf16_auto_trains_in_fp32_only_where_fp32_measured_faster(architecture, kind, fp32):
