@@ -12,11 +12,13 @@ import pandas as pd
 
 from clothing_assets.resources.review_tables import (
     EMBEDDING_COLUMNS,
+    HASH_COLUMNS,
     NEAREST_COLUMNS,
     READ_EMBEDDING_COLUMNS,
     EmbeddingError,
     query_vector,
     validate_embedding_stage,
+    with_hashes,
     with_labels,
 )
 from clothing_assets.resources.snowflake_sql import (
@@ -54,12 +56,20 @@ class SnowflakeReview:
         with self._connect() as conn:
             return self._dimension(conn.cursor())
 
+    @staticmethod
+    def _add_hash_columns(cursor: Any) -> None:
+        """Give a clothing_embeddings made before the perceptual hashes their columns (NULL:
+        its files are listed to be embedded again)."""
+        for name in ("add_embeddings_phash", "add_embeddings_phash_center"):
+            cursor.execute(render(name))
+
     def prepare_embeddings(self, dimension: int) -> bool:
         create = render_dimension("create_clothing_embeddings", dimension)
         with self._connect() as conn:
             cursor = conn.cursor()
             current = self._dimension(cursor)
             if current == dimension:
+                self._add_hash_columns(cursor)
                 return False
             cursor.execute(render("drop_clothing_embeddings"))
             cursor.execute(create)
@@ -72,6 +82,8 @@ class SnowflakeReview:
         dimension = self._dimension(cursor)
         if dimension is None:
             cursor.execute(render_dimension("create_clothing_embeddings", 1))
+        else:
+            self._add_hash_columns(cursor)
         return cursor, dimension
 
     def unembedded_rows(self, stage: str, model_version: str) -> pd.DataFrame:
@@ -92,7 +104,7 @@ class SnowflakeReview:
         dimension = self.embeddings_dimension()
         if dimension is None:
             raise ValueError("clothing_embeddings does not exist: prepare_embeddings first")
-        frame = embeddings[EMBEDDING_COLUMNS].reset_index(drop=True).copy()
+        frame = with_hashes(embeddings)
         frame["SIZE"] = frame["SIZE"].astype("int64")
         for column in ("LAST_MODIFIED", "EMBEDDED_AT"):
             frame[column] = pd.to_datetime(frame[column], utc=True)
@@ -134,6 +146,7 @@ class SnowflakeReview:
             cursor = conn.cursor()
             if self._dimension(cursor) is None:  # nothing embedded yet
                 return pd.DataFrame(columns=READ_EMBEDDING_COLUMNS)
+            self._add_hash_columns(cursor)
             if model_version is None:
                 cursor.execute(render("select_newest_embedded_version"))
                 row = cursor.fetchone()
@@ -144,6 +157,9 @@ class SnowflakeReview:
             )
             frame = frame_of(cursor)
         frame["EMBEDDING"] = [np.asarray(_vector(v), dtype=np.float32) for v in frame["EMBEDDING"]]
+        for column in HASH_COLUMNS:  # NUMBER(19, 0) arrives as int or None: exact in Int64
+            frame[column] = pd.array([None if v is None else int(v) for v in frame[column]],
+                                     dtype="Int64")  # fmt: skip
         return frame
 
     def nearest_embeddings(self, vector: Any, k: int, model_version: str) -> pd.DataFrame:
