@@ -264,3 +264,20 @@ def calibrate_threshold(
     last = int(ok[-1]) if len(ok) else 0
     below = scores[last + 1] if last + 1 < len(scores) else scores[last]
     return float((scores[last] + below) / 2)
+
+
+def candidate_threshold(
+    similarities: Sequence[float], is_copy: Sequence[bool], *, min_recall: float = 0.99
+) -> float:
+    """The highest cosine threshold at which at least `min_recall` of the planted copies among
+    the labelled pairs are candidates (`similarities` of the pairs, and whether each is a
+    copy), halfway to the next lower pair's similarity: the candidate threshold that loses at
+    most 1 - `min_recall` of the copies before their hashes are compared."""
+    scores = np.sort(np.asarray(similarities, dtype=np.float64)[np.asarray(is_copy, dtype=bool)])
+    if not len(scores):
+        raise ValueError("calibration needs at least one planted copy among the pairs")
+    lost = int(np.floor((1 - min_recall) * len(scores) + 1e-9))
+    lowest_kept = scores[lost]
+    below = np.asarray(similarities, dtype=np.float64)
+    below = below[below < lowest_kept]
+    return float((lowest_kept + below.max()) / 2) if len(below) else float(lowest_kept)

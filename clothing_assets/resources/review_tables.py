@@ -55,11 +55,20 @@ def validate_embedding_stage(stage: object) -> str:
 
 def with_hashes(embeddings: pd.DataFrame) -> pd.DataFrame:
     """`embeddings`' STORED_EMBEDDING_COLUMNS, a missing hash column as NULLs, the hashes as
-    nullable Int64 (never float64, which would round a 64-bit hash)."""
+    nullable Int64. A float hash column is refused (EmbeddingError): float64 holds 53 bits,
+    so its hashes are already rounded."""
     frame = embeddings.reset_index(drop=True).copy()
     for column in HASH_COLUMNS:
-        values = frame[column] if column in frame.columns else [None] * len(frame)
-        frame[column] = pd.array([None if pd.isna(v) else int(v) for v in values], dtype="Int64")
+        if column not in frame.columns:
+            frame[column] = pd.array([None] * len(frame), dtype="Int64")
+            continue
+        if pd.api.types.is_float_dtype(frame[column]):
+            raise EmbeddingError(
+                f"{column} is a float column, which rounds 64-bit hashes: pass integers "
+                "(Int64, int64 or Python ints with None)"
+            )
+        frame[column] = pd.array([None if pd.isna(v) else int(v) for v in frame[column]],
+                                 dtype="Int64")  # fmt: skip
     return frame[STORED_EMBEDDING_COLUMNS]
 
 
@@ -176,7 +185,10 @@ class ReviewTables(ABC):
             if dimension is None:
                 return 0  # only ERRORs, and no table: a length is known with the first vector
         self.prepare_embeddings(dimension)
-        return self.write_embeddings(with_hashes(pd.DataFrame(list(rows))))
+        frame = pd.DataFrame(list(rows))
+        for column in HASH_COLUMNS:  # from the dicts: a frame makes ints mixed with None floats
+            frame[column] = pd.array([r.get(column) for r in rows], dtype="Int64")
+        return self.write_embeddings(with_hashes(frame))
 
     @abstractmethod
     def delete_stale_embeddings(self) -> int:
