@@ -148,6 +148,17 @@ class DuckDBReview:
         frame["EMBEDDING"] = [np.asarray(v, dtype=np.float32) for v in frame["EMBEDDING"]]
         return frame
 
+    def sample_embeddings(self, model_version: str, limit: int) -> pd.DataFrame:
+        with self._connect() as conn:
+            if self._dimension(conn) is None:
+                return pd.DataFrame(columns=["RELATIVE_PATH", "STAGE", "EMBEDDING"])
+            frame = conn.execute(
+                load_sql("duckdb", "select_embedding_sample"),
+                {"model_version": model_version, "limit": int(limit)},
+            ).df()
+        frame["EMBEDDING"] = [np.asarray(v, dtype=np.float32) for v in frame["EMBEDDING"]]
+        return frame
+
     def nearest_embeddings(self, vector: Any, k: int, model_version: str) -> pd.DataFrame:
         """Searched in an in-process matrix of the version's embeddings (`embedding_index`:
         chosen by measurement over DuckDB's brute-force SQL), read again only when they or

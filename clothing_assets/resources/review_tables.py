@@ -208,6 +208,20 @@ class ReviewTables(ABC):
         EMBEDDING (one float32 np.ndarray per row) and PHASH, PHASH_CENTER (nullable Int64),
         ordered by STAGE, RELATIVE_PATH."""
 
+    def embedding_counts(self, model_version: str) -> dict[str, int]:
+        """How many embeddings (rows without ERROR) of `model_version` each stage holds,
+        counted in the warehouse; {} before anything is embedded."""
+        if self.embeddings_dimension() is None:
+            return {}
+        counts = self._select("select_embedding_counts", {"model_version": model_version})
+        return {str(s): int(n) for s, n in zip(counts["STAGE"], counts["EMBEDDINGS"], strict=True)}
+
+    @abstractmethod
+    def sample_embeddings(self, model_version: str, limit: int) -> pd.DataFrame:
+        """Up to `limit` embeddings of `model_version` (RELATIVE_PATH, STAGE, EMBEDDING as
+        float32 np.ndarray), the same ones on every call while the table holds them; only
+        those are read."""
+
     @abstractmethod
     def nearest_embeddings(self, vector: Any, k: int, model_version: str) -> pd.DataFrame:
         """The `k` embeddings of `model_version` most similar (cosine) to `vector`, most

@@ -162,6 +162,19 @@ class SnowflakeReview:
                                      dtype="Int64")  # fmt: skip
         return frame
 
+    def sample_embeddings(self, model_version: str, limit: int) -> pd.DataFrame:
+        import numpy as np
+
+        with self._connect() as conn:
+            cursor = conn.cursor()
+            if self._dimension(cursor) is None:
+                return pd.DataFrame(columns=["RELATIVE_PATH", "STAGE", "EMBEDDING"])
+            cursor.execute(render("select_embedding_sample"),
+                           {"model_version": model_version, "limit": int(limit)})  # fmt: skip
+            frame = frame_of(cursor)
+        frame["EMBEDDING"] = [np.asarray(_vector(v), dtype=np.float32) for v in frame["EMBEDDING"]]
+        return frame
+
     def nearest_embeddings(self, vector: Any, k: int, model_version: str) -> pd.DataFrame:
         values = query_vector(vector, k)
         with self._connect() as conn:
