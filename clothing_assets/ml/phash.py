@@ -6,8 +6,9 @@ The hash is made from the uint8 image scoring already decoded for the model (no 
 grayscale (ITU-R 601 luma), resized to 32 x 32 with antialiasing, a 2-D DCT-II as two matrix
 products (only the 8 lowest frequencies each way are computed), and one bit per coefficient of
 the top-left 8 x 8 block: whether it is above the median of the block's 63 coefficients other
-than the DC term (so the DC bit is always set, and the hash ignores overall brightness). Copies
-differ in few bits; the Hamming distance between two hashes is the popcount of their XOR.
+than the DC term (the mean brightness, left out so that it does not move the median; its own
+bit is nearly always set). Copies differ in few bits; the Hamming distance between two hashes
+is the popcount of their XOR.
 Hashes are stored as signed 64-bit integers (BIGINT), the bits' two's-complement reading.
 """
 
