@@ -14,6 +14,7 @@ from clothing_assets.resources.duckdb_transactions import transaction
 from clothing_assets.resources.embedding_index import EmbeddingIndex, top_k
 from clothing_assets.resources.review_tables import (
     EMBEDDING_COLUMNS,
+    HASH_COLUMNS,
     NEAREST_COLUMNS,
     READ_EMBEDDING_COLUMNS,
     EmbeddingError,
@@ -59,11 +60,13 @@ class DuckDBReview:
 
     def _add_hash_columns(self, conn: duckdb.DuckDBPyConnection) -> None:
         """Give a clothing_embeddings made before the perceptual hashes their columns (NULL:
-        its files are listed to be embedded again); nothing on a read-only connection, which
-        cannot alter the table."""
-        if not getattr(self, "read_only", False):
-            for name in ("add_embeddings_phash", "add_embeddings_phash_center"):
-                conn.execute(load_sql("duckdb", name))
+        its files are listed to be embedded again), only when it lacks them; nothing on a
+        read-only connection, which cannot alter the table."""
+        rows = conn.execute(load_sql("duckdb", "select_embeddings_columns")).fetchall()
+        if set(HASH_COLUMNS) <= {name for (name,) in rows} or getattr(self, "read_only", False):
+            return
+        for name in ("add_embeddings_phash", "add_embeddings_phash_center"):
+            conn.execute(load_sql("duckdb", name))
 
     def prepare_embeddings(self, dimension: int) -> bool:
         create = _with_dimension("create_clothing_embeddings", dimension)

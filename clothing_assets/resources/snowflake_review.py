@@ -36,8 +36,9 @@ class SnowflakeReview:
     `_connect`, `_run` and `_apply_batch`."""
 
     @staticmethod
-    def _dimension(cursor: Any) -> int | None:
-        """EMBEDDING's length, from DESCRIBE TABLE; None while the table does not exist."""
+    def _described(cursor: Any) -> dict[str, str] | None:
+        """clothing_embeddings' column types by name, from DESCRIBE TABLE; None while the
+        table does not exist."""
         from snowflake.connector.errors import ProgrammingError
 
         try:
@@ -45,23 +46,29 @@ class SnowflakeReview:
         except ProgrammingError:
             return None  # "does not exist or not authorized": made at the first write
         columns = [d[0].lower() for d in cursor.description]
-        for row in cursor.fetchall():
-            record = dict(zip(columns, row, strict=False))
-            if str(record.get("name", "")).upper() == "EMBEDDING":
-                match = _VECTOR_TYPE.match(str(record.get("type", "")).strip())
-                return int(match.group(1)) if match else None
-        return None
+        records = [dict(zip(columns, row, strict=False)) for row in cursor.fetchall()]
+        return {str(r.get("name", "")).upper(): str(r.get("type", "")).strip() for r in records}
+
+    @classmethod
+    def _dimension(cls, cursor: Any) -> int | None:
+        """EMBEDDING's length; None while the table does not exist."""
+        described = cls._described(cursor)
+        match = _VECTOR_TYPE.match(described.get("EMBEDDING", "")) if described else None
+        return int(match.group(1)) if match else None
 
     def embeddings_dimension(self) -> int | None:
         with self._connect() as conn:
             return self._dimension(conn.cursor())
 
-    @staticmethod
-    def _add_hash_columns(cursor: Any) -> None:
+    @classmethod
+    def _add_hash_columns(cls, cursor: Any) -> None:
         """Give a clothing_embeddings made before the perceptual hashes their columns (NULL:
-        its files are listed to be embedded again)."""
-        for name in ("add_embeddings_phash", "add_embeddings_phash_center"):
-            cursor.execute(render(name))
+        its files are listed to be embedded again), only when it lacks them: DDL commits the
+        session's open transaction in Snowflake."""
+        described = cls._described(cursor)
+        if described is not None and not set(HASH_COLUMNS) <= set(described):
+            for name in ("add_embeddings_phash", "add_embeddings_phash_center"):
+                cursor.execute(render(name))
 
     def prepare_embeddings(self, dimension: int) -> bool:
         create = render_dimension("create_clothing_embeddings", dimension)

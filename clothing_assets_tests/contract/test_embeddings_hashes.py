@@ -3,7 +3,8 @@ and read back exactly over all 64 bits, a row without them listed to be embedded
 table made before the columns existed given them and kept working.
 
 Like the rest of clothing_embeddings these skip on fakesnow, which cannot parse Snowflake's
-VECTOR type; the Snowflake statements are parsed with sqlglot in test_snowflake_warehouse.py.
+VECTOR type; the Snowflake statements are parsed with sqlglot in test_snowflake_warehouse.py, and
+the upgrade statements run on fakesnow against a table without the VECTOR column.
 """
 
 from __future__ import annotations
@@ -93,3 +94,18 @@ def test_a_table_made_before_the_hash_columns_gains_them(cataloged):  # noqa: F8
     assert w.unembedded_rows("train", "v1").empty
     read = w.read_embeddings().set_index("RELATIVE_PATH")
     assert read.loc["hat/hat_0.jpg", "PHASH"] == -(2**63) and read["PHASH"].notna().all()
+
+
+def test_snowflake_gives_a_table_without_hashes_their_columns_once(warehouse):  # noqa: F811
+    """The Snowflake upgrade statements on fakesnow, on a table without the VECTOR column
+    fakesnow cannot parse: added when missing, and nothing when present."""
+    if type(warehouse).__name__ != "FakesnowWarehouse":
+        pytest.skip("the Snowflake statements; DuckDB's upgrade is tested above")
+    with warehouse._connect() as conn:
+        cursor = conn.cursor()
+        cursor.execute("CREATE TABLE clothing_embeddings (RELATIVE_PATH VARCHAR)")
+        warehouse._add_hash_columns(cursor)
+        warehouse._add_hash_columns(cursor)
+        described = warehouse._described(cursor)
+    assert described is not None
+    assert (described["PHASH"], described["PHASH_CENTER"]) == ("NUMBER(19,0)", "NUMBER(19,0)")
