@@ -55,7 +55,7 @@ class ScoringPlan:
     runtime: str = "torch"
     use_gpu: bool = False
     gpu_addresses: tuple[str, ...] = ()
-    embed: bool = False  # results carry EMBEDDING and CONTENT_SHA256 (`scoring.score_batch`)
+    embed: bool = False  # results carry EMBEDDING, CONTENT_SHA256, PHASH (`scoring.score_batch`)
 
 
 class ClusterScores(NamedTuple):

@@ -1,18 +1,36 @@
 """Near-duplicate pairs among embedded images: exact copies by content hash, near copies by
-the cosine similarity of their L2-normalised embeddings.
+the cosine similarity of their L2-normalised embeddings confirmed by their perceptual hashes.
+
+A fine-tuned classifier pulls a whole class together, so no cosine threshold alone tells a copy
+from another photo of the same kind of garment. The pass therefore has two steps: the
+embeddings propose candidates at a low cosine threshold (CANDIDATE_THRESHOLD, where nearly
+every copy is a candidate), and a candidate is a near copy when its two images' perceptual
+hashes (`ml.phash`, of the same decode as the embedding) are within MAX_HAMMING bits, or its
+cosine is at least CONFIRM_THRESHOLD. Each image has two hashes, of the whole image and of its
+central 90 %, and a pair's distance is the least of whole-whole and centre-whole either way, so
+a copy cropped by up to about 10 % still matches. A pair whose images lack hashes is confirmed
+by the cosine alone. Calibrated with bench/duplicates_bench.py on the shared train stage with
+10 % of it copied four ways (resized to half, JPEG quality 40, cropped by 10 %, PNG) and
+byte-exact, with the main job's Lite0 champion: candidates at 0.80, 6 bits, confirmed at 0.98 found
+99.5 % of the copy pairs at 99.2 % precision (the cosine alone: 83.1 % at 96.0 % at 0.94, and
+99.1 % at 10.1 % at 0.82); BENCHMARKS.md, Near-duplicates and label issues.
 
 The similarity pass is a blocked matrix product: each block of rows is multiplied with the
 rows after it (the upper triangle only), so memory stays at one block x n similarities and
 BLAS does the work on every core; on AMX-BF16 CPUs a bfloat16 product screens each block first.
-Its time grows with the square of the embeddings: 10,000 x 1,280 took 1.9 s in float32 and
-0.7 s screened on a loaded 2-core AMX Xeon, so 100,000 take about 100x that. Kept free of
-Dagster; torch is imported only for the screen.
+Candidates are confirmed block by block (a popcount of XORs over the block's candidates only),
+so only confirmed pairs are held. Its time grows with the square of the embeddings: 10,000 x
+1,280 took 1.9 s in float32 and 0.7 s screened on a loaded 2-core AMX Xeon; 100,000 (the
+planted stage padded with random vectors) took 40.6 s at CANDIDATE_THRESHOLD, the lower
+threshold sending more rows from the screen to the float32 product (39.1 s and 52.7 s at 0.94
+and 0.80 back to back, under another job's load). Kept free of Dagster; torch is imported only
+for the screen.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -26,13 +44,18 @@ DEFAULT_BLOCK_ROWS = 1024
 # How far below the threshold a bfloat16 screen passes a row: a bfloat16 product of two unit
 # vectors is off by at most d * 2^-8 * max|x_k y_k|, in practice below 0.01 at d = 1280
 BF16_MARGIN = 0.03
-# Cosine similarity at or above which two embeddings are near copies, calibrated on the
-# embeddings near_duplicates reads: a fine-tuned champion's, which pull a class together far more
-# than ImageNet features do. On the shared train stage with 10 % of it copied four ways (resized
-# to half, JPEG quality 40, cropped by 10 %, PNG) and exact copies, the main job's Lite0 champion
-# found 83.1 % of the copy pairs at 96.0 % precision at 0.94 (0.82: 99.1 % at 10.1 %, which would
-# mark most train images as leaked); BENCHMARKS.md, Near-duplicates and label issues.
-NEAR_THRESHOLD = 0.94
+# Cosine similarity at or above which two embeddings are a candidate pair, and at or above which
+# a candidate is a near copy without its hashes; the most bits in which a candidate's perceptual
+# hashes may differ for it to be a near copy. Calibrated on the champion's embeddings (see the
+# module's docstring): the copies' hashes differed in at most 4 bits (flips come in pairs: the
+# bits split the coefficients at their median), 38 of the 62,197 other candidates at 0.80 were
+# within 6 bits, and the cosine alone at 0.98 confirmed no candidate the hashes missed.
+CANDIDATE_THRESHOLD = 0.80
+MAX_HAMMING = 6
+CONFIRM_THRESHOLD = 0.98
+HASH_COLUMNS = ("PHASH", "PHASH_CENTER")  # of the whole image and of its central 90 %
+# Keeps the pairs (i, j, similarity) of one block that are near copies: a boolean mask.
+PairFilter = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 
 def similar_index_pairs(
@@ -41,9 +64,12 @@ def similar_index_pairs(
     *,
     block_rows: int = DEFAULT_BLOCK_ROWS,
     bf16: bool | None = None,
+    keep: PairFilter | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(i, j, similarity) of every pair i < j of rows of `vectors` (L2-normalised, [n, d])
     whose dot product is at least `threshold`, in row order; each similarity in float32.
+    With `keep`, only the pairs it keeps, filtered block by block so that the candidates of
+    one block at most are held at once.
 
     `bf16` screens each block in bfloat16 (None: on AMX-BF16 CPUs, where its product ran 2.7x
     faster than float32's) and computes the rows the screen passes again in float32, so the
@@ -70,9 +96,13 @@ def similar_index_pairs(
             for k, row in enumerate(rows):
                 block[k, : row + 1] = -np.inf
         hit_rows, cols = np.nonzero(block >= threshold)
-        found_i.append(rows[hit_rows] + start)
-        found_j.append(cols + start)
-        found_s.append(block[hit_rows, cols])
+        i, j, similarity = rows[hit_rows] + start, cols + start, block[hit_rows, cols]
+        if keep is not None:
+            kept = keep(i, j, similarity)
+            i, j, similarity = i[kept], j[kept], similarity[kept]
+        found_i.append(i)
+        found_j.append(j)
+        found_s.append(similarity)
     if not found_i:
         empty = np.empty(0, dtype=np.int64)
         return empty, empty, np.empty(0, dtype=np.float32)
@@ -124,18 +154,63 @@ def exact_pairs(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame.from_records(records, columns=PAIR_COLUMNS)
 
 
+def frame_hashes(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(whole, centre, has) of `frame`'s rows: their HASH_COLUMNS as int64 (0 where missing)
+    and whether a row has both; a frame without the columns has none."""
+    if not all(column in frame.columns for column in HASH_COLUMNS):
+        zeros = np.zeros(len(frame), dtype=np.int64)
+        return zeros, zeros, np.zeros(len(frame), dtype=bool)
+    columns = [pd.array(frame[c], dtype="Int64") for c in HASH_COLUMNS]
+    has = ~(columns[0].isna() | columns[1].isna())
+    whole, centre = (np.asarray(c.fillna(0), dtype=np.int64) for c in columns)
+    return whole, centre, np.asarray(has, dtype=bool)
+
+
+def hash_distances(
+    whole: np.ndarray, centre: np.ndarray, i: np.ndarray, j: np.ndarray
+) -> np.ndarray:
+    """The perceptual-hash distance of each pair (i, j): the fewest differing bits between
+    the whole images' hashes, or one image's centre hash and the other's whole one (a copy
+    cropped by about 10 % looks like the original's centre)."""
+    from clothing_assets.ml.phash import hamming
+
+    both = hamming(whole[i], whole[j])
+    return np.minimum(both, np.minimum(hamming(centre[i], whole[j]), hamming(whole[i], centre[j])))
+
+
+def near_copy_filter(
+    frame: pd.DataFrame, max_hamming: int = MAX_HAMMING, confirm: float = CONFIRM_THRESHOLD
+) -> PairFilter:
+    """The rule that confirms a candidate pair of `frame`'s rows as a near copy: both images
+    hashed and within `max_hamming` bits (`hash_distances`), or cosine >= `confirm`."""
+    whole, centre, has = frame_hashes(frame)
+
+    def keep(i: np.ndarray, j: np.ndarray, similarity: np.ndarray) -> np.ndarray:
+        close = has[i] & has[j] & (hash_distances(whole, centre, i, j) <= max_hamming)
+        return close | (similarity >= confirm)
+
+    return keep
+
+
 def duplicate_pairs(
-    frame: pd.DataFrame, threshold: float, *, block_rows: int = DEFAULT_BLOCK_ROWS
+    frame: pd.DataFrame,
+    threshold: float = CANDIDATE_THRESHOLD,
+    *,
+    max_hamming: int = MAX_HAMMING,
+    confirm: float = CONFIRM_THRESHOLD,
+    block_rows: int = DEFAULT_BLOCK_ROWS,
 ) -> pd.DataFrame:
     """The exact and near pairs among `frame`'s rows (RELATIVE_PATH, STAGE, CONTENT_SHA256,
-    EMBEDDING), within each stage and across them, most similar first. A pair with equal
-    content hashes is 'exact' only; others at cosine similarity >= `threshold` are 'near'."""
+    EMBEDDING, and the HASH_COLUMNS where known), within each stage and across them, most
+    similar first. A pair with equal content hashes is 'exact' only; another whose cosine is
+    at least `threshold` is 'near' when `near_copy_filter` confirms it."""
     frame = frame.reset_index(drop=True)
     exact = exact_pairs(frame)
     if len(frame) < 2:
         return exact
     vectors = np.stack(frame["EMBEDDING"].to_numpy()).astype(np.float32, copy=False)
-    i, j, similarity = similar_index_pairs(vectors, threshold, block_rows=block_rows)
+    keep = near_copy_filter(frame, max_hamming, confirm)
+    i, j, similarity = similar_index_pairs(vectors, threshold, block_rows=block_rows, keep=keep)
     hashes = frame["CONTENT_SHA256"].to_numpy()
     same = (hashes[i] == hashes[j]) & pd.notna(hashes[i])
     paths, stages = frame["RELATIVE_PATH"].tolist(), frame["STAGE"].tolist()
@@ -193,3 +268,20 @@ def calibrate_threshold(
     last = int(ok[-1]) if len(ok) else 0
     below = scores[last + 1] if last + 1 < len(scores) else scores[last]
     return float((scores[last] + below) / 2)
+
+
+def candidate_threshold(
+    similarities: Sequence[float], is_copy: Sequence[bool], *, min_recall: float = 0.99
+) -> float:
+    """The highest cosine threshold at which at least `min_recall` of the planted copies among
+    the labelled pairs are candidates (`similarities` of the pairs, and whether each is a
+    copy), halfway to the next lower pair's similarity: the candidate threshold that loses at
+    most 1 - `min_recall` of the copies before their hashes are compared."""
+    scores = np.sort(np.asarray(similarities, dtype=np.float64)[np.asarray(is_copy, dtype=bool)])
+    if not len(scores):
+        raise ValueError("calibration needs at least one planted copy among the pairs")
+    lost = int(np.floor((1 - min_recall) * len(scores) + 1e-9))
+    lowest_kept = scores[lost]
+    below = np.asarray(similarities, dtype=np.float64)
+    below = below[below < lowest_kept]
+    return float((lowest_kept + below.max()) / 2) if len(below) else float(lowest_kept)

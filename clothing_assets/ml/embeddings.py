@@ -90,8 +90,9 @@ def content_sha256(data: bytes) -> str:
 
 def embedding_rows(results: Sequence[dict[str, Any]], stage: str) -> list[dict[str, Any]]:
     """The clothing_embeddings rows of scoring results made with `embed` (`scoring.score_batch`)
-    of files of `stage` ('train' or 'test'): each result's EMBEDDING, or its ERROR when it has
-    none. Results left for the next run (DEFERRED) and results without either are not rows."""
+    of files of `stage` ('train' or 'test'): each result's EMBEDDING and perceptual hashes, or
+    its ERROR when it has none. Results left for the next run (DEFERRED) and results without
+    either are not rows."""
     now = datetime.now(UTC)
     rows = []
     for result in results:
@@ -108,6 +109,8 @@ def embedding_rows(results: Sequence[dict[str, Any]], stage: str) -> list[dict[s
                 "ETAG": result.get("ETAG"),
                 "CONTENT_SHA256": result.get("CONTENT_SHA256"),
                 "EMBEDDING": vector,
+                "PHASH": result.get("PHASH") if vector is not None else None,
+                "PHASH_CENTER": result.get("PHASH_CENTER") if vector is not None else None,
                 "ERROR": None if vector is not None else error,
                 "EMBEDDED_AT": result.get("PRED_TIMESTAMP") or now,
             }

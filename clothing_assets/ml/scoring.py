@@ -19,6 +19,7 @@ from clothing_assets.ml.devices import amp_dtype_for, autocast
 from clothing_assets.ml.embeddings import capture_embeddings, content_sha256, normalised
 from clothing_assets.ml.images import ImageDecodeError, decode_images
 from clothing_assets.ml.model_file import ModelFile
+from clothing_assets.ml.phash import image_hashes
 from clothing_assets.ml.runtime import load_int8_model
 from clothing_assets.stage import (
     FileTooLargeError,
@@ -220,8 +221,9 @@ def score_batch(
     the worker already holds `version`; with `runtime` "onnxruntime-int8" they are
     `runtime.int8_model_bytes` (CPU only).
 
-    With `embed`, each result also has CONTENT_SHA256 (of the bytes read) and EMBEDDING (the
-    image's float32 embedding from the same decode and forward pass; None when ERROR). Only
+    With `embed`, each result also has CONTENT_SHA256 (of the bytes read), EMBEDDING (the
+    image's float32 embedding from the same decode and forward pass; None when ERROR) and
+    PHASH and PHASH_CENTER (`ml.phash.image_hashes` of the same decoded image). Only
     the torch runtime embeds: the int8 ONNX graph answers logits alone.
     """
     if embed and runtime != "torch":
@@ -243,6 +245,10 @@ def score_batch(
             result["CONFIDENCE"] = float(conf)
         for result, vector in zip(good, embeddings or [], strict=False):
             result["EMBEDDING"] = vector
+        if embed:
+            whole, centre = image_hashes(torch.stack(images))  # every image is side x side
+            for result, a, b in zip(good, whole.tolist(), centre.tolist(), strict=True):
+                result["PHASH"], result["PHASH_CENTER"] = a, b
     now = datetime.now(UTC)
     for result in out:
         result["PRED_TIMESTAMP"] = now
@@ -294,7 +300,7 @@ def _read_and_decode(
     readable = [i for i, b in enumerate(blobs) if isinstance(b, bytes)]
     for i, blob in enumerate(blobs):
         if embed:
-            out[i]["EMBEDDING"] = None
+            out[i]["EMBEDDING"] = out[i]["PHASH"] = out[i]["PHASH_CENTER"] = None
             out[i]["CONTENT_SHA256"] = content_sha256(blob) if isinstance(blob, bytes) else None
         if isinstance(blob, tuple):
             out[i]["DEFERRED"], out[i]["ERROR"] = blob

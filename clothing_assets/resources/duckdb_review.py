@@ -14,11 +14,13 @@ from clothing_assets.resources.duckdb_transactions import transaction
 from clothing_assets.resources.embedding_index import EmbeddingIndex, top_k
 from clothing_assets.resources.review_tables import (
     EMBEDDING_COLUMNS,
+    HASH_COLUMNS,
     NEAREST_COLUMNS,
     READ_EMBEDDING_COLUMNS,
     EmbeddingError,
     query_vector,
     validate_embedding_stage,
+    with_hashes,
 )
 from clothing_assets.sql import load_sql
 
@@ -56,11 +58,22 @@ class DuckDBReview:
         with self._connect() as conn:
             return self._dimension(conn)
 
+    def _add_hash_columns(self, conn: duckdb.DuckDBPyConnection) -> None:
+        """Give a clothing_embeddings made before the perceptual hashes their columns (NULL:
+        its files are listed to be embedded again), only when it lacks them; nothing on a
+        read-only connection, which cannot alter the table."""
+        rows = conn.execute(load_sql("duckdb", "select_embeddings_columns")).fetchall()
+        if set(HASH_COLUMNS) <= {name for (name,) in rows} or getattr(self, "read_only", False):
+            return
+        for name in ("add_embeddings_phash", "add_embeddings_phash_center"):
+            conn.execute(load_sql("duckdb", name))
+
     def prepare_embeddings(self, dimension: int) -> bool:
         create = _with_dimension("create_clothing_embeddings", dimension)
         with self._connect() as conn:
             current = self._dimension(conn)
             if current == dimension:
+                self._add_hash_columns(conn)
                 return False
             with transaction(conn):
                 conn.execute(load_sql("duckdb", "drop_clothing_embeddings"))
@@ -72,6 +85,7 @@ class DuckDBReview:
         with self._connect() as conn:
             if self._dimension(conn) is None:  # no table yet: every usable row is new
                 self._ensure_placeholder(conn)
+            self._add_hash_columns(conn)
             return conn.execute(
                 load_sql("duckdb", "select_unembedded_rows"),
                 {"stage": stage, "model_version": model_version},
@@ -87,7 +101,7 @@ class DuckDBReview:
         missing = set(EMBEDDING_COLUMNS) - set(embeddings.columns)
         if missing:
             raise ValueError(f"embeddings lack columns {sorted(missing)}")
-        batch = embeddings[EMBEDDING_COLUMNS].copy()
+        batch = with_hashes(embeddings)
         batch["EMBEDDING"] = [None if v is None else [float(x) for x in v]
                               for v in batch["EMBEDDING"]]  # fmt: skip
         with self._connect() as conn:
@@ -126,12 +140,24 @@ class DuckDBReview:
         with self._connect() as conn:
             if self._dimension(conn) is None:  # nothing embedded yet
                 return pd.DataFrame(columns=READ_EMBEDDING_COLUMNS)
+            self._add_hash_columns(conn)
             if model_version is None:
                 row = conn.execute(load_sql("duckdb", "select_newest_embedded_version")).fetchone()
                 model_version = row[0] if row else ""
             frame = conn.execute(
                 load_sql("duckdb", "select_clothing_embeddings"),
                 {"stage": stage, "model_version": model_version},
+            ).df()
+        frame["EMBEDDING"] = [np.asarray(v, dtype=np.float32) for v in frame["EMBEDDING"]]
+        return frame
+
+    def sample_embeddings(self, model_version: str, limit: int) -> pd.DataFrame:
+        with self._connect() as conn:
+            if self._dimension(conn) is None:
+                return pd.DataFrame(columns=["RELATIVE_PATH", "STAGE", "EMBEDDING"])
+            frame = conn.execute(
+                load_sql("duckdb", "select_embedding_sample"),
+                {"model_version": model_version, "limit": int(limit)},
             ).df()
         frame["EMBEDDING"] = [np.asarray(v, dtype=np.float32) for v in frame["EMBEDDING"]]
         return frame

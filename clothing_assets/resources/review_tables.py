@@ -16,7 +16,9 @@ from clothing_assets.stage import class_of
 
 # Columns of an embedding result (`write_embedding_rows`): the file as it was read (SIZE,
 # LAST_MODIFIED, ETAG: an embedding of a since-changed file is refused), the SHA-256 of the same
-# bytes, and the EMBEDDING (a float32 vector) or the ERROR that says why there is none.
+# bytes, and the EMBEDDING (a float32 vector) with the perceptual hashes of the same decode
+# (PHASH, PHASH_CENTER: signed 64-bit integers, `ml.phash`), or the ERROR that says why there is
+# none.
 EMBEDDING_COLUMNS = [
     "RELATIVE_PATH",
     "STAGE",
@@ -29,6 +31,9 @@ EMBEDDING_COLUMNS = [
     "ERROR",
     "EMBEDDED_AT",
 ]
+# optional in what is written (missing: NULL, and the file is embedded again by the next run)
+HASH_COLUMNS = ["PHASH", "PHASH_CENTER"]
+STORED_EMBEDDING_COLUMNS = EMBEDDING_COLUMNS + HASH_COLUMNS
 # the catalog an embedding's file is from: 'train' is clothing_train, 'test' clothing_test
 EMBEDDING_STAGES = ("train", "test")
 MAX_NEAREST = 1000
@@ -46,6 +51,25 @@ def validate_embedding_stage(stage: object) -> str:
             f"unknown embedding stage {stage!r}; expected one of {', '.join(EMBEDDING_STAGES)}"
         )
     return stage  # type: ignore[return-value]
+
+
+def with_hashes(embeddings: pd.DataFrame) -> pd.DataFrame:
+    """`embeddings`' STORED_EMBEDDING_COLUMNS, a missing hash column as NULLs, the hashes as
+    nullable Int64. A float hash column is refused (EmbeddingError): float64 holds 53 bits,
+    so its hashes are already rounded."""
+    frame = embeddings.reset_index(drop=True).copy()
+    for column in HASH_COLUMNS:
+        if column not in frame.columns:
+            frame[column] = pd.array([None] * len(frame), dtype="Int64")
+            continue
+        if pd.api.types.is_float_dtype(frame[column]):
+            raise EmbeddingError(
+                f"{column} is a float column, which rounds 64-bit hashes: pass integers "
+                "(Int64, int64 or Python ints with None)"
+            )
+        frame[column] = pd.array([None if pd.isna(v) else int(v) for v in frame[column]],
+                                 dtype="Int64")  # fmt: skip
+    return frame[STORED_EMBEDDING_COLUMNS]
 
 
 def embedding_dimension_of(rows: Sequence[dict[str, Any]]) -> int | None:
@@ -74,7 +98,8 @@ def query_vector(vector: Any, k: int) -> list[float]:
 
 
 NEAREST_COLUMNS = ["RELATIVE_PATH", "STAGE", "SIMILARITY", "LABEL"]
-READ_EMBEDDING_COLUMNS = ["RELATIVE_PATH", "STAGE", "MODEL_VERSION", "CONTENT_SHA256", "EMBEDDING"]
+READ_EMBEDDING_COLUMNS = ["RELATIVE_PATH", "STAGE", "MODEL_VERSION", "CONTENT_SHA256", "EMBEDDING",
+                          "PHASH", "PHASH_CENTER"]  # fmt: skip
 
 
 def with_labels(nearest: pd.DataFrame) -> pd.DataFrame:
@@ -133,8 +158,9 @@ class ReviewTables(ABC):
 
     @abstractmethod
     def write_embeddings(self, embeddings: pd.DataFrame) -> int:
-        """Write EMBEDDING_COLUMNS rows into clothing_embeddings in one transaction, each only
-        while its catalog row lists the file as it was read; return rows written."""
+        """Write EMBEDDING_COLUMNS rows (and the HASH_COLUMNS where known) into
+        clothing_embeddings in one transaction, each only while its catalog row lists the file
+        as it was read; return rows written."""
 
     def write_embedding_rows(self, rows: Sequence[dict[str, Any]]) -> int:
         """`write_embeddings` of embedding results (dicts with EMBEDDING_COLUMNS among their
@@ -159,7 +185,10 @@ class ReviewTables(ABC):
             if dimension is None:
                 return 0  # only ERRORs, and no table: a length is known with the first vector
         self.prepare_embeddings(dimension)
-        return self.write_embeddings(pd.DataFrame(list(rows))[EMBEDDING_COLUMNS])
+        frame = pd.DataFrame(list(rows))
+        for column in HASH_COLUMNS:  # from the dicts: a frame makes ints mixed with None floats
+            frame[column] = pd.array([r.get(column) for r in rows], dtype="Int64")
+        return self.write_embeddings(with_hashes(frame))
 
     @abstractmethod
     def delete_stale_embeddings(self) -> int:
@@ -175,8 +204,23 @@ class ReviewTables(ABC):
         self, stage: str | None = None, model_version: str | None = None
     ) -> pd.DataFrame:
         """The embeddings (rows without ERROR) of `model_version` (default: the newest embedded
-        version), of one stage or both: RELATIVE_PATH, STAGE, MODEL_VERSION, CONTENT_SHA256
-        and EMBEDDING (one float32 np.ndarray per row), ordered by STAGE, RELATIVE_PATH."""
+        version), of one stage or both: RELATIVE_PATH, STAGE, MODEL_VERSION, CONTENT_SHA256,
+        EMBEDDING (one float32 np.ndarray per row) and PHASH, PHASH_CENTER (nullable Int64),
+        ordered by STAGE, RELATIVE_PATH."""
+
+    def embedding_counts(self, model_version: str) -> dict[str, int]:
+        """How many embeddings (rows without ERROR) of `model_version` each stage holds,
+        counted in the warehouse; {} before anything is embedded."""
+        if self.embeddings_dimension() is None:
+            return {}
+        counts = self._select("select_embedding_counts", {"model_version": model_version})
+        return {str(s): int(n) for s, n in zip(counts["STAGE"], counts["EMBEDDINGS"], strict=True)}
+
+    @abstractmethod
+    def sample_embeddings(self, model_version: str, limit: int) -> pd.DataFrame:
+        """Up to `limit` embeddings of `model_version` (RELATIVE_PATH, STAGE, EMBEDDING as
+        float32 np.ndarray), the same ones on every call while the table holds them; only
+        those are read."""
 
     @abstractmethod
     def nearest_embeddings(self, vector: Any, k: int, model_version: str) -> pd.DataFrame:

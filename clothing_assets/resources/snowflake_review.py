@@ -12,11 +12,13 @@ import pandas as pd
 
 from clothing_assets.resources.review_tables import (
     EMBEDDING_COLUMNS,
+    HASH_COLUMNS,
     NEAREST_COLUMNS,
     READ_EMBEDDING_COLUMNS,
     EmbeddingError,
     query_vector,
     validate_embedding_stage,
+    with_hashes,
     with_labels,
 )
 from clothing_assets.resources.snowflake_sql import (
@@ -34,8 +36,9 @@ class SnowflakeReview:
     `_connect`, `_run` and `_apply_batch`."""
 
     @staticmethod
-    def _dimension(cursor: Any) -> int | None:
-        """EMBEDDING's length, from DESCRIBE TABLE; None while the table does not exist."""
+    def _described(cursor: Any) -> dict[str, str] | None:
+        """clothing_embeddings' column types by name, from DESCRIBE TABLE; None while the
+        table does not exist."""
         from snowflake.connector.errors import ProgrammingError
 
         try:
@@ -43,16 +46,29 @@ class SnowflakeReview:
         except ProgrammingError:
             return None  # "does not exist or not authorized": made at the first write
         columns = [d[0].lower() for d in cursor.description]
-        for row in cursor.fetchall():
-            record = dict(zip(columns, row, strict=False))
-            if str(record.get("name", "")).upper() == "EMBEDDING":
-                match = _VECTOR_TYPE.match(str(record.get("type", "")).strip())
-                return int(match.group(1)) if match else None
-        return None
+        records = [dict(zip(columns, row, strict=False)) for row in cursor.fetchall()]
+        return {str(r.get("name", "")).upper(): str(r.get("type", "")).strip() for r in records}
+
+    @classmethod
+    def _dimension(cls, cursor: Any) -> int | None:
+        """EMBEDDING's length; None while the table does not exist."""
+        described = cls._described(cursor)
+        match = _VECTOR_TYPE.match(described.get("EMBEDDING", "")) if described else None
+        return int(match.group(1)) if match else None
 
     def embeddings_dimension(self) -> int | None:
         with self._connect() as conn:
             return self._dimension(conn.cursor())
+
+    @classmethod
+    def _add_hash_columns(cls, cursor: Any) -> None:
+        """Give a clothing_embeddings made before the perceptual hashes their columns (NULL:
+        its files are listed to be embedded again), only when it lacks them: DDL commits the
+        session's open transaction in Snowflake."""
+        described = cls._described(cursor)
+        if described is not None and not set(HASH_COLUMNS) <= set(described):
+            for name in ("add_embeddings_phash", "add_embeddings_phash_center"):
+                cursor.execute(render(name))
 
     def prepare_embeddings(self, dimension: int) -> bool:
         create = render_dimension("create_clothing_embeddings", dimension)
@@ -60,6 +76,7 @@ class SnowflakeReview:
             cursor = conn.cursor()
             current = self._dimension(cursor)
             if current == dimension:
+                self._add_hash_columns(cursor)
                 return False
             cursor.execute(render("drop_clothing_embeddings"))
             cursor.execute(create)
@@ -72,6 +89,8 @@ class SnowflakeReview:
         dimension = self._dimension(cursor)
         if dimension is None:
             cursor.execute(render_dimension("create_clothing_embeddings", 1))
+        else:
+            self._add_hash_columns(cursor)
         return cursor, dimension
 
     def unembedded_rows(self, stage: str, model_version: str) -> pd.DataFrame:
@@ -92,7 +111,7 @@ class SnowflakeReview:
         dimension = self.embeddings_dimension()
         if dimension is None:
             raise ValueError("clothing_embeddings does not exist: prepare_embeddings first")
-        frame = embeddings[EMBEDDING_COLUMNS].reset_index(drop=True).copy()
+        frame = with_hashes(embeddings)
         frame["SIZE"] = frame["SIZE"].astype("int64")
         for column in ("LAST_MODIFIED", "EMBEDDED_AT"):
             frame[column] = pd.to_datetime(frame[column], utc=True)
@@ -134,6 +153,7 @@ class SnowflakeReview:
             cursor = conn.cursor()
             if self._dimension(cursor) is None:  # nothing embedded yet
                 return pd.DataFrame(columns=READ_EMBEDDING_COLUMNS)
+            self._add_hash_columns(cursor)
             if model_version is None:
                 cursor.execute(render("select_newest_embedded_version"))
                 row = cursor.fetchone()
@@ -142,6 +162,22 @@ class SnowflakeReview:
                 render("select_clothing_embeddings"),
                 {"stage": stage, "model_version": model_version},
             )
+            frame = frame_of(cursor)
+        frame["EMBEDDING"] = [np.asarray(_vector(v), dtype=np.float32) for v in frame["EMBEDDING"]]
+        for column in HASH_COLUMNS:  # NUMBER(19, 0) arrives as int or None: exact in Int64
+            frame[column] = pd.array([None if v is None else int(v) for v in frame[column]],
+                                     dtype="Int64")  # fmt: skip
+        return frame
+
+    def sample_embeddings(self, model_version: str, limit: int) -> pd.DataFrame:
+        import numpy as np
+
+        with self._connect() as conn:
+            cursor = conn.cursor()
+            if self._dimension(cursor) is None:
+                return pd.DataFrame(columns=["RELATIVE_PATH", "STAGE", "EMBEDDING"])
+            cursor.execute(render("select_embedding_sample"),
+                           {"model_version": model_version, "limit": int(limit)})  # fmt: skip
             frame = frame_of(cursor)
         frame["EMBEDDING"] = [np.asarray(_vector(v), dtype=np.float32) for v in frame["EMBEDDING"]]
         return frame

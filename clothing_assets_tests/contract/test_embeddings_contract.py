@@ -10,6 +10,7 @@ live test (`-m snowflake`).
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 
 import numpy as np
@@ -36,11 +37,17 @@ def cataloged(warehouse: Warehouse, stage):  # noqa: F811 - the contract's fixtu
     return warehouse
 
 
+def path_hash(path: str, salt: str = "") -> int:
+    """A signed 64-bit stand-in for a perceptual hash, fixed per path."""
+    digest = hashlib.sha256(f"{salt}{path}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
 def rows_for(
     w: Warehouse, stage_name: str, version: str, vectors: dict[str, list[float]]
 ) -> list[dict]:
     """Embedding results of `stage_name`'s unembedded catalog rows with the given vectors (by
-    path; other paths get a unit vector along the first axis)."""
+    path; other paths get a unit vector along the first axis) and hashes (`path_hash`)."""
     todo = w.unembedded_rows(stage_name, version)
     dimension = len(next(iter(vectors.values())))
     default = np.eye(dimension, dtype=np.float32)[0]
@@ -56,6 +63,8 @@ def rows_for(
             "EMBEDDING": np.asarray(vectors.get(r.RELATIVE_PATH, default), dtype=np.float32),
             "ERROR": None,
             "EMBEDDED_AT": datetime.now(UTC),
+            "PHASH": path_hash(r.RELATIVE_PATH),
+            "PHASH_CENTER": path_hash(r.RELATIVE_PATH, "centre"),
         }  # fmt: skip
         for r in todo.itertuples()
     ]
@@ -76,7 +85,8 @@ def test_embeddings_round_trip_and_only_new_rows_are_left(cataloged):
     assert len(w.unembedded_rows("train", "v2")) == 4  # a new champion embeds everything
     read = w.read_embeddings(stage="train")
     assert list(read.columns) == [
-        "RELATIVE_PATH", "STAGE", "MODEL_VERSION", "CONTENT_SHA256", "EMBEDDING"
+        "RELATIVE_PATH", "STAGE", "MODEL_VERSION", "CONTENT_SHA256", "EMBEDDING", "PHASH",
+        "PHASH_CENTER",
     ]  # fmt: skip
     assert len(read) == 3  # the ERROR row is not an embedding
     first = read.set_index("RELATIVE_PATH").loc["hat/hat_0.jpg"]
@@ -185,7 +195,8 @@ def test_before_any_embedding_reads_are_empty_and_bad_input_is_refused_before_sq
     assert warehouse.embeddings_dimension() is None
     assert warehouse.read_embeddings().empty
     assert list(warehouse.read_embeddings(stage="test").columns) == [
-        "RELATIVE_PATH", "STAGE", "MODEL_VERSION", "CONTENT_SHA256", "EMBEDDING"
+        "RELATIVE_PATH", "STAGE", "MODEL_VERSION", "CONTENT_SHA256", "EMBEDDING", "PHASH",
+        "PHASH_CENTER",
     ]  # fmt: skip
     assert warehouse.newest_embedded_version() is None
     assert warehouse.delete_stale_embeddings() == 0

@@ -11,6 +11,7 @@ import pytest
 from clothing_assets.ml.embeddings import embed_batch
 from clothing_assets.ml.images import prepare
 from clothing_assets.ml.model_file import ModelFile
+from clothing_assets.ml.phash import image_hashes
 from clothing_assets_tests.support import (
     CLASSES,
     COLOURS,
@@ -51,6 +52,9 @@ def test_scoring_embeds_the_test_stage_and_image_embeddings_the_rest(local_env, 
     image = prepare(data, model_file.cache_size)
     local = embed_batch(model_file.build(), model_file.eval_preset()(image[None]))[0]
     assert float(stored @ local) > 0.99
+    # and the perceptual hashes of that decode
+    whole, centre = image_hashes(image[None])
+    assert (row["PHASH"], row["PHASH_CENTER"]) == (whole[0], centre[0])
 
     meta = metadata_of(first, "image_embeddings")
     # only the train stage is read: the test images were embedded while they were scored
@@ -71,6 +75,7 @@ def test_scoring_embeds_the_test_stage_and_image_embeddings_the_rest(local_env, 
     broken = table.loc[("train", "hat/broken.jpg")]
     assert "decode" in broken["ERROR"] or "image" in broken["ERROR"], broken["ERROR"]
     assert not isinstance(broken["EMBEDDING"], list | np.ndarray)
+    assert table["PHASH"].notna().sum() == len(table) - 1  # every embedding is hashed
     changed = (local_env.train / "hat" / "hat_0.jpg").read_bytes()
     assert table.loc[("train", "hat/hat_0.jpg"), "CONTENT_SHA256"] == (
         hashlib.sha256(changed).hexdigest()

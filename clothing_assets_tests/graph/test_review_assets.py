@@ -23,6 +23,10 @@ CENTRES = {"hat": 0, "pants": 1, "shoes": 2}
 MISLABELLED = "pants/pants_5.jpg"  # its vector is a hat's
 LEAKED = ("hat/hat_0.jpg", "hat/hat_0.jpg")  # (train, test) paths with nearly the same vector
 EXACT = ("shoes/shoes_0.jpg", "shoes/shoes_1.jpg")  # two train files with the same bytes
+# train pairs at cosine 0.9 (a candidate, under the confirming cosine): the first with equal
+# perceptual hashes (a near copy), the second with hashes far apart (two photos alike)
+SAME_HASH = ("pants/pants_0.jpg", "pants/pants_1.jpg")
+FAR_HASH = ("shoes/shoes_2.jpg", "shoes/shoes_3.jpg")
 
 
 def _vector(rng: np.random.Generator, centre: int) -> np.ndarray:
@@ -43,6 +47,8 @@ def _rows(catalog: pd.DataFrame, stage: str, rng) -> list[dict]:
             "CONTENT_SHA256": f"{stage}:{r.RELATIVE_PATH}",
             "EMBEDDING": _vector(rng, CENTRES[folder]),
             "ERROR": None, "EMBEDDED_AT": now,
+            "PHASH": int(rng.integers(-(2**63), 2**63 - 1)),
+            "PHASH_CENTER": int(rng.integers(-(2**63), 2**63 - 1)),
         })  # fmt: skip
     return rows
 
@@ -67,10 +73,24 @@ def embedded(local_env):
     leaked["EMBEDDING"] = by_path[LEAKED[0]]["EMBEDDING"] + 0.01
     by_path[EXACT[1]]["EMBEDDING"] = by_path[EXACT[0]]["EMBEDDING"] - 0.2  # bytes say copies
     by_path[EXACT[1]]["CONTENT_SHA256"] = by_path[EXACT[0]]["CONTENT_SHA256"]
+    for a, b in (SAME_HASH, FAR_HASH):
+        _at_cosine(by_path[a], by_path[b], 0.9, rng)
+    by_path[SAME_HASH[1]]["PHASH"] = by_path[SAME_HASH[0]]["PHASH"]
+    by_path[FAR_HASH[1]]["PHASH"] = ~by_path[FAR_HASH[0]]["PHASH"]
+    by_path[FAR_HASH[1]]["PHASH_CENTER"] = ~by_path[FAR_HASH[0]]["PHASH"]
     for row in train + test:
         row["EMBEDDING"] = row["EMBEDDING"] / np.linalg.norm(row["EMBEDDING"])
     assert warehouse.write_embedding_rows(train + test) == len(train) + len(test)
     return warehouse
+
+
+def _at_cosine(a: dict, b: dict, cosine: float, rng: np.random.Generator) -> None:
+    """Set b's EMBEDDING at `cosine` to a's (both unit vectors)."""
+    first = a["EMBEDDING"] / np.linalg.norm(a["EMBEDDING"])
+    other = rng.standard_normal(first.shape).astype(np.float32)
+    other -= (other @ first) * first
+    a["EMBEDDING"] = first
+    b["EMBEDDING"] = cosine * first + np.sqrt(1 - cosine**2) * other / np.linalg.norm(other)
 
 
 def _check(result: dg.ExecuteInProcessResult) -> dg.AssetCheckEvaluation:
@@ -91,6 +111,8 @@ def test_pairs_leakage_and_label_issues_are_materialized(embedded, local_env, ca
     kinds = {(r.PATH_A, r.STAGE_A, r.PATH_B, r.STAGE_B): r.KIND for r in pairs.itertuples()}
     assert kinds[(LEAKED[0], "train", LEAKED[1], "test")] == "near"
     assert kinds[(EXACT[0], "train", EXACT[1], "train")] == "exact"
+    assert kinds[(SAME_HASH[0], "train", SAME_HASH[1], "train")] == "near"
+    assert (FAR_HASH[0], "train", FAR_HASH[1], "train") not in kinds
     shown = metadata_of(result, "near_duplicates")
     assert (shown["pairs_exact"], shown["pairs_train_test"], shown["leaked_train_images"]) == (
         1, 1, 1)  # fmt: skip

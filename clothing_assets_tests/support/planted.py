@@ -163,12 +163,21 @@ def planted_stage(
 def lite0_embedder(image_size: int = 64):
     """`embed(list of file bytes) -> [n, d] float32` with EfficientNet-Lite0's installed
     ImageNet weights, through the model file's decode side and eval preset, as scoring does."""
+    embed_and_hash = lite0_embed_and_hash(image_size)
+    return lambda datas: embed_and_hash(datas)[0]
+
+
+def lite0_embed_and_hash(image_size: int = 64):
+    """`embed(list of file bytes) -> ([n, d] float32, whole hashes, centre hashes)`: the
+    embeddings of `lite0_embedder` and, from the same decode, the perceptual hashes
+    (`ml.phash.image_hashes`), as scoring makes them."""
     import torch
 
     from clothing_assets.ml.embeddings import embed_batch
     from clothing_assets.ml.images import prepare
     from clothing_assets.ml.model_file import ModelFile
     from clothing_assets.ml.models import build_model
+    from clothing_assets.ml.phash import image_hashes
     from clothing_assets.ml.settings import TrainSettings
 
     settings = TrainSettings(image_size=image_size)
@@ -180,12 +189,15 @@ def lite0_embedder(image_size: int = 64):
     preset = model_file.eval_preset()
     side = model_file.cache_size
 
-    def embed(datas: list[bytes]) -> np.ndarray:
-        out = []
+    def embed(datas: list[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        out, whole, centre = [], [], []
         for start in range(0, len(datas), 64):
             batch = torch.stack([prepare(d, side) for d in datas[start : start + 64]])
             out.append(embed_batch(model, preset(batch)))
-        return np.concatenate(out)
+            hashes = image_hashes(batch)
+            whole.append(hashes[0])
+            centre.append(hashes[1])
+        return np.concatenate(out), np.concatenate(whole), np.concatenate(centre)
 
     return embed
 

@@ -1,5 +1,7 @@
 """The near-duplicate pass on synthetic unit vectors: exact pairs by hash, near pairs by a
-blocked similarity product whose block size changes nothing, train-first pairs."""
+blocked similarity product whose block size changes nothing, train-first pairs. The frames have
+no perceptual hashes, so a pair is near by its cosine alone (`confirm` set to the threshold);
+the rule with hashes has its own tests (test_near_copy_rule.py)."""
 
 from __future__ import annotations
 
@@ -61,7 +63,7 @@ def test_exact_and_near_pairs_within_and_across_stages():
         ["train", "train", "train", "test", "test", "test"],
         ["h0", "h0", "h2", "h3", "h4", "h5"],
     )
-    pairs = duplicate_pairs(frame, 0.9)
+    pairs = duplicate_pairs(frame, 0.9, confirm=0.9)
     as_tuples = {tuple(r) for r in pairs[["PATH_A", "STAGE_A", "PATH_B", "STAGE_B", "KIND"]]
                  .itertuples(index=False)}  # fmt: skip
     assert as_tuples == {
@@ -82,15 +84,15 @@ def test_a_cross_stage_pair_has_its_train_image_first_whatever_the_row_order():
     vectors = _unit(rng, 2)
     vectors[1] = _near(vectors[0], rng, noise=0.01)
     frame = _frame(vectors, ["a_test.jpg", "z_train.jpg"], ["test", "train"], ["h1", "h2"])
-    pair = duplicate_pairs(frame, 0.9).iloc[0]
+    pair = duplicate_pairs(frame, 0.9, confirm=0.9).iloc[0]
     assert (pair["PATH_A"], pair["STAGE_A"], pair["STAGE_B"]) == ("z_train.jpg", "train", "test")
 
 
 def test_no_embeddings_or_one_give_no_pairs():
     empty = _frame(np.zeros((0, 4), np.float32), [], [], [])
-    assert duplicate_pairs(empty, 0.9).empty
+    assert duplicate_pairs(empty, 0.9, confirm=0.9).empty
     one = _frame(np.eye(1, 4, dtype=np.float32), ["a.jpg"], ["train"], ["h"])
-    assert duplicate_pairs(one, 0.9).empty
+    assert duplicate_pairs(one, 0.9, confirm=0.9).empty
 
 
 def test_the_calibrated_threshold_keeps_the_precision_and_finds_the_most_copies():

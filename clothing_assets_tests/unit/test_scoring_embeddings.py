@@ -10,6 +10,7 @@ import pytest
 from clothing_assets.ml.embeddings import embed_batch, embedding_rows
 from clothing_assets.ml.images import prepare
 from clothing_assets.ml.model_file import ModelFile
+from clothing_assets.ml.phash import image_hashes
 from clothing_assets.ml.scoring import score_batch
 from clothing_assets.stage import stage_file_url
 from clothing_assets_tests.support import COLOURS, write_image
@@ -39,14 +40,19 @@ def test_embed_gives_each_file_its_embedding_and_hash_from_one_read(files):
         data = (root / result["RELATIVE_PATH"]).read_bytes()
         assert result["CONTENT_SHA256"] == hashlib.sha256(data).hexdigest()
         assert result["TYPE"] is not None and result["EMBEDDING"].shape == (512,)
-        image = model_file.eval_preset()(prepare(data, model_file.cache_size)[None])
-        alone = embed_batch(model, image)[0]
+        decoded = prepare(data, model_file.cache_size)[None]
+        alone = embed_batch(model, model_file.eval_preset()(decoded))[0]
         assert float(result["EMBEDDING"] @ alone) > 0.99  # autocast may round a little
+        # the perceptual hashes of the decode the model saw
+        whole, centre = image_hashes(decoded)
+        assert (result["PHASH"], result["PHASH_CENTER"]) == (int(whole[0]), int(centre[0]))
     broken = results[3]
     assert broken["ERROR"] and broken["EMBEDDING"] is None and broken["CONTENT_SHA256"]
+    assert broken["PHASH"] is None and broken["PHASH_CENTER"] is None
     made = embedding_rows(results, "test")
     assert [r["STAGE"] for r in made] == ["test"] * 4
     assert made[3]["ERROR"] == broken["ERROR"] and made[3]["EMBEDDING"] is None
+    assert made[0]["PHASH"] == results[0]["PHASH"] and made[3]["PHASH"] is None
     assert all(r["ERROR"] is None for r in made[:3])
     assert "EMBEDDING" not in score_batch(model_bytes, version, rows[:1])[0]  # only when asked
 

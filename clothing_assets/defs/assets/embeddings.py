@@ -136,9 +136,9 @@ def _metadata(
     stale: int,
     seconds: float,
 ) -> dict[str, dg.MetadataValue]:
-    """Counts of the run and of the table for the champion, per stage."""
-    stored = warehouse.read_embeddings(model_version=version)
-    per_stage = stored.groupby("STAGE").size().to_dict() if len(stored) else {}
+    """Counts of the run and of the table for the champion, per stage: counted in the
+    warehouse; only the map's sample of embeddings is read."""
+    per_stage = warehouse.embedding_counts(version)
     table = "\n".join(
         ["| stage | embedded now | errors now | embeddings of the champion |", "|---|---|---|---|"]
         + [f"| {s} | {done[s][0]} | {done[s][1]} | {per_stage.get(s, 0)} |" for s in done]
@@ -154,19 +154,20 @@ def _metadata(
         "seconds": dg.MetadataValue.float(round(seconds, 2)),
         "summary": dg.MetadataValue.md(table),
     }
-    if len(stored) >= 3:
-        metadata["embedding_map"] = dg.MetadataValue.md(_embedding_map(warehouse, stored))
+    if sum(per_stage.values()) >= 3:
+        shown = warehouse.sample_embeddings(version, MAP_POINTS)
+        metadata["embedding_map"] = dg.MetadataValue.md(_embedding_map(warehouse, shown))
     return metadata
 
 
-def _embedding_map(warehouse: Warehouse, stored: pd.DataFrame) -> str:
-    """The map of up to MAP_POINTS embeddings (`plots.embedding_map_png`) as inline markdown."""
+def _embedding_map(warehouse: Warehouse, shown: pd.DataFrame) -> str:
+    """The map of the sampled embeddings `shown` (`plots.embedding_map_png`) as inline
+    markdown."""
     import numpy as np
 
     from clothing_assets.plots import embedding_map_png, png_markdown
     from clothing_assets.stage import class_of
 
-    shown = stored.sample(n=min(MAP_POINTS, len(stored)), random_state=0)
     predicted = warehouse.read_catalog("clothing_test").set_index("RELATIVE_PATH")["TYPE"]
     labels = [
         class_of(path) if stage == "train" else predicted.get(path)

@@ -14,7 +14,7 @@ import pandas as pd
 from pydantic import Field
 
 from clothing_assets.defs.assets.embeddings import image_embeddings
-from clothing_assets.ml.duplicates import NEAR_THRESHOLD
+from clothing_assets.ml.duplicates import CANDIDATE_THRESHOLD, CONFIRM_THRESHOLD, MAX_HAMMING
 from clothing_assets.resources.warehouse import Warehouse
 from clothing_assets.stage import StageResource
 
@@ -25,11 +25,26 @@ class DuplicatesConfig(dg.Config):
     """How `near_duplicates` tells a copy from a different image."""
 
     threshold: float = Field(
-        default=NEAR_THRESHOLD,
+        default=CANDIDATE_THRESHOLD,
         ge=0.0,
         le=1.0,
-        description="Cosine similarity of two embeddings at or above which the images are near "
-        "copies (calibrated on resized, recompressed, cropped and re-encoded copies).",
+        description="Cosine similarity of two embeddings at or above which the images are a "
+        "candidate pair, confirmed by their perceptual hashes or confirm_threshold (calibrated "
+        "with the other two on resized, recompressed, cropped and re-encoded copies).",
+    )
+    max_hamming: int = Field(
+        default=MAX_HAMMING,
+        ge=0,
+        le=64,
+        description="The most bits in which a candidate pair's perceptual hashes may differ "
+        "for the images to be near copies.",
+    )
+    confirm_threshold: float = Field(
+        default=CONFIRM_THRESHOLD,
+        ge=0.0,
+        le=1.01,
+        description="Cosine similarity at or above which a candidate pair is a near copy "
+        "whatever its hashes (above 1: never).",
     )
 
 
@@ -85,9 +100,10 @@ def near_duplicates(
     test_stage: StageResource,
 ) -> dg.MaterializeResult:
     """clothing_near_duplicates: every pair of embedded images (train and test, within and
-    across the stages) with equal content hashes ('exact') or embeddings at cosine similarity
-    >= the threshold ('near'), replaced whole on each run. A train image paired with a test
-    image is leaked: training leaves it out while its `exclude_leaked` is on."""
+    across the stages) with equal content hashes ('exact') or near copies ('near': embeddings at
+    cosine similarity >= the threshold whose perceptual hashes are within max_hamming bits, or
+    whose cosine is >= confirm_threshold), replaced whole on each run. A train image paired
+    with a test image is leaked: training leaves it out while its `exclude_leaked` is on."""
     import time
 
     from clothing_assets.ml.duplicates import duplicate_pairs, leaked_train_paths, pair_counts
@@ -95,7 +111,8 @@ def near_duplicates(
 
     embedded = warehouse.read_embeddings()
     started = time.perf_counter()
-    pairs = duplicate_pairs(embedded, config.threshold)
+    pairs = duplicate_pairs(embedded, config.threshold, max_hamming=config.max_hamming,
+                            confirm=config.confirm_threshold)  # fmt: skip
     seconds = time.perf_counter() - started
     warehouse.replace_results("clothing_near_duplicates", pairs)
     counts = pair_counts(pairs)
@@ -110,6 +127,8 @@ def near_duplicates(
         **{f"pairs_{name}": dg.MetadataValue.int(value) for name, value in counts.items()},
         "leaked_train_images": dg.MetadataValue.int(len(leaked)),
         "threshold": dg.MetadataValue.float(config.threshold),
+        "max_hamming": dg.MetadataValue.int(config.max_hamming),
+        "confirm_threshold": dg.MetadataValue.float(config.confirm_threshold),
         "pass_seconds": dg.MetadataValue.float(round(seconds, 3)),
         "closest_pairs": dg.MetadataValue.md(_markdown_table(
             ["A", "B", "similarity", "kind"],
