@@ -220,6 +220,7 @@ def training_metadata(
         "weights": dg.MetadataValue.text(settings.weights),
         "image_size": dg.MetadataValue.int(settings.image_size),
         "crop_scale_min": dg.MetadataValue.float(result.crop_scale_min),
+        "frozen_parameters": dg.MetadataValue.int(result.frozen_parameters),
         "classes": dg.MetadataValue.json(list(classes)),
         "epochs": dg.MetadataValue.int(len(history)),
         "best_epoch": dg.MetadataValue.int(result.best_epoch),

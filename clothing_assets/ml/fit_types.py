@@ -54,6 +54,7 @@ class FitResult:
     plan: EpochPlan | None = None
     cpu_kind: str = ""
     crop_scale_min: float = 0.0  # the smallest training crop the run used
+    frozen_parameters: int = 0  # parameters kept at their starting weights (`frozen_blocks`)
 
     @property
     def best_val_accuracy(self) -> float | None:

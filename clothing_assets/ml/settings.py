@@ -25,9 +25,10 @@ LONG_PLAN_CROP_SCALE = 0.25
 @dataclass(frozen=True)
 class TrainSettings:
     """Hyperparameters of a training run. The defaults fine-tune EfficientNet-Lite0 from its
-    ImageNet weights (installed with the project: no download) at 128 px for as many epochs (at
-    most 100) as fit in 12 minutes, so the main job ends within 15 on a 2-core CPU of either
-    kind; `configs/resnet50_gpu.yaml` is the 25-epoch ResNet50 recipe for GPU machines."""
+    ImageNet weights (installed with the project: no download) at 128 px, its stem and first 5
+    blocks frozen, for as many epochs (at most 100) as fit in 4 minutes, so the main job ends
+    within 6 on a 2-core CPU; `configs/resnet50_gpu.yaml` is the 25-epoch ResNet50 recipe for
+    GPU machines."""
 
     architecture: str = _setting(
         "efficientnet_lite0",
@@ -37,10 +38,10 @@ class TrainSettings:
     # Recipes)
     image_size: int = _setting(128, "Training crop side (px).")
     n_epochs: int = _setting(100, "At most this many epochs (the budget usually decides).")
-    # 12: the whole default job took 11 min 16 s on AVX512-BF16 and 11 min 44 s on emulated AVX2
-    # (BENCHMARKS.md, Main job)
+    # 4: with 5 blocks frozen it fits 8-9 epochs on 2 cores of either kind, which scored as well
+    # on unseen images as 19 epochs in 12 minutes (BENCHMARKS.md, Recipes and Main job)
     max_train_minutes: float = _setting(
-        12.0,
+        4.0,
         "Wall-clock budget of training: the epochs that fit, from the throughput timed over "
         "the first steps (at most n_epochs); 0: no budget, n_epochs.",
     )

@@ -365,6 +365,7 @@ class _Trainer:
             plan=self.plan,
             cpu_kind=cpu_kind(),
             crop_scale_min=self.crop_scale_min,
+            frozen_parameters=self.frozen_parameters,
         )
 
 

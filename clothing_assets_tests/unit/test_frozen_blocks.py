@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from clothing_assets.ml.engine import make_optimizer
+from clothing_assets.ml.fit_types import FitResult
 from clothing_assets.ml.models import build_model, early_layers, freeze_early_layers
 from clothing_assets.ml.settings import TrainSettings
 from clothing_assets.ml.train import fit
@@ -60,14 +61,14 @@ def _data(n_per_class: int = 6, classes: int = 2):
     return images, labels
 
 
-def _fit(init: dict[str, torch.Tensor], **changes) -> dict[str, torch.Tensor]:
+def _fit(init: dict[str, torch.Tensor], **changes) -> FitResult:
     settings = TrainSettings(
         architecture="resnet18", weights="none", image_size=32, n_epochs=1, batch_size=4,
         checkpoint_every=0, max_train_minutes=0.0, **changes,
     )  # fmt: skip
     images, labels = _data()
     return fit(images, labels, images[:4], labels[:4], ["a", "b"], settings,
-               init_state=init).state_dict  # fmt: skip
+               init_state=init)  # fmt: skip
 
 
 def test_training_from_given_weights_keeps_the_frozen_layers_and_moves_the_rest():
@@ -75,7 +76,13 @@ def test_training_from_given_weights_keeps_the_frozen_layers_and_moves_the_rest(
     start = {
         k: v.clone() for k, v in build_model("resnet18", 2, image_size=32).state_dict().items()
     }
-    trained = _fit(start, frozen_blocks=3)
+    result = _fit(start, frozen_blocks=3)
+    assert result.frozen_parameters == sum(
+        v.numel() for k, v in start.items()
+        if k.startswith(("conv1.", "bn1.", "layer1.", "layer2.0.")) and "running" not in k
+        and "num_batches" not in k
+    )  # fmt: skip
+    trained = result.state_dict
     assert torch.equal(trained["conv1.weight"], start["conv1.weight"])
     assert torch.equal(trained["layer2.0.conv1.weight"], start["layer2.0.conv1.weight"])
     assert not torch.equal(trained["layer2.1.conv1.weight"], start["layer2.1.conv1.weight"])
