@@ -55,6 +55,7 @@ RECIPES = {
     "lite160": {"image_size": 160},
     "lite96": {"image_size": 96},
     "lite-scale50": {"crop_scale_min": 0.5},
+    "lite-lr2": {"base_lr": 0.002},
     "lite-lr3": {"base_lr": 0.003},
     # how many early blocks keep their ImageNet weights (the default freezes 5)
     "lite-freeze0": {"frozen_blocks": 0},
