@@ -38,10 +38,10 @@ class TrainSettings:
     # Recipes)
     image_size: int = _setting(128, "Training crop side (px).")
     n_epochs: int = _setting(100, "At most this many epochs (the budget usually decides).")
-    # 4.5: the main job then ends within 6 minutes on the AMX Xeon (5 took 6 min 5 s); with 5
-    # blocks frozen it fits about 22,000 images' steps on 2 cores. 24,000 scored 92.5±0.3 % on
-    # unseen images over three splits, level with 19 unfrozen epochs in 12 minutes, and 4 minutes
-    # 91.4±1.7 (BENCHMARKS.md, Recipes and Main job)
+    # 4.5: the main job then ends within 6 minutes on the AMX Xeon (with 5: 6 min 5 s); with 5
+    # blocks frozen that fits about 19,000 images' steps on 2 cores, which scored 92.3±0.8 % on
+    # unseen images over three splits (24,000: 92.5±0.3, level with 19 unfrozen epochs in 12
+    # minutes; BENCHMARKS.md, Recipes and Main job)
     max_train_minutes: float = _setting(
         4.5,
         "Wall-clock budget of training: the epochs that fit, from the throughput timed over "
