@@ -316,7 +316,7 @@ class _Trainer:
             self.replan(self._checked_midway(epoch + 1), len(train[0]), self.hooks.on_plan)
         # an epoch-end checkpoint too, unless one was written fewer than checkpoint_every steps
         # ago: a resnet18 checkpoint is 179 MB, fsynced (0.6-1.5 s); one per short 64 px epoch
-        # would spend about a minute of a few minutes' budget
+        # would spend about a minute of the training budget
         every = settings.checkpoint_every
         if every <= 0 or self.step - self.saved_step >= every:
             self.checkpoint(epoch + 1, 0)
