@@ -74,8 +74,9 @@ def fill(database: Path, version: str, real: dict[str, np.ndarray], total: int) 
             batch = pd.DataFrame({"p": paths, "e": list(vectors)})
             conn.register("batch", batch)
             conn.execute(
-                f"INSERT INTO clothing_embeddings SELECT p, 'train', $v, 0, NULL, NULL, NULL, "
-                f"CAST(e AS FLOAT[{dimension}]), NULL, $t FROM batch",
+                "INSERT INTO clothing_embeddings (RELATIVE_PATH, STAGE, MODEL_VERSION, SIZE, "
+                "EMBEDDING, EMBEDDED_AT) "
+                f"SELECT p, 'train', $v, 0, CAST(e AS FLOAT[{dimension}]), $t FROM batch",
                 {"v": version, "t": now},
             )
             conn.unregister("batch")
