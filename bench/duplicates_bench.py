@@ -150,7 +150,8 @@ def near_quality(frame: pd.DataFrame, vectors: np.ndarray) -> list[str]:
             for kind in KINDS:
                 with_kind = copy & ((kinds[i] == kind) | (kinds[j] == kind))
                 found = int((kept & with_kind).sum())
-                lines.append(f"    pairs with the {kind} copy: recall {100 * found / per_kind:.1f} % "
+                share = 100 * found / per_kind
+                lines.append(f"    pairs with the {kind} copy: recall {share:.1f} % "
                              f"({found} of {per_kind})")  # fmt: skip
     return lines
 
