@@ -11,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 
+from clothing_assets.ml.duplicates import HASH_COLUMNS
 from clothing_assets.resources.identifiers import InvalidIdentifierError
 from clothing_assets.stage import class_of
 
@@ -31,9 +32,9 @@ EMBEDDING_COLUMNS = [
     "ERROR",
     "EMBEDDED_AT",
 ]
-# optional in what is written (missing: NULL, and the file is embedded again by the next run)
-HASH_COLUMNS = ["PHASH", "PHASH_CENTER"]
-STORED_EMBEDDING_COLUMNS = EMBEDDING_COLUMNS + HASH_COLUMNS
+# HASH_COLUMNS are optional in what is written (missing: NULL, and the file is embedded again by
+# the next run)
+STORED_EMBEDDING_COLUMNS = EMBEDDING_COLUMNS + list(HASH_COLUMNS)
 # the catalog an embedding's file is from: 'train' is clothing_train, 'test' clothing_test
 EMBEDDING_STAGES = ("train", "test")
 MAX_NEAREST = 1000

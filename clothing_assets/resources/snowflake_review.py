@@ -49,23 +49,28 @@ class SnowflakeReview:
         records = [dict(zip(columns, row, strict=False)) for row in cursor.fetchall()]
         return {str(r.get("name", "")).upper(): str(r.get("type", "")).strip() for r in records}
 
+    @staticmethod
+    def _dimension_of(described: dict[str, str] | None) -> int | None:
+        """EMBEDDING's length in a `_described` table; None without the table."""
+        match = _VECTOR_TYPE.match(described.get("EMBEDDING", "")) if described else None
+        return int(match.group(1)) if match else None
+
     @classmethod
     def _dimension(cls, cursor: Any) -> int | None:
         """EMBEDDING's length; None while the table does not exist."""
-        described = cls._described(cursor)
-        match = _VECTOR_TYPE.match(described.get("EMBEDDING", "")) if described else None
-        return int(match.group(1)) if match else None
+        return cls._dimension_of(cls._described(cursor))
 
     def embeddings_dimension(self) -> int | None:
         with self._connect() as conn:
             return self._dimension(conn.cursor())
 
     @classmethod
-    def _add_hash_columns(cls, cursor: Any) -> None:
+    def _add_hash_columns(cls, cursor: Any, described: dict[str, str] | None = None) -> None:
         """Give a clothing_embeddings made before the perceptual hashes their columns (NULL:
         its files are listed to be embedded again), only when it lacks them: DDL commits the
-        session's open transaction in Snowflake."""
-        described = cls._described(cursor)
+        session's open transaction in Snowflake. `described`: the table's `_described`
+        columns when the caller has them (one DESCRIBE, not two)."""
+        described = cls._described(cursor) if described is None else described
         if described is not None and not set(HASH_COLUMNS) <= set(described):
             for name in ("add_embeddings_phash", "add_embeddings_phash_center"):
                 cursor.execute(render(name))
@@ -74,9 +79,10 @@ class SnowflakeReview:
         create = render_dimension("create_clothing_embeddings", dimension)
         with self._connect() as conn:
             cursor = conn.cursor()
-            current = self._dimension(cursor)
+            described = self._described(cursor)
+            current = self._dimension_of(described)
             if current == dimension:
-                self._add_hash_columns(cursor)
+                self._add_hash_columns(cursor, described)
                 return False
             cursor.execute(render("drop_clothing_embeddings"))
             cursor.execute(create)
@@ -86,11 +92,12 @@ class SnowflakeReview:
         """A cursor, and the table's length; an empty table of length 1 is made when there is
         none yet, to query against (`prepare_embeddings` makes it again for the real one)."""
         cursor = conn.cursor()
-        dimension = self._dimension(cursor)
+        described = self._described(cursor)
+        dimension = self._dimension_of(described)
         if dimension is None:
             cursor.execute(render_dimension("create_clothing_embeddings", 1))
         else:
-            self._add_hash_columns(cursor)
+            self._add_hash_columns(cursor, described)
         return cursor, dimension
 
     def unembedded_rows(self, stage: str, model_version: str) -> pd.DataFrame:
@@ -151,9 +158,10 @@ class SnowflakeReview:
             validate_embedding_stage(stage)
         with self._connect() as conn:
             cursor = conn.cursor()
-            if self._dimension(cursor) is None:  # nothing embedded yet
+            described = self._described(cursor)
+            if self._dimension_of(described) is None:  # nothing embedded yet
                 return pd.DataFrame(columns=READ_EMBEDDING_COLUMNS)
-            self._add_hash_columns(cursor)
+            self._add_hash_columns(cursor, described)
             if model_version is None:
                 cursor.execute(render("select_newest_embedded_version"))
                 row = cursor.fetchone()
