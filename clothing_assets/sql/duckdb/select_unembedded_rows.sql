@@ -1,8 +1,9 @@
 -- Catalog rows of the stage ('train' or 'test') that hold no embedding (or ERROR) of the model
 -- version for the file as it is listed now: new or changed files, or every file after a new
 -- champion, or an embedding without its perceptual hashes (written before they were stored: the
--- file is read once more so that near_duplicates can confirm its pairs). Rows the catalog refused (an ERROR in clothing_train; an ERROR without a
--- prediction in clothing_test) are never read.
+-- file is read once more so that near_duplicates can confirm its pairs). Rows the catalog
+-- refused (an ERROR in clothing_train; an ERROR without a prediction in clothing_test) are never
+-- read.
 SELECT c.RELATIVE_PATH, c.FILE_URL, c.SIZE, c.LAST_MODIFIED, c.ETAG, $stage AS STAGE
 FROM (
     SELECT RELATIVE_PATH, FILE_URL, SIZE, LAST_MODIFIED, ETAG, 'train' AS STAGE
