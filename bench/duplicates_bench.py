@@ -38,7 +38,7 @@ from clothing_assets.ml.duplicates import (
     MAX_HAMMING,
     calibrate_threshold,
     duplicate_pairs,
-    hash_distances,
+    near_copy_filter,
     similar_index_pairs,
 )
 from clothing_assets.ml.embeddings import embed_batch
@@ -137,12 +137,10 @@ def near_quality(frame: pd.DataFrame, vectors: np.ndarray) -> list[str]:
     for t in SWEEP:
         lines.append(f"  cosine {t:.2f}: {_quality(similarity >= t, copy, planted)}")
     lines.append(f"  calibrated (precision 0.99): {calibrate_threshold(similarity, copy):.3f}")
-    whole, centre = frame["PHASH"].to_numpy(), frame["PHASH_CENTER"].to_numpy()
-    distance = hash_distances(whole, centre, i, j)
     per_kind = int((sizes - 1).sum())  # each copy pairs with every other member of its group
     kinds = frame["RELATIVE_PATH"].str.extract(r"\.(" + "|".join(KINDS) + ")$")[0].to_numpy()
     for n, (low, bits, high) in enumerate(RULES):
-        kept = (similarity >= low) & ((distance <= bits) | (similarity >= high))
+        kept = (similarity >= low) & near_copy_filter(frame, bits, high)(i, j, similarity)
         lines.append(f"  rule cosine >= {low:.2f} and (hamming <= {bits} or cosine >= "
                      f"{high:.2f}){' (default)' if n == 0 else ''}: "
                      f"{_quality(kept, copy, planted)}")  # fmt: skip
