@@ -82,6 +82,13 @@ def _scoring_runtime(raw: str) -> str:
     return value
 
 
+def _retrain_init(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in ("champion", "imagenet", "none"):  # defs.assets.warm_start.INITS
+        raise ValueError("is not one of champion, imagenet, none")
+    return value
+
+
 def _flag(raw: str) -> bool:
     value = raw.strip().lower()
     if value not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
@@ -143,6 +150,10 @@ _VARIABLES = [
     Variable("CLOTHING_SENSOR_INTERVAL_SECONDS", 60, _positive_int,
              "minimum seconds between two ticks of a sensor"),
     Variable("CLOTHING_RETRAIN_CRON", "0 3 * * 0", _text, "the retraining schedule (UTC)"),
+    Variable("CLOTHING_RETRAIN_INIT", "champion", _retrain_init,
+             "where a scheduled retrain starts: `champion` fine-tunes from the champion's "
+             "weights within `champion_train_minutes` (from ImageNet's, with the full budget, "
+             "when there is no champion or it has other classes), or `imagenet` / `none`"),
     Variable("CLOTHING_MODEL_MAX_AGE_HOURS", 192.0, _window_hours,
              "trained_model's freshness policy fails once the newest challenger is this old: a "
              "week of the weekly retraining schedule plus a day for its run; keep it above "

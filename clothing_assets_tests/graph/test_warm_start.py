@@ -1,7 +1,9 @@
 """Warm-start retraining (`trained_model`'s `init: champion`): the run starts from the
 champion's weights when the classes are the same, refuses a champion of other classes, starts
 as `weights` says when there is no champion, and the challenger is still compared with the
-champion on its own validation rows. Real DuckDB, model store and Dagster runs."""
+champion on its own validation rows. A scheduled retrain (a run the automation sensor launched)
+starts from the champion by default, within its own budget, and falls back rather than fails.
+Real DuckDB, model store and Dagster runs."""
 
 from __future__ import annotations
 
@@ -11,7 +13,9 @@ import pandas as pd
 import pytest
 import torch
 
-from clothing_assets.defs.assets.warm_start import WarmStartRefused, resolve_init
+from clothing_assets.defs.assets.model import TrainConfig
+from clothing_assets.defs.assets.warm_start import Start, WarmStartRefused, resolve_init
+from clothing_assets.defs.automation import FROM_AUTOMATION_TAG
 from clothing_assets.ml.model_file import ModelFile
 from clothing_assets.ml.models import build_model
 from clothing_assets.ml.settings import TrainSettings
@@ -61,8 +65,19 @@ def models(env) -> pd.DataFrame:
         return conn.execute("SELECT * FROM clothing_models").df().set_index("VERSION")
 
 
-def run(config: dict, selection=("trained_model",)) -> dg.ExecuteInProcessResult:
-    return materialize(list(selection), dg.RunConfig(ops={"trained_model": {"config": config}}))
+def run(config: dict, selection=("trained_model",), **kwargs) -> dg.ExecuteInProcessResult:
+    return materialize(
+        list(selection), dg.RunConfig(ops={"trained_model": {"config": config}}), **kwargs
+    )
+
+
+def scheduled(config: dict) -> dg.ExecuteInProcessResult:
+    """`trained_model` as the automation sensor launches it (its tag), with `config`."""
+    return run(config, tags={FROM_AUTOMATION_TAG: "true"})
+
+
+# TINY_TRAINING without `weights`: a scheduled retrain's config gives neither init nor weights
+UNCONFIGURED = {k: v for k, v in TINY_TRAINING.items() if k != "weights"}
 
 
 def test_same_classes_start_from_the_champion_and_compare_on_the_same_rows(local_env):
@@ -132,3 +147,69 @@ def test_contradicting_init_and_weights_are_refused():
         resolve_init("imagenet", "none", init_given=True, weights_given=True)
     with pytest.raises(WarmStartRefused, match="one of champion, imagenet, none"):
         resolve_init("scratch", "none", init_given=True, weights_given=False)
+
+
+def test_a_scheduled_retrain_starts_from_the_champion_within_its_own_budget(local_env):
+    assert materialize(["clothing_dataset_train", "clothing_train"], None).success
+    champion = register_model(local_env, always_hat())
+    config = {**UNCONFIGURED, "base_lr": 0.0, "weight_decay": 0.0, "champion_train_minutes": 0.2}
+    result = scheduled(config)
+    assert result.success, step_failure(result)
+    meta = metadata_of(result, "trained_model")
+    assert (meta["init"], meta["init_asked"], meta["init_version"]) == (
+        "champion", "champion", champion,
+    )  # fmt: skip
+    assert meta["config"]["max_train_minutes"] == 0.2
+    ended = parameters(stored(local_env, meta["version"]))
+    assert all(torch.equal(t, ended[n]) for n, t in parameters(always_hat()).items())
+
+
+def test_a_scheduled_retrain_over_other_classes_starts_from_imagenet_and_says_why(local_env):
+    """The fallback is the run's `weights`: Lite0's ImageNet weights, installed with it."""
+    assert materialize(["clothing_dataset_train", "clothing_train"], None).success
+    lite = TrainSettings(architecture="efficientnet_lite0", image_size=32)
+    other = build_model("efficientnet_lite0", 3, weights="none", image_size=32)
+    register_model(
+        local_env, ModelFile.of_training(other.state_dict(), ["hat", "pants", "skirt"], lite)
+        .to_bytes()
+    )  # fmt: skip
+    result = scheduled({**UNCONFIGURED, "architecture": "efficientnet_lite0"})
+    assert result.success, step_failure(result)
+    meta = metadata_of(result, "trained_model")
+    assert (meta["init"], meta["init_asked"], meta["init_version"]) == (
+        "imagenet", "champion", "none",
+    )  # fmt: skip
+    assert "no longer in the catalog: skirt" in meta["init_note"]
+    assert meta["config"]["max_train_minutes"] == TrainSettings.max_train_minutes  # a full run
+
+
+@pytest.mark.parametrize(
+    ("given", "retrain_init", "scheduled_run", "expected"),
+    [
+        ({}, None, True, "champion"),  # CLOTHING_RETRAIN_INIT's default
+        ({}, "imagenet", True, "imagenet"),
+        ({}, None, False, "imagenet"),  # a run someone launched keeps `init`'s default
+        ({"init": "none"}, None, True, "none"),  # a config's choice wins
+        ({"weights": "none"}, None, True, "none"),
+    ],
+)
+def test_a_scheduled_retrain_starts_as_its_setting_says(
+    monkeypatch, given, retrain_init, scheduled_run, expected
+):
+    if retrain_init:
+        monkeypatch.setenv("CLOTHING_RETRAIN_INIT", retrain_init)
+    assert TrainConfig(**given).resolved_init(scheduled=scheduled_run) == expected
+
+
+@pytest.mark.parametrize(
+    ("given", "start", "expected"),
+    [
+        ({}, Start("champion", "v1"), 2.25),
+        ({"champion_train_minutes": 1.0}, Start("champion", "v1"), 1.0),
+        ({"max_train_minutes": 3.0}, Start("champion", "v1"), 3.0),  # given: kept
+        ({}, Start("imagenet"), TrainSettings.max_train_minutes),
+    ],
+)
+def test_a_run_from_the_champion_trains_within_champion_train_minutes(given, start, expected):
+    config = TrainConfig(**given)
+    assert config.budgeted(config.settings(), start).max_train_minutes == expected

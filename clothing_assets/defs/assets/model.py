@@ -4,7 +4,7 @@ version serves (the promotion rule, or a person's choice) and shows the registry
 import hashlib
 import sys
 import time
-from dataclasses import fields
+from dataclasses import fields, replace
 from typing import TYPE_CHECKING, get_type_hints
 
 import dagster as dg
@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from clothing_assets.defs.assets.catalog import clothing_train
 from clothing_assets.defs.assets.warm_start import Start, WarmStartRefused
+from clothing_assets.defs.automation import FROM_AUTOMATION_TAG
 from clothing_assets.ml.settings import TrainSettings
 from clothing_assets.resources.model_registry import Decision, ModelRegistry, RegistryError
 from clothing_assets.resources.model_store import ModelStoreResource
@@ -43,28 +44,46 @@ class _TrainConfigBase(dg.Config):
         "yet, as `weights` says), 'imagenet' or 'none' (random). Given alone, `weights` "
         "decides between the last two.",
     )
+    champion_train_minutes: float = Field(
+        default=2.25,
+        description="The training budget of a run that starts from the champion's weights, "
+        "unless max_train_minutes is given: on repeated splits with a tenth of the images new, "
+        "fine-tuning the champion for half the epochs matched a fresh start's accuracy "
+        "(BENCHMARKS.md, Warm start).",
+    )
     exclude_leaked: bool = Field(
         default=True,
         description="Leave out the train images that near_duplicates paired with a test image "
         "(clothing_near_duplicates), so that the test stage measures unseen images.",
     )
 
-    def settings(self) -> TrainSettings:
+    def settings(self, *, scheduled: bool = False) -> TrainSettings:
         """The `TrainSettings` that `fit` takes, field by field; `weights` as `init` decides
         when `init` is imagenet or none."""
         values = {f.name: getattr(self, f.name) for f in fields(TrainSettings)}
-        if self.resolved_init() != "champion":
-            values["weights"] = self.resolved_init()
+        init = self.resolved_init(scheduled=scheduled)
+        if init != "champion":
+            values["weights"] = init
         return TrainSettings(**values)
 
-    def resolved_init(self) -> str:
-        """`init` as the run applies it (`warm_start.resolve_init`)."""
+    def resolved_init(self, *, scheduled: bool = False) -> str:
+        """`init` as the run applies it (`warm_start.resolve_init`); a `scheduled` retrain
+        whose config gives neither `init` nor `weights` starts as CLOTHING_RETRAIN_INIT says."""
         from clothing_assets.defs.assets.warm_start import resolve_init
 
         given = self.model_fields_set
+        if scheduled and not given & {"init", "weights"}:
+            return setting("CLOTHING_RETRAIN_INIT")
         return resolve_init(
             self.init, self.weights, init_given="init" in given, weights_given="weights" in given
         )
+
+    def budgeted(self, settings: TrainSettings, start: Start) -> TrainSettings:
+        """`settings` with `champion_train_minutes` as the budget when the run starts from the
+        champion's weights and the config gives no `max_train_minutes`."""
+        if start.init != "champion" or "max_train_minutes" in self.model_fields_set:
+            return settings
+        return replace(settings, max_train_minutes=self.champion_train_minutes)
 
 
 _HINTS = get_type_hints(TrainSettings)
@@ -129,8 +148,9 @@ def trained_model(
     from clothing_assets.ml.data import TrainingDataError, labelled_split, training_rows
     from clothing_assets.reports import challenger_inputs_metadata, training_metadata
 
+    scheduled = context.run.tags.get(FROM_AUTOMATION_TAG) == "true"  # the scheduled retrain
     try:
-        settings = config.settings()
+        settings = config.settings(scheduled=scheduled)
     except WarmStartRefused as exc:
         raise dg.Failure(str(exc), allow_retries=False) from exc
     catalog = warehouse.read_catalog("clothing_train")
@@ -148,7 +168,8 @@ def trained_model(
     if rows["CLASS"].nunique() < 2:
         raise dg.Failure("fewer than two classes have decodable images; see clothing_train.ERROR")
     data = labelled_split(rows, images, val_fraction=settings.val_fraction)
-    start = _start(context, config, model_registry, data.classes)
+    start = _start(context, config, model_registry, data.classes, scheduled=scheduled)
+    settings = config.budgeted(settings, start)
     result = _fit(context, settings, data, model_store, rows, start)
     compared_with, champion_accuracy = _compare_with_champion(context, model_registry, data)
     version = _register(
@@ -160,7 +181,7 @@ def trained_model(
         rows_with_error=int(catalog["ERROR"].notna().sum()) + len(decoded.errors),
         compared_with=compared_with, champion_accuracy=champion_accuracy,
     ))  # fmt: skip
-    metadata.update(start.metadata(config.resolved_init()))
+    metadata.update(start.metadata(config.resolved_init(scheduled=scheduled)))
     metadata.update(reviewed)
     return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(version))
 
@@ -170,16 +191,21 @@ def _start(
     config: TrainConfig,
     registry: ModelRegistry,
     classes: list[str],
+    *,
+    scheduled: bool,
 ) -> Start:
     """Where this run starts (`warm_start`); a Failure that names what to change when the
-    champion cannot be fine-tuned for these classes."""
+    champion cannot be fine-tuned for these classes. A scheduled retrain, which no one
+    configured, starts from `weights` instead, with a note."""
     from clothing_assets.defs.assets.warm_start import champion_start
 
-    init = config.resolved_init()
+    init = config.resolved_init(scheduled=scheduled)
     if init != "champion":
         return Start(init)
     try:
-        start = champion_start(registry, classes, config.architecture, config.weights)
+        start = champion_start(
+            registry, classes, config.architecture, config.weights, strict=not scheduled
+        )
     except WarmStartRefused as exc:
         raise dg.Failure(str(exc), allow_retries=False) from exc
     if start.note:

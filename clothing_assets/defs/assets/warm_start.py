@@ -67,13 +67,19 @@ def resolve_init(init: str, weights: str, *, init_given: bool, weights_given: bo
 
 
 def champion_start(
-    registry: ModelRegistry, classes: Sequence[str], architecture: str, fallback: str
+    registry: ModelRegistry,
+    classes: Sequence[str],
+    architecture: str,
+    fallback: str,
+    *,
+    strict: bool = True,
 ) -> Start:
     """The start of an `init: champion` run over `classes`: the champion's weights, or
     `fallback` (the run's `weights`) with a note when there is no champion yet.
 
     WarmStartRefused when the champion's classes or architecture differ from the run's, or
-    its file cannot be read."""
+    its file cannot be read; without `strict` (a scheduled retrain no one configured), the
+    `fallback` start instead, with the reason as its note."""
     from clothing_assets.ml.model_file import ModelFile
 
     champion = registry.champion()
@@ -82,13 +88,18 @@ def champion_start(
                      f"from {fallback} weights")  # fmt: skip
     version = champion["VERSION"]
     try:
-        model_file = ModelFile.load(registry.load(version))  # torch.load weights_only=True
-    except (RegistryError, ValueError) as exc:
-        raise WarmStartRefused(
-            f"init: champion cannot read champion {version}'s file: {exc}; promote a readable "
-            "version or train with init: imagenet"
-        ) from exc
-    _check_same_task(version, model_file, classes, architecture)
+        try:
+            model_file = ModelFile.load(registry.load(version))  # torch.load weights_only=True
+        except (RegistryError, ValueError) as exc:
+            raise WarmStartRefused(
+                f"init: champion cannot read champion {version}'s file: {exc}; promote a "
+                "readable version or train with init: imagenet"
+            ) from exc
+        _check_same_task(version, model_file, classes, architecture)
+    except WarmStartRefused as exc:
+        if strict:
+            raise
+        return Start(fallback, note=f"started from {fallback} weights, not the champion's: {exc}")
     return Start("champion", version, dict(model_file.state_dict))
 
 
