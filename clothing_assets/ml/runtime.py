@@ -184,6 +184,14 @@ def int8_model_bytes(model_bytes: bytes, calibration_blobs: Sequence[bytes]) -> 
     return save_tensors(out)
 
 
+# ONNX Runtime moves a QuantizeLinear up through a max pool; after the fp32 stem that leaves
+# ResNet's first max pool running on uint8 in NCHW, a slow generic kernel (15 % of the forward
+# pass at 250 px). Pooling in fp32 and then quantizing gives the same values, since quantizing
+# is monotonic: ResNet50 ran 24.8 against 28.7 ms an image, Lite0 (no pool) unchanged
+# (BENCHMARKS.md, Inference runtimes).
+DISABLED_OPTIMIZERS = ["QDQPropagationTransformer"]
+
+
 class OnnxClassifier:
     """An ONNX Runtime session called like the torch model: float batch in, logits out."""
 
@@ -193,7 +201,10 @@ class OnnxClassifier:
         options = ort.SessionOptions()
         options.intra_op_num_threads = max(1, threads)
         options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(onnx_model, options, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(
+            onnx_model, options, providers=["CPUExecutionProvider"],
+            disabled_optimizers=DISABLED_OPTIMIZERS,
+        )  # fmt: skip
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         (logits,) = self.session.run(["logits"], {"input": batch.float().contiguous().numpy()})

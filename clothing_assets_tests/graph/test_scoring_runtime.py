@@ -84,6 +84,28 @@ def test_int8_keeps_the_first_convolution_and_the_classifier_in_fp32(int8_model)
 
 
 @needs_ort
+def test_the_int8_session_pools_the_fp32_stem_before_quantizing(int8_model, tmp_path):
+    """resnet18's max pool reads the fp32 stem's output, as OnnxClassifier's session optimizes
+    the graph: ONNX Runtime's uint8 pooling in NCHW is the slow kernel."""
+    import onnx
+    import onnxruntime as ort
+
+    payload = torch.load(io.BytesIO(int8_model[1]), weights_only=True)
+    if payload["architecture"] != "resnet18":
+        pytest.skip("only resnet18 has a max pool after its stem")
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(
+        payload["onnx"].numpy().tobytes(), options, providers=["CPUExecutionProvider"],
+        disabled_optimizers=runtime.DISABLED_OPTIMIZERS,
+    )  # fmt: skip
+    nodes = onnx.load(options.optimized_model_filepath).graph.node
+    quantized = {o for n in nodes if n.op_type == "QuantizeLinear" for o in n.output}
+    (pool,) = [n for n in nodes if n.op_type == "MaxPool"]
+    assert pool.input[0] not in quantized
+
+
+@needs_ort
 def test_int8_model_made_once_and_loaded_once_per_worker(int8_model, tmp_path):
     from distributed import Client, LocalCluster
 
