@@ -40,7 +40,13 @@ from distributed import Client, LocalCluster, wait
 from bench.common import jpegs, parse, parser, tagged, timed
 from clothing_assets.ml.cpu import cpu_kind
 from clothing_assets.ml.model_file import ModelFile
-from clothing_assets.ml.runtime import ORT_INT8, RUNTIMES, int8_model_bytes, resolve_runtime
+from clothing_assets.ml.runtime import (
+    ORT_INT8,
+    RUNTIMES,
+    int8_model_bytes,
+    int8_payload,
+    resolve_runtime,
+)
 from clothing_assets.ml.runtime_choice import choose_runtime
 from clothing_assets.ml.scoring import score_batch, warm_model
 from clothing_assets.ml.settings import TrainSettings
@@ -194,8 +200,11 @@ def arguments() -> argparse.Namespace:
 def _int8_bytes(train: Path, calibration: int, data: bytes) -> bytes:
     """The int8 model of `data`, made once however many times it is asked for."""
     out, seconds = timed(lambda: int8_model_bytes(data, calibration_blobs(train, calibration)))
+    stem = int8_payload(out)
     print(f"{ORT_INT8} model made on the client in {seconds:.1f}s "
-          f"({len(out) / 2**20:.0f} MiB, {calibration} calibration images)")  # fmt: skip
+          f"({len(out) / 2**20:.0f} MiB, {calibration} calibration images; stem "
+          f"{stem['stem']}: distance {stem['distance_int8_stem']:.4f} int8 against "
+          f"{stem['distance_fp32_stem']:.4f} fp32)")  # fmt: skip
     return out
 
 

@@ -106,23 +106,29 @@ def export_onnx(model: torch.nn.Module, side: int) -> bytes:
     return buffer.getvalue()
 
 
-def kept_in_fp32(onnx_path: str) -> list[str]:
-    """The nodes `quantize_int8` leaves in fp32: the first convolution (it sees the raw pixels)
-    and the classifier (Gemm or MatMul). On the default EfficientNet-Lite0 quantizing them too
-    moved the test stage by -0.9, +0.3 and +0.3 points on three trained models, and keeping them
-    by -0.3, +0.3 and +0.9; ResNet50's int8 path at 250 px runs about 10 % slower with its 7x7
-    stem in fp32 (BENCHMARKS.md, int8 accuracy; Inference runtimes)."""
+# The first convolution is quantized too only when the calibration images' probabilities stay
+# within this factor of the fp32 stem's distance from fp32. On five trained Lite0 models an int8
+# stem moved them 0.96-1.77x as far (1.4x or more on four); on ResNet50 the fp32 stem and its max
+# pool cost 12 % of the int8 forward pass (BENCHMARKS.md, int8 accuracy; Inference runtimes).
+STEM_TOLERANCE = 1.1
+
+
+def kept_in_fp32(onnx_path: str, *, stem: bool = True) -> list[str]:
+    """The nodes `quantize_int8` leaves in fp32: the classifier (Gemm or MatMul) and, with
+    `stem`, the first convolution (it sees the raw pixels). Quantizing the classifier costs
+    accuracy and saves no time."""
     import onnx
 
     nodes = onnx.load(onnx_path).graph.node
     convs = [n.name for n in nodes if n.op_type == "Conv"]
-    return convs[:1] + [n.name for n in nodes if n.op_type in ("Gemm", "MatMul")]
+    return convs[:stem] + [n.name for n in nodes if n.op_type in ("Gemm", "MatMul")]
 
 
-def quantize_int8(onnx_model: bytes, calibration: torch.Tensor, batch_size: int = 16) -> bytes:
-    """Static int8 (QDQ) quantization of `onnx_model`: weights int8 per output channel,
-    activations uint8 per tensor with min-max ranges from the `calibration` batch; the first
-    convolution and the classifier stay fp32 (`kept_in_fp32`)."""
+def quantize_qdq(
+    onnx_model: bytes, calibration: torch.Tensor, batch_size: int, *, stem: bool
+) -> bytes:
+    """Static int8 (QDQ) quantization: weights int8 per output channel, activations uint8 per
+    tensor with min-max ranges from `calibration`; `kept_in_fp32(stem=stem)` stays fp32."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -146,9 +152,47 @@ def quantize_int8(onnx_model: bytes, calibration: torch.Tensor, batch_size: int 
         quantize_static(
             str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-            nodes_to_exclude=kept_in_fp32(str(pre)),
+            nodes_to_exclude=kept_in_fp32(str(pre), stem=stem),
         )  # fmt: skip
         return out.read_bytes()
+
+
+def probability_distance(model: Callable[[torch.Tensor], torch.Tensor], reference: torch.Tensor,
+                         batch: torch.Tensor) -> float:  # fmt: skip
+    """The mean over `batch` of the largest change of a class probability between `model`'s
+    logits and the `reference` logits."""
+    with torch.inference_mode():
+        probabilities = torch.cat([model(batch[i : i + 16]) for i in range(0, len(batch), 16)])
+    change = probabilities.float().softmax(1) - reference.float().softmax(1)
+    return float(change.abs().amax(1).mean())
+
+
+def stem_in_int8(fp32_stem_distance: float, int8_stem_distance: float) -> bool:
+    """Whether the stem is quantized: its int8 model's probabilities are no more than
+    `STEM_TOLERANCE` times as far from fp32's as those of the model with an fp32 stem."""
+    return int8_stem_distance <= STEM_TOLERANCE * fp32_stem_distance
+
+
+def quantize_int8(
+    onnx_model: bytes, calibration: torch.Tensor, batch_size: int = 16
+) -> tuple[bytes, dict[str, Any]]:
+    """(static int8 model of `onnx_model`, how its stem was chosen): the classifier stays fp32,
+    and the first convolution too unless quantizing it keeps the `calibration` batch's
+    probabilities within `STEM_TOLERANCE` of the fp32 stem's distance from the fp32 model's."""
+    fp32 = OnnxClassifier(onnx_model)
+    with torch.inference_mode():
+        reference = torch.cat([fp32(calibration[i : i + 16])
+                               for i in range(0, len(calibration), 16)])  # fmt: skip
+    kept = quantize_qdq(onnx_model, calibration, batch_size, stem=True)
+    whole = quantize_qdq(onnx_model, calibration, batch_size, stem=False)
+    kept_distance = probability_distance(OnnxClassifier(kept), reference, calibration)
+    whole_distance = probability_distance(OnnxClassifier(whole), reference, calibration)
+    int8_stem = stem_in_int8(kept_distance, whole_distance)
+    return (whole if int8_stem else kept), {
+        "stem": "int8" if int8_stem else "fp32",
+        "distance_fp32_stem": kept_distance,
+        "distance_int8_stem": whole_distance,
+    }
 
 
 def calibration_batch(blobs: Sequence[bytes], model_file: ModelFile) -> torch.Tensor:
@@ -170,12 +214,14 @@ def int8_model_bytes(model_bytes: bytes, calibration_blobs: Sequence[bytes]) -> 
     weights_only=True)` like the model file, and by `load_int8_model`. It carries the model
     file's description (`ModelFile.description`: classes, sizes, normalisation) and records
     the SHA-256 of `model_bytes` and of its ONNX graph, so a cached copy is used only for that
-    model file and only whole (`int8_payload`)."""
+    model file and only whole (`int8_payload`), and which precision its stem got and why
+    (`quantize_int8`: `stem`, `distance_fp32_stem`, `distance_int8_stem`)."""
     model_file = ModelFile.load(model_bytes)
     onnx_model = export_onnx(model_file.build(), model_file.image_size)
-    int8 = quantize_int8(onnx_model, calibration_batch(calibration_blobs, model_file))
+    int8, stem = quantize_int8(onnx_model, calibration_batch(calibration_blobs, model_file))
     out = model_file.description()
     out |= {
+        **stem,
         "format": INT8_FORMAT,
         "model_sha256": hashlib.sha256(model_bytes).hexdigest(),
         "onnx_sha256": hashlib.sha256(int8).hexdigest(),

@@ -70,8 +70,10 @@ def test_int8_labels_agree_with_torch(int8_model):
 
 
 @needs_ort
-def test_int8_keeps_the_first_convolution_and_the_classifier_in_fp32(int8_model):
-    """Quantized everywhere else: every later convolution reads dequantized int8 weights."""
+def test_int8_keeps_the_classifier_in_fp32_and_the_stem_as_measured(int8_model):
+    """Every convolution after the first reads dequantized int8 weights, the classifier fp32
+    ones; the first convolution is int8 exactly when the int8 model records that quantizing it
+    kept the calibration images' probabilities within STEM_TOLERANCE of the fp32 stem's."""
     import onnx
 
     payload = torch.load(io.BytesIO(int8_model[1]), weights_only=True)
@@ -79,24 +81,48 @@ def test_int8_keeps_the_first_convolution_and_the_classifier_in_fp32(int8_model)
     dequantized = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
     convs = [n for n in graph.node if n.op_type == "Conv"]
     heads = [n for n in graph.node if n.op_type in ("Gemm", "MatMul")]
-    assert convs[0].input[1] not in dequantized and heads[-1].input[1] not in dequantized
+    assert heads[-1].input[1] not in dequantized
     assert len(convs) > 10 and all(c.input[1] in dequantized for c in convs[1:])
+    kept, whole = payload["distance_fp32_stem"], payload["distance_int8_stem"]
+    assert 0 < kept < 0.5 and 0 < whole < 0.5  # measured, and small
+    int8_stem = runtime.stem_in_int8(kept, whole)
+    assert payload["stem"] == ("int8" if int8_stem else "fp32")
+    assert (convs[0].input[1] in dequantized) == int8_stem
+
+
+@pytest.mark.parametrize(
+    ("fp32_stem", "int8_stem", "quantized"),
+    [(0.010, 0.0095, True), (0.010, 0.011, True), (0.010, 0.0115, False), (0.010, 0.017, False)],
+)
+def test_a_stem_that_moves_the_answers_stays_fp32(fp32_stem, int8_stem, quantized):
+    assert runtime.stem_in_int8(fp32_stem, int8_stem) is quantized
+
+
+def test_probability_distance_is_the_mean_largest_change():
+    identity = lambda batch: batch  # noqa: E731 -- the logits are the batch itself
+    reference = torch.zeros(2, 2)  # probabilities 0.5 / 0.5
+    moved = torch.tensor([[0.0, 0.0], [0.0, 2.0]])  # the second: 0.119 / 0.881
+    assert runtime.probability_distance(identity, reference, moved) == pytest.approx(
+        (0.0 + (0.5 - 1 / (1 + 2.718281828**2))) / 2, abs=1e-6
+    )
 
 
 @needs_ort
-def test_the_int8_session_pools_the_fp32_stem_before_quantizing(int8_model, tmp_path):
-    """resnet18's max pool reads the fp32 stem's output, as OnnxClassifier's session optimizes
-    the graph: ONNX Runtime's uint8 pooling in NCHW is the slow kernel."""
+def test_the_int8_session_pools_the_fp32_stem_before_quantizing(tmp_path):
+    """resnet18 with its stem in fp32: the max pool after it reads the fp32 stem's output, as
+    OnnxClassifier's session optimizes the graph (ONNX Runtime's uint8 pooling in NCHW is the
+    slow kernel)."""
     import onnx
     import onnxruntime as ort
 
-    payload = torch.load(io.BytesIO(int8_model[1]), weights_only=True)
-    if payload["architecture"] != "resnet18":
-        pytest.skip("only resnet18 has a max pool after its stem")
+    model_file = ModelFile.load(small_model("resnet18"))
+    calibration = torch.randn(16, 3, 32, 32)
+    onnx_model = runtime.export_onnx(model_file.build(), 32)
+    int8 = runtime.quantize_qdq(onnx_model, calibration, 16, stem=True)
     options = ort.SessionOptions()
     options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
     ort.InferenceSession(
-        payload["onnx"].numpy().tobytes(), options, providers=["CPUExecutionProvider"],
+        int8, options, providers=["CPUExecutionProvider"],
         disabled_optimizers=runtime.DISABLED_OPTIMIZERS,
     )  # fmt: skip
     nodes = onnx.load(options.optimized_model_filepath).graph.node
