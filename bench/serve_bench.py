@@ -38,6 +38,8 @@ from bench.common import REPO, jpegs, parse, parser, tagged, timed
 from clothing_assets.ml.model_file import ModelFile
 from clothing_assets.ml.models import build_model
 from clothing_assets.ml.settings import TrainSettings
+from clothing_assets.ml.threads import use_threads_here
+from clothing_assets.serve.app import ServeConfig
 from clothing_assets.serve.model import LoadedModel
 
 CLASSES = ["dress", "hat", "longsleeve", "outwear", "pants", "shirt", "shoes", "shorts", "skirt",
@@ -61,13 +63,12 @@ def model_file(architecture: str, size: int) -> bytes:
 
 
 class InProcess:
-    """Decode + forward of one image in this process, on one worker thread as the server runs
-    its forward passes (on a busy machine, OpenMP in the main thread spins against other
-    processes and measures several times slower)."""
+    """Decode + forward of one image in this process, on a thread set up as the server's
+    forward thread (`forward_thread`)."""
 
-    def __init__(self, data: bytes, jpegs: list[bytes]) -> None:
+    def __init__(self, data: bytes, jpegs: list[bytes], pool: ThreadPoolExecutor) -> None:
         self.loaded, self.jpegs, self.done = LoadedModel.from_bytes("bench", data), jpegs, 0
-        self.pool = ThreadPoolExecutor(1)
+        self.pool = pool
         self.samples(3)  # the first passes warm the allocator and oneDNN's kernels
 
     def samples(self, n: int) -> list[float]:
@@ -84,7 +85,17 @@ class InProcess:
         return self.pool.submit(run).result()
 
 
-def forward_ms_per_image(data: bytes, jpegs: list[bytes], batch: int, repeats: int) -> float:
+def forward_thread() -> ThreadPoolExecutor:
+    """A thread that runs torch as the server's forward thread does: with the server's threads
+    (`ServeConfig.threads`), in a process whose other threads run one (`main` sets it)."""
+    return ThreadPoolExecutor(
+        1, initializer=use_threads_here, initargs=(ServeConfig.from_settings().threads(),)
+    )
+
+
+def forward_ms_per_image(
+    data: bytes, jpegs: list[bytes], batch: int, repeats: int, pool: ThreadPoolExecutor
+) -> float:
     """Median ms per image of the forward pass alone (images decoded beforehand) at `batch`
     images per pass, on one worker thread as the server runs it: the most batching can gain
     is this figure at batch 1 over it at the server's largest batch."""
@@ -99,8 +110,7 @@ def forward_ms_per_image(data: bytes, jpegs: list[bytes], batch: int, repeats: i
                 times.append(seconds * 1000 / batch)
         return statistics.median(times)
 
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(run).result()
+    return pool.submit(run).result()
 
 
 def start_server(models: Path, port: int, batch: int, log: Path) -> subprocess.Popen:
@@ -175,8 +185,9 @@ def bench_model(arch: str, size: int, jpegs: list[bytes], args: argparse.Namespa
     (root / "models").mkdir()
     (root / "models" / "model_trained.pt").write_bytes(data)
     requests = args.requests if arch != "resnet50" else max(16, args.requests // 3)
-    local = InProcess(data, jpegs)
-    one, sixteen = (forward_ms_per_image(data, jpegs, b, repeats=max(4, 64 // b)) for b in (1, 16))
+    pool = forward_thread()  # one: a second thread's OpenMP team would slow both (`ml.threads`)
+    local = InProcess(data, jpegs, pool)
+    one, sixteen = (forward_ms_per_image(data, jpegs, b, max(4, 64 // b), pool) for b in (1, 16))
     print(tagged(
         f"{arch} {size} px | in-process forward per image: batch 1 {one:.1f} ms, "
         f"batch 16 {sixteen:.1f} ms: batching can gain at most {one / sixteen:.2f}x here"
@@ -195,6 +206,7 @@ def bench_model(arch: str, size: int, jpegs: list[bytes], args: argparse.Namespa
         for clients in args.clients:
             measure(arch, size, jpegs, clients, max(requests, 2 * clients), ports, local, out, args)
     finally:
+        pool.shutdown()  # the next model's thread must be the only team (`ml.threads`)
         for server in servers:
             server.terminate()
             server.wait(timeout=30)
@@ -251,6 +263,7 @@ def main() -> None:
         "--clients", type=int, nargs="+", default=list(CLIENTS), help="concurrent clients"
     )
     args = parse(described)
+    torch.set_num_threads(1)  # as the server runs every thread but its forward thread
     stage = args.data / "test"
     blobs = [p.read_bytes() for p in jpegs(stage)]
     print(

@@ -99,9 +99,12 @@ class ModelHolder:
     """The version being served, switched whenever the source names another one, and served
     with the batch path's runtime for it (`selector`; default: torch)."""
 
-    def __init__(self, source: ModelSource, selector: RuntimeSelector | None = None) -> None:
+    def __init__(
+        self, source: ModelSource, selector: RuntimeSelector | None = None, threads: int = 1
+    ) -> None:
         self.source = source
         self.selector = selector
+        self.threads = threads  # an int8 model's ONNX Runtime threads
         self.current: LoadedModel | None = None
         self.rejected: str | None = None  # a version whose bytes failed to load
         self.source_error: str | None = None
@@ -125,7 +128,9 @@ class ModelHolder:
                 self.current = dataclasses.replace(current, runtime_note=why)
             return
         try:
-            loaded = LoadedModel.from_bytes(version, data, int8=int8, note=why)
+            loaded = LoadedModel.from_bytes(
+                version, data, int8=int8, note=why, threads=self.threads
+            )
         except Exception as exc:  # a bad file must not stop the server
             log.error("model %s could not be loaded, keeping the previous one: %s", version, exc)
             self.rejected = version
@@ -265,7 +270,7 @@ def _lifespan(config: ServeConfig, holder: ModelHolder, batcher: Batcher) -> Any
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        torch.set_num_threads(config.threads())
+        torch.set_num_threads(1)  # every thread but the batcher's forward thread (`ml.threads`)
         batcher.start()
         poller = asyncio.create_task(holder.poll(config.poll_seconds))
         yield
@@ -285,11 +290,14 @@ def create_app(
     """The server of `source` (default: the champion, or CLOTHING_SERVE_MODEL_FILE) with `config`
     (default: CLOTHING_SERVE_*); /similar searches `similar` (default: this environment's)."""
     config = config or ServeConfig.from_settings()
-    holder = ModelHolder(source or default_source(), RuntimeSelector.from_settings())
+    holder = ModelHolder(
+        source or default_source(), RuntimeSelector.from_settings(), threads=config.threads()
+    )
     batcher = Batcher(
         max_batch_size=config.max_batch_size,
         max_wait_ms=config.max_wait_ms,
         decode_threads=config.threads(),
+        forward_threads=config.threads(),
     )
     budget = ByteBudget(config.max_inflight_bytes)
     lifespan = _lifespan(config, holder, batcher)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from clothing_assets.ml.threads import use_threads_here
 from clothing_assets.serve.model import LoadedModel
 
 
@@ -46,11 +47,18 @@ class Batcher:
     is still classified together.
     """
 
-    def __init__(self, *, max_batch_size: int, max_wait_ms: float, decode_threads: int) -> None:
+    def __init__(
+        self, *, max_batch_size: int, max_wait_ms: float, decode_threads: int,
+        forward_threads: int = 1,
+    ) -> None:  # fmt: skip
         self.max_batch_size = max(1, max_batch_size)
         self.max_wait = max(0.0, max_wait_ms) / 1000
         self._decode_pool = ThreadPoolExecutor(max(1, decode_threads), "clothing-decode")
-        self._forward_pool = ThreadPoolExecutor(1, "clothing-forward")
+        # the one thread with torch's intra-op threads: the app keeps every other at one
+        # (`ml.threads`: a process with several OpenMP teams runs them 3x slower here)
+        self._forward_pool = ThreadPoolExecutor(
+            1, "clothing-forward", initializer=use_threads_here, initargs=(forward_threads,)
+        )
         self._items: deque[_Item] = deque()
         self._wake = asyncio.Event()
         self._decoding = 0
@@ -59,6 +67,13 @@ class Batcher:
         self._task: asyncio.Task[None] | None = None
         self.forwards = 0  # forward passes and the images they classified, for GET /model
         self.images = 0
+
+    def torch_threads(self) -> dict[str, int]:
+        """The torch threads of a forward pass and of a decode, as their threads see them."""
+        return {
+            "forward": self._forward_pool.submit(torch.get_num_threads).result(),
+            "decode": self._decode_pool.submit(torch.get_num_threads).result(),
+        }
 
     def start(self) -> None:
         """Start the batching loop on the running event loop."""

@@ -32,15 +32,16 @@ class LoadedModel:
     @classmethod
     def from_bytes(
         cls, version: str, data: bytes, device: str = "auto", *, int8: bytes | None = None,
-        note: str = "",
+        note: str = "", threads: int | None = None,
     ) -> LoadedModel:  # fmt: skip
         """Rebuild the model from `model_trained.pt` bytes (never unpickling arbitrary objects)
         on `device` (`auto`: CUDA when there is a GPU); with `int8`, the batch path's int8
         model of those bytes (`runtime.int8_model_bytes`), run by ONNX Runtime on the CPU
-        with this process's torch thread count. `note` says why this runtime serves."""
+        with `threads` (default: this thread's torch thread count). `note` says why this
+        runtime serves."""
         model_file = ModelFile.load(data, map_location="cpu")
         if int8 is not None:
-            session, _ = load_int8_model(int8, torch.get_num_threads())
+            session, _ = load_int8_model(int8, threads or torch.get_num_threads())
             return cls(version, session, model_file, torch.device("cpu"), None, ORT_INT8, note)
         target = select_device(device)
         model = model_file.build().to(target, memory_format=torch.channels_last)
