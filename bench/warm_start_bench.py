@@ -10,7 +10,9 @@ after the champion was trained:
 - `imagenet`: the scheduled retrain as it runs by default, from ImageNet's weights on all
   training rows, `--epochs` epochs;
 - `champion-init`: the retrain with `init: champion`, from the champion's weights on all
-  training rows, `--warm-epochs` epochs (half of `--epochs` by default).
+  training rows, `--warm-epochs` epochs (half of `--epochs` by default);
+- with `--variants`, more warm starts from the same champion: `EPOCHSe` (another number of
+  epochs) or `lrRATE` (another `base_lr`), e.g. `--variants 6e lr0.0005`.
 
 All runs use the default recipe (`TrainSettings`, with its frozen blocks) at a fixed number of
 epochs, so a shared machine changes the seconds but not what is learnt. Each model is scored
@@ -35,7 +37,14 @@ from clothing_assets.ml.models import build_model
 from clothing_assets.ml.settings import TrainSettings
 from clothing_assets.ml.train import fit
 
-RUNS = ("champion", "imagenet", "champion-init")
+
+def variant(name: str, warm: TrainSettings) -> TrainSettings:
+    """The warm start `name` describes: `6e` (6 epochs) or `lr0.0005` (that base_lr)."""
+    if name.endswith("e") and name[:-1].isdigit():
+        return replace(warm, n_epochs=int(name[:-1]))
+    if name.startswith("lr"):
+        return replace(warm, base_lr=float(name[2:]))
+    raise SystemExit(f"unknown variant {name!r}: give e.g. 6e or lr0.0005")
 
 
 def _spread(values: list[float], scale: float = 100.0) -> str:
@@ -51,11 +60,22 @@ def main() -> None:
     described.add_argument("--new", type=float, default=0.1, help="fraction of training rows new")
     described.add_argument("--epochs", type=int, default=9)
     described.add_argument("--warm-epochs", type=int, default=None, help="default: epochs // 2")
+    described.add_argument("--variants", nargs="*", default=[], help="e.g. 6e lr0.0005")
+    described.add_argument(
+        "--no-imagenet", action="store_true",
+        help="leave out the ImageNet retrain (fixed epochs and seeds repeat it exactly: compare "
+        "variants with an earlier run's)",
+    )  # fmt: skip
     args = parse(described)
     warm_epochs = args.warm_epochs or max(1, args.epochs // 2)
     base = TrainSettings(n_epochs=args.epochs, max_train_minutes=0.0)
     settings = {"champion": base, "imagenet": base,
                 "champion-init": replace(base, n_epochs=warm_epochs)}  # fmt: skip
+    for name in args.variants:
+        settings[f"champion-init-{name}"] = variant(name, settings["champion-init"])
+    if args.no_imagenet:
+        del settings["imagenet"]
+    runs = list(settings)
 
     files, labels, classes = _stage(args.data / "train")
     test_files, test_labels, _ = _stage(args.data / "test", classes)
@@ -73,16 +93,15 @@ def main() -> None:
     ), flush=True)  # fmt: skip
 
     score = partial(accuracy, crop=base.image_size, flip=True, architecture=base.architecture)
-    got: dict[str, dict[str, list[float]]] = {r: {"unseen": [], "test": [], "s": []} for r in RUNS}
+    got: dict[str, dict[str, list[float]]] = {r: {"unseen": [], "test": [], "s": []} for r in runs}
     for seed in range(args.first_split, args.first_split + args.splits):
         tr, va, unseen = _split(labels, rel, args.holdout, seed, base.val_fraction)
         older_at, _ = holdout_split(labels[tr], args.new, seed + 1000)
         older = tr[older_at]
-        rows_of = {"champion": older, "imagenet": tr, "champion-init": tr}
         line, champion_state = [], None
-        for run in RUNS:
-            rows = rows_of[run]
-            init = champion_state if run == "champion-init" else None
+        for run in runs:
+            rows = older if run == "champion" else tr
+            init = champion_state if run.startswith("champion-init") else None
             result, seconds = timed(partial(
                 fit, images[rows], labels[rows], images[va], labels[va], classes, settings[run],
                 init_state=init,

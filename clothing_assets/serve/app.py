@@ -99,11 +99,9 @@ class ModelHolder:
     """The version being served, switched whenever the source names another one, and served
     with the batch path's runtime for it (`selector`; default: torch)."""
 
-    def __init__(
-        self, source: ModelSource, selector: RuntimeSelector | None = None, threads: int = 1
-    ) -> None:
-        self.source = source
-        self.selector = selector
+    def __init__(self, source: ModelSource, selector: RuntimeSelector | None = None,
+                 threads: int = 1) -> None:  # fmt: skip
+        self.source, self.selector = source, selector
         self.threads = threads  # an int8 model's ONNX Runtime threads
         self.current: LoadedModel | None = None
         self.rejected: str | None = None  # a version whose bytes failed to load
@@ -290,15 +288,10 @@ def create_app(
     """The server of `source` (default: the champion, or CLOTHING_SERVE_MODEL_FILE) with `config`
     (default: CLOTHING_SERVE_*); /similar searches `similar` (default: this environment's)."""
     config = config or ServeConfig.from_settings()
-    holder = ModelHolder(
-        source or default_source(), RuntimeSelector.from_settings(), threads=config.threads()
-    )
-    batcher = Batcher(
-        max_batch_size=config.max_batch_size,
-        max_wait_ms=config.max_wait_ms,
-        decode_threads=config.threads(),
-        forward_threads=config.threads(),
-    )
+    threads = config.threads()
+    holder = ModelHolder(source or default_source(), RuntimeSelector.from_settings(), threads)
+    batcher = Batcher(max_batch_size=config.max_batch_size, max_wait_ms=config.max_wait_ms,
+                      decode_threads=threads, forward_threads=threads)  # fmt: skip
     budget = ByteBudget(config.max_inflight_bytes)
     lifespan = _lifespan(config, holder, batcher)
     # the docs pages load their scripts from a public CDN, and the schema maps the surface:

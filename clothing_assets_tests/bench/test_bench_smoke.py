@@ -55,6 +55,11 @@ SMOKE = {
         ["--recipes", "scratch", "--splits", "1", "--minutes", "0", "--epochs", "1"],
         rf"recipe_bench: scratch/crop unseen {NUMBER}±{NUMBER} test {NUMBER}±{NUMBER}, ",
     ),
+    "warm_start_bench": (
+        ["--splits", "1", "--epochs", "1", "--warm-epochs", "1", "--variants", "lr0.0005"],
+        rf"warm_start_bench: champion unseen {NUMBER}±{NUMBER} test {NUMBER}±{NUMBER} seconds "
+        rf"\d+, imagenet .*, champion-init-lr0.0005 unseen {NUMBER}",
+    ),
     "tta_bench": (
         ["--splits", "1", "--epochs", "1", "--fixres", "--models", "{tmp}"],
         rf"tta_bench: crop unseen {NUMBER}±{NUMBER} test {NUMBER}±{NUMBER}, ",
