@@ -9,8 +9,9 @@ evaluates them.
 - clothing_predictions follows clothing_test and champion_model: new catalog rows or a new
   champion are scored, while champion_model's latest materialization recorded a champion (a
   scoring run without one could only fail).
-- trained_model retrains on `CLOTHING_RETRAIN_CRON`; champion_model decides on each new
-  challenger.
+- trained_model retrains on `CLOTHING_RETRAIN_CRON`, from the champion's weights unless
+  `CLOTHING_RETRAIN_INIT` says otherwise (its runs carry FROM_AUTOMATION_TAG); champion_model
+  decides on each new challenger.
 
 Both state conditions read the instance's event log, so the sensor evaluates them in the code
 location (`use_user_code_server`). A run the sensor launches that fails is retried by the
