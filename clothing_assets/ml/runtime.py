@@ -124,18 +124,29 @@ def kept_in_fp32(onnx_path: str, *, stem: bool = True) -> list[str]:
     return convs[:stem] + [n.name for n in nodes if n.op_type in ("Gemm", "MatMul")]
 
 
+def prepare_for_quantization(onnx_model: bytes, folder: Path) -> Path:
+    """`onnx_model` written into `folder` and prepared for quantization (shape inference and
+    fusions), once for every quantization made of it."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    fp32, prepared = folder / "fp32.onnx", folder / "prepared.onnx"
+    fp32.write_bytes(onnx_model)
+    quant_pre_process(str(fp32), str(prepared))
+    return prepared
+
+
 def quantize_qdq(
-    onnx_model: bytes, calibration: torch.Tensor, batch_size: int, *, stem: bool
+    prepared: Path, calibration: torch.Tensor, batch_size: int, *, stem: bool
 ) -> bytes:
-    """Static int8 (QDQ) quantization: weights int8 per output channel, activations uint8 per
-    tensor with min-max ranges from `calibration`; `kept_in_fp32(stem=stem)` stays fp32."""
+    """Static int8 (QDQ) quantization of a `prepare_for_quantization` model: weights int8 per
+    output channel, activations uint8 per tensor with min-max ranges from `calibration`;
+    `kept_in_fp32(stem=stem)` stays fp32."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
         QuantType,
         quantize_static,
     )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     batches = iter(calibration[i : i + batch_size].contiguous().numpy()
                    for i in range(0, len(calibration), batch_size))  # fmt: skip
@@ -145,25 +156,29 @@ def quantize_qdq(
             batch = next(batches, None)
             return None if batch is None else {"input": batch}
 
-    with tempfile.TemporaryDirectory(prefix="clothing-int8-") as tmp:
-        fp32, pre, out = (Path(tmp) / n for n in ("fp32.onnx", "pre.onnx", "int8.onnx"))
-        fp32.write_bytes(onnx_model)
-        quant_pre_process(str(fp32), str(pre))
-        quantize_static(
-            str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-            nodes_to_exclude=kept_in_fp32(str(pre), stem=stem),
-        )  # fmt: skip
-        return out.read_bytes()
+    out = prepared.with_name(f"int8-{'fp32' if stem else 'int8'}-stem.onnx")
+    quantize_static(
+        str(prepared), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+        nodes_to_exclude=kept_in_fp32(str(prepared), stem=stem),
+    )  # fmt: skip
+    return out.read_bytes()
+
+
+def logits(
+    model: Callable[[torch.Tensor], torch.Tensor], batch: torch.Tensor, batch_size: int = 16
+) -> torch.Tensor:
+    """`model`'s logits of `batch`, `batch_size` images at a time."""
+    with torch.inference_mode():
+        return torch.cat([model(batch[i : i + batch_size])
+                          for i in range(0, len(batch), batch_size)])  # fmt: skip
 
 
 def probability_distance(model: Callable[[torch.Tensor], torch.Tensor], reference: torch.Tensor,
                          batch: torch.Tensor) -> float:  # fmt: skip
     """The mean over `batch` of the largest change of a class probability between `model`'s
     logits and the `reference` logits."""
-    with torch.inference_mode():
-        probabilities = torch.cat([model(batch[i : i + 16]) for i in range(0, len(batch), 16)])
-    change = probabilities.float().softmax(1) - reference.float().softmax(1)
+    change = logits(model, batch).float().softmax(1) - reference.float().softmax(1)
     return float(change.abs().amax(1).mean())
 
 
@@ -179,12 +194,11 @@ def quantize_int8(
     """(static int8 model of `onnx_model`, how its stem was chosen): the classifier stays fp32,
     and the first convolution too unless quantizing it keeps the `calibration` batch's
     probabilities within `STEM_TOLERANCE` of the fp32 stem's distance from the fp32 model's."""
-    fp32 = OnnxClassifier(onnx_model)
-    with torch.inference_mode():
-        reference = torch.cat([fp32(calibration[i : i + 16])
-                               for i in range(0, len(calibration), 16)])  # fmt: skip
-    kept = quantize_qdq(onnx_model, calibration, batch_size, stem=True)
-    whole = quantize_qdq(onnx_model, calibration, batch_size, stem=False)
+    reference = logits(OnnxClassifier(onnx_model), calibration, batch_size)
+    with tempfile.TemporaryDirectory(prefix="clothing-int8-") as tmp:
+        prepared = prepare_for_quantization(onnx_model, Path(tmp))
+        kept = quantize_qdq(prepared, calibration, batch_size, stem=True)
+        whole = quantize_qdq(prepared, calibration, batch_size, stem=False)
     kept_distance = probability_distance(OnnxClassifier(kept), reference, calibration)
     whole_distance = probability_distance(OnnxClassifier(whole), reference, calibration)
     int8_stem = stem_in_int8(kept_distance, whole_distance)

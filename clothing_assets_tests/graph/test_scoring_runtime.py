@@ -118,7 +118,8 @@ def test_the_int8_session_pools_the_fp32_stem_before_quantizing(tmp_path):
     model_file = ModelFile.load(small_model("resnet18"))
     calibration = torch.randn(16, 3, 32, 32)
     onnx_model = runtime.export_onnx(model_file.build(), 32)
-    int8 = runtime.quantize_qdq(onnx_model, calibration, 16, stem=True)
+    prepared = runtime.prepare_for_quantization(onnx_model, tmp_path)
+    int8 = runtime.quantize_qdq(prepared, calibration, 16, stem=True)
     options = ort.SessionOptions()
     options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
     ort.InferenceSession(
