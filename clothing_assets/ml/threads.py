@@ -46,7 +46,8 @@ def _openmp() -> ctypes.CDLL | None:
     except OSError:
         return None
     for line in maps.splitlines():
-        path = line.split()[-1] if line.split() else ""
+        fields = line.split(maxsplit=5)  # address, perms, offset, dev, inode[, path]
+        path = fields[5] if len(fields) == 6 else ""
         if Path(path).name.startswith(_OPENMP_LIBRARIES):
             try:
                 return ctypes.CDLL(path)
