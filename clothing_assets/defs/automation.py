@@ -20,12 +20,13 @@ failed step."""
 
 import dagster as dg
 from dagster._core.definitions.data_version import extract_data_version_from_entry
+from dagster._core.storage.tags import AUTOMATION_CONDITION_TAG
 
 MAX_RUN_RETRIES = 3
 AUTOMATION_SENSOR = "clothing_automation"
 
 # the tag Dagster puts on every run the automation sensor launches
-FROM_AUTOMATION_TAG = "dagster/from_automation_condition"
+FROM_AUTOMATION_TAG = AUTOMATION_CONDITION_TAG
 
 # a failed run is tried again, from the step that failed, by the instance's run-retry daemon
 RETRY_TAGS = {"dagster/max_retries": str(MAX_RUN_RETRIES), "dagster/retry_strategy": "FROM_FAILURE"}
