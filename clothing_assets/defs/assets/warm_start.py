@@ -80,27 +80,32 @@ def champion_start(
     WarmStartRefused when the champion's classes or architecture differ from the run's, or
     its file cannot be read; without `strict` (a scheduled retrain no one configured), the
     `fallback` start instead, with the reason as its note."""
-    from clothing_assets.ml.model_file import ModelFile
-
     champion = registry.champion()
     if champion is None:
         return Start(fallback, note=f"init: champion, but there is no champion yet: started "
                      f"from {fallback} weights")  # fmt: skip
     version = champion["VERSION"]
     try:
-        try:
-            model_file = ModelFile.load(registry.load(version))  # torch.load weights_only=True
-        except (RegistryError, ValueError) as exc:
-            raise WarmStartRefused(
-                f"init: champion cannot read champion {version}'s file: {exc}; promote a "
-                "readable version or train with init: imagenet"
-            ) from exc
+        model_file = _champion_file(registry, version)
         _check_same_task(version, model_file, classes, architecture)
     except WarmStartRefused as exc:
         if strict:
             raise
         return Start(fallback, note=f"started from {fallback} weights, not the champion's: {exc}")
     return Start("champion", version, dict(model_file.state_dict))
+
+
+def _champion_file(registry: ModelRegistry, version: str) -> Any:
+    """Champion `version`'s `ModelFile`; WarmStartRefused when it cannot be read."""
+    from clothing_assets.ml.model_file import ModelFile
+
+    try:
+        return ModelFile.load(registry.load(version))  # torch.load weights_only=True
+    except (RegistryError, ValueError) as exc:
+        raise WarmStartRefused(
+            f"init: champion cannot read champion {version}'s file: {exc}; promote a readable "
+            "version or train with init: imagenet"
+        ) from exc
 
 
 def _check_same_task(
