@@ -30,7 +30,7 @@ from functools import partial
 import torch
 
 from bench.common import parse, parser, tagged, timed
-from bench.recipe_bench import _split, _stage, accuracy, holdout_split
+from bench.recipe_bench import _split, _spread, _stage, accuracy, holdout_split
 from clothing_assets.ml.data import load_images
 from clothing_assets.ml.images import cache_size
 from clothing_assets.ml.models import build_model
@@ -45,11 +45,6 @@ def variant(name: str, warm: TrainSettings) -> TrainSettings:
     if name.startswith("lr"):
         return replace(warm, base_lr=float(name[2:]))
     raise SystemExit(f"unknown variant {name!r}: give e.g. 6e or lr0.0005")
-
-
-def _spread(values: list[float], scale: float = 100.0) -> str:
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{scale * statistics.mean(values):.1f}±{scale * sd:.1f}"
 
 
 def main() -> None:
