@@ -12,9 +12,10 @@ posting one image after another) and prints throughput and p50/p95/p99 latency, 
 in-process decode + forward time of one image for comparison and the in-process forward time
 per image at batch 1 and 16 (the ceiling of what batching can gain on this CPU). The two
 servers run side by side and each measurement alternates between them in --rounds rounds, the
-in-process time taken between the rounds of the fewest clients: a neighbour's load on a shared
-machine then weighs on both sides of each ratio, and the batching gain printed is the median
-of the rounds' ratios. Every line names the CPU kind.
+in-process time taken between the rounds of the fewest clients and the forward-alone figures
+between those of the most: a neighbour's load on a shared machine then weighs on both sides of
+each ratio, and the batching gain printed is the median of the rounds' ratios.
+Every line names the CPU kind.
 """
 
 from __future__ import annotations
@@ -93,24 +94,37 @@ def forward_thread() -> ThreadPoolExecutor:
     )
 
 
-def forward_ms_per_image(
-    data: bytes, jpegs: list[bytes], batch: int, repeats: int, pool: ThreadPoolExecutor
-) -> float:
-    """Median ms per image of the forward pass alone (images decoded beforehand) at `batch`
-    images per pass, on one worker thread as the server runs it: the most batching can gain
-    is this figure at batch 1 over it at the server's largest batch."""
-    loaded = LoadedModel.from_bytes("bench", data)
-    images = [loaded.decode(jpegs[i % len(jpegs)]) for i in range(batch)]
+class Ceiling:
+    """The forward pass alone (images decoded beforehand), per image at batch 1 and at the
+    server's largest batch (16), on one worker thread as the server runs it: the most batching
+    can gain is the first over the second. Sampled between the rounds, as the servers are, since
+    a neighbour's load on a shared machine moves the batch-16 figure by a third from one minute
+    to the next."""
 
-    def run() -> float:
-        times = []
-        for i in range(repeats + 2):
-            _, seconds = timed(lambda: loaded.probabilities(images))
-            if i >= 2:
+    def __init__(self, data: bytes, jpegs: list[bytes], pool: ThreadPoolExecutor) -> None:
+        self.loaded, self.pool = LoadedModel.from_bytes("bench", data), pool
+        self.images = [self.loaded.decode(jpegs[i % len(jpegs)]) for i in range(16)]
+        self.ms: dict[int, list[float]] = {1: [], 16: []}
+        self.sample(warm=True)
+
+    def sample(self, *, warm: bool = False) -> None:
+        """One more median ms per image at each batch size (`warm`: discarded)."""
+        for batch, repeats in ((1, 16), (16, 2)):
+            ms = self.pool.submit(self._median_ms, batch, repeats).result()
+            if not warm:
+                self.ms[batch].append(ms)
+
+    def _median_ms(self, batch: int, repeats: int) -> float:
+        images, times = self.images[:batch], []
+        for i in range(repeats + 1):
+            _, seconds = timed(lambda: self.loaded.probabilities(images))
+            if i >= 1:
                 times.append(seconds * 1000 / batch)
         return statistics.median(times)
 
-    return pool.submit(run).result()
+    def figures(self) -> tuple[float, float]:
+        """Median ms per image at batch 1 and at batch 16 over the samples."""
+        return statistics.median(self.ms[1]), statistics.median(self.ms[16])
 
 
 def start_server(models: Path, port: int, batch: int, log: Path) -> subprocess.Popen:
@@ -186,12 +200,7 @@ def bench_model(arch: str, size: int, jpegs: list[bytes], args: argparse.Namespa
     (root / "models" / "model_trained.pt").write_bytes(data)
     requests = args.requests if arch != "resnet50" else max(16, args.requests // 3)
     pool = forward_thread()  # one: a second thread's OpenMP team would slow both (`ml.threads`)
-    local = InProcess(data, jpegs, pool)
-    one, sixteen = (forward_ms_per_image(data, jpegs, b, max(4, 64 // b), pool) for b in (1, 16))
-    print(tagged(
-        f"{arch} {size} px | in-process forward per image: batch 1 {one:.1f} ms, "
-        f"batch 16 {sixteen:.1f} ms: batching can gain at most {one / sixteen:.2f}x here"
-    ))  # fmt: skip
+    local, ceiling = InProcess(data, jpegs, pool), Ceiling(data, jpegs, pool)
     ports: dict[int, int] = {}
     servers = []
     try:
@@ -204,7 +213,15 @@ def bench_model(arch: str, size: int, jpegs: list[bytes], args: argparse.Namespa
             drive(ports[batch], jpegs, 4, 8)  # warm-up
         out: dict = {}
         for clients in args.clients:
-            measure(arch, size, jpegs, clients, max(requests, 2 * clients), ports, local, out, args)
+            measure(arch, size, jpegs, clients, max(requests, 2 * clients), ports, local, out, args,
+                    ceiling)  # fmt: skip
+        one, sixteen = ceiling.figures()
+        out["ceiling"] = one / sixteen
+        print(tagged(
+            f"{arch} {size} px | in-process forward per image, median of {len(ceiling.ms[1])} "
+            f"samples between rounds: batch 1 {one:.1f} ms, batch 16 {sixteen:.1f} ms: batching "
+            f"can gain at most {one / sixteen:.2f}x here"
+        ), flush=True)  # fmt: skip
     finally:
         pool.shutdown()  # the next model's thread must be the only team (`ml.threads`)
         for server in servers:
@@ -215,10 +232,11 @@ def bench_model(arch: str, size: int, jpegs: list[bytes], args: argparse.Namespa
 
 def measure(
     arch: str, size: int, jpegs: list[bytes], clients: int, requests: int, ports: dict[int, int],
-    local: InProcess, out: dict, args: argparse.Namespace,
+    local: InProcess, out: dict, args: argparse.Namespace, ceiling: Ceiling,
 ) -> None:  # fmt: skip
     """`requests` posts from `clients` clients to each server, in `args.rounds` alternating
-    rounds; prints a line per server (and the in-process time after the fewest clients')."""
+    rounds, with a forward-alone sample (`ceiling`) after the most clients' rounds; prints a
+    line per server (and the in-process time after the fewest clients')."""
     per_round = max(2 * clients, -(-requests // args.rounds))
     rates: dict[int, list[float]] = {batch: [] for batch in ports}
     latencies: dict[int, list[float]] = {batch: [] for batch in ports}
@@ -230,6 +248,8 @@ def measure(
             latencies[batch] += lat
         if clients == min(args.clients):
             in_process += local.samples(per_round)
+        if clients == max(args.clients):
+            ceiling.sample()
     for batch in sorted(ports, reverse=True):
         lat, rate = latencies[batch], len(rates[batch]) / sum(1 / r for r in rates[batch])
         out[(batch, clients)] = (rate, percentile(lat, 50), rates[batch])
@@ -283,6 +303,7 @@ def main() -> None:
         print(
             tagged(
                 f"{arch} {size} px | {most} clients: batching {speedup:.2f}x one-at-a-time"
+                f" (the forward pass's own ceiling {out['ceiling']:.2f}x)"
                 f" | {fewest} client(s) p50 = {lone:.2f}x in-process decode + forward"
             ),
             flush=True,
