@@ -56,6 +56,7 @@ class ScoringPlan:
     use_gpu: bool = False
     gpu_addresses: tuple[str, ...] = ()
     embed: bool = False  # results carry EMBEDDING, CONTENT_SHA256, PHASH (`scoring.score_batch`)
+    classify: bool = True  # False with `embed`: embeddings alone, without the mirrored pass
 
 
 class ClusterScores(NamedTuple):
@@ -232,7 +233,8 @@ class _ClusterScoring:
         return self.client.submit(
             score_batch, self.model_future() if with_model else None, self.plan.version, rows,
             torch_threads=self.threads, gpu=self.plan.use_gpu, runtime=self.plan.runtime,
-            embed=self.plan.embed, resources={"GPU": 1} if self.plan.use_gpu else None,
+            embed=self.plan.embed, classify=self.plan.classify,
+            resources={"GPU": 1} if self.plan.use_gpu else None,
             key=f"clothing-score-{self.plan.run_id}-{key}",  # unique per run: never shared
             pure=False,
         )  # fmt: skip

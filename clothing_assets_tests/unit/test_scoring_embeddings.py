@@ -65,3 +65,35 @@ def test_only_the_torch_runtime_embeds(files):
     model_bytes, version = tiny_model()
     with pytest.raises(ValueError, match="embedding needs the torch runtime"):
         score_batch(model_bytes, version, rows[:1], embed=True, runtime=ORT_INT8)
+
+
+def test_embedding_alone_leaves_out_the_mirrored_pass(files):
+    """Embeddings without classifying: one forward pass per batch instead of two, the same
+    embeddings, and no TYPE or CONFIDENCE to be mistaken for the two-view prediction."""
+    import torch
+
+    from clothing_assets.ml.scoring import classify_and_embed
+
+    root, rows = files
+    model_bytes, version = tiny_model()
+    model_file = ModelFile.load(model_bytes)
+    assert model_file.eval_flip  # the default: scored with the mirror image
+    both = score_batch(model_bytes, version, rows, embed=True)
+    alone = score_batch(model_bytes, version, rows, embed=True, classify=False)
+    for full, only in zip(both[:3], alone[:3], strict=True):
+        assert only["TYPE"] is None and only["CONFIDENCE"] is None and only["ERROR"] is None
+        assert float(full["EMBEDDING"] @ only["EMBEDDING"]) > 0.9999
+        assert (only["PHASH"], only["CONTENT_SHA256"]) == (full["PHASH"], full["CONTENT_SHA256"])
+    assert alone[3]["ERROR"] == both[3]["ERROR"] and alone[3]["EMBEDDING"] is None
+
+    model, passes = model_file.build().eval(), []
+    model.register_forward_hook(lambda _module, inputs, _out: passes.append(inputs[0].shape))
+    images = [prepare((root / r["RELATIVE_PATH"]).read_bytes(), model_file.cache_size)
+              for r in rows[:3]]  # fmt: skip
+    for mirrored, expected in ((True, 2), (False, 1)):
+        passes.clear()
+        classify_and_embed(model, model_file, images, torch.device("cpu"), None, embed=True,
+                           mirrored=mirrored)  # fmt: skip
+        assert len(passes) == expected and passes[0][0] == 3
+    with pytest.raises(ValueError, match="neither classify nor embed"):
+        score_batch(model_bytes, version, rows[:1], classify=False)

@@ -105,7 +105,7 @@ def _embed_stage(
     plan = ScoringPlan(
         version=version, model_bytes=model_bytes, run_id=f"{context.run.run_id}-embed-{stage_name}",
         batch_size=config.batch_size, write_every=config.write_every, max_batches_in_flight=0,
-        no_workers_timeout_s=dask.no_workers_timeout_s, embed=True,
+        no_workers_timeout_s=dask.no_workers_timeout_s, embed=True, classify=False,
     )  # fmt: skip
     written_rows: list[dict] = []
 
