@@ -35,6 +35,25 @@ from clothing_assets.stage import (
 # row lists (a prediction of its bytes would be written against the old row).
 DEFERRED_TRANSIENT = "transient"
 DEFERRED_CHANGED = "changed"
+_DEFERRED_MEANING = {
+    DEFERRED_TRANSIENT: "could not be read for the moment (an OS or network error); the next "
+    "run reads them again",
+    DEFERRED_CHANGED: "changed since the catalog was synced; they are read once a sync catalogs "
+    "their new version",
+}
+
+
+def deferred_notes(results: Sequence[dict[str, Any]]) -> list[str]:
+    """One warning per kind of DEFERRED among `results`: how many files were left unwritten
+    for the next run, why, and up to three of them with their error."""
+    notes = []
+    for kind, meaning in _DEFERRED_MEANING.items():
+        rows = [r for r in results if r.get("DEFERRED") == kind]
+        if rows:
+            examples = "; ".join(f"{r['RELATIVE_PATH']}: {r['ERROR']}" for r in rows[:3])
+            notes.append(f"{len(rows)} files {meaning} (e.g. {examples})")
+    return notes
+
 
 # One loaded model per version per worker process, kept across batches and runs.
 _MODELS: dict[str, tuple[nn.Module, ModelFile, torch.dtype | None]] = {}
@@ -247,11 +266,7 @@ def score_batch(
             model, model_file, images, device, amp_dtype, embed=embed, mirrored=classify
         )
         if classify:
-            confidence, index = probs.max(dim=1)
-            classes = model_file.classes
-            for result, conf, idx in zip(good, confidence.tolist(), index.tolist(), strict=True):
-                result["TYPE"] = classes[idx]
-                result["CONFIDENCE"] = float(conf)
+            _label(good, probs, model_file.classes)
         for result, vector in zip(good, embeddings or [], strict=False):
             result["EMBEDDING"] = vector
         if embed:
@@ -262,6 +277,14 @@ def score_batch(
     for result in out:
         result["PRED_TIMESTAMP"] = now
     return out
+
+
+def _label(results: list[dict[str, Any]], probs: torch.Tensor, classes: Sequence[str]) -> None:
+    """Set each result's TYPE and CONFIDENCE from its row of probabilities."""
+    confidence, index = probs.max(dim=1)
+    for result, conf, idx in zip(results, confidence.tolist(), index.tolist(), strict=True):
+        result["TYPE"] = classes[idx]
+        result["CONFIDENCE"] = float(conf)
 
 
 def _blank_results(

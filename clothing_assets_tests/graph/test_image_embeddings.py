@@ -82,3 +82,33 @@ def test_scoring_embeds_the_test_stage_and_image_embeddings_the_rest(local_env, 
     )
     nothing = materialize(["image_embeddings"], None)  # nothing to read: no cluster starts
     assert metadata_of(nothing, "image_embeddings")["embedded"] == 0
+
+
+@pytest.mark.slow  # three runs, two on a Dask LocalCluster
+@pytest.mark.timeout(300)
+def test_a_file_gone_while_embedding_is_said_and_read_by_the_next_run(local_env, tmp_path):
+    import shutil
+
+    import dagster as dg
+
+    register_model(local_env, tiny_model_bytes())
+    write_image(local_env.train / "pants" / "pants_new.jpg", COLOURS["pants"], seed=9)
+    assert materialize(SYNC, None).success
+    away = tmp_path / "pants_new.jpg"
+    shutil.move(local_env.train / "pants" / "pants_new.jpg", away)  # still in the catalog
+
+    with dg.instance_for_test() as instance:
+        gone = materialize(["image_embeddings"], None, instance=instance)
+        assert gone.success, [e.message for e in gone.all_events if e.is_failure]
+        meta = metadata_of(gone, "image_embeddings")
+        every_other = 6 * len(CLASSES) + 3 * len(CLASSES)  # both stages' other images
+        assert (meta["embedded"], meta["errors"], meta["left_for_next_run"]) == (every_other, 0, 1)
+        said = [r.user_message for r in instance.all_logs(gone.run_id)]
+        [warning] = [m for m in said if "could not be read" in m]
+        assert warning.startswith("train: 1 files could not be read for the moment"), warning
+        assert "pants/pants_new.jpg: unreadable file" in warning
+        assert "| train | 18 | 0 | 1 | 18 |" in meta["summary"]
+
+    shutil.move(away, local_env.train / "pants" / "pants_new.jpg")
+    back = metadata_of(materialize(["image_embeddings"], None), "image_embeddings")
+    assert (back["embedded"], back["left_for_next_run"], back["train_embeddings"]) == (1, 0, 19)

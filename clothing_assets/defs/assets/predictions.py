@@ -281,6 +281,8 @@ def _load_champion(registry: ModelRegistry) -> tuple[str, bytes, list[str]]:
 
 
 def _warn_about_the_run(context, results: list[dict], written: int, *, use_gpu: bool) -> None:
+    from clothing_assets.ml.scoring import deferred_notes
+
     devices = {r["WORKER"]: r["DEVICE"] for r in results if r["DEVICE"]}  # None: it died
     on_cpu = sorted(w for w, d in devices.items() if d != "cuda")
     if use_gpu and on_cpu:
@@ -288,27 +290,11 @@ def _warn_about_the_run(context, results: list[dict], written: int, *, use_gpu: 
             f"workers {', '.join(on_cpu)} advertise a GPU resource but torch finds no CUDA "
             "device there: they scored on their CPUs"
         )
-    left = [r for r in results if r.get("DEFERRED")]
-    _log_deferred(context, left)
-    if written != len(results) - len(left):
+    for note in deferred_notes(results):
+        context.log.warning(note)
+    left = sum(1 for r in results if r.get("DEFERRED"))
+    if written != len(results) - left:
         context.log.warning(
-            f"{len(results) - len(left) - written} rows changed while being scored (or a newer "
+            f"{len(results) - left - written} rows changed while being scored (or a newer "
             "model scored them first) and were left for the next run"
         )
-
-
-def _log_deferred(context, left: list[dict]) -> None:
-    """Say which rows were left unwritten for the next run, and why (a few examples each)."""
-    from clothing_assets.ml.scoring import DEFERRED_CHANGED, DEFERRED_TRANSIENT
-
-    what = {
-        DEFERRED_TRANSIENT: "could not be read for the moment (an OS or network error); the "
-        "next run reads them again",
-        DEFERRED_CHANGED: "changed since the catalog was synced; they are scored once a sync "
-        "catalogs their new version",
-    }
-    for kind, meaning in what.items():
-        rows = [r for r in left if r["DEFERRED"] == kind]
-        if rows:
-            examples = "; ".join(f"{r['RELATIVE_PATH']}: {r['ERROR']}" for r in rows[:3])
-            context.log.warning(f"{len(rows)} files {meaning} (e.g. {examples})")
