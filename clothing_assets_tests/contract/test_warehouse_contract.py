@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import dagster as dg
+import duckdb
 import fakesnow
 import fsspec
 import pandas as pd
@@ -333,3 +334,44 @@ class _Frozen:
 
     def now(self, tz=None):
         return self._stamp
+
+
+def test_a_url_session_answers_the_urls_of_calls_outside_it(warehouse, stage):
+    """A scoring step's `url_session` changes how often the warehouse is asked, never the
+    URLs: the same ones, unsafe paths refused alike, sessions nested, an unknown stage
+    refused."""
+    paths = ["hat/hat_0.jpg", "shoes/shoes_1.jpg", "../outside.jpg"]
+    outside = warehouse.file_urls("s", paths)
+    with warehouse.url_session("s"):
+        inside = [warehouse.file_urls("s", [p])[0] for p in paths]
+        with warehouse.url_session("s"):  # nested (the gallery inside a step)
+            assert warehouse.file_urls("s", paths[:1]) == outside[:1]
+        assert warehouse.file_urls("s", paths[:1]) == outside[:1]  # the outer one still serves
+    assert inside == outside and outside[2] is None and outside[0].endswith("hat_0.jpg")
+    with pytest.raises(dg.Failure, match="does not exist"), warehouse.url_session("nope"):
+        pass
+
+
+def test_duckdb_opens_its_file_once_per_url_session_not_per_batch(tmp_path, monkeypatch):
+    """Opening and closing the file costs tens of ms: a step minting URLs for thousands of
+    batches opens it once, and holds no connection meanwhile."""
+    root = tmp_path / "stage"
+    make_stage(root, 2, classes=("hat", "shoes"))
+    duck = DuckDBWarehouse(duckdb=DuckDBResource(database=str(tmp_path / "w.duckdb")))
+    duck.create_stage("s", str(root))
+    opened: list[duckdb.DuckDBPyConnection] = []
+    real_open = DuckDBWarehouse._open
+
+    def counting(self):
+        opened.append(real_open(self))
+        return opened[-1]
+
+    monkeypatch.setattr(DuckDBWarehouse, "_open", counting)
+    with duck.url_session("s"):
+        for _ in range(20):
+            duck.file_urls("s", ["hat/hat_0.jpg"])
+        assert len(opened) == 1
+        with pytest.raises(duckdb.ConnectionException):  # closed: other processes may open it
+            opened[0].execute("select 1")
+    duck.file_urls("s", ["hat/hat_0.jpg"])  # outside a session: one connection per call
+    assert len(opened) == 2
