@@ -92,8 +92,8 @@ class DuckDBWarehouse(DuckDBReview, Warehouse):
         default=120.0,
         description="How long to wait while another process (a concurrent run) holds the file.",
     )
-    # stage -> its URL, looked up once per `url_session`
-    _session_urls: dict[str, str] = PrivateAttr(default_factory=dict)
+    # stage -> its URL, read at the first `file_urls` of an open `url_session` (None until then)
+    _session_urls: dict[str, str | None] = PrivateAttr(default_factory=dict)
 
     def _open(self) -> duckdb.DuckDBPyConnection:
         """Connect, waiting (with jittered backoff) only while another process holds the
@@ -255,16 +255,15 @@ class DuckDBWarehouse(DuckDBReview, Warehouse):
 
     @contextmanager
     def url_session(self, stage: str) -> Iterator[None]:
-        """Within it, `file_urls(stage, ...)` builds URLs from the stage's URL as it was read
-        once here, without opening the file per batch: opening and closing it cost about 35 ms,
-        half a core's worth while a scoring step mints URLs batch after batch. No connection
-        stays open, so other processes can use the file meanwhile."""
+        """Within it, `file_urls(stage, ...)` reads the stage's URL once, at its first call, and
+        builds every later batch's URLs on it without opening the file: opening and closing
+        it cost about 35 ms, half a core's worth while a scoring step mints URLs batch after
+        batch. No connection stays open, so other processes can use the file meanwhile."""
         validate_identifier(stage)
         if stage in self._session_urls:  # nested: the outer session serves
             yield
             return
-        with self._connect() as conn:
-            self._session_urls[stage] = self._stage_url(conn, stage)
+        self._session_urls[stage] = None
         try:
             yield
         finally:
@@ -276,6 +275,8 @@ class DuckDBWarehouse(DuckDBReview, Warehouse):
         if base is None:
             with self._connect() as conn:
                 base = self._stage_url(conn, stage)
+            if stage in self._session_urls:
+                self._session_urls[stage] = base
         return [stage_file_url(base, p) for p in relative_paths]
 
     def write_predictions(self, predictions: pd.DataFrame) -> int:

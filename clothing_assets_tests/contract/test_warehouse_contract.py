@@ -339,7 +339,7 @@ class _Frozen:
 def test_a_url_session_answers_the_urls_of_calls_outside_it(warehouse, stage):
     """A scoring step's `url_session` changes how often the warehouse is asked, never the
     URLs: the same ones, unsafe paths refused alike, sessions nested, an unknown stage
-    refused."""
+    refused by the time its URLs are asked for."""
     paths = ["hat/hat_0.jpg", "shoes/shoes_1.jpg", "../outside.jpg"]
     outside = warehouse.file_urls("s", paths)
     with warehouse.url_session("s"):
@@ -349,7 +349,7 @@ def test_a_url_session_answers_the_urls_of_calls_outside_it(warehouse, stage):
         assert warehouse.file_urls("s", paths[:1]) == outside[:1]  # the outer one still serves
     assert inside == outside and outside[2] is None and outside[0].endswith("hat_0.jpg")
     with pytest.raises(dg.Failure, match="does not exist"), warehouse.url_session("nope"):
-        pass
+        warehouse.file_urls("nope", ["hat/hat_0.jpg"])
 
 
 def test_duckdb_opens_its_file_once_per_url_session_not_per_batch(tmp_path, monkeypatch):
@@ -367,7 +367,8 @@ def test_duckdb_opens_its_file_once_per_url_session_not_per_batch(tmp_path, monk
         return opened[-1]
 
     monkeypatch.setattr(DuckDBWarehouse, "_open", counting)
-    with duck.url_session("s"):
+    with duck.url_session("s"), duck.url_session("test"):  # a stage no URL is asked of
+        assert not opened  # is never read: a session opens the file at its first batch
         for _ in range(20):
             duck.file_urls("s", ["hat/hat_0.jpg"])
         assert len(opened) == 1
