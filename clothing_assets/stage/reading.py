@@ -187,13 +187,14 @@ def _open_without_links(path: str) -> int:
     *folders, leaf = path.split("/")[1:]
     fd = os.open("/", _DIR_FLAGS)
     try:
-        for name in folders:
+        for depth, name in enumerate(folders, start=1):
             try:
                 inner = os.open(name, _DIR_FLAGS | _NOFOLLOW, dir_fd=fd)
             except OSError as exc:  # a link (or a file) where a folder was
                 if exc.errno in (errno.ELOOP, errno.ENOTDIR):
                     raise UnsafePathError(REFUSED_READ) from exc
-                raise
+                # named by its whole path: the bare name of a missing stage folder says little
+                raise OSError(exc.errno, exc.strerror, "/" + "/".join(folders[:depth])) from exc
             os.close(fd)
             fd = inner
         try:
@@ -201,7 +202,7 @@ def _open_without_links(path: str) -> int:
         except OSError as exc:
             if exc.errno in (errno.ELOOP, errno.EMLINK):
                 raise UnsafePathError(REFUSED_READ) from exc  # the file became a link
-            raise
+            raise OSError(exc.errno, exc.strerror, path) from exc
     finally:
         os.close(fd)
 

@@ -39,6 +39,7 @@ def test_a_missing_file_is_deferred_and_an_undecodable_one_gets_its_error(tmp_pa
         _row(good, "good.jpg"),
         _row(garbage, "garbage.jpg"),
         _row(tmp_path / "gone" / "missing.jpg", "gone/missing.jpg"),
+        _row(tmp_path / "absent.jpg", "absent.jpg"),
     ]
     out = {r["RELATIVE_PATH"]: r for r in score_batch(tiny_model_bytes(), "v1", rows)}
     assert out["good.jpg"]["TYPE"] in CLASSES and out["good.jpg"]["DEFERRED"] is None
@@ -47,6 +48,11 @@ def test_a_missing_file_is_deferred_and_an_undecodable_one_gets_its_error(tmp_pa
     missing = out["gone/missing.jpg"]
     assert missing["DEFERRED"] == DEFERRED_TRANSIENT and missing["TYPE"] is None
     assert missing["ERROR"].startswith("unreadable file: [Errno 2]"), missing["ERROR"]
+    # named by the whole path that is missing, not by its last name alone
+    assert missing["ERROR"].endswith(f"'{tmp_path / 'gone'}'"), missing["ERROR"]
+    absent = out["absent.jpg"]
+    assert absent["DEFERRED"] == DEFERRED_TRANSIENT
+    assert absent["ERROR"].endswith(f"'{tmp_path / 'absent.jpg'}'"), absent["ERROR"]
 
 
 def _messages(instance: dg.DagsterInstance, result: dg.ExecuteInProcessResult) -> list[str]:
