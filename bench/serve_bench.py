@@ -101,8 +101,8 @@ class Ceiling:
     a neighbour's load on a shared machine moves the batch-16 figure by a third from one minute
     to the next."""
 
-    def __init__(self, data: bytes, jpegs: list[bytes], pool: ThreadPoolExecutor) -> None:
-        self.loaded, self.pool = LoadedModel.from_bytes("bench", data), pool
+    def __init__(self, loaded: LoadedModel, jpegs: list[bytes], pool: ThreadPoolExecutor) -> None:
+        self.loaded, self.pool = loaded, pool
         self.images = [self.loaded.decode(jpegs[i % len(jpegs)]) for i in range(16)]
         self.ms: dict[int, list[float]] = {1: [], 16: []}
         self.sample(warm=True)
@@ -200,7 +200,8 @@ def bench_model(arch: str, size: int, jpegs: list[bytes], args: argparse.Namespa
     (root / "models" / "model_trained.pt").write_bytes(data)
     requests = args.requests if arch != "resnet50" else max(16, args.requests // 3)
     pool = forward_thread()  # one: a second thread's OpenMP team would slow both (`ml.threads`)
-    local, ceiling = InProcess(data, jpegs, pool), Ceiling(data, jpegs, pool)
+    local = InProcess(data, jpegs, pool)
+    ceiling = Ceiling(local.loaded, jpegs, pool)  # the same loaded model
     ports: dict[int, int] = {}
     servers = []
     try:
